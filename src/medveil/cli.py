@@ -1,0 +1,153 @@
+"""The ``medveil`` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medveil import metrics
+from medveil.data import copy_samples
+from medveil.errors import MedveilError
+from medveil.figures import image_grid, middle_plane
+from medveil.io import obfuscate_file, obfuscate_tree, output_name, read_image
+from medveil.keys import Key
+from medveil.schemes import available_schemes, from_key, generate_key
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _clean_errors(command):
+    """Turn library errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MedveilError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+@app.command()
+@_clean_errors
+def keygen(
+    output: Path = typer.Option(..., "-o", "--output", help="Key file to create (mode 0600; never overwritten)."),
+    scheme: str = typer.Option("intensity", help=f"Scheme: {', '.join(available_schemes())}."),
+    levels: Optional[int] = typer.Option(None, help="intensity: N distinct output values (default 2**bits: bijective)."),
+    bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
+    signed: Optional[bool] = typer.Option(None, "--signed/--unsigned", help="intensity: the stored values are signed (CT)."),
+):
+    """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way."""
+    params = {name: value for name, value in {"levels": levels, "bits": bits, "signed": signed}.items() if value is not None}
+    key = generate_key(scheme, **params)
+    key.save(output)
+    typer.echo(f"wrote {output}: {from_key(key).describe()}")
+
+
+@app.command()
+@_clean_errors
+def obfuscate(
+    source: Path = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY)."),
+    output: Path = typer.Argument(..., help="Output file, or output folder mirroring the source tree."),
+    key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
+    workers: int = typer.Option(1, min=1, help="Worker processes for a folder."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
+    scheme = from_key(Key.load(key))
+    if source.is_file():
+        target = output / output_name(source.name) if output.is_dir() else output
+        obfuscate_file(source, target, scheme)
+        typer.echo(f"wrote {target} with {scheme.describe()}")
+        return
+    report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress)
+    typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
+               f"{len(report.failed)} failed -> {output} with {scheme.describe()}")
+    for _, message in report.failed:
+        typer.echo(f"failed: {message}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
+def compare(
+    originals: Path = typer.Argument(..., help="Original file or folder."),
+    others: Path = typer.Argument(..., help="Obfuscated (or reconstructed) file or folder, same relative paths."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-image scores here."),
+    figure: Optional[Path] = typer.Option(None, help="Also save a PNG grid of the first pairs here."),
+    examples: int = typer.Option(4, min=1, help="Pairs shown in --figure."),
+    label: str = typer.Option("obfuscated", help="Column title for the second folder in --figure."),
+):
+    """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
+    if originals.is_file():
+        rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]
+        problems: list[str] = []
+        pairs = [(originals, others)]
+    else:
+        if not originals.is_dir():
+            _fail(f"{originals}: no such file or folder")
+        rows, problems = metrics.compare_trees(originals, others)
+        pairs = [(originals / r["file"], others / output_name(r["file"])) for r in rows]
+    for row in rows:
+        typer.echo(f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
+    if rows:
+        finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
+        mean_psnr = sum(finite) / len(finite) if finite else math.inf
+        typer.echo(f"mean over {len(rows)} images\tSSIM {sum(r['ssim'] for r in rows) / len(rows):.4f}\t"
+                   f"PSNR {mean_psnr:.2f} dB")
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["file", "ssim", "psnr"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if figure and rows:
+        shown = pairs[:examples]
+        grid = [[middle_plane(read_image(a)), middle_plane(read_image(b))] for a, b in shown]
+        labels = [f"{Path(a).name}\nSSIM {r['ssim']:.3f}" for (a, _), r in zip(shown, rows)]
+        image_grid(grid, ["original", label], labels, figure)
+        typer.echo(f"figure: {figure}")
+    for message in problems:
+        typer.echo(f"failed: {message}", err=True)
+    if problems or not rows:
+        if not rows and not problems:
+            _fail(f"{originals}: no supported images to compare")
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
+def samples(dest: Path = typer.Argument(..., help="Folder to fill with example scans.")):
+    """Copy a few real example scans bundled with installed packages (Br35H MRI, DICOM CT/MR, NIfTI)."""
+    copied = copy_samples(dest)
+    for group, files in copied.items():
+        typer.echo(f"{dest / group}: {len(files)} files")
+
+
+@app.command()
+@_clean_errors
+def inspect(path: Path = typer.Argument(..., help="An image file.")):
+    """Show an image's format, shape, stored type and value range, and the key it needs."""
+    image = read_image(path)
+    pixels = image.pixels
+    typer.echo(f"{path}: {image.format}, shape {pixels.shape}, {pixels.dtype}, {image.bits} bits stored, "
+               f"values [{pixels.min()}, {pixels.max()}]")
+    if pixels.dtype.kind in "iu":
+        signed = " --signed" if pixels.dtype.kind == "i" else ""
+        typer.echo(f"key for data like this: medveil keygen --bits {image.bits}{signed} --levels N -o KEY")
+
+
+if __name__ == "__main__":
+    app()

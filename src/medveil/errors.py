@@ -1,0 +1,25 @@
+"""The errors medveil raises on purpose.
+
+Each carries a one-line message meant for the person at the terminal; the CLI prints it as is
+and exits non-zero. Anything else escaping the library is a bug.
+"""
+
+
+class MedveilError(Exception):
+    """Base class: a problem with the user's input, key or files, explained in one line."""
+
+
+class KeyFileError(MedveilError):
+    """A key file is missing, malformed, of an unknown version, or fails its fingerprint check."""
+
+
+class SchemeMismatchError(MedveilError):
+    """A key was made for another scheme or other parameters than the ones asked for."""
+
+
+class ParameterError(MedveilError):
+    """A scheme parameter is unknown or out of range."""
+
+
+class InputError(MedveilError):
+    """An image is unreadable, of an unsupported format, or of a dtype/range the key cannot map."""

@@ -1,0 +1,55 @@
+"""Figures a person looks at: originals beside their obfuscated or reconstructed versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medveil.io import MedicalImage  # noqa: E402
+
+
+def middle_plane(image: MedicalImage) -> np.ndarray:
+    """The middle 2-D plane of an image, ``(H, W)`` or ``(H, W, C)``, for display."""
+    planes = image.planes()
+    return planes[len(planes) // 2]
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], row_titles: Sequence[str],
+               path: Path, title: str | None = None) -> Path:
+    """Save a grid of images: one row per example, one column per version (e.g. original | obfuscated).
+
+    Each image is shown min-max scaled on its own (as a model sees it after normalisation).
+    """
+    n_rows, n_cols = len(rows), len(column_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows + (0.4 if title else 0)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(_display(img), cmap="gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(row_titles[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    img = img.astype(np.float64)
+    lo, hi = img.min(), img.max()
+    scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return scaled[..., :3] if scaled.ndim == 3 else scaled

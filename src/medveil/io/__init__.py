@@ -1,0 +1,19 @@
+"""Medical image I/O: one reader and writer over DICOM, NIfTI, PNG/JPEG/TIFF and NumPy, and safe batches."""
+
+# Importing the format modules registers them.
+from medveil.io import dicom, nifti, npy, raster  # noqa: F401
+from medveil.io.batch import BatchReport, obfuscate_file, obfuscate_image, obfuscate_tree
+from medveil.io.image import MedicalImage, format_of, is_supported, output_name, read_image, write_image
+
+__all__ = [
+    "BatchReport",
+    "MedicalImage",
+    "format_of",
+    "is_supported",
+    "obfuscate_file",
+    "obfuscate_image",
+    "obfuscate_tree",
+    "output_name",
+    "read_image",
+    "write_image",
+]

@@ -1,0 +1,258 @@
+"""Obfuscate one file or a whole folder tree, safely.
+
+A folder run mirrors the source tree into a separate output folder and never writes inside the
+source. Every output is written to a temporary name and renamed into place, and a JSON-lines
+manifest in the output folder records ``source -> output`` with the source's SHA-256 and the
+key's fingerprint. Re-running the same command after an interruption skips what is done (same
+source bytes, output present) and does the rest; a run with another key into the same output
+folder is refused. Files that fail are reported with a one-line reason at the end while the
+others complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import secrets
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medveil.errors import InputError, MedveilError
+from medveil.io.image import MedicalImage, format_named, format_of, output_name, read_image, write_image
+from medveil.keys import Key
+from medveil.schemes import Scheme, from_key
+
+MANIFEST = "medveil-manifest.jsonl"
+MANIFEST_VERSION = 1
+_TMP_PREFIX = ".medveil-tmp-"
+
+
+def obfuscate_image(image: MedicalImage, scheme: Scheme) -> MedicalImage:
+    """Obfuscated pixels plus de-identified metadata, ready to write in the output format."""
+    pixels = scheme(image.pixels)
+    fmt = format_named(image.format)
+    meta = image.meta
+    if fmt.deidentify is not None and meta is not None:
+        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32))
+    return image.replace(
+        pixels=pixels,
+        bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
+        format=fmt.writes_as,
+        meta=meta,
+    )
+
+
+def write_atomic(path: Path, image: MedicalImage) -> None:
+    """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(4)}-{path.name}")
+    try:
+        write_image(tmp, image)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False) -> None:
+    """Obfuscate one file into ``dst`` (written atomically); refuses to overwrite unless asked."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise InputError(f"{dst}: already exists; refusing to overwrite")
+    if dst.resolve() == src.resolve():
+        raise InputError(f"{src}: output would replace the original")
+    image = read_image(src)
+    try:
+        out = obfuscate_image(image, scheme)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(dst, out)
+    except MedveilError as exc:
+        raise InputError(f"{src}: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class BatchReport:
+    """What a folder run did: relative paths done now, already done before, and failed with why."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def walk(root: Path) -> list[Path]:
+    """Files below ``root`` in a stable order, hidden files and folders left out."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath, f).relative_to(root) for f in sorted(filenames) if not f.startswith("."))
+    return files
+
+
+def _check_disjoint(src: Path, dst: Path) -> None:
+    s, d = src.resolve(), dst.resolve()
+    if s == d or s in d.parents or d in s.parents:
+        raise InputError(f"output folder {dst} must lie outside the input folder {src} (and not contain it)")
+
+
+class Manifest:
+    """The JSON-lines record of a folder run: one header line, then one line per finished file."""
+
+    def __init__(self, path: Path, key: Key):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        header = {
+            "medveil_manifest": MANIFEST_VERSION,
+            "scheme": key.scheme,
+            "params": dict(key.params),
+            "key_fingerprint": key.fingerprint,
+        }
+        if path.exists():
+            self._load(header)
+        else:
+            with open(path, "w") as fh:
+                fh.write(json.dumps(header, sort_keys=True) + "\n")
+
+    def _load(self, header: dict) -> None:
+        with open(self.path) as fh:
+            lines = fh.read().splitlines()
+        try:
+            found = json.loads(lines[0])
+        except (IndexError, json.JSONDecodeError):
+            raise InputError(f"{self.path}: corrupt manifest; move the output folder aside and start again") from None
+        if found.get("key_fingerprint") != header["key_fingerprint"]:
+            raise InputError(
+                f"{self.path.parent} was written with key {found.get('key_fingerprint')}, not "
+                f"{header['key_fingerprint']}; use that key or another output folder"
+            )
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interruption
+                continue
+            self.entries[entry["source"]] = entry
+
+    def is_done(self, rel: str, source_sha256: str, out_root: Path) -> bool:
+        entry = self.entries.get(rel)
+        return bool(entry) and entry["sha256"] == source_sha256 and (out_root / entry["output"]).is_file()
+
+    def record(self, rel: str, source_sha256: str, out_rel: str) -> None:
+        entry = {"source": rel, "sha256": source_sha256, "output": out_rel}
+        self.entries[rel] = entry
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+_worker_scheme: Scheme | None = None  # set once per worker process
+
+
+def _init_worker(key_json: str) -> None:
+    global _worker_scheme
+    import numba
+
+    numba.set_num_threads(1)  # parallelism comes from the processes
+    _worker_scheme = from_key(Key.from_json(key_json))
+
+
+def _obfuscate_in_worker(src: Path, dst: Path) -> None:
+    obfuscate_file(src, dst, _worker_scheme, overwrite=True)
+
+
+def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True) -> BatchReport:
+    """Obfuscate every supported file below ``src`` into the mirrored tree ``dst``.
+
+    Parameters
+    ----------
+    src, dst : Path
+        Input and output folders; they must not overlap.
+    scheme : Scheme
+        The key-bound scheme to apply.
+    workers : int
+        Processes to use (1 runs in this process).
+    progress : bool
+        Show a progress bar on stderr.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise InputError(f"{src}: no such folder")
+    _check_disjoint(src, dst)
+    files = walk(src)
+    if not files:
+        raise InputError(f"{src}: folder holds no files")
+    if dst.exists() and not (dst / MANIFEST).exists() and any(dst.iterdir()):
+        raise InputError(f"{dst}: output folder is not empty and holds no medveil manifest; choose an empty folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    for stale in dst.rglob(f"{_TMP_PREFIX}*"):
+        stale.unlink()
+    manifest = Manifest(dst / MANIFEST, scheme.key)
+
+    report = BatchReport()
+    todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
+    claimed: dict[str, str] = {}
+    for rel in files:
+        rel_s = rel.as_posix()
+        try:
+            format_of(src / rel)
+        except InputError as exc:
+            report.failed.append((rel_s, str(exc)))
+            continue
+        out_rel = output_name(rel).as_posix()
+        if out_rel in claimed:
+            report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
+            continue
+        claimed[out_rel] = rel_s
+        digest = sha256_file(src / rel)
+        if manifest.is_done(rel_s, digest, dst):
+            report.skipped.append(rel_s)
+        else:
+            todo.append((rel_s, digest, out_rel))
+
+    bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
+
+    def finish(item: tuple[str, str, str], error: BaseException | None) -> None:
+        rel_s, digest, out_rel = item
+        if error is None:
+            manifest.record(rel_s, digest, out_rel)
+            report.done.append(rel_s)
+        else:
+            report.failed.append((rel_s, _reason(error)))
+        bar.update()
+
+    if workers <= 1 or len(todo) <= 1:
+        for item in todo:
+            try:
+                obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True)
+                finish(item, None)
+            except Exception as exc:
+                finish(item, exc)
+    else:
+        context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(scheme.key.to_json(),)) as pool:
+            futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2]): item for item in todo}
+            for future in as_completed(futures):
+                finish(futures[future], future.exception())
+    bar.close()
+    return report
+
+
+def _reason(error: BaseException) -> str:
+    """One line saying why a file failed (library errors already name the file)."""
+    if isinstance(error, MedveilError):
+        return str(error)
+    return f"{error.__class__.__name__}: {error}"

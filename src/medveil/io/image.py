@@ -1,0 +1,158 @@
+"""One image type and one reader/writer for every supported format.
+
+:class:`MedicalImage` carries the stored pixel values plus what is needed to write them back in
+the same format: bit depth, sign, channel layout and the format's own metadata (a pydicom
+``Dataset``, a nibabel header and affine). Readers return stored integers as they are on disk,
+never rescaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from medveil.errors import InputError
+
+
+@dataclass(frozen=True)
+class MedicalImage:
+    """Pixels of one file and what is needed to write them back.
+
+    Attributes
+    ----------
+    pixels : ndarray
+        Stored values. ``(H, W)`` grayscale, ``(H, W, C)`` colour (``channel_axis=-1``),
+        ``(F, H, W[, C])`` multi-frame DICOM / multi-page TIFF, NIfTI volumes in file order.
+    format : str
+        ``"dicom"``, ``"nifti"``, ``"png"``, ``"jpeg"``, ``"tiff"`` or ``"npy"``.
+    bits : int
+        Significant bits per sample (DICOM *Bits Stored*; the dtype's width elsewhere).
+    channel_axis : int or None
+        ``-1`` when the last axis holds colour channels.
+    meta : Any
+        Format-specific header (pydicom ``Dataset``, nibabel image); ``None`` for raster/NumPy.
+    """
+
+    pixels: np.ndarray
+    format: str
+    bits: int
+    channel_axis: int | None = None
+    meta: Any = None
+
+    def replace(self, **changes: Any) -> "MedicalImage":
+        return dataclasses.replace(self, **changes)
+
+    def planes(self) -> np.ndarray:
+        """The image as a stack of 2-D planes, ``(n, H, W)`` or ``(n, H, W, C)``.
+
+        NIfTI planes are axial ``(x, y)`` slices; other formats stack frames / pages.
+        """
+        if self.format == "nifti":
+            volume = self.pixels.reshape(self.pixels.shape[0], self.pixels.shape[1], -1)
+            return np.moveaxis(volume, -1, 0)
+        plane_dims = 3 if self.channel_axis is not None else 2
+        return self.pixels.reshape((-1,) + self.pixels.shape[-plane_dims:])
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffixes: tuple[str, ...]
+    read: Callable[[Path], MedicalImage]
+    write: Callable[[Path, MedicalImage], None] | None
+    writes_as: str  # format obfuscated output is written in
+    deidentify: Callable[[Any, bytes], Any] | None = None  # (meta, uid_secret) -> scrubbed meta
+    sniff: Callable[[Path], bool] | None = None  # recognises files without a known suffix
+
+
+_FORMATS: list[Format] = []
+
+
+def register_format(fmt: Format) -> None:
+    _FORMATS.append(fmt)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def format_of(path: str | os.PathLike) -> Format:
+    """The format a path's name says it holds; :class:`InputError` if unsupported."""
+    path = Path(path)
+    suffix = _suffix(path)
+    for fmt in _FORMATS:
+        if suffix in fmt.suffixes:
+            return fmt
+    if suffix == "" and path.is_file():
+        for fmt in _FORMATS:
+            if fmt.sniff is not None and fmt.sniff(path):
+                return fmt
+    known = sorted({s for f in _FORMATS for s in f.suffixes})
+    raise InputError(f"{path}: unsupported format '{suffix or path.name}' (supported: {' '.join(known)})")
+
+
+def format_named(name: str) -> Format:
+    """The registered format called ``name`` (``"dicom"``, ``"png"``, ...)."""
+    for fmt in _FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise KeyError(name)
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    try:
+        format_of(path)
+    except InputError:
+        return False
+    return True
+
+
+def output_name(relpath: str | os.PathLike) -> Path:
+    """Where the obfuscated copy of ``relpath`` goes: same name, except lossy JPEG becomes PNG."""
+    relpath = Path(relpath)
+    fmt = format_of(relpath)
+    if fmt.writes_as == fmt.name:
+        return relpath
+    target = format_named(fmt.writes_as)
+    return relpath.with_name(relpath.name[: -len(_suffix(relpath))] + target.suffixes[0])
+
+
+def read_image(path: str | os.PathLike) -> MedicalImage:
+    """Read one image file of any supported format.
+
+    Raises :class:`InputError` (one line, naming the file) for a missing, unsupported, corrupt
+    or truncated file.
+    """
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        image = fmt.read(path)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except Exception as exc:  # decoders raise anything from ValueError to struct.error on bad bytes
+        raise InputError(f"{path}: cannot read {fmt.name} ({exc.__class__.__name__}: {_first_line(exc)})") from None
+    if image.pixels.size == 0:
+        raise InputError(f"{path}: image has no pixels")
+    return image
+
+
+def write_image(path: str | os.PathLike, image: MedicalImage) -> None:
+    """Write ``image`` in its own format to ``path`` (whose suffix must name that format)."""
+    path = Path(path)
+    fmt = format_named(image.format)
+    if fmt.write is None:
+        raise InputError(f"{path}: writing {fmt.name} is not supported (lossy); write {fmt.writes_as} instead")
+    fmt.write(path, image)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "no details"

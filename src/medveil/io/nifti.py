@@ -1,0 +1,45 @@
+"""NIfTI-1/2 (``.nii``, ``.nii.gz``) with nibabel: stored values in, same affine and header out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medveil.errors import InputError
+from medveil.io.image import Format, MedicalImage, register_format
+
+# Free-text header fields where a site may have written identifying notes.
+_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+
+
+def read_nifti(path: Path) -> MedicalImage:
+    img = nib.load(path)
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"not a NIfTI image ({type(img).__name__})")
+    pixels = np.asarray(img.dataobj.get_unscaled())  # stored integers, not scl_slope-scaled floats
+    return MedicalImage(pixels=pixels, format="nifti", bits=8 * pixels.dtype.itemsize, meta=img)
+
+
+def deidentify(img: nib.Nifti1Image, uid_secret: bytes = b"") -> nib.Nifti1Image:
+    """A copy of ``img`` with the header's free-text fields cleared (NIfTI has no UIDs to remap)."""
+    header = img.header.copy()
+    for name in _TEXT_FIELDS:
+        if name in header:
+            header[name] = b""
+    return type(img)(img.dataobj, img.affine, header)
+
+
+def write_nifti(path: Path, image: MedicalImage) -> None:
+    src = image.meta
+    header = src.header.copy()
+    header.set_data_dtype(image.pixels.dtype)
+    header.set_slope_inter(1.0, 0.0)  # the mapped codes are not physical values
+    out = type(src)(image.pixels, src.affine, header)
+    out.set_qform(*src.get_qform(coded=True))
+    out.set_sform(*src.get_sform(coded=True))
+    out.to_filename(path)
+
+
+register_format(Format("nifti", (".nii", ".nii.gz"), read_nifti, write_nifti, "nifti", deidentify=deidentify))

@@ -1,0 +1,228 @@
+"""Secret keys: generation, serialisation, fingerprints and deterministic expansion.
+
+A :class:`Key` holds 256 bits from :mod:`secrets` plus the scheme name and parameters it was made
+for. Everything a scheme derives from it (permutations, bit masks, choices) comes from
+:class:`KeyStream`, an HMAC-SHA256 counter-mode stream keyed by the secret and separated by a
+label, so two derivations never share bytes and no NumPy or :mod:`random` generator is involved.
+
+Key files are JSON, written with mode 0600, never silently overwritten, and carry a format version
+and a fingerprint that is checked on load (a tampered or truncated key is refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from medveil.errors import KeyFileError, SchemeMismatchError
+
+FORMAT_VERSION = 1
+SECRET_BYTES = 32
+_BLOCK = hashlib.sha256().digest_size
+
+
+class KeyStream:
+    """An endless deterministic byte stream: HMAC-SHA256(secret, label || counter), block after block.
+
+    Parameters
+    ----------
+    secret : bytes
+        The key's secret material.
+    label : str
+        Domain separation: streams with different labels are independent.
+    """
+
+    def __init__(self, secret: bytes, label: str):
+        self._mac = hmac.new(secret, label.encode() + b"\x00", hashlib.sha256)
+        self._counter = 0
+        self._buffer = b""
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes of the stream."""
+        blocks_needed = -(-(n - len(self._buffer)) // _BLOCK)
+        chunks = [self._buffer]
+        for _ in range(max(blocks_needed, 0)):
+            mac = self._mac.copy()
+            mac.update(self._counter.to_bytes(8, "big"))
+            chunks.append(mac.digest())
+            self._counter += 1
+        data = b"".join(chunks)
+        self._buffer = data[n:]
+        return data[:n]
+
+    def uint64(self, n: int) -> np.ndarray:
+        """``n`` uniform 64-bit unsigned integers."""
+        return np.frombuffer(self.read(8 * n), dtype=">u8").astype(np.uint64)
+
+    def below(self, bounds: np.ndarray | int) -> np.ndarray:
+        """Uniform integers ``0 <= x < bound`` for each bound (int64 array), without modulo bias.
+
+        Rejection sampling: a draw at or above the largest multiple of ``bound`` below 2**64 is
+        drawn again.
+        """
+        bounds = np.atleast_1d(np.asarray(bounds, dtype=np.uint64))
+        if (bounds == 0).any():
+            raise ValueError("bounds must be positive")
+        # 2**64 mod b, computed without overflowing: (2**64 - b) mod b
+        limits = np.uint64(0) - ((np.uint64(0) - bounds) % bounds)
+        draws = self.uint64(bounds.size)
+        rejected = (limits != 0) & (draws >= limits)
+        while rejected.any():
+            draws[rejected] = self.uint64(int(rejected.sum()))
+            rejected = (limits != 0) & (draws >= limits)
+        return (draws % bounds).astype(np.int64)
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A uniform random permutation of ``range(n)`` (Fisher–Yates), as int64."""
+        perm = np.arange(n, dtype=np.int64)
+        if n < 2:
+            return perm
+        swaps = self.below(np.arange(n, 1, -1, dtype=np.int64))  # j_i uniform in [0, i] for i = n-1..1
+        for i, j in zip(range(n - 1, 0, -1), swaps.tolist()):
+            perm[i], perm[j] = perm[j], perm[i]
+        return perm
+
+    def bits(self, n: int) -> np.ndarray:
+        """``n`` uniform bits as a bool array."""
+        raw = np.frombuffer(self.read(-(-n // 8)), dtype=np.uint8)
+        return np.unpackbits(raw)[:n].astype(bool)
+
+
+@dataclass(frozen=True)
+class Key:
+    """A secret key for one scheme with fixed parameters.
+
+    Attributes
+    ----------
+    scheme : str
+        Registered scheme name, e.g. ``"intensity"``.
+    params : Mapping[str, Any]
+        JSON-serialisable scheme parameters, already validated by the scheme.
+    secret : bytes
+        ``SECRET_BYTES`` bytes from :mod:`secrets`. Never printed (``repr`` hides it).
+    version : int
+        Key file format version.
+    """
+
+    scheme: str
+    params: Mapping[str, Any]
+    secret: bytes = field(repr=False)
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def new(cls, scheme: str, params: Mapping[str, Any]) -> "Key":
+        """A fresh key. Use :func:`medveil.schemes.generate_key`, which validates ``params`` first."""
+        return cls(scheme=scheme, params=dict(params), secret=secrets.token_bytes(SECRET_BYTES))
+
+    @property
+    def fingerprint(self) -> str:
+        """32 hex characters identifying this key; safe to share (reveals nothing of the secret)."""
+        mac = hmac.new(self.secret, b"medveil-fingerprint\x00" + self._public_bytes(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    def stream(self, label: str) -> KeyStream:
+        """An independent deterministic stream for ``label`` (e.g. ``"intensity/permutation"``)."""
+        return KeyStream(self.secret, f"{self.scheme}/{label}")
+
+    def require(self, scheme: str) -> None:
+        """Raise :class:`SchemeMismatchError` unless this key was made for ``scheme``."""
+        if self.scheme != scheme:
+            raise SchemeMismatchError(
+                f"this key was made for the '{self.scheme}' scheme, not '{scheme}' "
+                f"(fingerprint {self.fingerprint})"
+            )
+
+    def _public_bytes(self) -> bytes:
+        return json.dumps(
+            {"version": self.version, "scheme": self.scheme, "params": self.params}, sort_keys=True
+        ).encode()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "medveil_key_version": self.version,
+                "scheme": self.scheme,
+                "params": dict(self.params),
+                "secret": base64.b64encode(self.secret).decode(),
+                "fingerprint": self.fingerprint,
+            },
+            indent=2,
+            sort_keys=True,
+        ) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "key") -> "Key":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise KeyFileError(f"{source}: not a medveil key (invalid JSON: {exc.msg})") from None
+        if not isinstance(doc, dict) or "medveil_key_version" not in doc:
+            raise KeyFileError(f"{source}: not a medveil key (no 'medveil_key_version')")
+        if doc["medveil_key_version"] != FORMAT_VERSION:
+            raise KeyFileError(
+                f"{source}: key format version {doc['medveil_key_version']!r} is not supported "
+                f"(this medveil reads version {FORMAT_VERSION})"
+            )
+        try:
+            secret = base64.b64decode(doc["secret"], validate=True)
+            key = cls(scheme=str(doc["scheme"]), params=dict(doc["params"]), secret=secret)
+            stored = str(doc["fingerprint"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyFileError(f"{source}: malformed key ({exc.__class__.__name__}: {exc})") from None
+        if len(secret) != SECRET_BYTES:
+            raise KeyFileError(f"{source}: secret has {len(secret)} bytes, expected {SECRET_BYTES}")
+        if not hmac.compare_digest(stored, key.fingerprint):
+            raise KeyFileError(f"{source}: fingerprint mismatch: the key file was altered or corrupted")
+        return key
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the key atomically with mode 0600. Refuses to replace an existing file unless asked."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key (choose another name)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".medveil-key-", dir=path.parent)  # mkstemp creates 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # fails if someone created `path` meanwhile
+                os.unlink(tmp)
+        except FileExistsError:
+            os.unlink(tmp)
+            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, scheme: str | None = None) -> "Key":
+        """Read and verify a key file; with ``scheme``, also check the key was made for it."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise KeyFileError(f"{path}: key file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileError(f"{path}: cannot read key ({exc.__class__.__name__})") from None
+        key = cls.from_json(text, source=str(path))
+        if scheme is not None:
+            key.require(scheme)
+        return key

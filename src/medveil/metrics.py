@@ -1,0 +1,91 @@
+"""Similarity metrics between an original and an obfuscated or reconstructed image.
+
+SSIM and PSNR come from scikit-image. The data range they need is chosen by
+:func:`pair_data_range`: 255 for 8-bit images (the convention of the papers we compare with), and
+for wider data the joint range the two images actually span, since a nominal 65535 for 12-bit
+CT in 16-bit containers shrinks every difference and makes any two scans look alike.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from medveil.errors import InputError, MedveilError
+from medveil.io import MedicalImage, is_supported, output_name, read_image
+from medveil.io.batch import walk
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float, channel_axis: int | None = None) -> float:
+    """Mean SSIM of two same-shaped 2-D images (``(H, W)``, or ``(H, W, C)`` with ``channel_axis=-1``)."""
+    _check_pair(a, b)
+    spatial = a.shape[:2]
+    if min(spatial) < 7:
+        raise InputError(f"SSIM needs images of at least 7x7 pixels, got {spatial[0]}x{spatial[1]}")
+    return float(
+        structural_similarity(
+            a.astype(np.float64), b.astype(np.float64), data_range=data_range, channel_axis=channel_axis
+        )
+    )
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    """PSNR in dB of ``b`` against reference ``a``; ``inf`` for identical images."""
+    _check_pair(a, b)
+    if np.array_equal(a, b):
+        return math.inf
+    return float(peak_signal_noise_ratio(a.astype(np.float64), b.astype(np.float64), data_range=data_range))
+
+
+def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, float]:
+    """SSIM (mean over 2-D planes) and PSNR between two images of one scan."""
+    a, b = original.planes(), other.planes()
+    _check_pair(a, b)
+    data_range = pair_data_range(a, b, max(original.bits, other.bits))
+    channel_axis = -1 if original.channel_axis is not None else None
+    return {
+        "ssim": float(np.mean([ssim(pa, pb, data_range, channel_axis) for pa, pb in zip(a, b)])),
+        "psnr": psnr(a, b, data_range),
+    }
+
+
+def pair_data_range(a: np.ndarray, b: np.ndarray, bits: int) -> float:
+    """The data range for comparing ``a`` with ``b`` when their samples have up to ``bits`` bits."""
+    if bits <= 8:
+        return 255.0
+    lo = min(float(a.min()), float(b.min()))
+    hi = max(float(a.max()), float(b.max()))
+    return max(hi - lo, 1.0)
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"images differ in shape: {a.shape} vs {b.shape}")
+
+
+def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]:
+    """Compare each supported file below ``originals`` with its counterpart below ``others``.
+
+    Counterparts are found by relative path, with the renaming obfuscation applies (JPEG -> PNG).
+    Returns ``(rows, problems)``: one row ``{"file", "ssim", "psnr"}`` per pair, and one line per
+    file that is missing or unreadable.
+    """
+    originals, others = Path(originals), Path(others)
+    rows, problems = [], []
+    for rel in walk(originals):
+        if not is_supported(originals / rel):
+            continue
+        counterpart = others / output_name(rel)
+        if not counterpart.is_file():
+            problems.append(f"{counterpart}: missing (counterpart of {originals / rel})")
+            continue
+        try:
+            scores = compare_images(read_image(originals / rel), read_image(counterpart))
+        except MedveilError as exc:
+            problems.append(f"{originals / rel}: {exc}")
+            continue
+        rows.append({"file": rel.as_posix(), **scores})
+    return rows, problems

@@ -1,0 +1,21 @@
+"""Obfuscation schemes. Importing this package registers every built-in scheme."""
+
+from medveil.schemes.base import (
+    Scheme,
+    available_schemes,
+    from_key,
+    generate_key,
+    register,
+    scheme_class,
+)
+from medveil.schemes.intensity import IntensityMapping
+
+__all__ = [
+    "IntensityMapping",
+    "Scheme",
+    "available_schemes",
+    "from_key",
+    "generate_key",
+    "register",
+    "scheme_class",
+]

@@ -1,0 +1,102 @@
+"""The protocol every obfuscation scheme follows, and the registry that finds them by name.
+
+A scheme is bound to one :class:`~medveil.keys.Key` at construction and is then a plain callable
+on arrays: ``scheme(images) -> obfuscated``. Images are ``(H, W)``, ``(H, W, C)`` or any batch
+of those (``(B, H, W[, C])``, volumes, multi-frame); each scheme documents the dtypes and value
+ranges it accepts and raises :class:`~medveil.errors.InputError` for anything else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from medveil.errors import ParameterError
+from medveil.keys import Key
+
+_REGISTRY: dict[str, type["Scheme"]] = {}
+
+
+class Scheme(ABC):
+    """An obfuscation bound to one key.
+
+    Subclasses set :attr:`name`, implement :meth:`validate_params` and :meth:`__call__`, and are
+    registered with :func:`register`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, key: Key):
+        key.require(self.name)
+        self.key = key
+        self.params: dict[str, Any] = self.validate_params(key.params)
+        if self.params != dict(key.params):
+            raise ParameterError(
+                f"key {key.fingerprint} holds non-canonical parameters {dict(key.params)}; "
+                "it was not made by medveil keygen"
+            )
+
+    @classmethod
+    @abstractmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``params`` and return them complete, with defaults filled in.
+
+        Raises :class:`~medveil.errors.ParameterError` for unknown names or bad values.
+        """
+
+    @abstractmethod
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Obfuscate ``images``; the output has the same shape."""
+
+    @property
+    def output_bits(self) -> int | None:
+        """Significant bits of the output samples, if narrower than the output dtype."""
+        return None
+
+    def describe(self) -> str:
+        """One line for people: scheme, parameters and key fingerprint."""
+        args = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({args}) key {self.key.fingerprint}"
+
+
+def register(cls: type[Scheme]) -> type[Scheme]:
+    """Class decorator adding a scheme to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"scheme {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_schemes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def scheme_class(name: str) -> type[Scheme]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ParameterError(
+            f"unknown scheme {name!r}; available: {', '.join(available_schemes())}"
+        ) from None
+
+
+def generate_key(scheme: str, **params: Any) -> Key:
+    """A new secret key for ``scheme``; ``params`` are checked and completed by the scheme."""
+    return Key.new(scheme, scheme_class(scheme).validate_params(params))
+
+
+def from_key(key: Key) -> Scheme:
+    """The scheme a key was made for, bound to it."""
+    return scheme_class(key.scheme)(key)
+
+
+def check_params(params: Mapping[str, Any], allowed: set[str], scheme: str) -> None:
+    """Raise :class:`ParameterError` naming any parameter ``scheme`` does not take."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ParameterError(
+            f"scheme '{scheme}' takes no parameter {', '.join(unknown)} "
+            f"(it takes: {', '.join(sorted(allowed))})"
+        )

@@ -1,0 +1,119 @@
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import medveil
+from medveil.errors import InputError
+from medveil.io import batch, obfuscate_tree, read_image
+from medveil.io.batch import MANIFEST
+
+
+def tree_hashes(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def scans(tmp_path, rng, dicom_dir):
+    root = tmp_path / "scans"
+    for i in range(6):
+        folder = root / ("a" if i % 2 else "b") / "deep"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8)).save(folder / f"img{i}.png")
+    np.save(root / "arr.npy", rng.integers(0, 256, (2, 16, 16), dtype=np.uint8))
+    return root
+
+
+def run(src, dst, key, **kwargs):
+    return obfuscate_tree(src, dst, medveil.from_key(key), progress=False, **kwargs)
+
+
+def test_tree_is_mirrored_and_originals_untouched(tmp_path, scans, key8):
+    before = tree_hashes(scans)
+    report = run(scans, tmp_path / "out", key8)
+    assert report.ok and len(report.done) == 7
+    assert tree_hashes(scans) == before
+    scheme = medveil.from_key(key8)
+    for rel in before:
+        assert np.array_equal(read_image(tmp_path / "out" / rel).pixels, scheme(read_image(scans / rel).pixels))
+
+
+def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path, scans, key8, monkeypatch):
+    out = tmp_path / "out"
+    real = batch.obfuscate_file
+    calls = []
+
+    def dies_on_fourth(src, dst, scheme, overwrite=False):
+        calls.append(src)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(src, dst, scheme, overwrite)
+
+    monkeypatch.setattr(batch, "obfuscate_file", dies_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run(scans, out, key8)
+    monkeypatch.setattr(batch, "obfuscate_file", real)
+
+    report = run(scans, out, key8)
+    assert len(report.skipped) == 3 and len(report.done) == 4 and report.ok
+    lines = (out / MANIFEST).read_text().splitlines()
+    sources = [json.loads(line)["source"] for line in lines[1:]]
+    assert sorted(sources) == sorted(set(sources)) and len(sources) == 7
+    again = run(scans, out, key8)
+    assert len(again.skipped) == 7 and not again.done
+
+
+def test_changed_source_is_redone_and_stale_temporaries_removed(tmp_path, scans, key8, rng):
+    out = tmp_path / "out"
+    run(scans, out, key8)
+    (out / "a" / ".medveil-tmp-dead-img1.png").write_bytes(b"partial")
+    Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8)).save(scans / "a" / "deep" / "img1.png")
+    report = run(scans, out, key8)
+    assert report.done == ["a/deep/img1.png"]
+    assert not list(out.rglob(".medveil-tmp-*"))
+
+
+def test_other_key_into_same_output_is_refused(tmp_path, scans, key8):
+    run(scans, tmp_path / "out", key8)
+    with pytest.raises(InputError, match="was written with key"):
+        run(scans, tmp_path / "out", medveil.generate_key("intensity", levels=50))
+
+
+def test_bad_files_are_listed_while_good_ones_complete(tmp_path, scans, key8, dicom_dir):
+    (scans / "notes.txt").write_text("x")
+    (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    shutil.copy(dicom_dir / "CT_small.dcm", scans / "ct.dcm")  # 16-bit data, 8-bit key
+    report = run(scans, tmp_path / "out", key8)
+    failed = dict(report.failed)
+    assert set(failed) == {"notes.txt", "broken.png", "ct.dcm"}
+    assert "unsupported format" in failed["notes.txt"]
+    assert "cannot read png" in failed["broken.png"]
+    assert "8-bit key" in failed["ct.dcm"]
+    assert len(report.done) == 7
+
+
+def test_empty_overlapping_and_foreign_outputs_are_refused(tmp_path, scans, key8):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no files"):
+        run(tmp_path / "empty", tmp_path / "out", key8)
+    with pytest.raises(InputError, match="must lie outside"):
+        run(scans, scans / "out", key8)
+    with pytest.raises(InputError, match="must lie outside"):
+        run(scans, scans, key8)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("someone's file")
+    with pytest.raises(InputError, match="not empty"):
+        run(scans, tmp_path / "busy", key8)
+
+
+def test_workers_give_the_same_output(tmp_path, scans, key8):
+    run(scans, tmp_path / "one", key8)
+    report = run(scans, tmp_path / "two", key8, workers=2)
+    assert report.ok
+    one, two = tree_hashes(tmp_path / "one"), tree_hashes(tmp_path / "two")
+    one.pop(MANIFEST), two.pop(MANIFEST)
+    assert one == two

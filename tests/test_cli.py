@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from medveil.cli import app
+
+runner = CliRunner()
+
+
+def medveil(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def make_scans(root, rng, n=3):
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / f"s{i}.png")
+    return root
+
+
+def test_keygen_obfuscate_compare(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng)
+    result = medveil("keygen", "--levels", 50, "-o", tmp_path / "h.key")
+    assert result.exit_code == 0 and "levels=50" in result.output
+    result = medveil("obfuscate", "--key", tmp_path / "h.key", "--no-progress", scans, tmp_path / "obf")
+    assert result.exit_code == 0, result.output
+    assert "3 obfuscated" in result.output
+    result = medveil("compare", scans, tmp_path / "obf", "--csv", tmp_path / "c.csv", "--figure", tmp_path / "f.png")
+    assert result.exit_code == 0, result.output
+    assert "mean over 3 images" in result.output
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    ssims = [float(line.split(",")[1]) for line in (tmp_path / "c.csv").read_text().splitlines()[1:]]
+    assert len(ssims) == 3 and max(ssims) < 0.3  # random-looking images: no structure survives
+
+
+def one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    return lines
+
+
+def test_bad_inputs_exit_nonzero_with_one_line(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng)
+    medveil("keygen", "-o", tmp_path / "h.key")
+    doc = json.loads((tmp_path / "h.key").read_text())
+    doc["params"]["levels"] = 10
+    (tmp_path / "tampered.key").write_text(json.dumps(doc))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    cases = [
+        (("obfuscate", "--key", tmp_path / "tampered.key", scans, tmp_path / "o1"), "fingerprint mismatch"),
+        (("obfuscate", "--key", tmp_path / "nokey", scans, tmp_path / "o2"), "key file not found"),
+        (("obfuscate", "--key", tmp_path / "h.key", tmp_path / "empty", tmp_path / "o3"), "holds no files"),
+        (("obfuscate", "--key", tmp_path / "h.key", tmp_path / "bad.png", tmp_path / "o4.png"), "cannot read png"),
+        (("keygen", "-o", tmp_path / "h.key"), "refusing to overwrite"),
+        (("keygen", "--bits", 20, "-o", tmp_path / "x.key"), "bits must be"),
+    ]
+    for args, message in cases:
+        result = medveil(*args)
+        lines = one_line_error(result)
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error: "), (args, result.output)
+
+
+def test_batch_with_bad_file_completes_others_and_fails(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng)
+    (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    medveil("keygen", "-o", tmp_path / "h.key")
+    result = medveil("obfuscate", "--key", tmp_path / "h.key", "--no-progress", scans, tmp_path / "obf")
+    assert result.exit_code == 1
+    assert "3 obfuscated" in result.output and "failed: " in result.output and "broken.png" in result.output
+    assert sorted(p.name for p in (tmp_path / "obf").glob("*.png")) == ["s0.png", "s1.png", "s2.png"]
+
+
+def test_samples_and_inspect(tmp_path):
+    result = medveil("samples", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "s" / "br35h").rglob("*.jpg"))) == 12
+    result = medveil("inspect", tmp_path / "s" / "volumes" / "CT_small.dcm")
+    assert result.exit_code == 0 and "--bits 16 --signed" in result.output
