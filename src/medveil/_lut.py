@@ -11,9 +11,20 @@ import numpy as np
 from numba import njit, prange
 
 
+# Below this many values, waking the thread pool costs more than the look-ups (one 64x64 image
+# took ~100 us in parallel against ~5 us serially).
+PARALLEL_MIN_SIZE = 1 << 18
+
+
 @njit(parallel=True, boundscheck=False, nogil=True, cache=True)
-def _gather(src, lut, dst):
+def _gather_parallel(src, lut, dst):
     for i in prange(src.size):
+        dst[i] = lut[src[i]]
+
+
+@njit(boundscheck=False, nogil=True, cache=True)
+def _gather_serial(src, lut, dst):
+    for i in range(src.size):
         dst[i] = lut[src[i]]
 
 
@@ -34,5 +45,6 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
     src = np.ascontiguousarray(values)
     if out is None:
         out = np.empty(src.shape, dtype=lut.dtype)
-    _gather(src.reshape(-1), np.ascontiguousarray(lut), out.reshape(-1))
+    gather = _gather_parallel if src.size >= PARALLEL_MIN_SIZE else _gather_serial
+    gather(src.reshape(-1), np.ascontiguousarray(lut), out.reshape(-1))
     return out

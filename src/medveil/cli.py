@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -125,6 +126,47 @@ def compare(
         if not rows and not problems:
             _fail(f"{originals}: no supported images to compare")
         raise typer.Exit(1)
+
+
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure what obfuscated data is still good for.")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@evaluate_app.command("utility")
+@_clean_errors
+def evaluate_utility(
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for results.csv, report.md, split.csv and figures."),
+    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
+    size: int = typer.Option(64, min=16, help="Images are resized to size x size before obfuscation."),
+    scheme: str = typer.Option("intensity", help="Scheme to evaluate against plain images."),
+    levels: str = typer.Option("256,150,50,45", help="Comma-separated N values (intensity scheme)."),
+    seeds: int = typer.Option(3, min=1, help="Runs per setting (each with a fresh key)."),
+    epochs: int = typer.Option(30, min=1),
+    model: str = typer.Option("cnn", help="'cnn' (paper NB's) or 'resnet'."),
+    augment: bool = typer.Option(False, help="Shift/flip/rotate the obfuscated training images."),
+    progress: bool = typer.Option(True),
+):
+    """Train a classifier on plain and on obfuscated images; report accuracy, F1, AUC and SSIM/PSNR."""
+    from medveil.data import load_dataset
+    from medveil.utility import evaluate_utility as run, settings_for, summarise
+
+    data = load_dataset(dataset, size)
+    settings = settings_for(scheme, _int_list(levels))
+    command = "medveil " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medveil") else None
+    rows = run(data, settings, seeds, output, model=model, epochs=epochs, augment=augment, progress=progress,
+               command=command)
+    for entry in summarise(rows, settings):
+        acc, f1 = entry["accuracy"], entry["f1"]
+        typer.echo(f"{entry['setting'].label:<24} accuracy {acc[0] * 100:6.2f} ± {acc[1] * 100:.2f} %   "
+                   f"F1 {f1[0] * 100:6.2f} ± {f1[1] * 100:.2f} %")
+    typer.echo(f"report: {output / 'report.md'}")
 
 
 @app.command()

@@ -53,3 +53,23 @@ def _display(img: np.ndarray) -> np.ndarray:
     lo, hi = img.min(), img.max()
     scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     return scaled[..., :3] if scaled.ndim == 3 else scaled
+
+
+def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Test accuracy (mean ± std over seeds) per setting, with SSIM to the original beneath each bar."""
+    labels = [entry["setting"].label.replace(" ", "\n") for entry in summary]
+    means = [entry["accuracy"][0] * 100 for entry in summary]
+    stds = [entry["accuracy"][1] * 100 for entry in summary]
+    fig, ax = plt.subplots(figsize=(1.3 * len(summary) + 2, 3.6))
+    bars = ax.bar(range(len(summary)), means, yerr=stds, capsize=4, color="#4C78A8")
+    ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=3, fontsize=8)
+    ax.set_xticks(range(len(summary)), labels, fontsize=8)
+    ax.set_ylabel("test accuracy %")
+    ax.set_ylim(40, 105)
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from sklearn.metrics import f1_score, roc_auc_score
 
 from medveil.errors import InputError, MedveilError
 from medveil.io import MedicalImage, is_supported, output_name, read_image
@@ -49,6 +50,21 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
     return {
         "ssim": float(np.mean([ssim(pa, pb, data_range, channel_axis) for pa, pb in zip(a, b)])),
         "psnr": psnr(a, b, data_range),
+    }
+
+
+def classification_scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, F1 (positive class 1) and ROC AUC of binary predictions.
+
+    ``labels``: (n,) 0/1; ``probabilities``: (n,) predicted probability of class 1.
+    """
+    labels = np.asarray(labels).astype(int)
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    auc = roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2 else math.nan
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "auc": float(auc),
     }
 
 

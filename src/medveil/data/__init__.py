@@ -1,5 +1,26 @@
-"""Real medical images that ship inside installed packages (see ``shared/DATA.md``)."""
+"""Datasets: real medical images that ship inside installed packages (see ``shared/DATA.md``) and users' folders."""
 
+from medveil.data.datasets import (
+    ImageDataset,
+    group_split,
+    load_br35h,
+    load_dataset,
+    load_folder,
+    near_duplicate_groups,
+    save_split,
+    split_summary,
+)
 from medveil.data.samples import copy_samples, package_path
 
-__all__ = ["copy_samples", "package_path"]
+__all__ = [
+    "ImageDataset",
+    "copy_samples",
+    "group_split",
+    "load_br35h",
+    "load_dataset",
+    "load_folder",
+    "near_duplicate_groups",
+    "package_path",
+    "save_split",
+    "split_summary",
+]

@@ -1,0 +1,80 @@
+"""Torch datasets that obfuscate on the fly, normalise, and augment after obfuscation.
+
+The order is the service's reality: the hospital obfuscates the stored 8-bit image with its key;
+everything after (min-max scaling to ``[0, 1]``, shifts, flips, rotations) is done on obfuscated
+images only, by whoever trains. Augmentation resamples with nearest neighbour so it moves
+obfuscated codes around without inventing values between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medveil.schemes import Scheme
+
+
+def minmax(image: np.ndarray) -> np.ndarray:
+    """Scale one image to ``[0, 1]`` float32 (constant images become zeros)."""
+    image = image.astype(np.float32)
+    lo, hi = image.min(), image.max()
+    return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+
+
+class RandomAffine:
+    """Random shift, horizontal flip and rotation of a ``(C, H, W)`` tensor, nearest-neighbour.
+
+    Parameters: ``shift`` (fraction of the size), ``degrees`` (max rotation either way), ``flip``
+    (probability of a left-right flip). Randomness comes from the given torch generator (data
+    augmentation, not key material).
+    """
+
+    def __init__(self, shift: float = 0.1, degrees: float = 15.0, flip: float = 0.5, generator: torch.Generator | None = None):
+        self.shift, self.degrees, self.flip = shift, degrees, flip
+        self.generator = generator
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(4, generator=self.generator)
+        angle = math.radians((2 * u[0].item() - 1) * self.degrees)
+        tx, ty = ((2 * u[1:3] - 1) * 2 * self.shift).tolist()  # affine_grid spans [-1, 1]
+        sx = -1.0 if u[3].item() < self.flip else 1.0
+        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[sx * cos, -sin, tx], [sx * sin, cos, ty]], dtype=image.dtype)
+        grid = F.affine_grid(theta[None], [1, *image.shape], align_corners=False)
+        return F.grid_sample(image[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+
+
+class ImageTensors(Dataset):
+    """``(image, label)`` pairs from uint8 images, optionally obfuscated on the fly.
+
+    Parameters
+    ----------
+    images : ndarray, (n, H, W) uint8
+    labels : ndarray, (n,) int
+    scheme : Scheme, optional
+        Applied to each stored image before normalisation.
+    augment : callable, optional
+        Applied to the normalised ``(1, H, W)`` tensor.
+
+    Items: ``(float32 tensor (1, H, W) in [0, 1], float32 label tensor)``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, scheme: Scheme | None = None, augment=None):
+        self.images, self.labels = images, labels
+        self.scheme, self.augment = scheme, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        if self.scheme is not None:
+            image = self.scheme(image)
+        x = torch.from_numpy(minmax(image))[None]
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, torch.tensor(float(self.labels[i]))

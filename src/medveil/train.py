@@ -1,0 +1,134 @@
+"""The one training loop: classification now, segmentation and reconstruction reuse it.
+
+:func:`fit` trains with Adam, keeps the weights that scored best on validation, and can resume
+from its checkpoint file after an interruption. Everything it needs about the task comes in as
+arguments: the model, the datasets (items are ``(input, target)`` tensors), a loss and,
+optionally, a validation score where higher is better (default: minus the validation loss).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit` (defaults are paper NB's: Adam, lr 1e-3, batch 64, 30 epochs)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint: Path | None = None  # resume from / save to this file every epoch
+    progress: bool = True
+    threads: int | None = None  # torch intra-op threads; None: all cores
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one {"epoch", "train_loss", "val_loss", "val_score"} per epoch
+    best_epoch: int = -1
+    best_score: float = -float("inf")
+
+
+def seed_everything(seed: int) -> None:
+    """Fix the seeds of torch, NumPy and ``random`` for reproducible training (never for keys)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict(model: nn.Module, data: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated model outputs and targets over ``data``, in order, without gradients."""
+    model.eval()
+    outputs, targets = [], []
+    with torch.no_grad():
+        for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
+            outputs.append(model(_fast_layout(x)))
+            targets.append(y)
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable, config: TrainConfig,
+        score_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> TrainResult:
+    """Train ``model`` in place and leave it holding its best-on-validation weights.
+
+    Parameters
+    ----------
+    model : nn.Module
+    train, val : Dataset of ``(input, target)`` tensor pairs; ``val`` may be ``None`` (then the
+        last epoch is kept).
+    loss_fn : callable ``(outputs, targets) -> scalar tensor``
+    config : TrainConfig
+    score_fn : callable ``(outputs, targets) -> float`` on the whole validation set, higher is
+        better; default ``-loss_fn``.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    result, best_state, start = TrainResult(), copy.deepcopy(model.state_dict()), 0
+
+    if config.checkpoint and Path(config.checkpoint).exists():
+        state = torch.load(config.checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        result, best_state, start = state["result"], state["best_model"], state["epoch"] + 1
+
+    # channels-last convolutions run ~1.4x faster on CPUs without AVX2 (this project's machines)
+    model.to(memory_format=torch.channels_last)
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
+    bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
+               initial=start, total=config.epochs)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(_fast_layout(x)), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(x)
+            count += len(x)
+        record = {"epoch": epoch, "train_loss": total / count}
+        if val is not None:
+            outputs, targets = predict(model, val)
+            record["val_loss"] = float(loss_fn(outputs, targets))
+            record["val_score"] = score_fn(outputs, targets) if score_fn else -record["val_loss"]
+        score = record.get("val_score", float(epoch))
+        if score > result.best_score:
+            result.best_score, result.best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record.get('val_score', float('nan')):.3f}")
+        if config.checkpoint:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                          "result": result, "best_model": best_state}, Path(config.checkpoint))
+    model.load_state_dict(best_state)
+    return result
+
+
+def _fast_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
