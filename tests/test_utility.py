@@ -5,7 +5,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medveil.cli import app
-from medveil.utility import RESULT_COLUMNS
+from medveil.evaluation.utility import RESULT_COLUMNS
 
 
 def test_evaluate_utility_cli_writes_results_report_split_and_figures(tmp_path, rng):

@@ -155,7 +155,7 @@ def evaluate_utility(
 ):
     """Train a classifier on plain and on obfuscated images; report accuracy, F1, AUC and SSIM/PSNR."""
     from medveil.data import load_dataset
-    from medveil.utility import evaluate_utility as run, settings_for, summarise
+    from medveil.evaluation.utility import evaluate_utility as run, settings_for, summarise
 
     data = load_dataset(dataset, size)
     settings = settings_for(scheme, _int_list(levels))
@@ -167,6 +167,64 @@ def evaluate_utility(
         typer.echo(f"{entry['setting'].label:<24} accuracy {acc[0] * 100:6.2f} ± {acc[1] * 100:.2f} %   "
                    f"F1 {f1[0] * 100:6.2f} ± {f1[1] * 100:.2f} %")
     typer.echo(f"report: {output / 'report.md'}")
+
+
+attack_app = typer.Typer(no_args_is_help=True, help="Attack a key the way an outside service could, and score what it recovers.")
+app.add_typer(attack_app, name="attack")
+
+_ATTACKER_DATA_HELP = "'public': other public medical images; 'prior': the target dataset's train/val split."
+
+
+def _run_attack(attack, key: Path, target: str, attacker_data: str, size: int, output: Path) -> None:
+    from medveil.data import load_dataset
+    from medveil.evaluation.privacy import evaluate_attack
+
+    row = evaluate_attack(attack, Key.load(key), load_dataset(target, size), attacker_data, output)
+    typer.echo(f"{row['attack']} with {row['attacker_data']} data against {row['scheme']} {row['params']}: "
+               f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
+               f"({row['queries']} images fed to the black box)")
+    typer.echo(f"report: {output / 'report.md'}")
+
+
+@attack_app.command("reconstruction")
+@_clean_errors
+def attack_reconstruction(
+    key: Path = typer.Option(..., "--key", "-k", help="The hospital's key (only a black box sees it)."),
+    output: Path = typer.Option(..., "-o", "--output"),
+    target: str = typer.Option("br35h", help="'br35h' or a class-per-subfolder folder; its test split is attacked."),
+    attacker_data: str = typer.Option("public", help=_ATTACKER_DATA_HELP),
+    size: int = typer.Option(64, min=16),
+    epochs: int = typer.Option(20, min=1),
+    progress: bool = typer.Option(True),
+):
+    """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
+    from medveil.attacks import LearnedReconstruction
+    from medveil.train import TrainConfig
+
+    attack = LearnedReconstruction(TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress))
+    _run_attack(attack, key, target, attacker_data, size, output)
+
+
+@attack_app.command("chosen-plaintext")
+@_clean_errors
+def attack_chosen_plaintext(
+    key: Path = typer.Option(..., "--key", "-k", help="The hospital's intensity key (only a black box sees it)."),
+    output: Path = typer.Option(..., "-o", "--output"),
+    target: str = typer.Option("br35h", help="'br35h' or a class-per-subfolder folder; its test split is attacked."),
+    attacker_data: str = typer.Option("public", help=_ATTACKER_DATA_HELP + " Used as the prior over pre-images."),
+    refine: bool = typer.Option(False, help="Also train a U-Net over the pre-image sets (no further queries)."),
+    size: int = typer.Option(64, min=16),
+    epochs: int = typer.Option(20, min=1),
+    progress: bool = typer.Option(True),
+):
+    """Recover the intensity table with one crafted image, then invert it (exact when bijective)."""
+    from medveil.attacks import ChosenPlaintext
+    from medveil.train import TrainConfig
+
+    if Key.load(key).scheme != "intensity":
+        _fail("the chosen-plaintext table attack targets the 'intensity' scheme")
+    attack = ChosenPlaintext(refine=refine, config=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress))
+    _run_attack(attack, key, target, attacker_data, size, output)
 
 
 @app.command()

@@ -53,6 +53,26 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
     }
 
 
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """MS-SSIM (five scales, standard weights; pytorch-msssim) of each pair in two ``(n, H, W)`` stacks.
+
+    The library requires images wider than 16 × (window - 1) pixels; the standard 11-pixel window
+    thus needs 161 pixels. Smaller images use the largest odd window that fits (3 for 64×64, 7 for
+    128×128), with the usual Gaussian sigma of 1.5. Returns an ``(n,)`` float array.
+    """
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    _check_pair(a, b)
+    side = min(a.shape[-2:])
+    win_size = max((w for w in range(3, 12, 2) if side > (w - 1) * 16), default=None)
+    if win_size is None:
+        raise InputError(f"MS-SSIM needs images of at least 33x33 pixels, got {a.shape[-2]}x{a.shape[-1]}")
+    x = torch.from_numpy(a.astype(np.float32))[:, None]
+    y = torch.from_numpy(b.astype(np.float32))[:, None]
+    return _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size).numpy().astype(np.float64)
+
+
 def classification_scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, F1 (positive class 1) and ROC AUC of binary predictions.
 

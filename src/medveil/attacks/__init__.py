@@ -1,0 +1,7 @@
+"""Attacks: one protocol (fit on what the attacker may see, then reconstruct), black-box access only."""
+
+from medveil.attacks.base import Attack, BlackBox
+from medveil.attacks.chosen_plaintext import ChosenPlaintext
+from medveil.attacks.reconstruction import LearnedReconstruction
+
+__all__ = ["Attack", "BlackBox", "ChosenPlaintext", "LearnedReconstruction"]

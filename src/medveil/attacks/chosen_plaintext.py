@@ -1,0 +1,83 @@
+"""Chosen-plaintext recovery of the intensity mapping through the black box.
+
+One crafted image holding every 8-bit value once (a 16×16 ramp) is fed to the black box; its
+output is the whole table ``v -> perm[v] mod N``. For a bijective key the table inverts exactly.
+For ``N < 256`` it partitions the 256 values into pre-image sets, one per output value; each
+intercepted pixel is then known to lie in its set, and the attack picks a member:
+
+* ``refine=False``: the conditional mean of the set under the attacker's intensity histogram.
+* ``refine=True``: a U-Net trained on the attacker's own images (obfuscated locally with the
+  recovered table, so no further queries) that sees the set's mean, minimum and maximum at every
+  pixel and predicts the original; the prediction is then projected onto the nearest member of
+  the pixel's pre-image set, so the reconstruction is always consistent with what was observed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medveil.attacks.base import Attack, BlackBox
+from medveil.attacks.reconstruction import run_reconstructor, train_reconstructor
+from medveil.train import TrainConfig
+
+DOMAIN = 256
+
+
+class ChosenPlaintext(Attack):
+    """Recover the table with one query, then reconstruct from the pre-image sets (8-bit images)."""
+
+    name = "chosen-plaintext"
+
+    def __init__(self, refine: bool = False, config: TrainConfig | None = None, width: int = 16):
+        self.refine = refine
+        self.config = config or TrainConfig(epochs=20, batch_size=128, lr=1e-3)
+        self.width = width
+        self.table: np.ndarray | None = None
+        self.history: list[dict] = []
+        if refine:
+            self.name = "chosen-plaintext+unet"
+
+    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "ChosenPlaintext":
+        probe = np.arange(DOMAIN, dtype=np.uint8).reshape(16, 16)
+        self.table = black_box(probe).ravel().astype(np.int64)
+        prior = np.bincount(attacker_images.ravel(), minlength=DOMAIN).astype(np.float64) + 1.0  # Laplace smoothing
+        outputs = self.table.max() + 1
+        weight = np.bincount(self.table, weights=prior, minlength=outputs)
+        weighted = np.bincount(self.table, weights=prior * np.arange(DOMAIN), minlength=outputs)
+        self.conditional_mean = np.divide(weighted, weight, out=np.zeros(outputs), where=weight > 0)
+        self.set_min = np.full(outputs, DOMAIN - 1)
+        self.set_max = np.zeros(outputs, dtype=np.int64)
+        np.minimum.at(self.set_min, self.table, np.arange(DOMAIN))
+        np.maximum.at(self.set_max, self.table, np.arange(DOMAIN))
+        self.nearest_member = self._nearest_member_table()
+        if self.refine:
+            features = self._features(self.table[attacker_images])
+            self.model, self.history = train_reconstructor(features, attacker_images, self.config, self.width)
+        return self
+
+    @property
+    def partition(self) -> list[np.ndarray]:
+        """The pre-image set of each output value (sorted input values)."""
+        return [np.flatnonzero(self.table == k) for k in range(self.table.max() + 1)]
+
+    def _nearest_member_table(self) -> np.ndarray:
+        """``[k, u]``: the member of output ``k``'s pre-image set closest to value ``u``."""
+        values = np.arange(DOMAIN)
+        table = np.zeros((self.table.max() + 1, DOMAIN), dtype=np.uint8)
+        for k, members in enumerate(self.partition):
+            if len(members):
+                table[k] = members[np.abs(members[:, None] - values[None, :]).argmin(axis=0)]
+        return table
+
+    def _features(self, observed: np.ndarray) -> np.ndarray:
+        mean = self.conditional_mean[observed].round().astype(np.uint8)
+        return np.stack([mean, self.set_min[observed].astype(np.uint8), self.set_max[observed].astype(np.uint8)], axis=1)
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            raise RuntimeError("fit the attack first")
+        observed = obfuscated.astype(np.int64)
+        if not self.refine:
+            return self.conditional_mean[observed].round().astype(np.uint8)
+        predicted = run_reconstructor(self.model, self._features(observed))
+        return self.nearest_member[observed, predicted]

@@ -1,0 +1,80 @@
+"""Learned reconstruction (papers NB and VAE): a U-Net trained to undo the obfuscation.
+
+The attacker obfuscates its own images through the black box and trains paper NB's U-Net to map
+obfuscated images back to their originals (64×64, batch 128, Adam lr 1e-3, 20 epochs, MSE), then
+applies it to intercepted images. Inputs and targets are scaled by 1/255; the output passes
+through a sigmoid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medveil.attacks.base import Attack, BlackBox
+from medveil.nn import UNet
+from medveil.train import TrainConfig, fit, predict
+
+
+class ImagePairs(Dataset):
+    """``(input, target)`` float tensors ``(C, H, W)`` in ``[0, 1]`` from uint8 arrays ``(n, [C,] H, W)``."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None):
+        self.inputs = torch.from_numpy(_channels(inputs).astype(np.float32) / 255)
+        self.targets = None if targets is None else torch.from_numpy(_channels(targets).astype(np.float32) / 255)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int):
+        return self.inputs[i], self.inputs[i][:1] if self.targets is None else self.targets[i]
+
+
+def _channels(images: np.ndarray) -> np.ndarray:
+    return images[:, None] if images.ndim == 3 else images
+
+
+class _SigmoidMSE(torch.nn.Module):
+    def forward(self, logits, targets):
+        return torch.nn.functional.mse_loss(torch.sigmoid(logits), targets)
+
+
+def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainConfig, width: int = 16,
+                        val_fraction: float = 0.1) -> tuple[UNet, list[dict]]:
+    """Fit a U-Net from ``inputs`` (n, [C,] H, W) uint8 to ``targets`` (n, H, W) uint8; returns it and its history."""
+    n_val = max(1, int(len(inputs) * val_fraction))
+    order = np.random.default_rng(config.seed).permutation(len(inputs))  # data order, not key material
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    model = UNet(in_channels=_channels(inputs).shape[1], out_channels=1, width=width)
+    result = fit(model, ImagePairs(inputs[train_idx], targets[train_idx]), ImagePairs(inputs[val_idx], targets[val_idx]),
+                 _SigmoidMSE(), config)
+    return model, result.history
+
+
+def run_reconstructor(model: UNet, inputs: np.ndarray) -> np.ndarray:
+    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``."""
+    outputs, _ = predict(model, ImagePairs(inputs))
+    return (torch.sigmoid(outputs[:, 0]).numpy() * 255).round().astype(np.uint8)
+
+
+class LearnedReconstruction(Attack):
+    """Paper NB's attack: U-Net trained on the attacker's images obfuscated through the black box."""
+
+    name = "learned-reconstruction"
+
+    def __init__(self, config: TrainConfig | None = None, width: int = 16):
+        self.config = config or TrainConfig(epochs=20, batch_size=128, lr=1e-3)
+        self.width = width
+        self.model: UNet | None = None
+        self.history: list[dict] = []
+
+    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "LearnedReconstruction":
+        obfuscated = black_box(attacker_images)
+        self.model, self.history = train_reconstructor(obfuscated, attacker_images, self.config, self.width)
+        return self
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("fit the attack first")
+        return run_reconstructor(self.model, obfuscated)

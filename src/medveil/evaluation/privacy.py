@@ -1,0 +1,147 @@
+"""Privacy evaluation: run attacks against a key and score what they recover.
+
+The target is the hospital's test split (near-duplicate groups kept whole, as in the utility
+evaluation). The hospital obfuscates those images; the attacker intercepts them, and beforehand
+fits its attack with black-box access to the key and its own images: ``public`` medical images of
+other kinds (:mod:`medveil.data.public`), or ``prior`` knowledge, the target dataset's training
+and validation splits, which share no near-duplicate group with the test images.
+
+Rows go to ``results.csv`` (merged: a re-run replaces its own rows), with one example figure per
+run and ``report.md`` rebuilt from all rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+import medveil
+from medveil import metrics
+from medveil.attacks import Attack, BlackBox
+from medveil.data import ImageDataset, group_split
+from medveil.data.public import public_medical_images
+from medveil.errors import InputError
+from medveil.figures import image_grid
+from medveil.keys import Key
+from medveil.schemes import from_key, scheme_class
+
+ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "attacker_data", "queries", "ssim", "psnr", "ms_ssim"]
+ATTACKER_DATA = ("public", "prior")
+
+# Paper NB, Table II: learned U-Net reconstruction, averaged over its test set.
+PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"ssim": 0.608, "psnr": 12.45}}
+
+
+def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The hospital's test images and the attacker's own images, ``(n, H, W)`` uint8 each."""
+    split = group_split(dataset.labels, dataset.groups, seed=split_seed)
+    target = dataset.images[split == "test"]
+    if attacker_data == "prior":
+        return target, dataset.images[split != "test"]
+    if attacker_data == "public":
+        return target, public_medical_images(dataset.images.shape[-1])
+    raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
+
+
+def reconstruction_scores(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
+    """Mean SSIM, PSNR (finite values) and MS-SSIM over pairs of 8-bit images ``(n, H, W)``."""
+    ssims = [metrics.ssim(a, b, 255) for a, b in zip(originals, reconstructions)]
+    psnrs = [p for p in (metrics.psnr(a, b, 255) for a, b in zip(originals, reconstructions)) if math.isfinite(p)]
+    return {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)) if psnrs else math.inf,
+            "ms_ssim": float(np.mean(metrics.ms_ssim(originals, reconstructions)))}
+
+
+def _params_text(key: Key) -> str:
+    """Key parameters that differ from the scheme's defaults (``levels`` always), e.g. ``levels=50``."""
+    defaults = scheme_class(key.scheme).validate_params({})
+    shown = {k: v for k, v in key.params.items() if v != defaults.get(k) or k == "levels"}
+    return ";".join(f"{k}={v}" for k, v in sorted(shown.items()))
+
+
+def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str, out_dir: Path,
+                    examples: int = 4) -> dict:
+    """Fit ``attack`` through a black box holding ``key``, reconstruct the test images, record the row."""
+    target, own = target_and_attacker_images(dataset, attacker_data)
+    obfuscated = from_key(key)(target)  # what the hospital sends; intercepted, not queried
+    with BlackBox(key) as black_box:
+        attack.fit(black_box, own)
+        queries = black_box.queries
+    reconstructed = attack.reconstruct(obfuscated)
+    row = {"dataset": dataset.name, "scheme": key.scheme, "params": _params_text(key), "attack": attack.name,
+           "attacker_data": attacker_data, "queries": queries, **reconstruction_scores(target, reconstructed)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picks = np.linspace(0, len(target) - 1, examples).astype(int)
+    image_grid([[target[i], obfuscated[i], reconstructed[i]] for i in picks],
+               ["original", f"obfuscated ({row['params']})", "reconstructed"],
+               [f"SSIM {metrics.ssim(target[i], reconstructed[i], 255):.3f}" for i in picks],
+               out_dir / f"{_figure_name(row)}.png", title=f"{attack.name}, attacker data: {attacker_data}")
+    merge_rows(out_dir / "results.csv", [row])
+    write_report(out_dir)
+    return row
+
+
+def _figure_name(row: dict) -> str:
+    params = row["params"].replace("=", "").replace(";", "-")
+    return f"{row['scheme']}-{params}-{row['attack']}-{row['attacker_data']}".replace("+", "-")
+
+
+def _row_id(row: dict) -> tuple:
+    return tuple(str(row[c]) for c in ("dataset", "scheme", "params", "attack", "attacker_data"))
+
+
+def merge_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Add ``rows`` to the CSV at ``path``, replacing earlier rows of the same run."""
+    existing = list(csv.DictReader(open(path))) if path.exists() else []
+    new_ids = {_row_id(r) for r in rows}
+    merged = [r for r in existing if _row_id(r) not in new_ids] + list(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=ATTACK_COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: r[c] for c in ATTACK_COLUMNS} for r in merged)
+    tmp.replace(path)
+
+
+def write_report(out_dir: Path) -> Path:
+    """``report.md`` from every row of ``results.csv`` in ``out_dir``."""
+    rows = list(csv.DictReader(open(out_dir / "results.csv")))
+    rows.sort(key=lambda r: (r["scheme"], -_levels(r), r["attack"], r["attacker_data"]))
+    lines = [
+        "# What an attacker recovers",
+        "",
+        f"medveil {medveil.__version__}, torch {torch.__version__}, {platform.machine()}. Target: the hospital's test "
+        "split (near-duplicate groups kept whole). Scores compare the attacker's reconstructions with the original "
+        "test images (8-bit, data range 255); higher means more recovered. `queries`: images fed to the black box.",
+        "",
+        "| scheme | params | attack | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['scheme']} | {r['params']} | {r['attack']} | {r['attacker_data']} | {r['queries']} | "
+                     f"{float(r['ssim']):.3f} | {float(r['psnr']):.2f} | {float(r['ms_ssim']):.3f} |")
+    paper = [r for r in rows if r["attack"] == "learned-reconstruction" and r["params"] in PAPER_NB_TABLE2]
+    if paper:
+        lines += ["", "## Beside paper NB, Table II (learned U-Net reconstruction)", "",
+                  "| params | attacker data | paper SSIM | our SSIM | paper PSNR | our PSNR |", "|---|---|---|---|---|---|"]
+        for r in paper:
+            ref = PAPER_NB_TABLE2[r["params"]]
+            lines.append(f"| {r['params']} | {r['attacker_data']} | {ref['ssim']:.3f} | {float(r['ssim']):.3f} | "
+                         f"{ref['psnr']:.2f} | {float(r['psnr']):.2f} |")
+    lines += ["", "## Examples", ""] + [f"![{_figure_name(r)}]({_figure_name(r)}.png)" for r in rows] + [""]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _levels(row: dict) -> int:
+    for part in row["params"].split(";"):
+        if part.startswith("levels="):
+            return int(part.split("=")[1])
+    return 0
