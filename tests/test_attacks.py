@@ -12,6 +12,7 @@ from medveil.attacks import BlackBox, ChosenPlaintext, LearnedReconstruction
 from medveil.cli import app
 from medveil.data import group_split, load_folder
 from medveil.evaluation.privacy import ATTACK_COLUMNS
+from medveil.keys import Key
 from medveil.nn import UNet
 from medveil.train import TrainConfig
 
@@ -74,16 +75,18 @@ def test_refined_chosen_plaintext_stays_consistent_with_what_was_seen(keys, rng)
     assert np.array_equal(scheme(recovered), observed)  # every pixel lies in its pre-image set
 
 
-def test_learned_reconstruction_training_reduces_loss(keys, rng):
-    # four grey levels in 4x4 blocks: a table of four codes the U-Net can learn in a few steps
+def test_learned_reconstruction_training_reduces_loss(rng):
+    # Four grey levels in 4x4 blocks: four codes to learn. How fast depends on the table, so this
+    # plumbing test uses a fixed secret (keys from generate_key are random by design).
+    key = Key("intensity", {"bits": 8, "signed": False, "levels": 256}, bytes([4]) * 32)
     levels = np.array([0, 80, 160, 240], dtype=np.uint8)
     own = levels[rng.integers(0, 4, (64, 4, 4))].repeat(4, axis=1).repeat(4, axis=2)
-    with BlackBox(keys[256]) as box:
+    with BlackBox(key) as box:
         attack = LearnedReconstruction(TrainConfig(epochs=10, batch_size=8, lr=3e-3, progress=False), width=8).fit(box, own)
         assert box.queries == 64
     losses = [h["train_loss"] for h in attack.history]
-    assert losses[-1] < 0.7 * losses[0]
-    assert attack.reconstruct(medveil.from_key(keys[256])(own[:2])).shape == (2, 16, 16)
+    assert losses[-1] < 0.5 * losses[0]
+    assert attack.reconstruct(medveil.from_key(key)(own[:2])).shape == (2, 16, 16)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
