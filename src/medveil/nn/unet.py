@@ -7,9 +7,11 @@ from torch import nn
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    # Batch norm is not in paper NB's description; without it the attacker's training stalls at
+    # the mean image for some keys, which would understate what an attacker recovers.
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
     )
 
 
@@ -17,7 +19,7 @@ class UNet(nn.Module):
     """U-Net with ``depth`` down/up levels; ``depth=1`` is paper NB's attacker.
 
     Paper NB: conv block, max-pool, conv block, transposed conv, concatenation with the first block,
-    per-pixel output. Input ``(B, in_channels, H, W)`` with ``H, W`` divisible by ``2**depth``;
+    per-pixel output. Each conv block is two 3×3 convolutions with batch norm and ReLU. Input ``(B, in_channels, H, W)`` with ``H, W`` divisible by ``2**depth``;
     output ``(B, out_channels, H, W)`` logits (apply a sigmoid for ``[0, 1]`` images).
     """
 
