@@ -7,7 +7,7 @@ import functools
 import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,6 +19,8 @@ from medveil.io import obfuscate_file, obfuscate_tree, output_name, read_image
 from medveil.keys import Key
 from medveil.schemes import available_schemes, from_key, generate_key
 
+# Commands import torch-heavy modules inside their bodies so `medveil --help` and the file
+# commands start without loading PyTorch.
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
 
@@ -172,7 +174,14 @@ def evaluate_utility(
 attack_app = typer.Typer(no_args_is_help=True, help="Attack a key the way an outside service could, and score what it recovers.")
 app.add_typer(attack_app, name="attack")
 
-_ATTACKER_DATA_HELP = "'public': other public medical images; 'prior': the target dataset's train/val split."
+# Options both attacks take.
+AttackKey = Annotated[Path, typer.Option("--key", "-k", help="The hospital's key (only a black box in another process sees it).")]
+AttackOutput = Annotated[Path, typer.Option("-o", "--output", help="Folder for results.csv, report.md and figures.")]
+AttackTarget = Annotated[str, typer.Option(help="'br35h' or a class-per-subfolder folder; its test split is attacked.")]
+AttackerData = Annotated[str, typer.Option(help="'public': other public medical images; 'prior': the target's train/val split.")]
+ImageSize = Annotated[int, typer.Option(min=16, help="Images are resized to size x size.")]
+AttackEpochs = Annotated[int, typer.Option(min=1, help="Epochs of the attacker's U-Net.")]
+Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
 def _run_attack(attack, key: Path, target: str, attacker_data: str, size: int, output: Path) -> None:
@@ -186,44 +195,39 @@ def _run_attack(attack, key: Path, target: str, attacker_data: str, size: int, o
     typer.echo(f"report: {output / 'report.md'}")
 
 
-@attack_app.command("reconstruction")
-@_clean_errors
-def attack_reconstruction(
-    key: Path = typer.Option(..., "--key", "-k", help="The hospital's key (only a black box sees it)."),
-    output: Path = typer.Option(..., "-o", "--output"),
-    target: str = typer.Option("br35h", help="'br35h' or a class-per-subfolder folder; its test split is attacked."),
-    attacker_data: str = typer.Option("public", help=_ATTACKER_DATA_HELP),
-    size: int = typer.Option(64, min=16),
-    epochs: int = typer.Option(20, min=1),
-    progress: bool = typer.Option(True),
-):
-    """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
-    from medveil.attacks import LearnedReconstruction
+def _attacker_training(epochs: int, progress: bool):
     from medveil.train import TrainConfig
 
-    attack = LearnedReconstruction(TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress))
-    _run_attack(attack, key, target, attacker_data, size, output)
+    return TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress)  # paper NB's attacker
+
+
+@attack_app.command("reconstruction")
+@_clean_errors
+def attack_reconstruction(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h",
+                          attacker_data: AttackerData = "public", size: ImageSize = 64, epochs: AttackEpochs = 20,
+                          progress: Progress = True):
+    """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
+    from medveil.attacks import LearnedReconstruction
+
+    _run_attack(LearnedReconstruction(_attacker_training(epochs, progress)), key, target, attacker_data, size, output)
 
 
 @attack_app.command("chosen-plaintext")
 @_clean_errors
 def attack_chosen_plaintext(
-    key: Path = typer.Option(..., "--key", "-k", help="The hospital's intensity key (only a black box sees it)."),
-    output: Path = typer.Option(..., "-o", "--output"),
-    target: str = typer.Option("br35h", help="'br35h' or a class-per-subfolder folder; its test split is attacked."),
-    attacker_data: str = typer.Option("public", help=_ATTACKER_DATA_HELP + " Used as the prior over pre-images."),
-    refine: bool = typer.Option(False, help="Also train a U-Net over the pre-image sets (no further queries)."),
-    size: int = typer.Option(64, min=16),
-    epochs: int = typer.Option(20, min=1),
-    progress: bool = typer.Option(True),
+    key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", attacker_data: AttackerData = "public",
+    refine: Annotated[bool, typer.Option(help="Also train a U-Net over the pre-image sets (no further queries).")] = False,
+    size: ImageSize = 64, epochs: AttackEpochs = 20, progress: Progress = True,
 ):
-    """Recover the intensity table with one crafted image, then invert it (exact when bijective)."""
+    """Recover the intensity table with one crafted image, then invert it (exact when bijective).
+
+    The attacker's images serve as the prior over each pixel's pre-image set.
+    """
     from medveil.attacks import ChosenPlaintext
-    from medveil.train import TrainConfig
 
     if Key.load(key).scheme != "intensity":
         _fail("the chosen-plaintext table attack targets the 'intensity' scheme")
-    attack = ChosenPlaintext(refine=refine, config=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress))
+    attack = ChosenPlaintext(refine=refine, config=_attacker_training(epochs, progress))
     _run_attack(attack, key, target, attacker_data, size, output)
 
 
