@@ -25,7 +25,7 @@ def test_evaluate_utility_cli_writes_results_report_split_and_figures(tmp_path, 
     assert list(rows[0]) == RESULT_COLUMNS
     assert [(r["scheme"], r["params"]) for r in rows] == [("plain", ""), ("intensity", "levels=50")]
     assert rows[0]["ssim"] == "" and 0 <= float(rows[1]["ssim"]) < 1
-    assert "Beside paper NB" in (out / "report.md").read_text()
+    assert "Beside the published figures" in (out / "report.md").read_text()
     assert not list(out.rglob("*.pt"))  # checkpoints are removed once a run is done
 
     again = CliRunner().invoke(app, args)  # finished runs are not redone

@@ -135,6 +135,13 @@ evaluate_app = typer.Typer(no_args_is_help=True, help="Measure what obfuscated d
 app.add_typer(evaluate_app, name="evaluate")
 
 
+def _parse_param(text: str) -> tuple[str, list[int]]:
+    name, sep, values = text.partition("=")
+    if not sep or not name:
+        raise typer.BadParameter(f"expected NAME=V1,V2,..., got {text!r}")
+    return name.strip(), _int_list(values)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -149,7 +156,8 @@ def evaluate_utility(
     dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
     size: int = typer.Option(64, min=16, help="Images are resized to size x size before obfuscation."),
     scheme: str = typer.Option("intensity", help="Scheme to evaluate against plain images."),
-    levels: str = typer.Option("256,150,50,45", help="Comma-separated N values (intensity scheme)."),
+    levels: Optional[str] = typer.Option(None, help="intensity: comma-separated N values (default 256,150,50,45)."),
+    param: list[str] = typer.Option([], help="NAME=V1,V2,... key parameter values to sweep, e.g. block=1,3,4,5 (repeatable)."),
     seeds: int = typer.Option(3, min=1, help="Runs per setting (each with a fresh key)."),
     epochs: int = typer.Option(30, min=1),
     model: str = typer.Option("cnn", help="'cnn' (paper NB's) or 'resnet'."),
@@ -160,8 +168,11 @@ def evaluate_utility(
     from medveil.data import load_dataset
     from medveil.evaluation.utility import evaluate_utility as run, settings_for, summarise
 
+    grid = dict(_parse_param(p) for p in param)
+    if levels is not None or (scheme == "intensity" and "levels" not in grid):
+        grid["levels"] = _int_list(levels or "256,150,50,45")
+    settings = settings_for(scheme, grid)
     data = load_dataset(dataset, size)
-    settings = settings_for(scheme, _int_list(levels))
     command = "medveil " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medveil") else None
     rows = run(data, settings, seeds, output, model=model, epochs=epochs, augment=augment, progress=progress,
                command=command)
@@ -220,16 +231,40 @@ def attack_chosen_plaintext(
     refine: Annotated[bool, typer.Option(help="Also train a U-Net over the pre-image sets (no further queries).")] = False,
     size: ImageSize = 64, epochs: AttackEpochs = 20, progress: Progress = True,
 ):
-    """Recover the intensity table with one crafted image, then invert it (exact when bijective).
+    """Feed crafted images to the black box to recover the key's effect, then invert it.
 
-    The attacker's images serve as the prior over each pixel's pre-image set.
+    intensity: one ramp image reveals the table (exact inverse when bijective; otherwise the
+    attacker's images serve as the prior over each pixel's pre-image set). tanaka: a few crafted
+    blocks reveal the block key and decrypt exactly.
     """
-    from medveil.attacks import ChosenPlaintext
+    from medveil.attacks import ChosenPlaintext, TanakaChosenPlaintext
 
-    if Key.load(key).scheme != "intensity":
-        _fail("the chosen-plaintext table attack targets the 'intensity' scheme")
-    attack = ChosenPlaintext(refine=refine, config=_attacker_training(epochs, progress))
+    public = Key.load(key)
+    if public.scheme == "intensity":
+        attack = ChosenPlaintext(refine=refine, config=_attacker_training(epochs, progress))
+    elif public.scheme == "tanaka":  # the scheme's parameters are public; its secret is not used
+        attack = TanakaChosenPlaintext(public.params["block"], public.params["channels"])
+    else:
+        _fail(f"no chosen-plaintext attack for the '{public.scheme}' scheme (intensity and tanaka have one)")
     _run_attack(attack, key, target, attacker_data, size, output)
+
+
+@attack_app.command("leading-bit")
+@_clean_errors
+def attack_leading_bit(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64):
+    """Ciphertext-only: give every value the same leading bit (Chang & Case; paper LE Algorithm 2)."""
+    from medveil.attacks import LeadingBit
+
+    _run_attack(LeadingBit(), key, target, "none", size, output)
+
+
+@attack_app.command("min-difference")
+@_clean_errors
+def attack_min_difference(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64):
+    """Ciphertext-only: undo each pixel's negation/shuffle to best match its neighbour (paper LE Algorithm 3)."""
+    from medveil.attacks import MinimumDifference
+
+    _run_attack(MinimumDifference(), key, target, "none", size, output)
 
 
 @app.command()

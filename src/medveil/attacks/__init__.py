@@ -1,7 +1,16 @@
 """Attacks: one protocol (fit on what the attacker may see, then reconstruct), black-box access only."""
 
 from medveil.attacks.base import Attack, BlackBox
-from medveil.attacks.chosen_plaintext import ChosenPlaintext
+from medveil.attacks.chosen_plaintext import ChosenPlaintext, TanakaChosenPlaintext
+from medveil.attacks.ciphertext_only import LeadingBit, MinimumDifference
 from medveil.attacks.reconstruction import LearnedReconstruction
 
-__all__ = ["Attack", "BlackBox", "ChosenPlaintext", "LearnedReconstruction"]
+__all__ = [
+    "Attack",
+    "BlackBox",
+    "ChosenPlaintext",
+    "LeadingBit",
+    "LearnedReconstruction",
+    "MinimumDifference",
+    "TanakaChosenPlaintext",
+]

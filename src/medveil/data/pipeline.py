@@ -1,4 +1,4 @@
-"""Torch datasets that obfuscate on the fly, normalise, and augment after obfuscation.
+"""Torch datasets that obfuscate in memory, normalise, and augment after obfuscation.
 
 The order is the service's reality: the hospital obfuscates the stored 8-bit image with its key;
 everything after (min-max scaling to ``[0, 1]``, shifts, flips, rotations) is done on obfuscated
@@ -49,14 +49,15 @@ class RandomAffine:
 
 
 class ImageTensors(Dataset):
-    """``(image, label)`` pairs from uint8 images, optionally obfuscated on the fly.
+    """``(image, label)`` pairs from uint8 images, optionally obfuscated in memory (no files written).
 
     Parameters
     ----------
     images : ndarray, (n, H, W) uint8
     labels : ndarray, (n,) int
     scheme : Scheme, optional
-        Applied to each stored image before normalisation.
+        Applied to the stored images before normalisation, once, in one batch call: every scheme
+        is deterministic per key, and vectorised over a batch it costs far less than per item.
     augment : callable, optional
         Applied to the normalised ``(1, H, W)`` tensor.
 
@@ -64,17 +65,14 @@ class ImageTensors(Dataset):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, scheme: Scheme | None = None, augment=None):
-        self.images, self.labels = images, labels
-        self.scheme, self.augment = scheme, augment
+        self.images = images if scheme is None else scheme(images)
+        self.labels, self.augment = labels, augment
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        image = self.images[i]
-        if self.scheme is not None:
-            image = self.scheme(image)
-        x = torch.from_numpy(minmax(image))[None]
+        x = torch.from_numpy(minmax(self.images[i]))[None]
         if self.augment is not None:
             x = self.augment(x)
         return x, torch.tensor(float(self.labels[i]))

@@ -32,7 +32,7 @@ from medveil.keys import Key
 from medveil.schemes import from_key, scheme_class
 
 ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "attacker_data", "queries", "ssim", "psnr", "ms_ssim"]
-ATTACKER_DATA = ("public", "prior")
+ATTACKER_DATA = ("public", "prior", "none")  # "none": ciphertext-only attacks use no images of their own
 
 # Paper NB, Table II: learned U-Net reconstruction, averaged over its test set.
 PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"ssim": 0.608, "psnr": 12.45}}
@@ -46,6 +46,8 @@ def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_
         return target, dataset.images[split != "test"]
     if attacker_data == "public":
         return target, public_medical_images(dataset.images.shape[-1])
+    if attacker_data == "none":
+        return target, target[:0]
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
 
 
@@ -57,10 +59,14 @@ def reconstruction_scores(originals: np.ndarray, reconstructions: np.ndarray) ->
             "ms_ssim": float(np.mean(metrics.ms_ssim(originals, reconstructions)))}
 
 
+# Shown in results only when they differ from the scheme's default; every other parameter always is.
+_BACKGROUND_PARAMS = {"bits", "signed", "channels"}
+
+
 def _params_text(key: Key) -> str:
-    """Key parameters that differ from the scheme's defaults (``levels`` always), e.g. ``levels=50``."""
+    """The key's parameters as results name them, e.g. ``levels=50`` or ``block=4``."""
     defaults = scheme_class(key.scheme).validate_params({})
-    shown = {k: v for k, v in key.params.items() if v != defaults.get(k) or k == "levels"}
+    shown = {k: v for k, v in key.params.items() if k not in _BACKGROUND_PARAMS or v != defaults.get(k)}
     return ";".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
 

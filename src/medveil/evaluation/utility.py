@@ -12,6 +12,7 @@ short from its checkpoint.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import platform
@@ -35,14 +36,26 @@ from medveil.train import TrainConfig, fit, predict
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
 
-# Paper NB, Table I (coronary angiography RCA/LCA, 128x128; test accuracy, SSIM and PSNR of one frame).
-PAPER_NB_TABLE1 = {
-    "plain": {"accuracy": 0.9473},
-    "levels=256": {"accuracy": 0.8348, "ssim": 0.0109, "psnr": 9.780},
-    "levels=150": {"accuracy": 0.8447, "ssim": 0.0368, "psnr": 11.1784},
-    "levels=50": {"accuracy": 0.8405, "ssim": 0.0940, "psnr": 8.230},
-    "levels=45": {"accuracy": 0.7977, "ssim": 0.0147, "psnr": 8.129},
-}
+# Published utility figures: (paper, scheme, params, metric, value). Paper NB, Table I: coronary
+# angiography RCA/LCA at 128x128, test accuracy (its SSIM/PSNR are for one example frame). Paper LE,
+# Tables 2-3: brain-tumour MRI, DenseNet-121 at 256x256, F1 (block=1 is SKK).
+PAPER_REFERENCES = [
+    ("NB", "plain", "", "accuracy", 0.9473),
+    ("NB", "intensity", "levels=256", "accuracy", 0.8348),
+    ("NB", "intensity", "levels=150", "accuracy", 0.8447),
+    ("NB", "intensity", "levels=50", "accuracy", 0.8405),
+    ("NB", "intensity", "levels=45", "accuracy", 0.7977),
+    ("NB", "intensity", "levels=256", "ssim", 0.0109),
+    ("NB", "intensity", "levels=150", "ssim", 0.0368),
+    ("NB", "intensity", "levels=50", "ssim", 0.0940),
+    ("NB", "intensity", "levels=45", "ssim", 0.0147),
+    ("LE", "plain", "", "f1", 0.9836),
+    ("LE", "skk", "", "f1", 0.9336),
+    ("LE", "skk-smooth", "block=1", "f1", 0.9336),
+    ("LE", "skk-smooth", "block=3", "f1", 0.9097),
+    ("LE", "skk-smooth", "block=4", "f1", 0.8930),
+    ("LE", "skk-smooth", "block=5", "f1", 0.8685),
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,12 @@ class Setting:
 
     scheme: str
     params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Setting":
+        params = tuple((k, int(v) if v.lstrip("-").isdigit() else v)
+                       for k, v in (part.split("=", 1) for part in row["params"].split(";") if part))
+        return cls(row["scheme"], params)
 
     @property
     def params_text(self) -> str:
@@ -64,10 +83,15 @@ class Setting:
         return None if self.scheme == "plain" else from_key(generate_key(self.scheme, **dict(self.params)))
 
 
-def settings_for(scheme: str, levels: Sequence[int], include_plain: bool = True) -> list[Setting]:
-    """``plain`` plus one setting per ``levels`` value of ``scheme``."""
+def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: bool = True) -> list[Setting]:
+    """``plain`` plus one setting per combination of the ``grid`` values of ``scheme``'s parameters.
+
+    ``settings_for("intensity", {"levels": [256, 50]})``; an empty grid gives the scheme's defaults.
+    """
     settings = [Setting("plain")] if include_plain else []
-    settings += [Setting(scheme, (("levels", int(n)),)) for n in levels]
+    names = sorted(grid)
+    for values in itertools.product(*(grid[n] for n in names)):
+        settings.append(Setting(scheme, tuple(zip(names, values))))
     return settings
 
 
@@ -135,11 +159,15 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
             config.checkpoint.unlink()
             rows.append(outcome["row"])
 
+    # The folder accumulates: results and report cover every finished run in it, in the order run.
+    finished = sorted((out_dir / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    all_rows = [json.loads(p.read_text())["row"] for p in finished]
+    all_settings = list(dict.fromkeys(Setting.from_row(r) for r in all_rows))
     with open(out_dir / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
-        writer.writerows({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows)
-    write_report(out_dir, dataset, split, settings, rows, model, epochs, augment, command)
+        writer.writerows({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in all_rows)
+    write_report(out_dir, dataset, split, all_settings, all_rows, model, epochs, augment, command)
     return rows
 
 
@@ -196,28 +224,34 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
     for entry in summary:
         lines.append(f"| {entry['setting'].label} | {entry['runs']} | {_pm(entry['accuracy'], 100)} | {_pm(entry['f1'], 100)} | "
                      f"{_pm(entry['auc'], 1, 3)} | {_pm(entry['ssim'], 1, 4)} | {_pm(entry['psnr'], 1, 2)} |")
-    paper_rows = [e for e in summary if (e["setting"].params_text or "plain") in PAPER_NB_TABLE1]
-    if paper_rows:
+    ours = {(e["setting"].scheme, e["setting"].params_text): e for e in summary}
+    schemes = {e["setting"].scheme for e in summary} - {"plain"}
+    papers = {paper for paper, scheme, *_ in PAPER_REFERENCES if scheme in schemes}
+    references = [r for r in PAPER_REFERENCES if r[0] in papers and (r[1], r[2]) in ours]
+    if references:
         lines += [
             "",
-            "## Beside paper NB, Table I",
+            "## Beside the published figures",
             "",
-            "Paper NB classified coronary angiograms (RCA vs LCA) at 128×128 from an in-house set; its SSIM/PSNR",
-            "are for one example frame. Same method, different data: compare the trend, not the digits.",
+            "Same methods, other data, models and image sizes (paper NB: coronary angiograms, 128×128, its own CNN;",
+            "paper LE: a brain-tumour MRI mix with random 80:20 splits, DenseNet-121 at 256×256). Compare trends,",
+            "not digits. Drops are in points from the same source's plain baseline.",
             "",
-            "| setting | paper accuracy % | ours % | paper drop vs plain | our drop vs plain | paper SSIM | our SSIM |",
+            "| paper | setting | metric | paper | ours | paper drop | our drop |",
             "|---|---|---|---|---|---|---|",
         ]
-        plain = next((e for e in summary if e["setting"].scheme == "plain"), None)
-        for entry in paper_rows:
-            paper = PAPER_NB_TABLE1[entry["setting"].params_text or "plain"]
-            ours = entry["accuracy"][0] * 100
-            paper_drop = (PAPER_NB_TABLE1["plain"]["accuracy"] - paper["accuracy"]) * 100
-            our_drop = (plain["accuracy"][0] * 100 - ours) if plain else math.nan
-            paper_ssim = f"{paper['ssim']:.4f}" if "ssim" in paper else "–"
-            our_ssim = "–" if math.isnan(entry["ssim"][0]) else f"{entry['ssim'][0]:.4f}"
-            lines.append(f"| {entry['setting'].label} | {paper['accuracy'] * 100:.2f} | {ours:.2f} | {paper_drop:.2f} | "
-                         f"{our_drop:.2f} | {paper_ssim} | {our_ssim} |")
+        for paper, scheme, params, metric, value in references:
+            entry = ours[(scheme, params)]
+            plain_ref = next((v for p, s_, _, m, v in PAPER_REFERENCES if p == paper and s_ == "plain" and m == metric), None)
+            plain_ours = ours.get(("plain", ""))
+            scale = 1 if metric == "ssim" else 100
+            mine = entry[metric][0] * scale
+            paper_drop = f"{(plain_ref - value) * scale:.2f}" if plain_ref is not None and scheme != "plain" else "–"
+            our_drop = (f"{plain_ours[metric][0] * scale - mine:.2f}" if plain_ours and scheme != "plain"
+                        and metric != "ssim" else "–")
+            fmt = ".4f" if metric == "ssim" else ".2f"
+            lines.append(f"| {paper} | {entry['setting'].label} | {metric} | {value * scale:{fmt}} | {mine:{fmt}} | "
+                         f"{paper_drop if metric != 'ssim' else '–'} | {our_drop} |")
     grid_path = _example_grid(out_dir, dataset, split, settings)
     plot_path = plot_utility(summary, out_dir / "accuracy.png", title=f"{dataset.name} {size}×{size}, {model}")
     lines += ["", "## Figures", "", f"![examples]({grid_path.name})", "", f"![accuracy]({plot_path.name})", ""]

@@ -9,9 +9,13 @@ from medveil.schemes.base import (
     scheme_class,
 )
 from medveil.schemes.intensity import IntensityMapping
+from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
 
 __all__ = [
     "IntensityMapping",
+    "SKK",
+    "SKKSmooth",
+    "Tanaka",
     "Scheme",
     "available_schemes",
     "from_key",
