@@ -49,9 +49,12 @@ def keygen(
     levels: Optional[int] = typer.Option(None, help="intensity: N distinct output values (default 2**bits: bijective)."),
     bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
     signed: Optional[bool] = typer.Option(None, "--signed/--unsigned", help="intensity: the stored values are signed (CT)."),
+    block: Optional[int] = typer.Option(None, help="tanaka, skk-smooth: block size M."),
+    channels: Optional[int] = typer.Option(None, help="tanaka, skk, skk-smooth: 1 (grayscale) or 3 (colour)."),
 ):
     """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way."""
-    params = {name: value for name, value in {"levels": levels, "bits": bits, "signed": signed}.items() if value is not None}
+    given = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels}
+    params = {name: value for name, value in given.items() if value is not None}
     key = generate_key(scheme, **params)
     key.save(output)
     typer.echo(f"wrote {output}: {from_key(key).describe()}")

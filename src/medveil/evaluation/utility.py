@@ -79,7 +79,8 @@ class Setting:
     def label(self) -> str:
         return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
 
-    def scheme_for(self) -> Scheme | None:
+    def build_scheme(self) -> Scheme | None:
+        """A scheme with a fresh in-memory key, or ``None`` for plain."""
         return None if self.scheme == "plain" else from_key(generate_key(self.scheme, **dict(self.params)))
 
 
@@ -106,7 +107,7 @@ def obfuscation_similarity(images: np.ndarray, scheme: Scheme) -> tuple[float, f
 def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: int, model_name: str,
             config: TrainConfig, augment: bool) -> dict:
     """Train and test one classifier; returns the result row plus training details."""
-    scheme = setting.scheme_for()
+    scheme = setting.build_scheme()
     parts = {name: dataset.subset(split == name) for name in ("train", "val", "test")}
     augmentation = RandomAffine(generator=torch.Generator().manual_seed(seed)) if augment else None
     train = ImageTensors(parts["train"].images, parts["train"].labels, scheme, augmentation)
@@ -265,7 +266,7 @@ def _example_grid(out_dir: Path, dataset: ImageDataset, split: np.ndarray, setti
     test = dataset.subset(split == "test")
     picks = [int(np.flatnonzero(test.labels == c)[0]) for c in range(len(dataset.classes))][:examples]
     picks += [i for i in range(len(test)) if i not in picks][: examples - len(picks)]
-    schemes = [(s.label, s.scheme_for()) for s in settings]  # one illustrative key per setting
+    schemes = [(s.label, s.build_scheme()) for s in settings]  # one illustrative key per setting
     rows = [[test.images[i] if sch is None else sch(test.images[i]) for _, sch in schemes] for i in picks]
     titles = ["original" if sch is None else label.split(" ", 1)[-1] for label, sch in schemes]
     row_titles = [f"{test.files[i]}" for i in picks]
