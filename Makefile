@@ -26,5 +26,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_intensity.py
+	$(BIN)/python benchmarks/bench_onthefly.py
 
 .PHONY: install demo test bench
