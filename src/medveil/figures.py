@@ -56,7 +56,7 @@ def _display(img: np.ndarray) -> np.ndarray:
 
 
 def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Test accuracy (mean ± std over seeds) per setting, with SSIM to the original beneath each bar."""
+    """Bar chart of test accuracy (mean ± std over seeds) per setting; ``summary`` as from ``summarise``."""
     labels = [entry["setting"].label.replace(" ", "\n") for entry in summary]
     means = [entry["accuracy"][0] * 100 for entry in summary]
     stds = [entry["accuracy"][1] * 100 for entry in summary]
