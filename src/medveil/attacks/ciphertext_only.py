@@ -25,14 +25,21 @@ from numba import njit
 from medveil.attacks.base import Attack, BlackBox
 
 
-class LeadingBit(Attack):
-    name = "leading-bit"
+class CiphertextOnlyAttack(Attack):
+    """An attack that needs nothing but the intercepted images: :meth:`fit` uses neither argument.
+
+    ``bit`` is the leading bit assumed for the first decision (0: dark stays dark).
+    """
 
     def __init__(self, bit: int = 0):
         self.bit = bit
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "LeadingBit":
+    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "CiphertextOnlyAttack":
         return self
+
+
+class LeadingBit(CiphertextOnlyAttack):
+    name = "leading-bit"
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         flip = (obfuscated >> 7) != self.bit
@@ -74,14 +81,8 @@ def _scan(image, options, bit):
     return out
 
 
-class MinimumDifference(Attack):
+class MinimumDifference(CiphertextOnlyAttack):
     name = "minimum-difference"
-
-    def __init__(self, bit: int = 0):
-        self.bit = bit
-
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "MinimumDifference":
-        return self
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         colour = obfuscated.ndim == 4 and obfuscated.shape[-1] == 3

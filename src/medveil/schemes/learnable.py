@@ -104,16 +104,20 @@ def undo_block_scramble(encrypted: np.ndarray, perm: np.ndarray, flips: np.ndarr
     return from_slots(out, layout)
 
 
-@register
-class Tanaka(_LearnableScheme):
-    """Block-wise scrambling of 4-bit nibbles (see the module docstring). Params: ``block`` M, ``channels``."""
-
-    name = "tanaka"
+class _BlockParams:
+    """Parameters of the block-wise schemes: ``block`` M (default 4) and ``channels`` 1 or 3."""
 
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"block", "channels"}, cls.name)
         return {"block": _positive_int(params, "block", 4), "channels": _positive_int(params, "channels", 1, (1, 3))}
+
+
+@register
+class Tanaka(_BlockParams, _LearnableScheme):
+    """Block-wise scrambling of 4-bit nibbles (see the module docstring). Params: ``block`` M, ``channels``."""
+
+    name = "tanaka"
 
     def block_key(self) -> tuple[np.ndarray, np.ndarray]:
         """``(permutation, flips)`` over the ``2C·M²`` nibble slots of a block, slot order ``(y, x, channel, nibble)``."""
@@ -179,15 +183,10 @@ class SKK(_LearnableScheme):
 
 
 @register
-class SKKSmooth(SKK):
+class SKKSmooth(_BlockParams, SKK):
     """SKK followed by key-chosen block smoothing (paper LE). Params: ``block`` M, ``channels``."""
 
     name = "skk-smooth"
-
-    @classmethod
-    def validate_params(cls, params):
-        check_params(params, {"block", "channels"}, cls.name)
-        return {"block": _positive_int(params, "block", 4), "channels": _positive_int(params, "channels", 1, (1, 3))}
 
     def block_filters(self, shape: tuple[int, ...]) -> np.ndarray:
         """Index into ``SMOOTHING`` for each block position, ``(ceil(H/M), ceil(W/M))``."""
