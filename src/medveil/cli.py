@@ -199,21 +199,15 @@ AttackEpochs = Annotated[int, typer.Option(min=1, help="Epochs of the attacker's
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
-def _run_attack(attack, key: Path, target: str, attacker_data: str, size: int, output: Path) -> None:
+def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, output: Path) -> None:
     from medveil.data import load_dataset
     from medveil.evaluation.privacy import evaluate_attack
 
-    row = evaluate_attack(attack, Key.load(key), load_dataset(target, size), attacker_data, output)
+    row = evaluate_attack(attack, key, load_dataset(target, size), attacker_data, output)
     typer.echo(f"{row['attack']} with {row['attacker_data']} data against {row['scheme']} {row['params']}: "
                f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
                f"({row['queries']} images fed to the black box)")
     typer.echo(f"report: {output / 'report.md'}")
-
-
-def _attacker_training(epochs: int, progress: bool):
-    from medveil.train import TrainConfig
-
-    return TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress)  # paper NB's attacker
 
 
 @attack_app.command("reconstruction")
@@ -222,9 +216,10 @@ def attack_reconstruction(key: AttackKey, output: AttackOutput, target: AttackTa
                           attacker_data: AttackerData = "public", size: ImageSize = 64, epochs: AttackEpochs = 20,
                           progress: Progress = True):
     """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
-    from medveil.attacks import LearnedReconstruction
+    from medveil.attacks import LearnedReconstruction, attacker_training
 
-    _run_attack(LearnedReconstruction(_attacker_training(epochs, progress)), key, target, attacker_data, size, output)
+    attack = LearnedReconstruction(attacker_training(epochs, progress))
+    _run_attack(attack, Key.load(key), target, attacker_data, size, output)
 
 
 @attack_app.command("chosen-plaintext")
@@ -240,16 +235,11 @@ def attack_chosen_plaintext(
     attacker's images serve as the prior over each pixel's pre-image set). tanaka: a few crafted
     blocks reveal the block key and decrypt exactly.
     """
-    from medveil.attacks import ChosenPlaintext, TanakaChosenPlaintext
+    from medveil.attacks import attacker_training, chosen_plaintext_attack
 
-    public = Key.load(key)
-    if public.scheme == "intensity":
-        attack = ChosenPlaintext(refine=refine, config=_attacker_training(epochs, progress))
-    elif public.scheme == "tanaka":  # the scheme's parameters are public; its secret is not used
-        attack = TanakaChosenPlaintext(public.params["block"], public.params["channels"])
-    else:
-        _fail(f"no chosen-plaintext attack for the '{public.scheme}' scheme (intensity and tanaka have one)")
-    _run_attack(attack, key, target, attacker_data, size, output)
+    hospital_key = Key.load(key)
+    attack = chosen_plaintext_attack(hospital_key, refine, attacker_training(epochs, progress))
+    _run_attack(attack, hospital_key, target, attacker_data, size, output)
 
 
 @attack_app.command("leading-bit")
@@ -258,7 +248,7 @@ def attack_leading_bit(key: AttackKey, output: AttackOutput, target: AttackTarge
     """Ciphertext-only: give every value the same leading bit (Chang & Case; paper LE Algorithm 2)."""
     from medveil.attacks import LeadingBit
 
-    _run_attack(LeadingBit(), key, target, "none", size, output)
+    _run_attack(LeadingBit(), Key.load(key), target, "none", size, output)
 
 
 @attack_app.command("min-difference")
@@ -267,7 +257,7 @@ def attack_min_difference(key: AttackKey, output: AttackOutput, target: AttackTa
     """Ciphertext-only: undo each pixel's negation/shuffle to best match its neighbour (paper LE Algorithm 3)."""
     from medveil.attacks import MinimumDifference
 
-    _run_attack(MinimumDifference(), key, target, "none", size, output)
+    _run_attack(MinimumDifference(), Key.load(key), target, "none", size, output)
 
 
 @app.command()

@@ -73,6 +73,16 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarr
     return _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size).numpy().astype(np.float64)
 
 
+def mean_pair_scores(originals: np.ndarray, others: np.ndarray, with_ms_ssim: bool = True) -> dict[str, float]:
+    """Mean SSIM, PSNR (over finite values) and, if asked, MS-SSIM over pairs of 8-bit images ``(n, H, W)``."""
+    ssims = [ssim(a, b, 255) for a, b in zip(originals, others)]
+    psnrs = [p for p in (psnr(a, b, 255) for a, b in zip(originals, others)) if math.isfinite(p)]
+    scores = {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)) if psnrs else math.inf}
+    if with_ms_ssim:
+        scores["ms_ssim"] = float(np.mean(ms_ssim(originals, others)))
+    return scores
+
+
 def classification_scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, F1 (positive class 1) and ROC AUC of binary predictions.
 

@@ -1,9 +1,9 @@
 """Attacks: one protocol (fit on what the attacker may see, then reconstruct), black-box access only."""
 
 from medveil.attacks.base import Attack, BlackBox
-from medveil.attacks.chosen_plaintext import ChosenPlaintext, TanakaChosenPlaintext
+from medveil.attacks.chosen_plaintext import ChosenPlaintext, TanakaChosenPlaintext, chosen_plaintext_attack
 from medveil.attacks.ciphertext_only import LeadingBit, MinimumDifference
-from medveil.attacks.reconstruction import LearnedReconstruction
+from medveil.attacks.reconstruction import LearnedReconstruction, attacker_training
 
 __all__ = [
     "Attack",
@@ -12,5 +12,7 @@ __all__ = [
     "LeadingBit",
     "LearnedReconstruction",
     "MinimumDifference",
+    "attacker_training",
     "TanakaChosenPlaintext",
+    "chosen_plaintext_attack",
 ]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from medveil.attacks.base import Attack, BlackBox
-from medveil.attacks.reconstruction import run_reconstructor, train_reconstructor
+from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
+from medveil.errors import SchemeMismatchError
+from medveil.keys import Key
 from medveil.train import TrainConfig
 
 DOMAIN = 256
@@ -30,7 +32,7 @@ class ChosenPlaintext(Attack):
 
     def __init__(self, refine: bool = False, config: TrainConfig | None = None, width: int = 16):
         self.refine = refine
-        self.config = config or TrainConfig(epochs=20, batch_size=128, lr=1e-3)
+        self.config = config or attacker_training()
         self.width = width
         self.table: np.ndarray | None = None
         self.history: list[dict] = []
@@ -123,3 +125,16 @@ class TanakaChosenPlaintext(Attack):
         if self.perm is None:
             raise RuntimeError("fit the attack first")
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, self.channels)
+
+
+def chosen_plaintext_attack(key: Key, refine: bool = False, config: TrainConfig | None = None) -> Attack:
+    """The chosen-plaintext attack for the scheme ``key`` was made for.
+
+    Only the key's public parts (scheme name and parameters) are read; the secret stays with the
+    black box.
+    """
+    if key.scheme == "intensity":
+        return ChosenPlaintext(refine=refine, config=config)
+    if key.scheme == "tanaka":
+        return TanakaChosenPlaintext(key.params["block"], key.params["channels"])
+    raise SchemeMismatchError(f"no chosen-plaintext attack for the '{key.scheme}' scheme (intensity and tanaka have one)")

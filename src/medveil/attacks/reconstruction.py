@@ -17,6 +17,11 @@ from medveil.nn import UNet
 from medveil.train import TrainConfig, fit, predict
 
 
+def attacker_training(epochs: int = 20, progress: bool = True) -> TrainConfig:
+    """Paper NB's attacker training: batch 128, Adam lr 1e-3, 20 epochs by default."""
+    return TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress)
+
+
 class ImagePairs(Dataset):
     """``(input, target)`` float tensors ``(C, H, W)`` in ``[0, 1]`` from uint8 arrays ``(n, [C,] H, W)``."""
 
@@ -64,7 +69,7 @@ class LearnedReconstruction(Attack):
     name = "learned-reconstruction"
 
     def __init__(self, config: TrainConfig | None = None, width: int = 16):
-        self.config = config or TrainConfig(epochs=20, batch_size=128, lr=1e-3)
+        self.config = config or attacker_training()
         self.width = width
         self.model: UNet | None = None
         self.history: list[dict] = []

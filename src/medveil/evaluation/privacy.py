@@ -13,7 +13,6 @@ run and ``report.md`` rebuilt from all rows.
 from __future__ import annotations
 
 import csv
-import math
 import platform
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ from medveil.attacks import Attack, BlackBox
 from medveil.data import ImageDataset, group_split
 from medveil.data.public import public_medical_images
 from medveil.errors import InputError
+from medveil.evaluation import write_csv
 from medveil.figures import image_grid
 from medveil.keys import Key
 from medveil.schemes import from_key, scheme_class
@@ -51,14 +51,6 @@ def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
 
 
-def reconstruction_scores(originals: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
-    """Mean SSIM, PSNR (finite values) and MS-SSIM over pairs of 8-bit images ``(n, H, W)``."""
-    ssims = [metrics.ssim(a, b, 255) for a, b in zip(originals, reconstructions)]
-    psnrs = [p for p in (metrics.psnr(a, b, 255) for a, b in zip(originals, reconstructions)) if math.isfinite(p)]
-    return {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)) if psnrs else math.inf,
-            "ms_ssim": float(np.mean(metrics.ms_ssim(originals, reconstructions)))}
-
-
 # Shown in results only when they differ from the scheme's default; every other parameter always is.
 _BACKGROUND_PARAMS = {"bits", "signed", "channels"}
 
@@ -80,7 +72,7 @@ def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_da
         queries = black_box.queries
     reconstructed = attack.reconstruct(obfuscated)
     row = {"dataset": dataset.name, "scheme": key.scheme, "params": _params_text(key), "attack": attack.name,
-           "attacker_data": attacker_data, "queries": queries, **reconstruction_scores(target, reconstructed)}
+           "attacker_data": attacker_data, "queries": queries, **metrics.mean_pair_scores(target, reconstructed)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     picks = np.linspace(0, len(target) - 1, examples).astype(int)
@@ -106,13 +98,7 @@ def merge_rows(path: Path, rows: Sequence[dict]) -> None:
     """Add ``rows`` to the CSV at ``path``, replacing earlier rows of the same run."""
     existing = list(csv.DictReader(open(path))) if path.exists() else []
     new_ids = {_row_id(r) for r in rows}
-    merged = [r for r in existing if _row_id(r) not in new_ids] + list(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=ATTACK_COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: r[c] for c in ATTACK_COLUMNS} for r in merged)
-    tmp.replace(path)
+    write_csv(path, [r for r in existing if _row_id(r) not in new_ids] + list(rows), ATTACK_COLUMNS)
 
 
 def write_report(out_dir: Path) -> Path:

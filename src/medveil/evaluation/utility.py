@@ -1,7 +1,7 @@
 """Utility evaluation: train a classifier on obfuscated images and measure what accuracy survives.
 
 For each setting (``plain``, or a scheme with parameters) and each seed, a fresh key is drawn
-(held in memory only), the training, validation and test images are obfuscated on the fly with
+(held in memory only), the training, validation and test images are obfuscated in memory with
 it, a classifier is trained with the one training loop, and the test images are scored. Seeds
 therefore vary the key as well as the initialisation and data order. Results go to
 ``results.csv`` (one row per run), with ``split.csv``, ``report.md`` and figures beside it. A
@@ -11,7 +11,6 @@ short from its checkpoint.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -29,6 +28,7 @@ import medveil
 from medveil import metrics
 from medveil.data import ImageDataset, group_split, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
+from medveil.evaluation import write_csv
 from medveil.figures import image_grid, plot_utility
 from medveil.nn import build_classifier
 from medveil.schemes import Scheme, from_key, generate_key
@@ -96,14 +96,6 @@ def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: boo
     return settings
 
 
-def obfuscation_similarity(images: np.ndarray, scheme: Scheme) -> tuple[float, float]:
-    """Mean SSIM and PSNR of obfuscated against original 8-bit images ``(n, H, W)``."""
-    obfuscated = scheme(images)
-    ssims = [metrics.ssim(a, b, 255) for a, b in zip(images, obfuscated)]
-    psnrs = [metrics.psnr(a, b, 255) for a, b in zip(images, obfuscated)]
-    return float(np.mean(ssims)), float(np.mean(psnrs))
-
-
 def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: int, model_name: str,
             config: TrainConfig, augment: bool) -> dict:
     """Train and test one classifier; returns the result row plus training details."""
@@ -124,11 +116,11 @@ def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: in
     result = fit(model, train, val, loss, config, score_fn=val_accuracy)
     outputs, targets = predict(model, test)
     scores = metrics.classification_scores(targets.numpy(), torch.sigmoid(outputs).numpy())
-    ssim = psnr = math.nan
-    if scheme is not None:
-        ssim, psnr = obfuscation_similarity(parts["test"].images, scheme)
+    similarity = {"ssim": math.nan, "psnr": math.nan}
+    if scheme is not None:  # test.images already holds the obfuscated test split
+        similarity = metrics.mean_pair_scores(parts["test"].images, test.images, with_ms_ssim=False)
     row = {"dataset": dataset.name, "scheme": setting.scheme, "params": setting.params_text, "model": model_name,
-           "seed": seed, **scores, "ssim": ssim, "psnr": psnr}
+           "seed": seed, **scores, "ssim": similarity["ssim"], "psnr": similarity["psnr"]}
     details = {"best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started,
                "history": result.history, "key_fingerprint": scheme.key.fingerprint if scheme else None}
     return {"row": row, "details": details}
@@ -164,10 +156,9 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
     finished = sorted((out_dir / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
     all_rows = [json.loads(p.read_text())["row"] for p in finished]
     all_settings = list(dict.fromkeys(Setting.from_row(r) for r in all_rows))
-    with open(out_dir / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in all_rows)
+    write_csv(out_dir / "results.csv",
+              ({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in all_rows),
+              RESULT_COLUMNS)
     write_report(out_dir, dataset, split, all_settings, all_rows, model, epochs, augment, command)
     return rows
 

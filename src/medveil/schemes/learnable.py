@@ -46,6 +46,10 @@ def _positive_int(params: Mapping[str, Any], name: str, default: int, allowed: t
 class _LearnableScheme(Scheme):
     """Shared input handling: 8-bit images laid out as the key's ``channels`` say."""
 
+    def __init__(self, key):
+        super().__init__(key)
+        self._cache: dict = {}  # key-derived arrays per image shape
+
     def image_shape(self, images: np.ndarray) -> tuple[int, ...]:
         """``(H, W)`` or ``(H, W, 3)`` of ``images``; :class:`InputError` if they do not fit the key."""
         if images.dtype != np.uint8:
@@ -64,10 +68,9 @@ class _LearnableScheme(Scheme):
 
     def _per_shape(self, what: str, shape: tuple[int, ...], make):
         """Key-derived arrays for one image shape, computed once (datasets use one size)."""
-        cache = self.__dict__.setdefault("_cache", {})
-        if (what, shape) not in cache:
-            cache[(what, shape)] = make()
-        return cache[(what, shape)]
+        if (what, shape) not in self._cache:
+            self._cache[(what, shape)] = make()
+        return self._cache[(what, shape)]
 
     @staticmethod
     def _as_hwc(images: np.ndarray, channels: int) -> np.ndarray:
