@@ -19,6 +19,9 @@ from medveil.schemes import available_schemes, from_key, generate_key
 
 # Commands import the heavy modules (PyTorch, scikit-learn, matplotlib) inside their bodies so
 # `medveil --help`, keygen and obfuscate start in a fraction of the time.
+COLOUR_HELP = ("Colour: 'rgb' keeps the files' colour; a matplotlib colormap name (e.g. viridis) renders the "
+               "grayscale images in colour. Default: grayscale.")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
 
@@ -50,10 +53,13 @@ def keygen(
     bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
     signed: Optional[bool] = typer.Option(None, "--signed/--unsigned", help="intensity: the stored values are signed (CT)."),
     block: Optional[int] = typer.Option(None, help="tanaka, skk-smooth: block size M."),
-    channels: Optional[int] = typer.Option(None, help="tanaka, skk, skk-smooth: 1 (grayscale) or 3 (colour)."),
+    channels: Optional[int] = typer.Option(None, help="tanaka, skk, skk-smooth, structural: 1 (grayscale) or 3 (colour)."),
+    size: Optional[int] = typer.Option(None, help="structural: images are resized to size x size before tracing."),
+    raster: Optional[int] = typer.Option(None, help="structural: output size (the de-identified raster is raster x raster)."),
 ):
     """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way."""
-    given = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels}
+    given = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels, "size": size,
+             "raster": raster}
     params = {name: value for name, value in given.items() if value is not None}
     key = generate_key(scheme, **params)
     key.save(output)
@@ -145,6 +151,11 @@ def _parse_param(text: str) -> tuple[str, list[int]]:
     return name.strip(), _int_list(values)
 
 
+def _command_line() -> str | None:
+    """The command as typed, for reports (None when called from Python)."""
+    return "medveil " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medveil") else None
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -158,6 +169,7 @@ def evaluate_utility(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for results.csv, report.md, split.csv and figures."),
     dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
     size: int = typer.Option(64, min=16, help="Images are resized to size x size before obfuscation."),
+    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
     scheme: str = typer.Option("intensity", help="Scheme to evaluate against plain images."),
     levels: Optional[str] = typer.Option(None, help="intensity: comma-separated N values (default 256,150,50,45)."),
     param: list[str] = typer.Option([], help="NAME=V1,V2,... key parameter values to sweep, e.g. block=1,3,4,5 (repeatable)."),
@@ -165,18 +177,23 @@ def evaluate_utility(
     epochs: int = typer.Option(30, min=1),
     model: str = typer.Option("cnn", help="'cnn' (paper NB's) or 'resnet'."),
     augment: bool = typer.Option(False, help="Shift/flip/rotate the obfuscated training images."),
+    key: Optional[Path] = typer.Option(None, "--key", "-k", help="Evaluate this key (every seed) instead of fresh keys; "
+                                       "--scheme, --levels and --param are then not used."),
     progress: bool = typer.Option(True),
 ):
     """Train a classifier on plain and on obfuscated images; report accuracy, F1, AUC and SSIM/PSNR."""
     from medveil.data import load_dataset
-    from medveil.evaluation.utility import evaluate_utility as run, settings_for, summarise
+    from medveil.evaluation.utility import Setting, evaluate_utility as run, settings_for, summarise
 
-    grid = dict(_parse_param(p) for p in param)
-    if levels is not None or (scheme == "intensity" and "levels" not in grid):
-        grid["levels"] = _int_list(levels or "256,150,50,45")
-    settings = settings_for(scheme, grid)
-    data = load_dataset(dataset, size)
-    command = "medveil " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medveil") else None
+    if key is not None:
+        settings = [Setting("plain"), Setting.for_key(Key.load(key))]
+    else:
+        grid = dict(_parse_param(p) for p in param)
+        if levels is not None or (scheme == "intensity" and "levels" not in grid):
+            grid["levels"] = _int_list(levels or "256,150,50,45")
+        settings = settings_for(scheme, grid)
+    data = load_dataset(dataset, size, colour)
+    command = _command_line()
     rows = run(data, settings, seeds, output, model=model, epochs=epochs, augment=augment, progress=progress,
                command=command)
     for entry in summarise(rows, settings):
@@ -189,7 +206,7 @@ def evaluate_utility(
 attack_app = typer.Typer(no_args_is_help=True, help="Attack a key the way an outside service could, and score what it recovers.")
 app.add_typer(attack_app, name="attack")
 
-# Options both attacks take.
+# Options the attacks take.
 AttackKey = Annotated[Path, typer.Option("--key", "-k", help="The hospital's key (only a black box in another process sees it).")]
 AttackOutput = Annotated[Path, typer.Option("-o", "--output", help="Folder for results.csv, report.md and figures.")]
 AttackTarget = Annotated[str, typer.Option(help="'br35h' or a class-per-subfolder folder; its test split is attacked.")]
@@ -197,13 +214,14 @@ AttackerData = Annotated[str, typer.Option(help="'public': other public medical 
 ImageSize = Annotated[int, typer.Option(min=16, help="Images are resized to size x size.")]
 AttackEpochs = Annotated[int, typer.Option(min=1, help="Epochs of the attacker's U-Net.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
 
 
-def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, output: Path) -> None:
+def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, output: Path, colour: str | None) -> None:
     from medveil.data import load_dataset
     from medveil.evaluation.privacy import evaluate_attack
 
-    row = evaluate_attack(attack, key, load_dataset(target, size), attacker_data, output)
+    row = evaluate_attack(attack, key, load_dataset(target, size, colour), attacker_data, output)
     typer.echo(f"{row['attack']} with {row['attacker_data']} data against {row['scheme']} {row['params']}: "
                f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
                f"({row['queries']} images fed to the black box)")
@@ -213,13 +231,13 @@ def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, ou
 @attack_app.command("reconstruction")
 @_clean_errors
 def attack_reconstruction(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h",
-                          attacker_data: AttackerData = "public", size: ImageSize = 64, epochs: AttackEpochs = 20,
-                          progress: Progress = True):
+                          attacker_data: AttackerData = "public", size: ImageSize = 64, colour: Colour = None,
+                          epochs: AttackEpochs = 20, progress: Progress = True):
     """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
     from medveil.attacks import LearnedReconstruction, attacker_training
 
     attack = LearnedReconstruction(attacker_training(epochs, progress))
-    _run_attack(attack, Key.load(key), target, attacker_data, size, output)
+    _run_attack(attack, Key.load(key), target, attacker_data, size, output, colour)
 
 
 @attack_app.command("chosen-plaintext")
@@ -227,7 +245,7 @@ def attack_reconstruction(key: AttackKey, output: AttackOutput, target: AttackTa
 def attack_chosen_plaintext(
     key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", attacker_data: AttackerData = "public",
     refine: Annotated[bool, typer.Option(help="Also train a U-Net over the pre-image sets (no further queries).")] = False,
-    size: ImageSize = 64, epochs: AttackEpochs = 20, progress: Progress = True,
+    size: ImageSize = 64, colour: Colour = None, epochs: AttackEpochs = 20, progress: Progress = True,
 ):
     """Feed crafted images to the black box to recover the key's effect, then invert it.
 
@@ -239,25 +257,93 @@ def attack_chosen_plaintext(
 
     hospital_key = Key.load(key)
     attack = chosen_plaintext_attack(hospital_key, refine, attacker_training(epochs, progress))
-    _run_attack(attack, hospital_key, target, attacker_data, size, output)
+    _run_attack(attack, hospital_key, target, attacker_data, size, output, colour)
 
 
 @attack_app.command("leading-bit")
 @_clean_errors
-def attack_leading_bit(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64):
+def attack_leading_bit(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64,
+                       colour: Colour = None):
     """Ciphertext-only: give every value the same leading bit (Chang & Case; paper LE Algorithm 2)."""
     from medveil.attacks import LeadingBit
 
-    _run_attack(LeadingBit(), Key.load(key), target, "none", size, output)
+    _run_attack(LeadingBit(), Key.load(key), target, "none", size, output, colour)
 
 
 @attack_app.command("min-difference")
 @_clean_errors
-def attack_min_difference(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64):
+def attack_min_difference(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64,
+                          colour: Colour = None):
     """Ciphertext-only: undo each pixel's negation/shuffle to best match its neighbour (paper LE Algorithm 3)."""
     from medveil.attacks import MinimumDifference
 
-    _run_attack(MinimumDifference(), Key.load(key), target, "none", size, output)
+    _run_attack(MinimumDifference(), Key.load(key), target, "none", size, output, colour)
+
+
+vae_app = typer.Typer(no_args_is_help=True, help="VAE + intensity mapping: the data owner trains the VAE.")
+app.add_typer(vae_app, name="vae")
+
+
+@vae_app.command("train")
+@_clean_errors
+def vae_train(
+    output: Path = typer.Option(..., "-o", "--output", help="Key file to create; the weights go beside it (KEY.vae.pt)."),
+    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class: your own images."),
+    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
+    size: int = typer.Option(64, min=8, help="Images are resized to size x size (divisible by 8)."),
+    levels: int = typer.Option(256, min=2, max=256, help="N distinct output values of the intensity mapping."),
+    latent: int = typer.Option(64, min=1, help="Size of the VAE's latent code."),
+    epochs: int = typer.Option(30, min=1),
+    progress: bool = typer.Option(True),
+):
+    """Train the VAE on your images (training and validation splits; the test split is left out) and make its key."""
+    from medveil import metrics
+    from medveil.data import group_split, load_dataset
+    from medveil.schemes.vae import create_vae_key, train_vae
+    from medveil.train import TrainConfig
+
+    data = load_dataset(dataset, size, colour)
+    split = group_split(data.labels, data.groups)
+    model, history = train_vae(data.images[split != "test"], TrainConfig(epochs=epochs, progress=progress), latent)
+    key = create_vae_key(model, output, levels, size, data.channels)
+    scheme = from_key(key)
+    held_out = data.images[split == "test"]
+    scores = metrics.mean_pair_scores(held_out, scheme.reconstruct(held_out), with_ms_ssim=False)
+    typer.echo(f"wrote {output} and {output}.vae.pt: {scheme.describe()}")
+    typer.echo(f"VAE reconstruction of the {len(held_out)} held-out images: SSIM {scores['ssim']:.3f}, "
+               f"PSNR {scores['psnr']:.2f} dB (before the intensity mapping)")
+
+
+structural_app = typer.Typer(no_args_is_help=True, help="Structural de-identification (vectorize, encrypt coordinates, rasterize).")
+app.add_typer(structural_app, name="structural")
+
+
+@structural_app.command("tune")
+@_clean_errors
+def structural_tune(
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for sdim.csv and report.md."),
+    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
+    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
+    sizes: str = typer.Option("32,36,42,46,50,54,58,64,75,100", help="Comma-separated input sizes to try."),
+    raster: int = typer.Option(64, min=8, help="Output (rasterized) size."),
+    images: int = typer.Option(200, min=1, help="Images sampled from the dataset."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="DI trade-off: weight of SSIM against the L2 norm."),
+    progress: bool = typer.Option(True),
+):
+    """Recommend the input size that minimises SDIM on your data (paper SD, Table 2); no training."""
+    from medveil.data import load_dataset
+    from medveil.evaluation.structural import recommended_size, sdim_sweep, write_sweep
+
+    candidates = _int_list(sizes)
+    data = load_dataset(dataset, max(candidates), colour)
+    rows = sdim_sweep(data, candidates, raster, images, alpha, progress)
+    for r in rows:
+        typer.echo(f"size {r['size']:>4}: SSIM_Vec {r['ssim_vec']:.4f}  SSIM_Dei {r['ssim_dei']:.4f}  "
+                   f"L2 {r['l2_dei']:.4f}  SDIM {r['sdim']:+.4f}")
+    report = write_sweep(output, rows, raster, alpha, _command_line())
+    typer.echo(f"recommended input size: {recommended_size(rows)} (medveil keygen --scheme structural --size "
+               f"{recommended_size(rows)} --raster {raster})")
+    typer.echo(f"report: {report}")
 
 
 @app.command()

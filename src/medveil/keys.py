@@ -12,6 +12,7 @@ and a fingerprint that is checked on load (a tampered or truncated key is refuse
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -112,12 +113,16 @@ class Key:
         ``SECRET_BYTES`` bytes from :mod:`secrets`. Never printed (``repr`` hides it).
     version : int
         Key file format version.
+    origin : Path or None
+        The file the key was loaded from (not part of the key): schemes whose key material has a
+        companion file, such as trained weights, find it beside the key.
     """
 
     scheme: str
     params: Mapping[str, Any]
     secret: bytes = field(repr=False)
     version: int = FORMAT_VERSION
+    origin: Path | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def new(cls, scheme: str, params: Mapping[str, Any]) -> "Key":
@@ -222,7 +227,7 @@ class Key:
             raise KeyFileError(f"{path}: key file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{path}: cannot read key ({exc.__class__.__name__})") from None
-        key = cls.from_json(text, source=str(path))
+        key = dataclasses.replace(cls.from_json(text, source=str(path)), origin=path)
         if scheme is not None:
             key.require(scheme)
         return key

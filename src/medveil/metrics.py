@@ -56,6 +56,8 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
 def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """MS-SSIM (five scales, standard weights; pytorch-msssim) of each pair in two ``(n, H, W)`` stacks.
 
+    Colour stacks ``(n, H, W, 3)`` score the mean over channels.
+
     The library requires images wider than 16 × (window - 1) pixels; the standard 11-pixel window
     thus needs 161 pixels. Smaller images use the largest odd window that fits (3 for 64×64, 7 for
     128×128), with the usual Gaussian sigma of 1.5. Returns an ``(n,)`` float array.
@@ -64,23 +66,66 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarr
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     _check_pair(a, b)
-    side = min(a.shape[-2:])
+    colour = a.ndim == 4
+    side = min(a.shape[1:3])
     win_size = max((w for w in range(3, 12, 2) if side > (w - 1) * 16), default=None)
     if win_size is None:
-        raise InputError(f"MS-SSIM needs images of at least 33x33 pixels, got {a.shape[-2]}x{a.shape[-1]}")
-    x = torch.from_numpy(a.astype(np.float32))[:, None]
-    y = torch.from_numpy(b.astype(np.float32))[:, None]
+        raise InputError(f"MS-SSIM needs images of at least 33x33 pixels, got {a.shape[1]}x{a.shape[2]}")
+    x, y = (torch.from_numpy(v.astype(np.float32)) for v in (a, b))
+    x, y = (v.permute(0, 3, 1, 2) if colour else v[:, None] for v in (x, y))
     return _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size).numpy().astype(np.float64)
 
 
 def mean_pair_scores(originals: np.ndarray, others: np.ndarray, with_ms_ssim: bool = True) -> dict[str, float]:
-    """Mean SSIM, PSNR (over finite values) and, if asked, MS-SSIM over pairs of 8-bit images ``(n, H, W)``."""
-    ssims = [ssim(a, b, 255) for a, b in zip(originals, others)]
+    """Mean SSIM, PSNR (over finite values) and, if asked, MS-SSIM over pairs of 8-bit images.
+
+    ``(n, H, W)`` grayscale or ``(n, H, W, 3)`` colour (SSIM averaged over channels).
+    """
+    channel_axis = -1 if originals.ndim == 4 else None
+    ssims = [ssim(a, b, 255, channel_axis) for a, b in zip(originals, others)]
     psnrs = [p for p in (psnr(a, b, 255) for a, b in zip(originals, others)) if math.isfinite(p)]
     scores = {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)) if psnrs else math.inf}
     if with_ms_ssim:
         scores["ms_ssim"] = float(np.mean(ms_ssim(originals, others)))
     return scores
+
+
+def l2_norm(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised L2 distance of two 8-bit images: ``||a - b||_2 / sqrt(size)`` on the ``[0, 1]`` scale.
+
+    Paper SD reports "normalised" L2 norms without saying how; this root-mean-square form lies in
+    ``[0, 1]`` like SSIM, so the two can be mixed in :func:`deidentification_indicator`.
+    """
+    _check_pair(a, b)
+    diff = (a.astype(np.float64) - b.astype(np.float64)) / 255
+    return float(np.sqrt(np.mean(diff**2)))
+
+
+def deidentification_indicator(ssim_dei: float, l2_dei: float, alpha: float = 0.5) -> float:
+    """Paper SD eq. 5: ``DI(α) = α·SSIM_Dei + (1 − α)·L2norm_Dei``."""
+    if not 0 <= alpha <= 1:
+        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
+    return alpha * ssim_dei + (1 - alpha) * l2_dei
+
+
+def structural_scores(originals: np.ndarray, vectorized: np.ndarray, deidentified: np.ndarray,
+                      alpha: float = 0.5) -> dict[str, float]:
+    """Paper SD's measures over a set of 8-bit images, all ``(n, H, W[, 3])`` at one size.
+
+    ``originals`` are resized to the output size; ``vectorized`` went through vectorization and
+    rasterization only; ``deidentified`` through the whole pipeline. Returns the means
+    ``ssim_vec``, ``ssim_dei``, ``l2_dei``, and ``ssim_pos = ssim_dei − ssim_vec`` (eq. 4),
+    ``di`` (eq. 5) and ``sdim = ssim_pos + di`` (eq. 6). Lower SDIM: better de-identification
+    for the utility kept.
+    """
+    channel_axis = -1 if originals.ndim == 4 else None
+    ssim_vec = float(np.mean([ssim(a, b, 255, channel_axis) for a, b in zip(originals, vectorized)]))
+    ssim_dei = float(np.mean([ssim(a, b, 255, channel_axis) for a, b in zip(originals, deidentified)]))
+    l2_dei = float(np.mean([l2_norm(a, b) for a, b in zip(originals, deidentified)]))
+    di = deidentification_indicator(ssim_dei, l2_dei, alpha)
+    ssim_pos = ssim_dei - ssim_vec
+    return {"ssim_vec": ssim_vec, "ssim_dei": ssim_dei, "ssim_pos": ssim_pos, "l2_dei": l2_dei, "di": di,
+            "sdim": ssim_pos + di}
 
 
 def classification_scores(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

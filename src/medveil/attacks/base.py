@@ -15,11 +15,11 @@ import numpy as np
 from medveil.keys import Key
 
 
-def _serve(key_json: str, conn) -> None:
+def _serve(key: Key, conn) -> None:
     from medveil.schemes import from_key
 
-    scheme = from_key(Key.from_json(key_json))
-    del key_json
+    scheme = from_key(key)
+    del key
     while True:
         images = conn.recv()
         if images is None:
@@ -42,7 +42,7 @@ class BlackBox:
 
     def __init__(self, key: Key):
         ours, theirs = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=_serve, args=(key.to_json(), theirs), daemon=True)
+        self._process = multiprocessing.get_context("spawn").Process(target=_serve, args=(key, theirs), daemon=True)
         self._process.start()  # start() drops its reference to the arguments, key included
         theirs.close()
         self._conn = ours

@@ -18,7 +18,7 @@ import numpy as np
 
 from medveil.attacks.base import Attack, BlackBox
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
-from medveil.errors import SchemeMismatchError
+from medveil.errors import InputError, SchemeMismatchError
 from medveil.keys import Key
 from medveil.train import TrainConfig
 
@@ -53,6 +53,8 @@ class ChosenPlaintext(Attack):
         np.maximum.at(self.set_max, self.table, np.arange(DOMAIN))
         self.nearest_member = self._nearest_member_table()
         if self.refine:
+            if attacker_images.ndim == 4:
+                raise InputError("the refined chosen-plaintext attack handles grayscale images only")
             features = self._features(self.table[attacker_images])
             self.model, self.history = train_reconstructor(features, attacker_images, self.config, self.width)
         return self
@@ -73,7 +75,7 @@ class ChosenPlaintext(Attack):
 
     def _features(self, observed: np.ndarray) -> np.ndarray:
         mean = self.conditional_mean[observed].round().astype(np.uint8)
-        return np.stack([mean, self.set_min[observed].astype(np.uint8), self.set_max[observed].astype(np.uint8)], axis=1)
+        return np.stack([mean, self.set_min[observed].astype(np.uint8), self.set_max[observed].astype(np.uint8)], axis=-1)
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.table is None:
@@ -127,6 +129,58 @@ class TanakaChosenPlaintext(Attack):
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, self.channels)
 
 
+class StructuralChosenPlaintext(Attack):
+    """Measure the structural scheme's coordinate warp with step-edge images, then undo it.
+
+    Paper SD argues its pipeline resists chosen-plaintext attacks because the encrypted numbers
+    never leave the hospital. But the rendered output still places every boundary where the
+    order-preserving map sends it. Feeding ``size - 1`` images that are black left of column
+    ``x`` and white right of it reads off that position for every integer ``x`` (the dark area
+    per row, in output pixels; edges the vectorizer drops, a few pixels from the border, are
+    interpolated); since one map serves both axes, resampling the intercepted image
+    through the inverse map restores the vectorized image. What vectorization itself discarded
+    stays lost. The public parameters (``size``, ``raster``) are known; the key is not.
+    """
+
+    name = "chosen-plaintext"
+
+    def __init__(self, size: int, raster: int, channels: int = 1):
+        self.size, self.raster, self.channels = size, raster, channels
+        self.positions: np.ndarray | None = None
+
+    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "StructuralChosenPlaintext":
+        columns = np.arange(self.size)
+        steps = np.stack([np.broadcast_to(np.where(columns < x, 0, 255).astype(np.uint8), (self.size, self.size))
+                          for x in range(1, self.size)])
+        if self.channels == 3:
+            steps = np.repeat(steps[..., None], 3, axis=-1)
+        observed = black_box(steps).astype(np.float64)
+        if observed.ndim == 4:
+            observed = observed.mean(axis=-1)
+        dark = (255 - observed).sum(axis=2).mean(axis=1) / 255  # output pixels left of the edge
+        # The vectorizer drops stripes a few pixels thin (near the borders): their edge is not seen.
+        seen = np.concatenate([[True], observed.min(axis=(1, 2)) < 128, [True]])
+        measured = np.concatenate([[0.0], dark, [float(self.raster)]])
+        grid = np.arange(self.size + 1)
+        self.positions = np.maximum.accumulate(np.interp(grid, grid[seen], measured[seen]))
+        return self
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        from scipy.ndimage import map_coordinates
+
+        if self.positions is None:
+            raise RuntimeError("fit the attack first")
+        centres = (np.arange(self.raster) + 0.5) * self.size / self.raster  # in input pixel units
+        source = np.interp(centres, np.arange(self.size + 1), self.positions) - 0.5  # in output pixels
+        rows, cols = np.meshgrid(source, source, indexing="ij")
+        colour = obfuscated.ndim == 4
+        planes = obfuscated if colour else obfuscated[..., None]
+        out = np.stack([np.stack([map_coordinates(img[..., c].astype(np.float64), [rows, cols], order=1, mode="nearest")
+                                  for c in range(planes.shape[-1])], axis=-1) for img in planes])
+        out = np.clip(out.round(), 0, 255).astype(np.uint8)
+        return out if colour else out[..., 0]
+
+
 def chosen_plaintext_attack(key: Key, refine: bool = False, config: TrainConfig | None = None) -> Attack:
     """The chosen-plaintext attack for the scheme ``key`` was made for.
 
@@ -137,4 +191,7 @@ def chosen_plaintext_attack(key: Key, refine: bool = False, config: TrainConfig 
         return ChosenPlaintext(refine=refine, config=config)
     if key.scheme == "tanaka":
         return TanakaChosenPlaintext(key.params["block"], key.params["channels"])
-    raise SchemeMismatchError(f"no chosen-plaintext attack for the '{key.scheme}' scheme (intensity and tanaka have one)")
+    if key.scheme == "structural":
+        return StructuralChosenPlaintext(key.params["size"], key.params["raster"], key.params["channels"])
+    raise SchemeMismatchError(f"no chosen-plaintext attack for the '{key.scheme}' scheme "
+                              "(intensity, tanaka and structural have one)")

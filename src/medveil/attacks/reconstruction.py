@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from medveil.attacks.base import Attack, BlackBox
+from medveil.data.pipeline import ImagePairs, channels_first
 from medveil.nn import UNet
 from medveil.train import TrainConfig, fit, predict
 
@@ -22,24 +22,6 @@ def attacker_training(epochs: int = 20, progress: bool = True) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, progress=progress)
 
 
-class ImagePairs(Dataset):
-    """``(input, target)`` float tensors ``(C, H, W)`` in ``[0, 1]`` from uint8 arrays ``(n, [C,] H, W)``."""
-
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None):
-        self.inputs = torch.from_numpy(_channels(inputs).astype(np.float32) / 255)
-        self.targets = None if targets is None else torch.from_numpy(_channels(targets).astype(np.float32) / 255)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, i: int):
-        return self.inputs[i], self.inputs[i][:1] if self.targets is None else self.targets[i]
-
-
-def _channels(images: np.ndarray) -> np.ndarray:
-    return images[:, None] if images.ndim == 3 else images
-
-
 class _SigmoidMSE(torch.nn.Module):
     def forward(self, logits, targets):
         return torch.nn.functional.mse_loss(torch.sigmoid(logits), targets)
@@ -47,20 +29,21 @@ class _SigmoidMSE(torch.nn.Module):
 
 def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainConfig, width: int = 16,
                         val_fraction: float = 0.1) -> tuple[UNet, list[dict]]:
-    """Fit a U-Net from ``inputs`` (n, [C,] H, W) uint8 to ``targets`` (n, H, W) uint8; returns it and its history."""
+    """Fit a U-Net from ``inputs`` (n, H, W[, C]) uint8 to ``targets`` (n, H, W[, C']) uint8; returns it and its history."""
     n_val = max(1, int(len(inputs) * val_fraction))
     order = np.random.default_rng(config.seed).permutation(len(inputs))  # data order, not key material
     val_idx, train_idx = order[:n_val], order[n_val:]
-    model = UNet(in_channels=_channels(inputs).shape[1], out_channels=1, width=width)
+    model = UNet(in_channels=channels_first(inputs[:1]).shape[1], out_channels=channels_first(targets[:1]).shape[1], width=width)
     result = fit(model, ImagePairs(inputs[train_idx], targets[train_idx]), ImagePairs(inputs[val_idx], targets[val_idx]),
                  _SigmoidMSE(), config)
     return model, result.history
 
 
 def run_reconstructor(model: UNet, inputs: np.ndarray) -> np.ndarray:
-    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``."""
+    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs."""
     outputs, _ = predict(model, ImagePairs(inputs))
-    return (torch.sigmoid(outputs[:, 0]).numpy() * 255).round().astype(np.uint8)
+    images = (torch.sigmoid(outputs).numpy() * 255).round().astype(np.uint8)
+    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
 
 
 class LearnedReconstruction(Attack):

@@ -7,6 +7,8 @@ from medveil.data.datasets import (
     load_dataset,
     load_folder,
     near_duplicate_groups,
+    pseudo_colour,
+    resize_images,
     save_split,
     split_summary,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "load_folder",
     "near_duplicate_groups",
     "package_path",
+    "pseudo_colour",
+    "resize_images",
     "save_split",
     "split_summary",
 ]

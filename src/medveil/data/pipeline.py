@@ -53,15 +53,16 @@ class ImageTensors(Dataset):
 
     Parameters
     ----------
-    images : ndarray, (n, H, W) uint8
+    images : ndarray, (n, H, W) or (n, H, W, 3) uint8
     labels : ndarray, (n,) int
     scheme : Scheme, optional
         Applied to the stored images before normalisation, once, in one batch call: every scheme
         is deterministic per key, and vectorised over a batch it costs far less than per item.
     augment : callable, optional
-        Applied to the normalised ``(1, H, W)`` tensor.
+        Applied to the normalised ``(C, H, W)`` tensor.
 
-    Items: ``(float32 tensor (1, H, W) in [0, 1], float32 label tensor)``.
+    Items: ``(float32 tensor (C, H, W) in [0, 1], float32 label tensor)``, C = 1 or 3. Colour
+    images are scaled with one minimum and maximum over all channels.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, scheme: Scheme | None = None, augment=None):
@@ -72,7 +73,30 @@ class ImageTensors(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(minmax(self.images[i]))[None]
+        x = torch.from_numpy(minmax(self.images[i]))
+        x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]
         if self.augment is not None:
             x = self.augment(x)
         return x, torch.tensor(float(self.labels[i]))
+
+
+class ImagePairs(Dataset):
+    """``(input, target)`` float tensors ``(C, H, W)`` in ``[0, 1]`` from uint8 arrays ``(n, H, W[, C])``.
+
+    Without targets, the target is the input's first channel (a placeholder for prediction).
+    """
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None):
+        self.inputs = torch.from_numpy(channels_first(inputs).astype(np.float32) / 255)
+        self.targets = None if targets is None else torch.from_numpy(channels_first(targets).astype(np.float32) / 255)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int):
+        return self.inputs[i], self.inputs[i][:1] if self.targets is None else self.targets[i]
+
+
+def channels_first(images: np.ndarray) -> np.ndarray:
+    """Channel-last ``(n, H, W[, C])`` numpy images as channel-first ``(n, C, H, W)``."""
+    return images[:, None] if images.ndim == 3 else np.ascontiguousarray(images.transpose(0, 3, 1, 2))

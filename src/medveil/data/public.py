@@ -9,7 +9,9 @@ packages installed with medveil (nothing fetched):
 * pydicom's CT and MR test images;
 * scikit-image's retina fundus, microaneurysm, histology, cell and phantom images, as random crops.
 
-Every image is converted to 8-bit (min-max per image) and resized to ``size``×``size``.
+Every image is converted to 8-bit (min-max per image) and resized to ``size``×``size``. In
+colour (``rgb=True``) the grayscale images get three equal channels and the retina and histology
+pictures keep their colour: the attacker does not know how the hospital's images were coloured.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def _slices(volume: np.ndarray, axis: int, min_tissue: float) -> list[np.ndarray
     return [np.ascontiguousarray(np.rot90(s)) for s in volume if (s > threshold).mean() >= min_tissue]
 
 
-def public_medical_images(size: int = 64, crops_per_image: int = 60, seed: int = 0) -> np.ndarray:
-    """``(n, size, size)`` uint8 public medical images (see the module docstring)."""
+def public_medical_images(size: int = 64, crops_per_image: int = 60, seed: int = 0, rgb: bool = False) -> np.ndarray:
+    """``(n, size, size)`` uint8 public medical images, ``(n, size, size, 3)`` with ``rgb`` (see the module docstring)."""
     rng = np.random.default_rng(seed)  # crop positions, not key material
     planes: list[np.ndarray] = []
     t1 = np.asarray(nib.load(package_path("nilearn", "datasets", "data",
@@ -54,11 +56,13 @@ def public_medical_images(size: int = 64, crops_per_image: int = 60, seed: int =
     planes += [read_image(dicom / name).pixels for name in ("CT_small.dcm", "MR_small.dcm")]
     images = [_resize(p, size) for p in planes]
     images += [np.fliplr(img) for img in images]
+    if rgb:
+        images = [np.repeat(img[..., None], 3, axis=-1) for img in images]
 
     skimage_data = package_path("skimage", "data")
     for name in ("retina.jpg", "microaneurysms.png", "ihc.png", "cell.png", "phantom.png"):
-        picture = np.asarray(Image.open(skimage_data / name).convert("L"))
-        h, w = picture.shape
+        picture = np.asarray(Image.open(skimage_data / name).convert("RGB" if rgb else "L"))
+        h, w = picture.shape[:2]
         for _ in range(crops_per_image):
             side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
             top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))

@@ -39,27 +39,16 @@ PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"
 
 
 def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The hospital's test images and the attacker's own images, ``(n, H, W)`` uint8 each."""
+    """The hospital's test images and the attacker's own images, ``(n, H, W[, 3])`` uint8 each."""
     split = group_split(dataset.labels, dataset.groups, seed=split_seed)
     target = dataset.images[split == "test"]
     if attacker_data == "prior":
         return target, dataset.images[split != "test"]
     if attacker_data == "public":
-        return target, public_medical_images(dataset.images.shape[-1])
+        return target, public_medical_images(dataset.size, rgb=dataset.channels == 3)
     if attacker_data == "none":
         return target, target[:0]
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
-
-
-# Shown in results only when they differ from the scheme's default; every other parameter always is.
-_BACKGROUND_PARAMS = {"bits", "signed", "channels"}
-
-
-def _params_text(key: Key) -> str:
-    """The key's parameters as results name them, e.g. ``levels=50`` or ``block=4``."""
-    defaults = scheme_class(key.scheme).validate_params({})
-    shown = {k: v for k, v in key.params.items() if k not in _BACKGROUND_PARAMS or v != defaults.get(k)}
-    return ";".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
 
 def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str, out_dir: Path,
@@ -71,14 +60,15 @@ def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_da
         attack.fit(black_box, own)
         queries = black_box.queries
     reconstructed = attack.reconstruct(obfuscated)
-    row = {"dataset": dataset.name, "scheme": key.scheme, "params": _params_text(key), "attack": attack.name,
+    row = {"dataset": dataset.name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params), "attack": attack.name,
            "attacker_data": attacker_data, "queries": queries, **metrics.mean_pair_scores(target, reconstructed)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     picks = np.linspace(0, len(target) - 1, examples).astype(int)
+    channel_axis = -1 if target.ndim == 4 else None
     image_grid([[target[i], obfuscated[i], reconstructed[i]] for i in picks],
                ["original", f"obfuscated ({row['params']})", "reconstructed"],
-               [f"SSIM {metrics.ssim(target[i], reconstructed[i], 255):.3f}" for i in picks],
+               [f"SSIM {metrics.ssim(target[i], reconstructed[i], 255, channel_axis):.3f}" for i in picks],
                out_dir / f"{_figure_name(row)}.png", title=f"{attack.name}, attacker data: {attacker_data}")
     merge_rows(out_dir / "results.csv", [row])
     write_report(out_dir)

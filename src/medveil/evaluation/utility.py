@@ -17,7 +17,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,12 +26,13 @@ import torch
 
 import medveil
 from medveil import metrics
-from medveil.data import ImageDataset, group_split, save_split, split_summary
+from medveil.data import ImageDataset, group_split, resize_images, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.evaluation import write_csv
+from medveil.keys import Key
 from medveil.figures import image_grid, plot_utility
 from medveil.nn import build_classifier
-from medveil.schemes import Scheme, from_key, generate_key
+from medveil.schemes import Scheme, from_key, generate_key, scheme_class
 from medveil.train import TrainConfig, fit, predict
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
@@ -60,10 +61,20 @@ PAPER_REFERENCES = [
 
 @dataclass(frozen=True)
 class Setting:
-    """``scheme="plain"`` (no obfuscation) or a registered scheme with its key parameters."""
+    """``scheme="plain"`` (no obfuscation), a registered scheme with its key parameters, or one given key.
+
+    Without ``key`` every run draws a fresh key; with it every run uses that key (schemes whose
+    keys must be trained, such as ``vae``, are evaluated this way).
+    """
 
     scheme: str
     params: tuple[tuple[str, Any], ...] = ()
+    key: Key | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def for_key(cls, key: Key) -> "Setting":
+        setting = cls.from_row({"scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params)})
+        return replace(setting, key=key)
 
     @classmethod
     def from_row(cls, row: dict) -> "Setting":
@@ -79,9 +90,19 @@ class Setting:
     def label(self) -> str:
         return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
 
-    def build_scheme(self) -> Scheme | None:
-        """A scheme with a fresh in-memory key, or ``None`` for plain."""
-        return None if self.scheme == "plain" else from_key(generate_key(self.scheme, **dict(self.params)))
+    def build_scheme(self, channels: int = 1) -> Scheme | None:
+        """A scheme with a fresh in-memory key for images of ``channels`` channels, or ``None`` for plain.
+
+        Schemes with a ``channels`` parameter get it from the data unless the setting fixes it.
+        """
+        if self.scheme == "plain":
+            return None
+        if self.key is not None:
+            return from_key(self.key)
+        params = dict(self.params)
+        if "channels" in scheme_class(self.scheme).validate_params({}):
+            params.setdefault("channels", channels)
+        return from_key(generate_key(self.scheme, **params))
 
 
 def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: bool = True) -> list[Setting]:
@@ -99,14 +120,14 @@ def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: boo
 def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: int, model_name: str,
             config: TrainConfig, augment: bool) -> dict:
     """Train and test one classifier; returns the result row plus training details."""
-    scheme = setting.build_scheme()
+    scheme = setting.build_scheme(dataset.channels)
     parts = {name: dataset.subset(split == name) for name in ("train", "val", "test")}
     augmentation = RandomAffine(generator=torch.Generator().manual_seed(seed)) if augment else None
     train = ImageTensors(parts["train"].images, parts["train"].labels, scheme, augmentation)
     val = ImageTensors(parts["val"].images, parts["val"].labels, scheme)
     test = ImageTensors(parts["test"].images, parts["test"].labels, scheme)
 
-    model = build_classifier(model_name, dataset.images.shape[-1])
+    model = build_classifier(model_name, test.images.shape[1], in_channels=dataset.channels)
     loss = torch.nn.BCEWithLogitsLoss()
 
     def val_accuracy(outputs, targets):
@@ -117,8 +138,9 @@ def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: in
     outputs, targets = predict(model, test)
     scores = metrics.classification_scores(targets.numpy(), torch.sigmoid(outputs).numpy())
     similarity = {"ssim": math.nan, "psnr": math.nan}
-    if scheme is not None:  # test.images already holds the obfuscated test split
-        similarity = metrics.mean_pair_scores(parts["test"].images, test.images, with_ms_ssim=False)
+    if scheme is not None:  # test.images already holds the obfuscated test split, maybe at another size
+        originals = resize_images(parts["test"].images, test.images.shape[1])
+        similarity = metrics.mean_pair_scores(originals, test.images, with_ms_ssim=False)
     row = {"dataset": dataset.name, "scheme": setting.scheme, "params": setting.params_text, "model": model_name,
            "seed": seed, **scores, "ssim": similarity["ssim"], "psnr": similarity["psnr"]}
     details = {"best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started,
@@ -155,7 +177,8 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
     # The folder accumulates: results and report cover every finished run in it, in the order run.
     finished = sorted((out_dir / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
     all_rows = [json.loads(p.read_text())["row"] for p in finished]
-    all_settings = list(dict.fromkeys(Setting.from_row(r) for r in all_rows))
+    given = {s: s for s in settings}  # these carry their keys, where they have one
+    all_settings = list(dict.fromkeys(given.get(s, s) for s in (Setting.from_row(r) for r in all_rows)))
     write_csv(out_dir / "results.csv",
               ({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in all_rows),
               RESULT_COLUMNS)
@@ -188,7 +211,7 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
     """``report.md`` with the tables, the comparison with paper NB and the figures."""
     summary = summarise(rows, settings)
     sizes = split_summary(dataset, split)
-    size = dataset.images.shape[-1]
+    size = dataset.size
     lines = [
         f"# Utility of obfuscated images: {dataset.name}, {size}×{size}, model `{model}`",
         "",
@@ -257,7 +280,8 @@ def _example_grid(out_dir: Path, dataset: ImageDataset, split: np.ndarray, setti
     test = dataset.subset(split == "test")
     picks = [int(np.flatnonzero(test.labels == c)[0]) for c in range(len(dataset.classes))][:examples]
     picks += [i for i in range(len(test)) if i not in picks][: examples - len(picks)]
-    schemes = [(s.label, s.build_scheme()) for s in settings]  # one illustrative key per setting
+    schemes = [(s.label, s.build_scheme(dataset.channels)) for s in settings
+               if s.key or s.scheme == "plain" or not scheme_class(s.scheme).trained_key]  # trained keys: only if at hand
     rows = [[test.images[i] if sch is None else sch(test.images[i]) for _, sch in schemes] for i in picks]
     titles = ["original" if sch is None else label.split(" ", 1)[-1] for label, sch in schemes]
     row_titles = [f"{test.files[i]}" for i in picks]

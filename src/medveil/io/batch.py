@@ -161,12 +161,12 @@ class Manifest:
 _worker_scheme: Scheme | None = None  # set once per worker process
 
 
-def _init_worker(key_json: str) -> None:
+def _init_worker(key: Key) -> None:
     global _worker_scheme
     import numba
 
     numba.set_num_threads(1)  # parallelism comes from the processes
-    _worker_scheme = from_key(Key.from_json(key_json))
+    _worker_scheme = from_key(key)
 
 
 def _obfuscate_in_worker(src: Path, dst: Path) -> None:
@@ -243,7 +243,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     else:
         context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(scheme.key.to_json(),)) as pool:
+                                 initargs=(scheme.key,)) as pool:
             futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2]): item for item in todo}
             for future in as_completed(futures):
                 finish(futures[future], future.exception())

@@ -2,5 +2,6 @@
 
 from medveil.nn.classifiers import SeedCNN, SmallResNet, build_classifier
 from medveil.nn.unet import UNet
+from medveil.nn.vae import ConvVAE, VAELoss
 
-__all__ = ["SeedCNN", "SmallResNet", "UNet", "build_classifier"]
+__all__ = ["ConvVAE", "SeedCNN", "SmallResNet", "UNet", "VAELoss", "build_classifier"]

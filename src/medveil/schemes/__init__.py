@@ -10,13 +10,17 @@ from medveil.schemes.base import (
 )
 from medveil.schemes.intensity import IntensityMapping
 from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
+from medveil.schemes.structural import StructuralDeidentification
+from medveil.schemes.vae import VAEObfuscation
 
 __all__ = [
     "IntensityMapping",
     "SKK",
     "SKKSmooth",
     "Tanaka",
+    "VAEObfuscation",
     "Scheme",
+    "StructuralDeidentification",
     "available_schemes",
     "from_key",
     "generate_key",

@@ -27,6 +27,10 @@ class Scheme(ABC):
     """
 
     name: ClassVar[str]
+    #: Parameters that results name only where they differ from the scheme's default.
+    background_params: ClassVar[frozenset[str]] = frozenset({"bits", "signed", "channels"})
+    #: Keys are trained on data (not drawn by :func:`generate_key`).
+    trained_key: ClassVar[bool] = False
 
     def __init__(self, key: Key):
         key.require(self.name)
@@ -45,6 +49,13 @@ class Scheme(ABC):
 
         Raises :class:`~medveil.errors.ParameterError` for unknown names or bad values.
         """
+
+    @classmethod
+    def params_label(cls, params: Mapping[str, Any]) -> str:
+        """How results name a key's settings, e.g. ``levels=50`` or ``block=4``."""
+        defaults = cls.validate_params({})
+        shown = {k: v for k, v in params.items() if k not in cls.background_params or v != defaults.get(k)}
+        return ";".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
     @abstractmethod
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,158 @@
+"""Structural de-identification (paper SD): vectorize → order-preserving encryption of coordinates → rasterize.
+
+Each image is resized to ``size``×``size`` (paper SD: ~50×50 suits CIFAR-10; ``medveil structural
+tune`` finds the size for other data), traced into SVG paths with vtracer (paper SD used
+imagetracerjs), every path coordinate and the canvas width and height are encrypted with an
+order-preserving map, and the shifted drawing is rendered with resvg at ``raster``×``raster``
+(paper SD: 224×224), so the service never sees the encrypted numbers themselves.
+
+The order-preserving map. Paper SD used pyope (Boldyreva et al.), whose ideal object is a
+uniformly random strictly increasing function from the input domain into the output range
+(−99999..99999). pyope samples it lazily with ~2 ms of hypergeometric sampling per value, and its
+ciphertexts change between versions. Here the domain is finite and small — the integer coordinates
+``-size..2·size`` of the canvas, with margin for spline control points outside it — so we sample the
+same object outright, once per key: a uniformly random ``D``-subset of the ``2·99999 + 1`` range
+values, drawn from the key stream (Floyd's algorithm) and sorted. Fractional coordinates (vtracer
+emits sub-pixel splines) are mapped piecewise-linearly between their integer neighbours, which
+keeps the map strictly increasing and equal to the OPE on the grid. As in paper SD, ``E(0)`` is
+subtracted so the canvas starts at 0, and the same map serves x and y. The map depends only on the
+key and ``size``, never on a library version.
+
+Images: ``(..., H, W)`` uint8 for ``channels=1``, ``(..., H, W, 3)`` for ``channels=3``; any
+``H, W`` (resized first). Output: uint8 ``(..., raster, raster[, 3])``: unlike the pixel schemes, the
+output size is the key's, not the input's.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from medveil.errors import InputError, ParameterError
+from medveil.schemes.base import Scheme, check_params, register
+
+OPE_RANGE = 2 * 99999 + 1  # paper SD's output range −99999..99999
+_PATH = re.compile(r'<path d="([^"]*)" fill="(#[0-9A-Fa-f]{6})" transform="translate\((-?[\d.]+),(-?[\d.]+)\)"/>')
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
+
+
+def _positive(params: Mapping[str, Any], name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8 or (allowed and value not in allowed):
+        raise ParameterError(f"{name} must be {' or '.join(map(str, allowed)) if allowed else 'an integer of at least 8'}, "
+                             f"got {value!r}")
+    return value
+
+
+def vectorize(image: np.ndarray) -> str:
+    """SVG text of vtracer's colour tracing of one ``(H, W)`` or ``(H, W, 3)`` uint8 image."""
+    import vtracer
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert("RGB").save(buffer, "PNG", compress_level=0)
+    return vtracer.convert_raw_image_to_svg(buffer.getvalue(), img_format="png", colormode="color")
+
+
+def shift_coordinates(svg: str, transform: Callable[[np.ndarray], np.ndarray], width: float, height: float) -> str:
+    """Rewrite vtracer's SVG with every coordinate ``c`` replaced by ``transform(c)``.
+
+    Paths are made absolute first (each path's ``translate`` is folded into its coordinates: vtracer
+    writes only ``M``, ``L``, ``C`` and ``Z`` commands with x, y pairs). The canvas becomes
+    ``transform(width) × transform(height)``.
+    """
+    parts = []
+    for d, fill, tx, ty in _PATH.findall(svg):
+        numbers = np.array(_NUMBER.findall(d), dtype=np.float64)
+        if len(numbers) % 2 or re.search(r"[^MLCZ\d\s.eE-]", d):
+            raise InputError("unexpected SVG path from the vectorizer (expected absolute M/L/C/Z with x, y pairs)")
+        numbers[0::2] += float(tx)
+        numbers[1::2] += float(ty)
+        shifted = iter(f"{v:.3f}" for v in transform(numbers))
+        parts.append(f'<path d="{_NUMBER.sub(lambda _: next(shifted), d)}" fill="{fill}"/>')
+    w, h = transform(np.array([width, height], dtype=np.float64))
+    return (f'<svg version="1.1" xmlns="http://www.w3.org/2000/svg" width="{w:.3f}" height="{h:.3f}" '
+            f'viewBox="0 0 {w:.3f} {h:.3f}">' + "".join(parts) + "</svg>")
+
+
+def rasterize(svg: str, output: int, channels: int) -> np.ndarray:
+    """Render ``svg`` (its whole canvas) at ``output``×``output`` on black; uint8 ``(output, output[, 3])``."""
+    import resvg_py
+
+    png = resvg_py.svg_to_bytes(svg_string=svg, width=output, height=output, background="#000000",
+                                skip_system_fonts=True)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L" if channels == 1 else "RGB"))
+
+
+def order_preserving_map(stream, domain: int, range_size: int = OPE_RANGE) -> np.ndarray:
+    """A uniformly random strictly increasing map ``{0..domain-1} -> {0..range_size-1}``, as int64 values.
+
+    Floyd's algorithm draws a uniform ``domain``-subset of the range from the key ``stream``; sorted,
+    it is the map.
+    """
+    if domain > range_size:
+        raise ParameterError(f"an order-preserving map of {domain} values needs a range at least as large")
+    draws = stream.below(np.arange(range_size - domain + 1, range_size + 1, dtype=np.int64)).tolist()
+    chosen: set[int] = set()
+    for j, t in zip(range(range_size - domain, range_size), draws):
+        chosen.add(j if t in chosen else t)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+@register
+class StructuralDeidentification(Scheme):
+    """Vectorize, encrypt coordinates order-preservingly, rasterize (see the module docstring).
+
+    Params: ``size`` (input resize, default 50), ``raster`` (output size, default 64), ``channels`` 1 or 3.
+    """
+
+    name = "structural"
+    background_params = frozenset({"raster", "channels"})
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        check_params(params, {"size", "raster", "channels"}, cls.name)
+        channels = params.get("channels", 1)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
+        return {"size": _positive(params, "size", 50), "raster": _positive(params, "raster", 64), "channels": channels}
+
+    def __init__(self, key):
+        super().__init__(key)
+        size = self.params["size"]
+        # Integer coordinates -size..2*size: the canvas plus a margin for control points outside it.
+        table = order_preserving_map(self.key.stream(f"ope/{size}"), 3 * size + 1).astype(np.float64)
+        self._grid = np.arange(-size, 2 * size + 1, dtype=np.float64)
+        self._table = table - table[size]  # paper SD's offset: E(0) becomes 0
+
+    def encrypt_coordinates(self, values: np.ndarray) -> np.ndarray:
+        """The key's order-preserving map of coordinates (piecewise-linear between integers)."""
+        return np.interp(values, self._grid, self._table)
+
+    def image_shape(self, images: np.ndarray) -> tuple[int, ...]:
+        if images.dtype != np.uint8:
+            raise InputError(f"{self.name} takes 8-bit images, got {images.dtype}")
+        colour = self.params["channels"] == 3
+        if images.ndim < (3 if colour else 2) or (colour and images.shape[-1] != 3):
+            layout = "(..., H, W, 3)" if colour else "(..., H, W)"
+            raise InputError(f"this {self.name} key is for images {layout}, got shape {images.shape}")
+        return images.shape[-3:] if colour else images.shape[-2:]
+
+    def deidentify(self, image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """One image through the pipeline; ``transform`` replaces the key's map (identity: vectorization only)."""
+        size, raster, channels = self.params["size"], self.params["raster"], self.params["channels"]
+        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        svg = shift_coordinates(vectorize(resized), transform or self.encrypt_coordinates, size, size)
+        return rasterize(svg, raster, channels)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        shape = self.image_shape(images)
+        batch = images.shape[: images.ndim - len(shape)]
+        flat = images.reshape((-1, *shape))
+        out = np.stack([self.deidentify(img) for img in flat]) if len(flat) else np.empty((0,), np.uint8)
+        side = self.params["raster"]
+        return out.reshape(batch + (side, side) + shape[2:])

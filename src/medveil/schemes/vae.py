@@ -1,0 +1,185 @@
+"""VAE + intensity mapping (paper VAE): a variational autoencoder's reconstruction, then a secret intensity map.
+
+Only paper VAE's abstract is available to us; it names the two stages and trains nothing else.
+Our reading, where the abstract is silent:
+
+* The data owner trains a small convolutional VAE (:class:`medveil.nn.ConvVAE`) on its own
+  images, unsupervised, with the one training loop (:func:`train_vae`).
+* Obfuscation reconstructs each image through the VAE with the *mean* latent code (no sampling,
+  so the output is deterministic), rounds it to 8 bits, and maps it with the non-bijective
+  intensity mapping of paper NB (``levels`` N). The mapping's secret is derived from the key.
+* The trained weights are key material: an attacker holding them could undo half the pipeline.
+  They are written beside the key file (``<key>.vae.pt``, mode 0600); the key's parameters
+  carry the weights' SHA-256, so the key's fingerprint covers them, and a key loaded with any
+  other weights file is refused.
+
+Images: ``(..., size, size)`` uint8 (``channels=1``) or ``(..., size, size, 3)`` (``channels=3``).
+Output: uint8 of the same shape, values in ``[0, levels)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from medveil.errors import InputError, KeyFileError, ParameterError, SchemeMismatchError
+from medveil.keys import SECRET_BYTES, Key
+from medveil.schemes.base import Scheme, check_params, register
+from medveil.schemes.intensity import IntensityMapping
+
+WEIGHTS_SUFFIX = ".vae.pt"
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ParameterError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+@register
+class VAEObfuscation(Scheme):
+    """Mean VAE reconstruction followed by a keyed intensity mapping (see the module docstring).
+
+    Params: ``levels`` N (2–256), ``size`` (image side, divisible by 8), ``channels`` 1 or 3,
+    ``latent`` (code size), ``weights`` (file name beside the key) and ``weights_sha256``.
+    Keys come from :func:`create_vae_key` (``medveil vae train``), never from ``keygen``.
+    """
+
+    name = "vae"
+    trained_key = True
+
+    @classmethod
+    def params_label(cls, params: Mapping[str, Any]) -> str:
+        return f"levels={params['levels']}"  # the rest is architecture and key material
+
+    def describe(self) -> str:
+        p = self.params
+        return (f"vae(levels={p['levels']}, size={p['size']}, channels={p['channels']}, latent={p['latent']}) "
+                f"key {self.key.fingerprint}, weights {p['weights']}")
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        check_params(params, {"levels", "size", "channels", "latent", "weights", "weights_sha256"}, cls.name)
+        for name in ("weights", "weights_sha256"):
+            if not isinstance(params.get(name), str):
+                raise ParameterError("vae keys hold trained weights: make one with `medveil vae train`, not keygen")
+        size = _int_param(params, "size", 64, 8, 4096)
+        if size % 8:
+            raise ParameterError(f"size must be divisible by 8, got {size}")
+        channels = params.get("channels", 1)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
+        return {"levels": _int_param(params, "levels", 256, 2, 256), "size": size, "channels": channels,
+                "latent": _int_param(params, "latent", 64, 1, 4096), "weights": params["weights"],
+                "weights_sha256": params["weights_sha256"]}
+
+    def __init__(self, key: Key):
+        import torch
+
+        from medveil.nn import ConvVAE
+
+        super().__init__(key)
+        if key.origin is None:
+            raise KeyFileError("a vae key must be loaded from its file (Key.load): its weights lie beside it")
+        path = Path(key.origin).parent / self.params["weights"]
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyFileError(f"{path}: the VAE weights of key {key.fingerprint} are missing") from None
+        if hashlib.sha256(blob).hexdigest() != self.params["weights_sha256"]:
+            raise SchemeMismatchError(f"{path}: these VAE weights do not belong to key {key.fingerprint}")
+        self.model = ConvVAE(self.params["size"], self.params["channels"], self.params["latent"])
+        self.model.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+        self.model.eval()
+        self.mapping = IntensityMapping(_mapping_key(key))
+
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """The VAE's mean reconstruction of ``images`` as uint8, same shape (the first stage alone)."""
+        import torch
+
+        from medveil.data.pipeline import channels_first
+
+        images = np.asarray(images)
+        shape = self._image_shape(images)
+        flat = images.reshape((-1, *shape))
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(flat), 256):
+                x = torch.from_numpy(channels_first(flat[start:start + 256]).astype(np.float32) / 255)
+                out.append(torch.sigmoid(self.model(x)).numpy())
+        recon = np.concatenate(out) if out else np.empty((0, self.params["channels"], *shape[:2]), np.float32)
+        recon = (recon * 255).round().astype(np.uint8)
+        recon = recon[:, 0] if self.params["channels"] == 1 else recon.transpose(0, 2, 3, 1)
+        return recon.reshape(images.shape)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.mapping(self.reconstruct(images))
+
+    def _image_shape(self, images: np.ndarray) -> tuple[int, ...]:
+        if images.dtype != np.uint8:
+            raise InputError(f"vae obfuscation takes 8-bit images, got {images.dtype}")
+        side, channels = self.params["size"], self.params["channels"]
+        shape = (side, side) if channels == 1 else (side, side, 3)
+        if images.shape[images.ndim - len(shape):] != shape:
+            layout = f"(..., {side}, {side})" if channels == 1 else f"(..., {side}, {side}, 3)"
+            raise InputError(f"this vae key takes images {layout}, got shape {images.shape}")
+        return shape
+
+
+def train_vae(images: np.ndarray, config, latent: int = 64, beta: float = 1.0, val_fraction: float = 0.1):
+    """Train a :class:`~medveil.nn.ConvVAE` on the owner's uint8 images ``(n, S, S[, 3])``; returns ``(model, history)``.
+
+    The one training loop (:func:`medveil.train.fit`) with the negative ELBO as loss; the model
+    kept is the one with the lowest validation loss.
+    """
+    from medveil.data.pipeline import ImagePairs
+    from medveil.nn import ConvVAE, VAELoss
+    from medveil.train import fit
+
+    n_val = max(1, int(len(images) * val_fraction))
+    order = np.random.default_rng(config.seed).permutation(len(images))  # data order, not key material
+    channels = 3 if images.ndim == 4 else 1
+    model = ConvVAE(images.shape[1], channels, latent)
+    train, val = images[order[n_val:]], images[order[:n_val]]
+    result = fit(model, ImagePairs(train, train), ImagePairs(val, val), VAELoss(model, beta), config)
+    model.eval()
+    return model, result.history
+
+
+def _mapping_key(key: Key) -> Key:
+    """The intensity-mapping key inside a vae key: its secret is derived from the vae key's stream."""
+    params = {"bits": 8, "signed": False, "levels": key.params["levels"]}
+    return Key("intensity", IntensityMapping.validate_params(params), key.stream("intensity-secret").read(SECRET_BYTES))
+
+
+def create_vae_key(model, path: str | os.PathLike, levels: int, size: int, channels: int) -> Key:
+    """Save ``model``'s weights beside ``path`` and a new vae key for them at ``path``; returns the loaded key.
+
+    Both files are written with mode 0600; an existing key or weights file is never replaced.
+    """
+    import torch
+
+    path = Path(path)
+    weights = path.with_name(path.name + WEIGHTS_SUFFIX)
+    if path.exists() or weights.exists():
+        raise KeyFileError(f"{path if path.exists() else weights}: already exists; refusing to overwrite key material")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    blob = buffer.getvalue()
+    params = VAEObfuscation.validate_params({"levels": levels, "size": size, "channels": channels,
+                                             "latent": model.mu.out_features, "weights": weights.name,
+                                             "weights_sha256": hashlib.sha256(blob).hexdigest()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".medveil-weights-", dir=path.parent)  # mkstemp creates 0600
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+    os.replace(tmp, weights)
+    Key.new(VAEObfuscation.name, params).save(path)
+    return Key.load(path)
