@@ -27,5 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_intensity.py
 	$(BIN)/python benchmarks/bench_onthefly.py
+	$(BIN)/python benchmarks/bench_structural.py
+	$(BIN)/python benchmarks/bench_service.py
 
 .PHONY: install demo test bench

@@ -348,6 +348,112 @@ def structural_tune(
 
 @app.command()
 @_clean_errors
+def serve(
+    data: Path = typer.Option(..., help="Folder for the service's database, datasets and models (created if missing)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535),
+):
+    """Run the ML-as-a-service server (FastAPI + uvicorn; API docs at /docs)."""
+    import uvicorn
+
+    from medveil.service.server import create_app
+
+    uvicorn.run(create_app(data), host=host, port=port, log_level="info")
+
+
+token_app = typer.Typer(no_args_is_help=True, help="Service access tokens.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@_clean_errors
+def token_create(data: Path = typer.Option(..., help="The server's data folder."),
+                 tenant: str = typer.Option(..., help="Who the token is for (letters, digits, '-', '_').")):
+    """Create a token for a tenant and print it once (only its hash is stored)."""
+    from medveil.service.store import Store
+
+    try:
+        typer.echo(Store(data).create_token(tenant))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+client_app = typer.Typer(no_args_is_help=True, help="The hospital's client: obfuscates locally, then talks to a server.")
+app.add_typer(client_app, name="client")
+
+
+@client_app.callback()
+def client_options(
+    ctx: typer.Context,
+    server: str = typer.Option(..., help="Server URL, e.g. http://127.0.0.1:8000."),
+    token: str = typer.Option(..., envvar="MEDVEIL_TOKEN", help="Access token (or set MEDVEIL_TOKEN)."),
+    key: Path = typer.Option(..., "--key", "-k", help="The hospital's key; it never leaves this machine."),
+):
+    ctx.obj = {"server": server, "token": token, "key": key}
+
+
+def _client(ctx: typer.Context):
+    from medveil.service.client import Client
+
+    return Client(ctx.obj["server"], ctx.obj["token"], Key.load(ctx.obj["key"]))
+
+
+@client_app.command("upload")
+@_clean_errors
+def client_upload(ctx: typer.Context, folder: Path = typer.Argument(..., help="One subfolder per class."),
+                  size: int = typer.Option(64, min=8, help="Images are resized to size x size before obfuscation."),
+                  name: str = typer.Option("", help="A name for the dataset on the server.")):
+    """Obfuscate a labelled folder with the key and upload it."""
+    with _client(ctx) as client:
+        record = client.upload_folder(folder, size, name)
+    typer.echo(f"dataset {record['id']}: {record['images']} images {record['size']}x{record['size']}, "
+               f"classes {', '.join(record['classes'])}, key {record['fingerprint']}")
+
+
+@client_app.command("train")
+@_clean_errors
+def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epochs: int = typer.Option(30, min=1),
+                 model: str = typer.Option("cnn", help="'cnn' or 'resnet'."),
+                 wait: bool = typer.Option(False, help="Wait for the job to finish.")):
+    """Start a training job on an uploaded dataset."""
+    with _client(ctx) as client:
+        job = client.train(dataset_id, epochs, model)
+        typer.echo(f"job {job['id']}: {job['status']}")
+        if wait:
+            job = client.wait(job["id"])
+            typer.echo(f"job {job['id']}: {job['status']} {job['message']} model {job['model_id']}")
+            if job["status"] != "done":
+                raise typer.Exit(1)
+
+
+@client_app.command("status")
+@_clean_errors
+def client_status(ctx: typer.Context, job_id: str = typer.Argument(...)):
+    """A job's state and progress."""
+    with _client(ctx) as client:
+        job = client.job(job_id)
+    typer.echo(f"job {job['id']}: {job['status']}, epoch {job['epoch']}/{job['epochs']} {job['message']}".rstrip()
+               + (f", model {job['model_id']}" if job["model_id"] else ""))
+
+
+@client_app.command("predict")
+@_clean_errors
+def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
+                   files: list[Path] = typer.Argument(..., help="Image files (any supported format).")):
+    """Obfuscate images with the key and get the model's class for each."""
+    import numpy as np
+
+    from medveil.data import load_image
+
+    with _client(ctx) as client:
+        record = client.model(model_id)
+        images = np.stack([load_image(f, record["size"], rgb=record["channels"] == 3) for f in files])
+        for p in client.predict(model_id, images, [f.name for f in files]):
+            typer.echo(f"{p['file']}: {p['class']} (p={p['probability']:.3f})")
+
+
+@app.command()
+@_clean_errors
 def samples(dest: Path = typer.Argument(..., help="Folder to fill with example scans.")):
     """Copy a few real example scans bundled with installed packages (Br35H MRI, DICOM CT/MR, NIfTI)."""
     copied = copy_samples(dest)

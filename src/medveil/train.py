@@ -33,6 +33,7 @@ class TrainConfig:
     checkpoint: Path | None = None  # resume from / save to this file every epoch
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None: all cores
+    on_epoch: Callable[[dict], None] | None = None  # called with each epoch's history record
 
 
 @dataclass
@@ -119,6 +120,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                           "result": result, "best_model": best_state}, Path(config.checkpoint))
+        if config.on_epoch:
+            config.on_epoch(record)
     model.load_state_dict(best_state)
     return result
 

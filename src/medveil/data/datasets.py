@@ -86,6 +86,19 @@ def _to_8bit(pixels: np.ndarray, channel_axis: int | None, mode: str) -> np.ndar
     return np.asarray(Image.fromarray(pixels, "RGB" if channel_axis is not None else "L").convert(mode))
 
 
+def _read_8bit(path: Path, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of an image file as 8-bit pixels (RGB if asked, else gray) and as 8-bit gray."""
+    image = read_image(path)
+    plane = image.planes()[len(image.planes()) // 2]
+    gray = _to_8bit(plane, image.channel_axis, "L")
+    return (_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray), gray
+
+
+def load_image(path: Path, size: int, rgb: bool = False) -> np.ndarray:
+    """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), ``size``×``size``."""
+    return _resized(_read_8bit(Path(path), rgb)[0], size)
+
+
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
@@ -149,10 +162,8 @@ def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, nam
         if not found:
             raise InputError(f"{root / cls}: no images")
         for rel in found:
-            image = read_image(root / cls / rel)
-            plane = image.planes()[len(image.planes()) // 2]
-            gray = _to_8bit(plane, image.channel_axis, "L")
-            images.append(_resized(_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray, size))
+            pixels, gray = _read_8bit(root / cls / rel, rgb)
+            images.append(_resized(pixels, size))
             thumbs.append(_resized(gray, THUMBNAIL))
             labels.append(label)
             files.append(f"{cls}/{rel.as_posix()}")

@@ -31,15 +31,16 @@ from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.evaluation import write_csv
 from medveil.keys import Key
 from medveil.figures import image_grid, plot_utility
-from medveil.nn import build_classifier
+from medveil.classification import predict_probabilities, train_classifier
 from medveil.schemes import Scheme, from_key, generate_key, scheme_class
-from medveil.train import TrainConfig, fit, predict
+from medveil.train import TrainConfig
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
 
 # Published utility figures: (paper, scheme, params, metric, value). Paper NB, Table I: coronary
 # angiography RCA/LCA at 128x128, test accuracy (its SSIM/PSNR are for one example frame). Paper LE,
-# Tables 2-3: brain-tumour MRI, DenseNet-121 at 256x256, F1 (block=1 is SKK).
+# Tables 2-3: brain-tumour MRI, DenseNet-121 at 256x256, F1 (block=1 is SKK). Paper SD, Table 3: CIFAR-10
+# de-identified to 224x224 from the input size given, Inception-ResNet-v2, accuracy (no plain baseline given).
 PAPER_REFERENCES = [
     ("NB", "plain", "", "accuracy", 0.9473),
     ("NB", "intensity", "levels=256", "accuracy", 0.8348),
@@ -56,6 +57,9 @@ PAPER_REFERENCES = [
     ("LE", "skk-smooth", "block=3", "f1", 0.9097),
     ("LE", "skk-smooth", "block=4", "f1", 0.8930),
     ("LE", "skk-smooth", "block=5", "f1", 0.8685),
+    ("SD", "structural", "size=32", "accuracy", 0.8126),
+    ("SD", "structural", "size=50", "accuracy", 0.8710),
+    ("SD", "structural", "size=64", "accuracy", 0.8748),
 ]
 
 
@@ -127,16 +131,10 @@ def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: in
     val = ImageTensors(parts["val"].images, parts["val"].labels, scheme)
     test = ImageTensors(parts["test"].images, parts["test"].labels, scheme)
 
-    model = build_classifier(model_name, test.images.shape[1], in_channels=dataset.channels)
-    loss = torch.nn.BCEWithLogitsLoss()
-
-    def val_accuracy(outputs, targets):
-        return metrics.classification_scores(targets.numpy(), torch.sigmoid(outputs).numpy())["accuracy"]
-
     started = time.perf_counter()
-    result = fit(model, train, val, loss, config, score_fn=val_accuracy)
-    outputs, targets = predict(model, test)
-    scores = metrics.classification_scores(targets.numpy(), torch.sigmoid(outputs).numpy())
+    model, result = train_classifier(train, val, model_name, test.images.shape[1], dataset.channels, config)
+    probabilities, labels = predict_probabilities(model, test)
+    scores = metrics.classification_scores(labels, probabilities)
     similarity = {"ssim": math.nan, "psnr": math.nan}
     if scheme is not None:  # test.images already holds the obfuscated test split, maybe at another size
         originals = resize_images(parts["test"].images, test.images.shape[1])
@@ -249,8 +247,9 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
             "## Beside the published figures",
             "",
             "Same methods, other data, models and image sizes (paper NB: coronary angiograms, 128×128, its own CNN;",
-            "paper LE: a brain-tumour MRI mix with random 80:20 splits, DenseNet-121 at 256×256). Compare trends,",
-            "not digits. Drops are in points from the same source's plain baseline.",
+            "paper LE: a brain-tumour MRI mix with random 80:20 splits, DenseNet-121 at 256×256; paper SD: CIFAR-10,",
+            "10 classes, Inception-ResNet-v2 at 224×224). Compare trends, not digits. Drops are in points from the",
+            "same source's plain baseline.",
             "",
             "| paper | setting | metric | paper | ours | paper drop | our drop |",
             "|---|---|---|---|---|---|---|",

@@ -1,0 +1,111 @@
+"""The hospital's side of the service: obfuscate locally with the key, send only obfuscated images.
+
+The key never leaves this process: uploads carry obfuscated PNGs and the key's fingerprint. The
+client has no way to send an image it has not obfuscated itself, and it refuses to predict with a
+model trained on data obfuscated under another key (the server records each dataset's fingerprint).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from medveil.data import ImageDataset, load_folder
+from medveil.errors import MedveilError, SchemeMismatchError
+from medveil.keys import Key
+from medveil.schemes import from_key
+
+
+class ServiceError(MedveilError):
+    """The server refused a request; the message is its JSON error."""
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Client:
+    """A tenant's connection to one server, holding the hospital's key locally."""
+
+    def __init__(self, server: str, token: str, key: Key, timeout: float = 120.0):
+        self.key = key
+        self.scheme = from_key(key)
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
+                                 timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> dict | list:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"cannot reach {self.http.base_url}: {exc}") from None
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ServiceError(f"server answered {response.status_code}: {detail}")
+        return response.json()
+
+    def obfuscate(self, images: np.ndarray) -> np.ndarray:
+        """What leaves the hospital: the key's obfuscation of ``images``."""
+        return self.scheme(images)
+
+    def upload(self, dataset: ImageDataset, name: str = "") -> dict:
+        """Obfuscate ``dataset`` and upload it as ``CLASS/FILE.png``; returns the server's dataset record."""
+        obfuscated = self.obfuscate(dataset.images)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG is compressed already
+            for i, (image, label) in enumerate(zip(obfuscated, dataset.labels)):
+                archive.writestr(f"{dataset.classes[label]}/{i:06d}.png", _png(image))
+        files = {"archive": ("dataset.zip", buffer.getvalue(), "application/zip")}
+        return self._call("POST", "/datasets", files=files, data={"fingerprint": self.key.fingerprint, "name": name})
+
+    def upload_folder(self, root: Path, size: int, name: str = "") -> dict:
+        """Read a class-per-subfolder folder (the one image reader), resize, obfuscate, upload."""
+        return self.upload(load_folder(root, size), name or Path(root).name)
+
+    def train(self, dataset_id: str, epochs: int = 30, model: str = "cnn") -> dict:
+        return self._call("POST", "/jobs", json={"dataset_id": dataset_id, "epochs": epochs, "model": model})
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def wait(self, job_id: str, poll: float = 1.0, timeout: float = 3600.0) -> dict:
+        """Poll until the job is done or failed."""
+        deadline = time.monotonic() + timeout
+        while (job := self.job(job_id))["status"] not in ("done", "failed"):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+        return job
+
+    def model(self, model_id: str) -> dict:
+        return self._call("GET", f"/models/{model_id}")
+
+    def predict(self, model_id: str, images: np.ndarray, names: Sequence[str] | None = None) -> list[dict]:
+        """Obfuscate ``images`` (``(n, S, S[, 3])`` uint8 at the model's size) and get each one's class."""
+        record = self.model(model_id)
+        if record["fingerprint"] != self.key.fingerprint:
+            raise SchemeMismatchError(f"model {model_id} was trained on data obfuscated with key {record['fingerprint']}, "
+                                      f"not this key ({self.key.fingerprint}); its predictions would be meaningless")
+        names = list(names) if names is not None else [f"{i}.png" for i in range(len(images))]
+        files = [("files", (name, _png(image), "image/png")) for name, image in zip(names, self.obfuscate(images))]
+        return self._call("POST", f"/models/{model_id}/predict", files=files)["predictions"]

@@ -1,0 +1,330 @@
+"""The ML-as-a-service server: trains and predicts on obfuscated images it cannot read.
+
+``create_app(data_dir)`` returns the FastAPI application (OpenAPI at ``/docs``). A hospital
+uploads a labelled archive of obfuscated PNGs with its key's fingerprint (never the key), starts a
+training job (run by one background worker with the one training loop), polls it, and sends
+obfuscated images for prediction. ``GET /health`` is open; everything else needs a bearer token
+(``medveil token create``), and a tenant sees only its own datasets, jobs and models — another
+tenant's identifiers answer 404, exactly like identifiers that do not exist.
+
+Jobs survive restarts: a job that was queued or running when the server stopped is queued again at
+start-up and resumes from its last epoch's checkpoint.
+"""
+
+
+import io
+import queue
+import threading
+import zipfile
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from medveil.service.store import Store
+
+ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry."""
+
+    max_request_bytes: int = 256 * 1024**2
+    max_images: int = 20_000
+    max_side: int = 1024
+    max_predict_images: int = 256
+
+
+class JobRequest(BaseModel):
+    dataset_id: str
+    epochs: int = Field(30, ge=1, le=500)
+    model: str = Field("cnn", pattern="^(cnn|resnet)$")
+
+
+def _error(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def decode_png(data: bytes, name: str, max_side: int) -> np.ndarray:
+    """A PNG's pixels as uint8 ``(H, W)`` or ``(H, W, 3)``; 400 for anything else."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format != "PNG":
+            raise ValueError
+        if max(image.size) > max_side:
+            raise _error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
+        image.load()
+    except HTTPException:
+        raise
+    except Exception:
+        raise _error(400, f"{name}: not a PNG image") from None
+    if image.mode not in ("L", "RGB"):
+        raise _error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB")
+    return np.asarray(image)
+
+
+def _safe_member(name: str) -> tuple[str, str]:
+    """``(class, file)`` of an archive member ``class/file.png``; 400 for anything that could escape."""
+    path = PurePosixPath(name)
+    if "\\" in name or path.is_absolute() or ".." in path.parts or ":" in name or len(path.parts) != 2:
+        raise _error(400, f"unsafe or unexpected path in archive: {name!r} (expected CLASS/FILE.png)")
+    return path.parts[0], path.parts[1]
+
+
+def read_archive(data: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names from a zip of ``CLASS/FILE.png``; every member is checked first."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except zipfile.BadZipFile:
+        raise _error(400, "the upload is not a valid zip archive") from None
+    entries = [(_safe_member(m.filename), m) for m in members]
+    if not entries:
+        raise _error(400, "the archive holds no images")
+    if len(entries) > limits.max_images:
+        raise _error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
+    if sum(m.file_size for _, m in entries) > 8 * limits.max_request_bytes:
+        raise _error(413, "the archive expands beyond the size limit")
+    classes = sorted({cls for (cls, _), _ in entries})
+    if len(classes) != 2:
+        raise _error(400, f"binary classification needs exactly two class folders, got {len(classes)}")
+    images, labels = [], []
+    for (cls, _), member in entries:
+        images.append(decode_png(archive.read(member), member.filename, limits.max_side))
+        labels.append(classes.index(cls))
+    shapes = {img.shape for img in images}
+    if len(shapes) != 1 or images[0].shape[0] != images[0].shape[1]:
+        raise _error(400, f"all images must be square and of one size and mode, got shapes {sorted(shapes)[:3]}")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+
+
+class Worker:
+    """One background thread that runs training jobs in order."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="medveil-trainer", daemon=True)
+
+    def start(self) -> None:
+        for job in self.store.unfinished_jobs():
+            if job["status"] == "running":
+                self.store.update_job(job["id"], status="queued", message="resumed after a server restart")
+            self.queue.put(job["id"])
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+    def _loop(self) -> None:
+        while (job_id := self.queue.get()) is not None:
+            self.run(job_id)
+
+    def run(self, job_id: str) -> None:
+        from medveil.classification import train_on_images
+        from medveil.train import TrainConfig
+
+        job = self.store.job_by_id(job_id)
+        dataset = self.store.dataset(job["tenant"], job["dataset_id"])
+        self.store.update_job(job_id, status="running")
+        checkpoint = self.store.checkpoint_path(job_id)
+        try:
+            images, labels = self.store.load_dataset(dataset["id"])
+            config = TrainConfig(epochs=job["epochs"], checkpoint=checkpoint, progress=False,
+                                 on_epoch=lambda record: self.store.update_job(job_id, epoch=record["epoch"] + 1))
+            model, result = train_on_images(images, labels, job["model"], config)
+            model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
+            self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
+            checkpoint.unlink(missing_ok=True)
+        except Exception as exc:  # the job fails, the server goes on
+            self.store.update_job(job_id, status="failed", message=f"{exc.__class__.__name__}: {exc}")
+
+
+def _job_view(job: dict) -> dict:
+    return {"id": job["id"], "dataset_id": job["dataset_id"], "model": job["model"], "status": job["status"],
+            "epoch": job["epoch"], "epochs": job["epochs"], "progress": job["epoch"] / job["epochs"],
+            "message": job["message"], "model_id": job["model_id"]}
+
+
+def _dataset_view(d: dict) -> dict:
+    return {k: d[k] for k in ("id", "name", "fingerprint", "images", "size", "channels", "classes")}
+
+
+def _model_view(m: dict) -> dict:
+    return {k: m[k] for k in ("id", "dataset_id", "job_id", "fingerprint", "model", "size", "channels", "classes",
+                              "val_accuracy")}
+
+
+def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
+    """The service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`)."""
+    store = Store(data_dir)
+    worker = Worker(store)
+    loaded: dict[str, object] = {}
+    loaded_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(title="medveil service", version="1", lifespan=lifespan,
+                  description="Trains and predicts on obfuscated medical images; the key stays with the client.")
+    app.state.store, app.state.worker = store, worker
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        if request.method in ("POST", "PUT"):
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse({"detail": "Content-Length is required"}, status_code=411)
+            if not length.isdigit() or int(length) > limits.max_request_bytes:
+                return JSONResponse({"detail": f"request exceeds {limits.max_request_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    bearer = HTTPBearer(auto_error=False)
+
+    def tenant(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        name = store.tenant_of(credentials.credentials) if credentials else None
+        if name is None:
+            raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    Tenant = Annotated[str, Depends(tenant)]
+
+    def owned(record: dict | None, what: str) -> dict:
+        if record is None:
+            raise _error(404, f"no such {what}")
+        return record
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/datasets", status_code=201)
+    def upload_dataset(who: Tenant, archive: Annotated[UploadFile, File()], fingerprint: Annotated[str, Form()],
+                       name: Annotated[str, Form()] = "") -> dict:
+        if archive.content_type not in ZIP_TYPES:
+            raise _error(415, f"archive must be application/zip, got {archive.content_type}")
+        if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
+            raise _error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
+        images, labels, classes = read_archive(archive.file.read(), limits)
+        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes))
+
+    @app.get("/datasets")
+    def list_datasets(who: Tenant) -> list[dict]:
+        return [_dataset_view(d) for d in store.datasets(who)]
+
+    @app.get("/datasets/{dataset_id}")
+    def get_dataset(who: Tenant, dataset_id: str) -> dict:
+        return _dataset_view(owned(store.dataset(who, dataset_id), "dataset"))
+
+    @app.post("/jobs", status_code=202)
+    def start_job(who: Tenant, request: JobRequest) -> dict:
+        owned(store.dataset(who, request.dataset_id), "dataset")
+        job = store.add_job(who, request.dataset_id, request.model, request.epochs)
+        worker.queue.put(job["id"])
+        return _job_view(job)
+
+    @app.get("/jobs")
+    def list_jobs(who: Tenant) -> list[dict]:
+        return [_job_view(j) for j in store.jobs(who)]
+
+    @app.get("/jobs/{job_id}")
+    def get_job(who: Tenant, job_id: str) -> dict:
+        return _job_view(owned(store.job(who, job_id), "job"))
+
+    @app.get("/models")
+    def list_models(who: Tenant) -> list[dict]:
+        return [_model_view(m) for m in store.models(who)]
+
+    @app.get("/models/{model_id}")
+    def get_model(who: Tenant, model_id: str) -> dict:
+        return _model_view(owned(store.model(who, model_id), "model"))
+
+    def network(record: dict):
+        import torch
+
+        from medveil.nn import build_classifier
+
+        with loaded_lock:
+            if record["id"] not in loaded:
+                net = build_classifier(record["model"], record["size"], in_channels=record["channels"])
+                net.load_state_dict(torch.load(store.model_path(record["id"]), weights_only=True))
+                loaded[record["id"]] = net.eval()
+            return loaded[record["id"]]
+
+    @app.post("/models/{model_id}/predict")
+    def predict(who: Tenant, model_id: str, files: Annotated[list[UploadFile], File()]) -> dict:
+        import torch
+
+        from medveil.data.pipeline import ImageTensors
+
+        record = owned(store.model(who, model_id), "model")
+        if len(files) > limits.max_predict_images:
+            raise _error(413, f"{len(files)} images exceed the limit of {limits.max_predict_images} per request")
+        images = [decode_png(f.file.read(), f.filename or "image", limits.max_side) for f in files]
+        expected = (record["size"], record["size"]) + ((3,) if record["channels"] == 3 else ())
+        for f, img in zip(files, images):
+            if img.shape != expected:
+                raise _error(400, f"{f.filename}: shape {img.shape}, the model takes {expected}")
+        data = ImageTensors(np.stack(images), np.zeros(len(images)))
+        with torch.no_grad():
+            logits = network(record)(torch.stack([data[i][0] for i in range(len(data))]))
+        probabilities = torch.sigmoid(logits).numpy()
+        return {"predictions": [{"file": f.filename, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}
+                                for f, p in zip(files, probabilities)]}
+
+    return app
+
+
+@contextmanager
+def local_server(data_dir, port: int | None = None, startup_timeout: float = 60.0):
+    """Run ``medveil serve`` on loopback in a child process for the duration of the block; yields its URL.
+
+    For tests, benchmarks and trying the workflow on one machine. The process is killed on exit
+    (``SIGKILL``, like a crash: jobs resume at the next start).
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    log_path = Path(data_dir) / "server.log"
+    log = open(log_path, "ab")
+    process = subprocess.Popen([sys.executable, "-m", "medveil.cli", "serve", "--data", str(data_dir), "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer on {url} within {startup_timeout:.0f} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.kill()
+        process.wait()
+        log.close()

@@ -1,0 +1,162 @@
+"""The server's embedded storage: one SQLite file for records and a data folder for arrays and weights.
+
+Layout of ``data_dir``::
+
+    medveil-service.sqlite   tenants' hashed tokens, datasets, jobs, models
+    datasets/<id>.npz        obfuscated images (uint8) and labels, as uploaded
+    models/<id>.pt           trained weights
+    checkpoints/<id>.pt      a running job's checkpoint (training resumes from it after a restart)
+
+Tokens are stored as SHA-256 hashes only. Every query is scoped to one tenant: a record of another
+tenant reads as missing. Identifiers are random (128 bits), so they cannot be enumerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT, fingerprint TEXT NOT NULL,
+    images INTEGER NOT NULL, size INTEGER NOT NULL, channels INTEGER NOT NULL, classes TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset_id TEXT NOT NULL, model TEXT NOT NULL,
+    epochs INTEGER NOT NULL, status TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+    model_id TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset_id TEXT NOT NULL, job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, model TEXT NOT NULL, size INTEGER NOT NULL, channels INTEGER NOT NULL, classes TEXT NOT NULL,
+    val_accuracy REAL, created REAL NOT NULL);
+"""
+
+_JSON_COLUMNS = {"classes"}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+class Store:
+    """Records and files of the service under ``data_dir`` (created if missing)."""
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.root = Path(data_dir)
+        for sub in ("datasets", "models", "checkpoints"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "medveil-service.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()  # one connection shared by the request threads and the worker
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [{k: json.loads(r[k]) if k in _JSON_COLUMNS else r[k] for k in r.keys()} for r in rows]
+
+    def _one(self, sql: str, args: tuple) -> dict[str, Any] | None:
+        rows = self._query(sql, args)
+        return rows[0] if rows else None
+
+    # tokens
+    def create_token(self, tenant: str) -> str:
+        """A new token for ``tenant``; only its hash is kept, so show it to the user now."""
+        if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("tenant names use letters, digits, '-' and '_'")
+        token = secrets.token_urlsafe(32)
+        self._query("INSERT INTO tokens VALUES (?, ?, ?)", (hash_token(token), tenant, time.time()))
+        return token
+
+    def tenant_of(self, token: str) -> str | None:
+        row = self._one("SELECT tenant FROM tokens WHERE hash = ?", (hash_token(token),))
+        return row["tenant"] if row else None
+
+    # datasets
+    def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
+                    classes: list[str]) -> dict:
+        dataset_id = new_id()
+        path = self.dataset_path(dataset_id)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, images=images, labels=labels)
+        os.replace(tmp, path)
+        channels = 3 if images.ndim == 4 else 1
+        self._query("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
+                     time.time()))
+        return self.dataset(tenant, dataset_id)
+
+    def dataset_path(self, dataset_id: str) -> Path:
+        return self.root / "datasets" / f"{dataset_id}.npz"
+
+    def dataset(self, tenant: str, dataset_id: str) -> dict | None:
+        return self._one("SELECT * FROM datasets WHERE id = ? AND tenant = ?", (dataset_id, tenant))
+
+    def datasets(self, tenant: str) -> list[dict]:
+        return self._query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created", (tenant,))
+
+    def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.dataset_path(dataset_id)) as data:
+            return data["images"], data["labels"]
+
+    # jobs
+    def add_job(self, tenant: str, dataset_id: str, model: str, epochs: int) -> dict:
+        job_id, now = new_id(), time.time()
+        self._query("INSERT INTO jobs (id, tenant, dataset_id, model, epochs, status, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)", (job_id, tenant, dataset_id, model, epochs, now, now))
+        return self.job(tenant, job_id)
+
+    def job(self, tenant: str, job_id: str) -> dict | None:
+        return self._one("SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant))
+
+    def job_by_id(self, job_id: str) -> dict | None:
+        """For the worker only (it acts for every tenant)."""
+        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def jobs(self, tenant: str) -> list[dict]:
+        return self._query("SELECT * FROM jobs WHERE tenant = ? ORDER BY created", (tenant,))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        names = ", ".join(f"{k} = ?" for k in fields)
+        self._query(f"UPDATE jobs SET {names}, updated = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
+
+    def unfinished_jobs(self) -> list[dict]:
+        return self._query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created")
+
+    def checkpoint_path(self, job_id: str) -> Path:
+        return self.root / "checkpoints" / f"{job_id}.pt"
+
+    # models
+    def add_model(self, job: dict, dataset: dict, val_accuracy: float, state: dict) -> str:
+        import torch
+
+        model_id = new_id()
+        path = self.model_path(model_id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        self._query("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
+                     dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_accuracy, time.time()))
+        return model_id
+
+    def model_path(self, model_id: str) -> Path:
+        return self.root / "models" / f"{model_id}.pt"
+
+    def model(self, tenant: str, model_id: str) -> dict | None:
+        return self._one("SELECT * FROM models WHERE id = ? AND tenant = ?", (model_id, tenant))
+
+    def models(self, tenant: str) -> list[dict]:
+        return self._query("SELECT * FROM models WHERE tenant = ? ORDER BY created", (tenant,))
