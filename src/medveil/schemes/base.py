@@ -103,6 +103,21 @@ def from_key(key: Key) -> Scheme:
     return scheme_class(key.scheme)(key)
 
 
+def int_param(params: Mapping[str, Any], name: str, default: int, low: int = 1, high: int | None = None,
+              allowed: tuple[int, ...] | None = None) -> int:
+    """``params[name]`` (or ``default``) checked to be an int in ``[low, high]`` (or one of ``allowed``)."""
+    value = params.get(name, default)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if allowed:
+        ok, wanted = ok and value in allowed, " or ".join(map(str, allowed))
+    else:
+        ok = ok and value >= low and (high is None or value <= high)
+        wanted = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+    if not ok:
+        raise ParameterError(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
 def check_params(params: Mapping[str, Any], allowed: set[str], scheme: str) -> None:
     """Raise :class:`ParameterError` naming any parameter ``scheme`` does not take."""
     unknown = sorted(set(params) - allowed)

@@ -24,23 +24,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Mapping
 
 import numpy as np
 
-from medveil.errors import InputError, ParameterError
-from medveil.schemes.base import Scheme, check_params, register
+from medveil.errors import InputError
+from medveil.schemes.base import Scheme, check_params, int_param, register
 
 CHANNEL_ORDERS = np.array(list(itertools.permutations(range(3))))  # paper LE, Table 1
 SMOOTHING = ("mean", "median", "max", "min")
-
-
-def _positive_int(params: Mapping[str, Any], name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (allowed and value not in allowed):
-        choices = f" ({' or '.join(map(str, allowed))})" if allowed else " (a positive integer)"
-        raise ParameterError(f"{name} must be{choices}, got {value!r}")
-    return value
 
 
 class _LearnableScheme(Scheme):
@@ -113,7 +104,7 @@ class _BlockParams:
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"block", "channels"}, cls.name)
-        return {"block": _positive_int(params, "block", 4), "channels": _positive_int(params, "channels", 1, (1, 3))}
+        return {"block": int_param(params, "block", 4), "channels": int_param(params, "channels", 1, allowed=(1, 3))}
 
 
 @register
@@ -154,7 +145,7 @@ class SKK(_LearnableScheme):
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"channels"}, cls.name)
-        return {"channels": _positive_int(params, "channels", 1, (1, 3))}
+        return {"channels": int_param(params, "channels", 1, allowed=(1, 3))}
 
     def pixel_keys(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """``(negate, order)``: bool ``(H, W, C)`` and channel-order index ``(H, W)`` in ``0..5``."""

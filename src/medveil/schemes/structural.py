@@ -33,19 +33,11 @@ import numpy as np
 from PIL import Image
 
 from medveil.errors import InputError, ParameterError
-from medveil.schemes.base import Scheme, check_params, register
+from medveil.schemes.base import Scheme, check_params, int_param, register
 
 OPE_RANGE = 2 * 99999 + 1  # paper SD's output range −99999..99999
 _PATH = re.compile(r'<path d="([^"]*)" fill="(#[0-9A-Fa-f]{6})" transform="translate\((-?[\d.]+),(-?[\d.]+)\)"/>')
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
-
-
-def _positive(params: Mapping[str, Any], name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 8 or (allowed and value not in allowed):
-        raise ParameterError(f"{name} must be {' or '.join(map(str, allowed)) if allowed else 'an integer of at least 8'}, "
-                             f"got {value!r}")
-    return value
 
 
 def vectorize(image: np.ndarray) -> str:
@@ -115,10 +107,8 @@ class StructuralDeidentification(Scheme):
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"size", "raster", "channels"}, cls.name)
-        channels = params.get("channels", 1)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
-        return {"size": _positive(params, "size", 50), "raster": _positive(params, "raster", 64), "channels": channels}
+        return {"size": int_param(params, "size", 50, low=8), "raster": int_param(params, "raster", 64, low=8),
+                "channels": int_param(params, "channels", 1, allowed=(1, 3))}
 
     def __init__(self, key):
         super().__init__(key)

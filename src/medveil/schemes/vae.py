@@ -30,17 +30,10 @@ import numpy as np
 
 from medveil.errors import InputError, KeyFileError, ParameterError, SchemeMismatchError
 from medveil.keys import SECRET_BYTES, Key
-from medveil.schemes.base import Scheme, check_params, register
+from medveil.schemes.base import Scheme, check_params, int_param, register
 from medveil.schemes.intensity import IntensityMapping
 
 WEIGHTS_SUFFIX = ".vae.pt"
-
-
-def _int_param(params: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParameterError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return value
 
 
 @register
@@ -70,14 +63,11 @@ class VAEObfuscation(Scheme):
         for name in ("weights", "weights_sha256"):
             if not isinstance(params.get(name), str):
                 raise ParameterError("vae keys hold trained weights: make one with `medveil vae train`, not keygen")
-        size = _int_param(params, "size", 64, 8, 4096)
+        size = int_param(params, "size", 64, 8, 4096)
         if size % 8:
             raise ParameterError(f"size must be divisible by 8, got {size}")
-        channels = params.get("channels", 1)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
-        return {"levels": _int_param(params, "levels", 256, 2, 256), "size": size, "channels": channels,
-                "latent": _int_param(params, "latent", 64, 1, 4096), "weights": params["weights"],
+        return {"levels": int_param(params, "levels", 256, 2, 256), "size": size,
+                "channels": int_param(params, "channels", 1, allowed=(1, 3)), "latent": int_param(params, "latent", 64, 1, 4096), "weights": params["weights"],
                 "weights_sha256": params["weights_sha256"]}
 
     def __init__(self, key: Key):
