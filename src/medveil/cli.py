@@ -348,6 +348,32 @@ def structural_tune(
 
 @app.command()
 @_clean_errors
+def bench(
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for report.html, report.md, figures and cached cells."),
+    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
+    profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about an hour on 2 cores)."),
+    progress: bool = typer.Option(True),
+):
+    """Every scheme: utility, similarity and the strongest attack, in one report (re-runs compute only what is missing)."""
+    import time
+
+    from medveil.bench import PROFILES, run_grid, write_report
+    from medveil.data import load_dataset
+
+    if profile not in PROFILES:
+        _fail(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    chosen = PROFILES[profile]
+    started = time.perf_counter()
+    data = load_dataset(dataset, chosen.size)
+    records = run_grid(data, chosen, output, progress)
+    md, page = write_report(output, data, chosen, records, _command_line(), time.perf_counter() - started)
+    failed = sum(r["status"] == "failed" for r in records)
+    typer.echo(f"{len(records)} cells ({sum(r['status'] == 'cached' for r in records)} cached, {failed} failed)")
+    typer.echo(f"report: {page} (and {md.name})")
+
+
+@app.command()
+@_clean_errors
 def serve(
     data: Path = typer.Option(..., help="Folder for the service's database, datasets and models (created if missing)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),

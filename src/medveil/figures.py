@@ -73,3 +73,24 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
+                  thresholds: Sequence[float] = ()) -> Path:
+    """Utility against privacy loss: ``(label, attack SSIM, accuracy %, accuracy std)`` per point."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, x, y, err in points:
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for threshold in thresholds:
+        ax.axvline(threshold, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("what the strongest attack recovers (mean SSIM to the originals)")
+    ax.set_ylabel("test accuracy % (utility)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

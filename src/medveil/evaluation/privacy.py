@@ -51,25 +51,40 @@ def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
 
 
-def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str, out_dir: Path,
-                    examples: int = 4) -> dict:
-    """Fit ``attack`` through a black box holding ``key``, reconstruct the test images, record the row."""
+def run_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit ``attack`` through a black box holding ``key`` and reconstruct the test images.
+
+    Returns the result row and the ``(target, obfuscated, reconstructed)`` image stacks.
+    """
     target, own = target_and_attacker_images(dataset, attacker_data)
     obfuscated = from_key(key)(target)  # what the hospital sends; intercepted, not queried
     with BlackBox(key) as black_box:
         attack.fit(black_box, own)
         queries = black_box.queries
     reconstructed = attack.reconstruct(obfuscated)
-    row = {"dataset": dataset.name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params), "attack": attack.name,
-           "attacker_data": attacker_data, "queries": queries, **metrics.mean_pair_scores(target, reconstructed)}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    row = {"dataset": dataset.name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
+           "attack": attack.name, "attacker_data": attacker_data, "queries": queries,
+           **metrics.mean_pair_scores(target, reconstructed)}
+    return row, target, obfuscated, reconstructed
+
+
+def attack_figure(row: dict, target: np.ndarray, obfuscated: np.ndarray, reconstructed: np.ndarray, path: Path,
+                  examples: int = 4) -> Path:
+    """Original | obfuscated | reconstructed for a few evenly spaced test images."""
     picks = np.linspace(0, len(target) - 1, examples).astype(int)
     channel_axis = -1 if target.ndim == 4 else None
-    image_grid([[target[i], obfuscated[i], reconstructed[i]] for i in picks],
-               ["original", f"obfuscated ({row['params']})", "reconstructed"],
-               [f"SSIM {metrics.ssim(target[i], reconstructed[i], 255, channel_axis):.3f}" for i in picks],
-               out_dir / f"{_figure_name(row)}.png", title=f"{attack.name}, attacker data: {attacker_data}")
+    return image_grid([[target[i], obfuscated[i], reconstructed[i]] for i in picks],
+                      ["original", f"obfuscated ({row['params']})", "reconstructed"],
+                      [f"SSIM {metrics.ssim(target[i], reconstructed[i], 255, channel_axis):.3f}" for i in picks],
+                      path, title=f"{row['attack']}, attacker data: {row['attacker_data']}")
+
+
+def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str, out_dir: Path) -> dict:
+    """:func:`run_attack`, then its row merged into ``out_dir``'s ``results.csv``, a figure and the report."""
+    row, target, obfuscated, reconstructed = run_attack(attack, key, dataset, attacker_data)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    attack_figure(row, target, obfuscated, reconstructed, out_dir / f"{_figure_name(row)}.png")
     merge_rows(out_dir / "results.csv", [row])
     write_report(out_dir)
     return row

@@ -1,0 +1,153 @@
+"""The privacy-utility benchmark grid: schemes × parameters × (utility, attacks), cached per cell.
+
+A profile lists the settings to compare and, per scheme, the attacks that apply. Each cell is one
+utility run (setting, seed) — :func:`medveil.evaluation.utility.run_one`, the one training loop —
+or one attack (setting, attack, attacker data) — :func:`medveil.evaluation.privacy.run_attack`
+through a black box. Finished cells are stored as JSON under ``out/cells/`` named by dataset,
+scheme, parameters and seed, so a re-run computes only what is missing. A cell that raises is
+recorded as failed (and retried on the next run); the rest of the grid goes on.
+
+Every cell draws its own fresh key: utility and attacks see different keys of the same setting,
+so the numbers describe the setting, not one key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from medveil.data import ImageDataset, group_split
+from medveil.evaluation.utility import Setting, run_one
+from medveil.train import TrainConfig
+
+# Which attacks apply to which scheme: (attack name, attacker data).
+ATTACKS = {
+    "intensity": [("chosen-plaintext", "public"), ("chosen-plaintext+unet", "prior"), ("learned-reconstruction", "public")],
+    "tanaka": [("chosen-plaintext", "public"), ("learned-reconstruction", "public")],
+    "skk": [("leading-bit", "none"), ("minimum-difference", "none"), ("learned-reconstruction", "public")],
+    "skk-smooth": [("leading-bit", "none"), ("minimum-difference", "none"), ("learned-reconstruction", "public")],
+    "structural": [("chosen-plaintext", "public"), ("learned-reconstruction", "public")],
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much to run: image size, classifier epochs and seeds, attacker U-Net epochs, and the settings."""
+
+    name: str
+    size: int
+    epochs: int
+    seeds: int
+    attack_epochs: int
+    settings: tuple[Setting, ...]
+    attacks: dict = field(default_factory=lambda: ATTACKS)
+
+
+def _settings(*specs: tuple[str, dict]) -> tuple[Setting, ...]:
+    return tuple(Setting(scheme, tuple(sorted(params.items()))) for scheme, params in specs)
+
+
+PROFILES = {
+    "quick": Profile("quick", size=64, epochs=6, seeds=1, attack_epochs=4, settings=_settings(
+        ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 50}), ("skk", {}),
+        ("skk-smooth", {"block": 4}), ("tanaka", {"block": 4}), ("structural", {"size": 50}))),
+    "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=20, settings=_settings(
+        ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 150}), ("intensity", {"levels": 50}),
+        ("skk", {}), ("skk-smooth", {"block": 3}), ("skk-smooth", {"block": 4}), ("skk-smooth", {"block": 5}),
+        ("tanaka", {"block": 4}), ("structural", {"size": 32}), ("structural", {"size": 50}))),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of the grid."""
+
+    kind: str  # "utility" or "attack"
+    setting: Setting
+    seed: int = 0
+    attack: str = ""
+    attacker_data: str = ""
+
+    def file_name(self, dataset: str) -> str:
+        parts = [dataset, self.setting.scheme, self.setting.params_text.replace(";", "_").replace("=", "") or "-"]
+        parts += [f"seed{self.seed}"] if self.kind == "utility" else [self.attack, self.attacker_data]
+        return "-".join(parts).replace("+", "_") + ".json"
+
+
+def cells_of(profile: Profile) -> list[Cell]:
+    cells = [Cell("utility", s, seed) for s in profile.settings for seed in range(profile.seeds)]
+    cells += [Cell("attack", s, attack=a, attacker_data=d) for s in profile.settings
+              for a, d in profile.attacks.get(s.scheme, [])]
+    return cells
+
+
+def make_attack(name: str, key, epochs: int):
+    """The attack called ``name`` against ``key``'s scheme (only its public parameters are read)."""
+    from medveil.attacks import LeadingBit, LearnedReconstruction, MinimumDifference, attacker_training, chosen_plaintext_attack
+
+    config = attacker_training(epochs, progress=False)
+    if name == "learned-reconstruction":
+        return LearnedReconstruction(config)
+    if name in ("chosen-plaintext", "chosen-plaintext+unet"):
+        return chosen_plaintext_attack(key, refine=name.endswith("+unet"), config=config)
+    if name == "leading-bit":
+        return LeadingBit()
+    if name == "minimum-difference":
+        return MinimumDifference()
+    raise ValueError(f"unknown attack {name!r}")
+
+
+def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Profile, figures: Path) -> dict:
+    """Compute one cell; returns what is cached (the row, and for attacks the figure's file name)."""
+    if cell.kind == "utility":
+        config = TrainConfig(epochs=profile.epochs, seed=cell.seed, progress=False)
+        return {"row": run_one(dataset, split, cell.setting, cell.seed, "cnn", config, augment=False)["row"]}
+    from medveil.evaluation.privacy import attack_figure, run_attack
+
+    key = cell.setting.build_scheme(dataset.channels).key
+    row, target, obfuscated, reconstructed = run_attack(make_attack(cell.attack, key, profile.attack_epochs), key,
+                                                        dataset, cell.attacker_data)
+    figure = figures / cell.file_name(dataset.name).replace(".json", ".png")
+    attack_figure(row, target, obfuscated, reconstructed, figure, examples=3)
+    return {"row": row, "figure": figure.name}
+
+
+def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: bool = True,
+             compute: Callable[..., dict] = run_cell) -> list[dict]:
+    """Every cell of ``profile`` on ``dataset``: cached results, fresh ones, and failures.
+
+    Returns one record per cell: ``{"cell", "status" ("cached", "done" or "failed"), "result" or
+    "error", "seconds"}``. ``compute`` is the function that runs a cell (replaceable in tests).
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    split = group_split(dataset.labels, dataset.groups)
+    records = []
+    bar = tqdm(cells_of(profile), desc=f"bench {profile.name}", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility seed {cell.seed}'}")
+        path = out_dir / "cells" / cell.file_name(dataset.name)
+        if path.exists():
+            records.append({"cell": cell, "status": "cached", "result": json.loads(path.read_text())})
+            continue
+        started = time.perf_counter()
+        try:
+            result = compute(cell, dataset, split, profile, out_dir / "figures")
+        except Exception as exc:  # reported in the table; the grid goes on
+            records.append({"cell": cell, "status": "failed", "error": f"{exc.__class__.__name__}: {exc}",
+                            "trace": traceback.format_exc(limit=3)})
+            continue
+        result["seconds"] = time.perf_counter() - started
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(path)
+        records.append({"cell": cell, "status": "done", "result": result})
+    return records

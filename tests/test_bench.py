@@ -1,0 +1,49 @@
+import numpy as np
+from PIL import Image
+
+from medveil.bench import Profile, run_grid, write_report
+from medveil.bench.grid import cells_of, run_cell
+from medveil.data import load_folder
+from medveil.evaluation.utility import Setting
+
+
+def tiny_dataset(root, rng, n=14, size=40):
+    for label, cls in enumerate(("no", "yes")):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            yy, xx = np.mgrid[:size, :size]
+            img = 40 + 150 * ((yy - 12 - label * 14) ** 2 + (xx - 10 - i) ** 2 < 40) + rng.integers(0, 30, (size, size))
+            Image.fromarray(img.astype(np.uint8)).save(root / cls / f"{i}.png")
+    return load_folder(root, 48)
+
+
+PROFILE = Profile("test", size=48, epochs=1, seeds=1, attack_epochs=1, settings=(
+    Setting("plain"), Setting("skk"), Setting("intensity", (("levels", 1),))),  # levels=1 is invalid: must fail
+    attacks={"skk": [("leading-bit", "none")], "intensity": [("chosen-plaintext", "public")]})
+
+
+def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
+    data = tiny_dataset(tmp_path / "d", rng)
+    calls = []
+
+    def counting(cell, *args):
+        calls.append(cell)
+        return run_cell(cell, *args)
+
+    first = run_grid(data, PROFILE, tmp_path / "out", progress=False, compute=counting)
+    assert len(first) == len(cells_of(PROFILE)) == 5
+    status = {(r["cell"].setting.label, r["cell"].kind): r["status"] for r in first}
+    assert status[("plain", "utility")] == status[("skk", "utility")] == status[("skk", "attack")] == "done"
+    assert status[("intensity levels=1", "utility")] == status[("intensity levels=1", "attack")] == "failed"
+    assert "levels" in next(r["error"] for r in first if r["status"] == "failed")
+
+    calls.clear()
+    again = run_grid(data, PROFILE, tmp_path / "out", progress=False, compute=counting)
+    assert [c.setting.label for c in calls] == ["intensity levels=1"] * 2  # only the failed cells are retried
+    assert [r["status"] for r in again if r["cell"].setting.scheme != "intensity"] == ["cached"] * 3
+
+    md, page = write_report(tmp_path / "out", data, PROFILE, again, "medveil bench ...", 1.0)
+    text = md.read_text()
+    assert "## Privacy cards" in text and "**skk**" in text and "Failed cells" in text
+    assert "ParameterError" in page.read_text() and (tmp_path / "out" / "tradeoff.png").is_file()
+    assert (tmp_path / "out" / "figures" / "d-skk---leading-bit-none.png").is_file()
