@@ -120,7 +120,7 @@ def test_structural_tune_cli_writes_the_sweep_and_recommends_a_size(tmp_path):
         for i in range(3):
             Image.fromarray(disc(40, 6 + 3 * i + label, (20, 14 + 4 * i))).save(tmp_path / "d" / cls / f"{i}.png")
     result = CliRunner().invoke(app, ["structural", "tune", "--dataset", str(tmp_path / "d"), "--sizes", "16,24",
-                                      "--raster", "32", "--images", "4", "--no-progress", "-o", str(tmp_path / "out")])
+                                      "--raster", "32", "--images", "4", "--keys", "2", "--no-progress", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "sdim.csv")))
     assert list(rows[0]) == SDIM_COLUMNS and [r["size"] for r in rows] == ["16", "24"]

@@ -328,6 +328,7 @@ def structural_tune(
     raster: int = typer.Option(64, min=8, help="Output (rasterized) size."),
     images: int = typer.Option(200, min=1, help="Images sampled from the dataset."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="DI trade-off: weight of SSIM against the L2 norm."),
+    keys: int = typer.Option(3, min=1, help="Fresh keys per size; the measures are averaged over them."),
     progress: bool = typer.Option(True),
 ):
     """Recommend the input size that minimises SDIM on your data (paper SD, Table 2); no training."""
@@ -336,7 +337,7 @@ def structural_tune(
 
     candidates = _int_list(sizes)
     data = load_dataset(dataset, max(candidates), colour)
-    rows = sdim_sweep(data, candidates, raster, images, alpha, progress)
+    rows = sdim_sweep(data, candidates, raster, images, alpha, keys, progress)
     for r in rows:
         typer.echo(f"size {r['size']:>4}: SSIM_Vec {r['ssim_vec']:.4f}  SSIM_Dei {r['ssim_dei']:.4f}  "
                    f"L2 {r['l2_dei']:.4f}  SDIM {r['sdim']:+.4f}")

@@ -1,7 +1,7 @@
 """Choosing the structural scheme's input size by SDIM (paper SD, Table 2), without training a model.
 
 For each candidate input size, a sample of the user's images goes through vectorization alone and
-through the whole de-identification with one fresh key; :func:`medveil.metrics.structural_scores`
+through the whole de-identification with a few fresh keys; :func:`medveil.metrics.structural_scores`
 compares both with the originals at the output size. The size with the lowest SDIM is recommended.
 """
 
@@ -27,18 +27,23 @@ PAPER_SD_TABLE2 = {32: 0.00170, 36: -0.02860, 42: -0.07035, 46: -0.11305, 48: -0
 
 
 def sdim_sweep(dataset: ImageDataset, sizes: Sequence[int], raster: int = 64, images: int = 200,
-               alpha: float = 0.5, progress: bool = True) -> list[dict]:
-    """One row of :data:`SDIM_COLUMNS` per input size, over the first ``images`` images (evenly spaced)."""
+               alpha: float = 0.5, keys: int = 3, progress: bool = True) -> list[dict]:
+    """One row of :data:`SDIM_COLUMNS` per input size, over ``images`` evenly spaced images.
+
+    Each size is scored with ``keys`` fresh keys and the measures averaged: how much a single
+    key's warp hides varies a lot from key to key, and the recommendation should not ride on one draw.
+    """
     picks = np.linspace(0, len(dataset) - 1, min(images, len(dataset))).astype(int)
     sample = dataset.images[picks]
     originals = resize_images(sample, raster)
     identity = lambda values: values  # noqa: E731  (vectorization only: coordinates unchanged)
     rows = []
     for size in tqdm(sizes, desc="SDIM sweep", disable=not progress):
-        scheme = from_key(generate_key("structural", size=size, raster=raster, channels=dataset.channels))
-        vectorized = np.stack([scheme.deidentify(img, identity) for img in sample])
-        scores = metrics.structural_scores(originals, vectorized, scheme(sample), alpha)
-        rows.append({"dataset": dataset.name, "size": size, **scores})
+        schemes = [from_key(generate_key("structural", size=size, raster=raster, channels=dataset.channels))
+                   for _ in range(keys)]
+        vectorized = np.stack([schemes[0].deidentify(img, identity) for img in sample])
+        per_key = [metrics.structural_scores(originals, vectorized, scheme(sample), alpha) for scheme in schemes]
+        rows.append({"dataset": dataset.name, "size": size, **{m: float(np.mean([k[m] for k in per_key])) for m in per_key[0]}})
     return rows
 
 

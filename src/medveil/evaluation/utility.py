@@ -282,6 +282,6 @@ def _example_grid(out_dir: Path, dataset: ImageDataset, split: np.ndarray, setti
     schemes = [(s.label, s.build_scheme(dataset.channels)) for s in settings
                if s.key or s.scheme == "plain" or not scheme_class(s.scheme).trained_key]  # trained keys: only if at hand
     rows = [[test.images[i] if sch is None else sch(test.images[i]) for _, sch in schemes] for i in picks]
-    titles = ["original" if sch is None else label.split(" ", 1)[-1] for label, sch in schemes]
+    titles = ["original" if sch is None else label for label, sch in schemes]
     row_titles = [f"{test.files[i]}" for i in picks]
     return image_grid(rows, titles, row_titles, out_dir / "examples.png")
