@@ -28,7 +28,7 @@ def verdict(strongest: dict | None) -> str:
     """One line on what the strongest attack achieved."""
     if strongest is None:
         return "no attack result"
-    ssim, name = strongest["ssim"], f"{strongest['attack']} ({strongest['attacker_data']} data)"
+    ssim, name = strongest["ssim"], f"{strongest['attack']} ({_attacker(strongest['attacker_data'])})"
     if ssim >= BROKEN:
         return f"broken: {name} recovers the images (SSIM {ssim:.2f})"
     if ssim >= WEAK:
@@ -36,6 +36,10 @@ def verdict(strongest: dict | None) -> str:
     if ssim >= PARTIAL:
         return f"partial: {name} recovers the coarse structure (SSIM {ssim:.2f})"
     return f"holds against the attacks tried here (best: {name}, SSIM {ssim:.2f})"
+
+
+def _attacker(data: str) -> str:
+    return "ciphertext only" if data == "none" else f"{data} data"
 
 
 def summarise(records: Sequence[dict], settings) -> list[dict]:
@@ -72,7 +76,7 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
     for e in rows:
         s = e["strongest"]
         main.append([e["setting"].label, _pm(e["accuracy"]), _pm(e["f1"]), _pm(e["ssim"], 1, 3), _pm(e["psnr"], 1, 1),
-                     f"{s['attack']} ({s['attacker_data']})" if s else "–", _num(s["ssim"]) if s else "–",
+                     f"{s['attack']} ({_attacker(s['attacker_data'])})" if s else "–", _num(s["ssim"]) if s else "–",
                      _num(s["psnr"], 1) if s else "–", "; ".join(e["failures"]) or ""])
     attacks = [["setting", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]]
     for e in rows:
@@ -124,7 +128,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              "'public' data are other public medical images, 'prior' the target's own training split, 'none' "
              "ciphertext-only. SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
              "more leaks.")
-    cards = [(e["setting"].label, verdict(e["strongest"]),
+    cards = [(e["setting"].label, verdict(e["strongest"]) if e["setting"].scheme != "plain" else "nothing hidden (the baseline)",
               f"accuracy {_pm(e['accuracy'])} %" if e["runs"] else "no utility result") for e in rows]
     failures = [r for r in records if r["status"] == "failed"]
 

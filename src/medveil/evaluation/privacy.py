@@ -109,7 +109,7 @@ def merge_rows(path: Path, rows: Sequence[dict]) -> None:
 def write_report(out_dir: Path) -> Path:
     """``report.md`` from every row of ``results.csv`` in ``out_dir``."""
     rows = list(csv.DictReader(open(out_dir / "results.csv")))
-    rows.sort(key=lambda r: (r["scheme"], -_levels(r), r["attack"], r["attacker_data"]))
+    rows.sort(key=lambda r: (r["dataset"], r["scheme"], -_levels(r), r["attack"], r["attacker_data"]))
     lines = [
         "# What an attacker recovers",
         "",
@@ -117,11 +117,11 @@ def write_report(out_dir: Path) -> Path:
         "split (near-duplicate groups kept whole). Scores compare the attacker's reconstructions with the original "
         "test images (8-bit, data range 255); higher means more recovered. `queries`: images fed to the black box.",
         "",
-        "| scheme | params | attack | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | scheme | params | attack | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['scheme']} | {r['params']} | {r['attack']} | {r['attacker_data']} | {r['queries']} | "
+        lines.append(f"| {r['dataset']} | {r['scheme']} | {r['params']} | {r['attack']} | {r['attacker_data']} | {r['queries']} | "
                      f"{float(r['ssim']):.3f} | {float(r['psnr']):.2f} | {float(r['ms_ssim']):.3f} |")
     paper = [r for r in rows if r["attack"] == "learned-reconstruction" and r["params"] in PAPER_NB_TABLE2]
     if paper:
