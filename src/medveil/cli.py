@@ -21,6 +21,9 @@ from medveil.schemes import available_schemes, from_key, generate_key
 # `medveil --help`, keygen and obfuscate start in a fraction of the time.
 COLOUR_HELP = ("Colour: 'rgb' keeps the files' colour; a matplotlib colormap name (e.g. viridis) renders the "
                "grayscale images in colour. Default: grayscale.")
+# Options several commands take.
+Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
+DatasetName = Annotated[str, typer.Option(help="'br35h' or a folder with one subfolder per class.")]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
@@ -167,9 +170,9 @@ def _int_list(text: str) -> list[int]:
 @_clean_errors
 def evaluate_utility(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for results.csv, report.md, split.csv and figures."),
-    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
+    dataset: DatasetName = "br35h",
     size: int = typer.Option(64, min=16, help="Images are resized to size x size before obfuscation."),
-    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
+    colour: Colour = None,
     scheme: str = typer.Option("intensity", help="Scheme to evaluate against plain images."),
     levels: Optional[str] = typer.Option(None, help="intensity: comma-separated N values (default 256,150,50,45)."),
     param: list[str] = typer.Option([], help="NAME=V1,V2,... key parameter values to sweep, e.g. block=1,3,4,5 (repeatable)."),
@@ -214,7 +217,6 @@ AttackerData = Annotated[str, typer.Option(help="'public': other public medical 
 ImageSize = Annotated[int, typer.Option(min=16, help="Images are resized to size x size.")]
 AttackEpochs = Annotated[int, typer.Option(min=1, help="Epochs of the attacker's U-Net.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
-Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
 
 
 def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, output: Path, colour: str | None) -> None:
@@ -288,8 +290,8 @@ app.add_typer(vae_app, name="vae")
 @_clean_errors
 def vae_train(
     output: Path = typer.Option(..., "-o", "--output", help="Key file to create; the weights go beside it (KEY.vae.pt)."),
-    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class: your own images."),
-    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
+    dataset: DatasetName = "br35h",
+    colour: Colour = None,
     size: int = typer.Option(64, min=8, help="Images are resized to size x size (divisible by 8)."),
     levels: int = typer.Option(256, min=2, max=256, help="N distinct output values of the intensity mapping."),
     latent: int = typer.Option(64, min=1, help="Size of the VAE's latent code."),
@@ -322,8 +324,8 @@ app.add_typer(structural_app, name="structural")
 @_clean_errors
 def structural_tune(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for sdim.csv and report.md."),
-    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
-    colour: Optional[str] = typer.Option(None, help=COLOUR_HELP),
+    dataset: DatasetName = "br35h",
+    colour: Colour = None,
     sizes: str = typer.Option("32,36,42,46,50,54,58,64,75,100", help="Comma-separated input sizes to try."),
     raster: int = typer.Option(64, min=8, help="Output (rasterized) size."),
     images: int = typer.Option(200, min=1, help="Images sampled from the dataset."),
@@ -351,7 +353,7 @@ def structural_tune(
 @_clean_errors
 def bench(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for report.html, report.md, figures and cached cells."),
-    dataset: str = typer.Option("br35h", help="'br35h' or a folder with one subfolder per class."),
+    dataset: DatasetName = "br35h",
     profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about an hour on 2 cores)."),
     progress: bool = typer.Option(True),
 ):
