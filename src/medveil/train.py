@@ -9,7 +9,6 @@ optionally, a validation score where higher is better (default: minus the valida
 from __future__ import annotations
 
 import copy
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from medveil._atomic import atomic_path
 
 
 @dataclass
@@ -132,6 +133,5 @@ def _fast_layout(x: torch.Tensor) -> torch.Tensor:
 
 def _save_atomic(state: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -4,12 +4,12 @@ import csv
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from medveil._atomic import atomic_path
+
 
 def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> None:
     """Write ``rows`` (only ``columns``, in that order) to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows({c: row[c] for c in columns} for row in rows)
-    tmp.replace(path)

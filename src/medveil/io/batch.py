@@ -15,13 +15,13 @@ import hashlib
 import json
 import multiprocessing
 import os
-import secrets
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from medveil._atomic import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError
 from medveil.io.image import MedicalImage, format_named, format_of, output_name, read_image, write_image
 from medveil.keys import Key
@@ -29,7 +29,6 @@ from medveil.schemes import Scheme, from_key
 
 MANIFEST = "medveil-manifest.jsonl"
 MANIFEST_VERSION = 1
-_TMP_PREFIX = ".medveil-tmp-"
 
 
 def obfuscate_image(image: MedicalImage, scheme: Scheme) -> MedicalImage:
@@ -49,13 +48,8 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme) -> MedicalImage:
 
 def write_atomic(path: Path, image: MedicalImage) -> None:
     """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(4)}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         write_image(tmp, image)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False) -> None:
@@ -197,7 +191,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     if dst.exists() and not (dst / MANIFEST).exists() and any(dst.iterdir()):
         raise InputError(f"{dst}: output folder is not empty and holds no medveil manifest; choose an empty folder")
     dst.mkdir(parents=True, exist_ok=True)
-    for stale in dst.rglob(f"{_TMP_PREFIX}*"):
+    for stale in dst.rglob(f"{TMP_PREFIX}*"):
         stale.unlink()
     manifest = Manifest(dst / MANIFEST, scheme.key)
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from medveil.errors import ParameterError
+from medveil.errors import InputError, ParameterError
 from medveil.keys import Key
 
 _REGISTRY: dict[str, type["Scheme"]] = {}
@@ -101,6 +101,23 @@ def generate_key(scheme: str, **params: Any) -> Key:
 def from_key(key: Key) -> Scheme:
     """The scheme a key was made for, bound to it."""
     return scheme_class(key.scheme)(key)
+
+
+def image_shape_8bit(images: np.ndarray, channels: int, scheme: str) -> tuple[int, ...]:
+    """``(H, W)`` or ``(H, W, 3)`` of 8-bit ``images`` laid out as a key's ``channels`` say.
+
+    For schemes on 8-bit images, grayscale ``(..., H, W)`` or colour ``(..., H, W, 3)``; raises
+    :class:`InputError` for another dtype or layout.
+    """
+    if images.dtype != np.uint8:
+        raise InputError(f"{scheme} takes 8-bit images, got {images.dtype}")
+    if channels == 3:
+        if images.ndim < 3 or images.shape[-1] != 3:
+            raise InputError(f"this {scheme} key is for colour images (..., H, W, 3), got shape {images.shape}")
+        return images.shape[-3:]
+    if images.ndim < 2:
+        raise InputError(f"{scheme} needs images of at least 2 dimensions, got shape {images.shape}")
+    return images.shape[-2:]
 
 
 def int_param(params: Mapping[str, Any], name: str, default: int, low: int = 1, high: int | None = None,

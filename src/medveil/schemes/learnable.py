@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from medveil.errors import InputError
-from medveil.schemes.base import Scheme, check_params, int_param, register
+from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
 CHANNEL_ORDERS = np.array(list(itertools.permutations(range(3))))  # paper LE, Table 1
 SMOOTHING = ("mean", "median", "max", "min")
@@ -43,16 +43,7 @@ class _LearnableScheme(Scheme):
 
     def image_shape(self, images: np.ndarray) -> tuple[int, ...]:
         """``(H, W)`` or ``(H, W, 3)`` of ``images``; :class:`InputError` if they do not fit the key."""
-        if images.dtype != np.uint8:
-            raise InputError(f"{self.name} encrypts 8-bit images, got {images.dtype}")
-        channels = self.params["channels"]
-        if channels == 3:
-            if images.ndim < 3 or images.shape[-1] != 3:
-                raise InputError(f"this {self.name} key is for colour images (..., H, W, 3), got shape {images.shape}")
-            return images.shape[-3:]
-        if images.ndim < 2:
-            raise InputError(f"{self.name} needs images of at least 2 dimensions, got shape {images.shape}")
-        return images.shape[-2:]
+        return image_shape_8bit(images, self.params["channels"], self.name)
 
     def _stream(self, what: str, shape: tuple[int, ...]):
         return self.key.stream(f"{what}/{'x'.join(map(str, shape))}")

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from medveil.errors import InputError, ParameterError
-from medveil.schemes.base import Scheme, check_params, int_param, register
+from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
 OPE_RANGE = 2 * 99999 + 1  # paper SD's output range −99999..99999
 _PATH = re.compile(r'<path d="([^"]*)" fill="(#[0-9A-Fa-f]{6})" transform="translate\((-?[\d.]+),(-?[\d.]+)\)"/>')
@@ -122,15 +122,6 @@ class StructuralDeidentification(Scheme):
         """The key's order-preserving map of coordinates (piecewise-linear between integers)."""
         return np.interp(values, self._grid, self._table)
 
-    def image_shape(self, images: np.ndarray) -> tuple[int, ...]:
-        if images.dtype != np.uint8:
-            raise InputError(f"{self.name} takes 8-bit images, got {images.dtype}")
-        colour = self.params["channels"] == 3
-        if images.ndim < (3 if colour else 2) or (colour and images.shape[-1] != 3):
-            layout = "(..., H, W, 3)" if colour else "(..., H, W)"
-            raise InputError(f"this {self.name} key is for images {layout}, got shape {images.shape}")
-        return images.shape[-3:] if colour else images.shape[-2:]
-
     def deidentify(self, image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """One image through the pipeline; ``transform`` replaces the key's map (identity: vectorization only)."""
         size, raster, channels = self.params["size"], self.params["raster"], self.params["channels"]
@@ -140,7 +131,7 @@ class StructuralDeidentification(Scheme):
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
-        shape = self.image_shape(images)
+        shape = image_shape_8bit(images, self.params["channels"], self.name)
         batch = images.shape[: images.ndim - len(shape)]
         flat = images.reshape((-1, *shape))
         out = np.stack([self.deidentify(img) for img in flat]) if len(flat) else np.empty((0,), np.uint8)

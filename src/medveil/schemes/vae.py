@@ -22,15 +22,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from medveil._atomic import atomic_path
 from medveil.errors import InputError, KeyFileError, ParameterError, SchemeMismatchError
 from medveil.keys import SECRET_BYTES, Key
-from medveil.schemes.base import Scheme, check_params, int_param, register
+from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 from medveil.schemes.intensity import IntensityMapping
 
 WEIGHTS_SUFFIX = ".vae.pt"
@@ -113,11 +113,9 @@ class VAEObfuscation(Scheme):
         return self.mapping(self.reconstruct(images))
 
     def _image_shape(self, images: np.ndarray) -> tuple[int, ...]:
-        if images.dtype != np.uint8:
-            raise InputError(f"vae obfuscation takes 8-bit images, got {images.dtype}")
         side, channels = self.params["size"], self.params["channels"]
-        shape = (side, side) if channels == 1 else (side, side, 3)
-        if images.shape[images.ndim - len(shape):] != shape:
+        shape = image_shape_8bit(images, channels, self.name)
+        if shape[:2] != (side, side):
             layout = f"(..., {side}, {side})" if channels == 1 else f"(..., {side}, {side}, 3)"
             raise InputError(f"this vae key takes images {layout}, got shape {images.shape}")
         return shape
@@ -167,9 +165,8 @@ def create_vae_key(model, path: str | os.PathLike, levels: int, size: int, chann
                                              "latent": model.mu.out_features, "weights": weights.name,
                                              "weights_sha256": hashlib.sha256(blob).hexdigest()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".medveil-weights-", dir=path.parent)  # mkstemp creates 0600
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-    os.replace(tmp, weights)
+    with atomic_path(weights, mode=0o600) as tmp:
+        tmp.touch(mode=0o600)  # private from the first byte, not only once renamed
+        tmp.write_bytes(blob)
     Key.new(VAEObfuscation.name, params).save(path)
     return Key.load(path)

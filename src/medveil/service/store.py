@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from medveil._atomic import atomic_path
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT, fingerprint TEXT NOT NULL,
@@ -88,10 +90,8 @@ class Store:
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
                     classes: list[str]) -> dict:
         dataset_id = new_id()
-        path = self.dataset_path(dataset_id)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, path)
+        with atomic_path(self.dataset_path(dataset_id)) as tmp:
+            np.savez(tmp, images=images, labels=labels)
         channels = 3 if images.ndim == 4 else 1
         self._query("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
@@ -143,10 +143,8 @@ class Store:
         import torch
 
         model_id = new_id()
-        path = self.model_path(model_id)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.model_path(model_id)) as tmp:
+            torch.save(state, tmp)
         self._query("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
                      dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_accuracy, time.time()))

@@ -1,0 +1,32 @@
+"""Atomic file replacement: a file is either absent, its old version, or complete — never half written."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TMP_PREFIX = ".medveil-tmp-"  # what interrupted writes leave behind; safe to delete
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
+
+    The temporary name is ``path``'s with a dotted :data:`TMP_PREFIX` (folder walks skip it; its
+    suffix is kept, for writers that choose the format by suffix). ``mode``
+    (e.g. ``0o600`` for key material) is set before the file appears under its name. If the block
+    raises, the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(4)}-{path.name}")
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
