@@ -40,6 +40,10 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str
                 ax.set_ylabel(row_titles[r], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,11 +72,7 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
     ax.set_ylim(40, 105)
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
@@ -89,8 +89,21 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
     ax.set_xlim(-0.05, 1.05)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_pair_distributions(scores: Sequence[tuple[str, np.ndarray]], same: np.ndarray, path: Path) -> Path:
+    """Histograms of pair scores (e.g. MS-SSIM), same subject against different subjects, one panel per setting.
+
+    ``scores``: ``(title, (k,) scores)`` per panel; ``same``: ``(k,)`` 0/1 for the pairs (paper PN, Fig. 2).
+    """
+    same = np.asarray(same).astype(bool)
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.2 * len(scores), 2.8), squeeze=False)
+    for ax, (title, values) in zip(axes[0], scores):
+        bins = np.linspace(min(values.min(), 0.0), 1.0, 31)
+        ax.hist(values[same], bins=bins, alpha=0.6, color="#d62728", label="same subject")
+        ax.hist(values[~same], bins=bins, alpha=0.6, color="#1f77b4", label="different subjects")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("MS-SSIM of the pair", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)

@@ -1,4 +1,5 @@
-"""Similarity metrics between an original and an obfuscated or reconstructed image.
+"""Metrics: similarity between an original and an obfuscated or reconstructed image, classification,
+segmentation (Dice) and re-identification (best-threshold accuracy, retrieval mAP).
 
 SSIM and PSNR come from scikit-image. The data range they need is chosen by
 :func:`pair_data_range`: 255 for 8-bit images (the convention of the papers we compare with), and
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
 from medveil.errors import InputError, MedveilError
 from medveil.io import MedicalImage, is_supported, output_name, read_image
@@ -141,6 +142,63 @@ def classification_scores(labels: np.ndarray, probabilities: np.ndarray, thresho
         "f1": float(f1_score(labels, predicted, zero_division=0)),
         "auc": float(auc),
     }
+
+
+def dice_scores(predicted: np.ndarray, truth: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
+    """Dice per foreground class (every class but index 0) and overall, over ``(n, H, W)`` label maps.
+
+    Each class's Dice ``2|P∩T| / (|P| + |T|)`` is averaged over the images where the class appears
+    in the truth or the prediction. ``overall`` is paper PN's: the mean of the class Dice scores
+    weighted by each class's size in the truth. Keys: ``class_names[1:]`` and ``"overall"``.
+    """
+    _check_pair(predicted, truth)
+    scores, sizes = {}, []
+    for label, name in enumerate(class_names[1:], start=1):
+        p, t = (predicted == label), (truth == label)
+        intersection = (p & t).sum(axis=(1, 2))
+        total = p.sum(axis=(1, 2)) + t.sum(axis=(1, 2))
+        present = total > 0
+        scores[name] = float(np.mean(2 * intersection[present] / total[present])) if present.any() else math.nan
+        sizes.append(t.sum())
+    weights = np.array(sizes, dtype=np.float64)
+    values = np.array(list(scores.values()))
+    known = ~np.isnan(values)
+    scores["overall"] = float(np.average(values[known], weights=weights[known])) if weights[known].sum() else math.nan
+    return scores
+
+
+def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> float:
+    """The best accuracy of "same subject" decided by one threshold on pair ``scores`` (paper PN, Table 2).
+
+    Either direction counts (high score = same, or low score = same), as an attacker who has seen
+    labelled pairs would choose. ``same``: (n,) 0/1.
+    """
+    same = np.asarray(same).astype(int)
+    positives, negatives = same.sum(), len(same) - same.sum()
+    if not positives or not negatives:
+        raise InputError("best-threshold accuracy needs both same-subject and different-subject pairs")
+    fpr, tpr, _ = roc_curve(same, scores)
+    accuracy = (tpr * positives + (1 - fpr) * negatives) / len(same)
+    return float(max(accuracy.max(), 1 - accuracy.min()))
+
+
+def mean_average_precision(embeddings: np.ndarray, subjects: np.ndarray) -> float:
+    """Retrieval mAP (paper PN, eq. 8): each item queries all others ranked by Euclidean distance.
+
+    An item's AP is the mean of precision@k over the ranks k of its same-subject items; items
+    with no other item of their subject are skipped. ``embeddings`` (n, d), ``subjects`` (n,).
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    distances = np.linalg.norm(embeddings[:, None] - embeddings[None], axis=-1)
+    precisions = []
+    for i in range(len(embeddings)):
+        others = np.arange(len(embeddings)) != i
+        relevant = subjects[others] == subjects[i]
+        if relevant.any():
+            precisions.append(average_precision_score(relevant, -distances[i, others]))
+    if not precisions:
+        raise InputError("mAP needs at least one subject with two items")
+    return float(np.mean(precisions))
 
 
 def pair_data_range(a: np.ndarray, b: np.ndarray, bits: int) -> float:

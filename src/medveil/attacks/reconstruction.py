@@ -28,12 +28,13 @@ class _SigmoidMSE(torch.nn.Module):
 
 
 def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainConfig, width: int = 16,
-                        val_fraction: float = 0.1) -> tuple[UNet, list[dict]]:
+                        val_fraction: float = 0.1, depth: int = 1) -> tuple[UNet, list[dict]]:
     """Fit a U-Net from ``inputs`` (n, H, W[, C]) uint8 to ``targets`` (n, H, W[, C']) uint8; returns it and its history."""
     n_val = max(1, int(len(inputs) * val_fraction))
     order = np.random.default_rng(config.seed).permutation(len(inputs))  # data order, not key material
     val_idx, train_idx = order[:n_val], order[n_val:]
-    model = UNet(in_channels=channels_first(inputs[:1]).shape[1], out_channels=channels_first(targets[:1]).shape[1], width=width)
+    model = UNet(in_channels=channels_first(inputs[:1]).shape[1], out_channels=channels_first(targets[:1]).shape[1],
+                 width=width, depth=depth)
     result = fit(model, ImagePairs(inputs[train_idx], targets[train_idx]), ImagePairs(inputs[val_idx], targets[val_idx]),
                  _SigmoidMSE(), config)
     return model, result.history

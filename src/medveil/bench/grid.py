@@ -63,7 +63,7 @@ PROFILES = {
     "quick": Profile("quick", size=64, epochs=5, seeds=1, attack_epochs=4, settings=_settings(
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 50}), ("skk", {}),
         ("skk-smooth", {"block": 4}), ("tanaka", {"block": 4}), ("structural", {"size": 50})), attacks=QUICK_ATTACKS),
-    "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=20, settings=_settings(
+    "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=12, settings=_settings(
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 150}), ("intensity", {"levels": 50}),
         ("skk", {}), ("skk-smooth", {"block": 3}), ("skk-smooth", {"block": 4}), ("skk-smooth", {"block": 5}),
         ("tanaka", {"block": 4}), ("structural", {"size": 32}), ("structural", {"size": 50}))),

@@ -97,6 +97,20 @@ class ImagePairs(Dataset):
         return self.inputs[i], self.inputs[i][:1] if self.targets is None else self.targets[i]
 
 
+class SegmentationTensors(Dataset):
+    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from uint8 ``(n, H, W)`` arrays."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray):
+        self.images = torch.from_numpy(images.astype(np.float32)[:, None] / 255)
+        self.masks = torch.from_numpy(masks.astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.masks[i]
+
+
 def channels_first(images: np.ndarray) -> np.ndarray:
     """Channel-last ``(n, H, W[, C])`` numpy images as channel-first ``(n, C, H, W)``."""
     return images[:, None] if images.ndim == 3 else np.ascontiguousarray(images.transpose(0, 3, 1, 2))

@@ -57,12 +57,18 @@ def run_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: s
     Returns the result row and the ``(target, obfuscated, reconstructed)`` image stacks.
     """
     target, own = target_and_attacker_images(dataset, attacker_data)
+    return attack_images(attack, key, target, own, dataset.name, attacker_data)
+
+
+def attack_images(attack: Attack, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
+                  attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`run_attack` on given arrays: the hospital's ``target`` images and the attacker's ``own``."""
     obfuscated = from_key(key)(target)  # what the hospital sends; intercepted, not queried
     with BlackBox(key) as black_box:
         attack.fit(black_box, own)
         queries = black_box.queries
     reconstructed = attack.reconstruct(obfuscated)
-    row = {"dataset": dataset.name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
+    row = {"dataset": dataset_name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
            "attack": attack.name, "attacker_data": attacker_data, "queries": queries,
            **metrics.mean_pair_scores(target, reconstructed)}
     return row, target, obfuscated, reconstructed

@@ -1,7 +1,10 @@
 """Networks in plain ``torch.nn`` (no torchvision)."""
 
 from medveil.nn.classifiers import SeedCNN, SmallResNet, build_classifier
+from medveil.nn.losses import GeneralisedDiceLoss
+from medveil.nn.siamese import SiameseDiscriminator
 from medveil.nn.unet import UNet
 from medveil.nn.vae import ConvVAE, VAELoss
 
-__all__ = ["ConvVAE", "SeedCNN", "SmallResNet", "UNet", "VAELoss", "build_classifier"]
+__all__ = ["ConvVAE", "GeneralisedDiceLoss", "SeedCNN", "SiameseDiscriminator", "SmallResNet", "UNet", "VAELoss",
+           "build_classifier"]

@@ -8,12 +8,14 @@ from medveil.schemes.base import (
     register,
     scheme_class,
 )
+from medveil.schemes.adversarial import AdversarialEncoder
 from medveil.schemes.intensity import IntensityMapping
 from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
 from medveil.schemes.structural import StructuralDeidentification
 from medveil.schemes.vae import VAEObfuscation
 
 __all__ = [
+    "AdversarialEncoder",
     "IntensityMapping",
     "SKK",
     "SKKSmooth",

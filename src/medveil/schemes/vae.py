@@ -9,9 +9,7 @@ Our reading, where the abstract is silent:
   so the output is deterministic), rounds it to 8 bits, and maps it with the non-bijective
   intensity mapping of paper NB (``levels`` N). The mapping's secret is derived from the key.
 * The trained weights are key material: an attacker holding them could undo half the pipeline.
-  They are written beside the key file (``<key>.vae.pt``, mode 0600); the key's parameters
-  carry the weights' SHA-256, so the key's fingerprint covers them, and a key loaded with any
-  other weights file is refused.
+  They are written beside the key file (``<key>.vae.pt``; :mod:`medveil.schemes._weights`).
 
 Images: ``(..., size, size)`` uint8 (``channels=1``) or ``(..., size, size, 3)`` (``channels=3``).
 Output: uint8 of the same shape, values in ``[0, levels)``.
@@ -19,17 +17,14 @@ Output: uint8 of the same shape, values in ``[0, levels)``.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from medveil._atomic import atomic_path
-from medveil.errors import InputError, KeyFileError, ParameterError, SchemeMismatchError
+from medveil.errors import InputError, ParameterError
 from medveil.keys import SECRET_BYTES, Key
+from medveil.schemes._weights import WEIGHT_PARAMS, check_weight_params, load_weights, save_key_with_weights
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 from medveil.schemes.intensity import IntensityMapping
 
@@ -59,34 +54,21 @@ class VAEObfuscation(Scheme):
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
-        check_params(params, {"levels", "size", "channels", "latent", "weights", "weights_sha256"}, cls.name)
-        for name in ("weights", "weights_sha256"):
-            if not isinstance(params.get(name), str):
-                raise ParameterError("vae keys hold trained weights: make one with `medveil vae train`, not keygen")
+        check_params(params, {"levels", "size", "channels", "latent"} | WEIGHT_PARAMS, cls.name)
+        weights = check_weight_params(params, cls.name, "`medveil vae train`")
         size = int_param(params, "size", 64, 8, 4096)
         if size % 8:
             raise ParameterError(f"size must be divisible by 8, got {size}")
         return {"levels": int_param(params, "levels", 256, 2, 256), "size": size,
-                "channels": int_param(params, "channels", 1, allowed=(1, 3)), "latent": int_param(params, "latent", 64, 1, 4096), "weights": params["weights"],
-                "weights_sha256": params["weights_sha256"]}
+                "channels": int_param(params, "channels", 1, allowed=(1, 3)),
+                "latent": int_param(params, "latent", 64, 1, 4096), **weights}
 
     def __init__(self, key: Key):
-        import torch
-
         from medveil.nn import ConvVAE
 
         super().__init__(key)
-        if key.origin is None:
-            raise KeyFileError("a vae key must be loaded from its file (Key.load): its weights lie beside it")
-        path = Path(key.origin).parent / self.params["weights"]
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
-            raise KeyFileError(f"{path}: the VAE weights of key {key.fingerprint} are missing") from None
-        if hashlib.sha256(blob).hexdigest() != self.params["weights_sha256"]:
-            raise SchemeMismatchError(f"{path}: these VAE weights do not belong to key {key.fingerprint}")
         self.model = ConvVAE(self.params["size"], self.params["channels"], self.params["latent"])
-        self.model.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+        self.model.load_state_dict(load_weights(key))
         self.model.eval()
         self.mapping = IntensityMapping(_mapping_key(key))
 
@@ -152,21 +134,5 @@ def create_vae_key(model, path: str | os.PathLike, levels: int, size: int, chann
 
     Both files are written with mode 0600; an existing key or weights file is never replaced.
     """
-    import torch
-
-    path = Path(path)
-    weights = path.with_name(path.name + WEIGHTS_SUFFIX)
-    if path.exists() or weights.exists():
-        raise KeyFileError(f"{path if path.exists() else weights}: already exists; refusing to overwrite key material")
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    blob = buffer.getvalue()
-    params = VAEObfuscation.validate_params({"levels": levels, "size": size, "channels": channels,
-                                             "latent": model.mu.out_features, "weights": weights.name,
-                                             "weights_sha256": hashlib.sha256(blob).hexdigest()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(weights, mode=0o600) as tmp:
-        tmp.touch(mode=0o600)  # private from the first byte, not only once renamed
-        tmp.write_bytes(blob)
-    Key.new(VAEObfuscation.name, params).save(path)
-    return Key.load(path)
+    return save_key_with_weights(model, path, VAEObfuscation.name, WEIGHTS_SUFFIX, VAEObfuscation.validate_params,
+                                 {"levels": levels, "size": size, "channels": channels, "latent": model.mu.out_features})

@@ -1,0 +1,88 @@
+"""Re-identification: does a pair of (encoded) images show the same subject? (paper PN, Table 2)
+
+Three attackers, each on image pairs with subject ids:
+
+* :func:`msssim_reidentification`: one threshold on the pair's MS-SSIM, the best possible one.
+* a Siamese discriminator (:class:`~medveil.nn.SiameseDiscriminator`) trained with the one
+  training loop on labelled pairs (:func:`train_discriminator`), scored by its accuracy on unseen
+  subjects' pairs (:func:`discriminator_accuracy`);
+* retrieval with that discriminator's embedding: mean average precision (:func:`retrieval_map`).
+
+Images are ``(n, H, W)`` uint8 throughout; pairs are the ``(i, j, same)`` rows of
+:func:`medveil.data.segmentation.subject_pairs`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medveil import metrics
+from medveil.data.segmentation import subject_pairs
+from medveil.nn import SiameseDiscriminator
+from medveil.train import TrainConfig, fit, predict, seed_everything
+
+
+class PairTensors(Dataset):
+    """Items ``(pair (2, H, W) float in [0, 1], same (float 0/1))`` from uint8 images and ``(k, 3)`` pairs."""
+
+    def __init__(self, images: np.ndarray, pairs: np.ndarray):
+        self.images = torch.from_numpy(images.astype(np.float32) / 255)
+        self.pairs = torch.from_numpy(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int):
+        i, j, same = self.pairs[k]
+        return torch.stack([self.images[i], self.images[j]]), same.float()
+
+
+def msssim_reidentification(images: np.ndarray, pairs: np.ndarray) -> tuple[float, np.ndarray]:
+    """Best-threshold accuracy of MS-SSIM as a same-subject test, and the pairs' MS-SSIM ``(k,)``."""
+    scores = metrics.ms_ssim(images[pairs[:, 0]], images[pairs[:, 1]])
+    return metrics.best_threshold_accuracy(scores, pairs[:, 2]), scores
+
+
+def train_discriminator(images: np.ndarray, subjects: np.ndarray, config: TrainConfig,
+                        model: SiameseDiscriminator | None = None, val_fraction: float = 0.15) -> SiameseDiscriminator:
+    """Train ``model`` (a new one, seeded by ``config.seed``, by default) on balanced pairs of ``images``.
+
+    A ``val_fraction`` of the subjects is held out for choosing the best epoch (by pair accuracy).
+    """
+    ids = np.unique(subjects)
+    held_out = np.random.default_rng(config.seed).choice(ids, max(2, int(round(len(ids) * val_fraction))), replace=False)
+    val = np.isin(subjects, held_out)
+    if model is None:
+        seed_everything(config.seed)
+        model = SiameseDiscriminator()
+
+    def data(selection: np.ndarray) -> PairTensors:
+        return PairTensors(images[selection], subject_pairs(subjects[selection], config.seed))
+
+    def accuracy(outputs, targets):
+        return float(((outputs > 0).float() == targets).float().mean())
+
+    fit(model, data(~val), data(val), torch.nn.BCEWithLogitsLoss(), config, score_fn=accuracy)
+    model.eval()
+    return model
+
+
+def discriminator_accuracy(model: SiameseDiscriminator, images: np.ndarray, pairs: np.ndarray) -> float:
+    """Share of ``pairs`` whose same/different label the discriminator gets right."""
+    logits, same = predict(model, PairTensors(images, pairs))
+    return float(((logits > 0).float() == same).float().mean())
+
+
+def embeddings(model: SiameseDiscriminator, images: np.ndarray) -> np.ndarray:
+    """The discriminator's embedding ``(n, d)`` of each image."""
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images.astype(np.float32)[:, None] / 255)
+        return torch.cat([model.embed(x[k:k + 256]) for k in range(0, len(x), 256)]).numpy()
+
+
+def retrieval_map(model: SiameseDiscriminator, images: np.ndarray, subjects: np.ndarray) -> float:
+    """Mean average precision of finding a subject's other images by distance in ``model``'s embedding."""
+    return metrics.mean_average_precision(embeddings(model, images), subjects)
