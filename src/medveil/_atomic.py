@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from contextlib import contextmanager
@@ -30,3 +31,9 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Write ``value`` as JSON to ``path`` atomically (a cached result is whole or absent, so a resume can trust it)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1))

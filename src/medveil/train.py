@@ -62,6 +62,19 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256) -> tuple[tor
     return torch.cat(outputs), torch.cat(targets)
 
 
+def apply_batched(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray,
+                  batch_size: int = 256) -> np.ndarray:
+    """``fn`` over uint8 images ``(n, C, H, W)``, fed ``batch_size`` at a time as float in [0, 1], without gradients.
+
+    Returns the outputs concatenated, float32 ``(n, ...)``; for ``n = 0`` ``fn`` sees one empty
+    batch, so the output still has its shape. Modules inside ``fn`` must already be in eval mode.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    with torch.no_grad():
+        return torch.cat([fn(_fast_layout(x[k:k + batch_size].float() / 255))
+                          for k in range(0, max(len(x), 1), batch_size)]).numpy()
+
+
 def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable, config: TrainConfig,
         score_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> TrainResult:
     """Train ``model`` in place and leave it holding its best-on-validation weights.

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from medveil import metrics
 from medveil.data.segmentation import subject_pairs
 from medveil.nn import SiameseDiscriminator
-from medveil.train import TrainConfig, fit, predict, seed_everything
+from medveil.train import TrainConfig, apply_batched, fit, predict, seed_everything
 
 
 class PairTensors(Dataset):
@@ -78,9 +78,7 @@ def discriminator_accuracy(model: SiameseDiscriminator, images: np.ndarray, pair
 def embeddings(model: SiameseDiscriminator, images: np.ndarray) -> np.ndarray:
     """The discriminator's embedding ``(n, d)`` of each image."""
     model.eval()
-    with torch.no_grad():
-        x = torch.from_numpy(images.astype(np.float32)[:, None] / 255)
-        return torch.cat([model.embed(x[k:k + 256]) for k in range(0, len(x), 256)]).numpy()
+    return apply_batched(model.embed, images[:, None])
 
 
 def retrieval_map(model: SiameseDiscriminator, images: np.ndarray, subjects: np.ndarray) -> float:

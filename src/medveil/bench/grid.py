@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from medveil._atomic import atomic_path
+from medveil._atomic import write_json
 from medveil.data import ImageDataset, group_split
 from medveil.evaluation.utility import Setting, run_one
 from medveil.train import TrainConfig
@@ -151,7 +151,6 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
                             "trace": traceback.format_exc(limit=3)})
             continue
         result["seconds"] = time.perf_counter() - started
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(result, indent=1))
+        write_json(path, result)
         records.append({"cell": cell, "status": "done", "result": result})
     return records

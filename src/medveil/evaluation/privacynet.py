@@ -36,16 +36,18 @@ import torch
 
 import medveil
 from medveil import metrics
-from medveil._atomic import atomic_path
+from medveil._atomic import write_json
 from medveil.attacks import LearnedReconstruction, attacker_training
 from medveil.attacks.reidentify import discriminator_accuracy, msssim_reidentification, retrieval_map, train_discriminator
+from medveil.data.pipeline import SegmentationTensors
 from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
+from medveil.nn import GeneralisedDiceLoss
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import PrivacyNetConfig, create_adversarial_key, pretrain, segment, train_privacynet
-from medveil.train import TrainConfig
+from medveil.train import TrainConfig, fit
 
 COLUMNS = ["lambda", "seed", "dice_overall", "dice_gm", "dice_wm", "dice_csf", "reid_msssim_acc", "reid_dadv_acc",
            "reid_dnew_acc", "reid_map"]
@@ -70,10 +72,6 @@ def _scores(segmenter, images: np.ndarray, data: SegmentationData, pairs: np.nda
 
 def _run_plain(net, train: SegmentationData, test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig) -> dict:
     """The non-encoded baseline: S trained on plain images as long as the encoded runs train theirs."""
-    from medveil.data.pipeline import SegmentationTensors
-    from medveil.nn import GeneralisedDiceLoss
-    from medveil.train import fit
-
     segmenter = copy.deepcopy(net.segmenter)  # pre-trained; now the adversarial phase's schedule, without E and D
     fit(segmenter, SegmentationTensors(train.images, train.masks), None, GeneralisedDiceLoss(),
         TrainConfig(epochs=config.epochs, batch_size=2 * config.batch_pairs, lr=config.lr, seed=config.seed,
@@ -153,14 +151,14 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
             result = (_run_plain(base, train, test, pairs, replace(config, seed=seed)) if lam is None else
                       _run_lambda(base, lam, seed, train, test, pairs, config, keys_dir))
             result["seconds"] = time.perf_counter() - run_started
-            _save_json(path, result)
+            write_json(path, result)
             runs[_label(lam), seed] = result
     attack_rows = []
     for lam in lambdas:  # against the first seed's encoders, loaded from their key files
         path = out_dir / "runs" / f"attacks-lambda-{lam:g}.json"
         if not path.exists():
             key = Key.load(_key_path(keys_dir, train, lam, 0))
-            _save_json(path, _attacks(key, train, test, attack_epochs, out_dir / "figures", config.progress))
+            write_json(path, _attacks(key, train, test, attack_epochs, out_dir / "figures", config.progress))
         attack_rows += json.loads(path.read_text())
     rows = [_row(label, seed, run) for (label, seed), run in runs.items()]
     write_csv(out_dir / "results.csv", rows, COLUMNS)
@@ -169,11 +167,6 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     _report(out_dir, rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
             time.perf_counter() - started, command)
     return rows
-
-
-def _save_json(path: Path, value) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value))
 
 
 def _row(label: str, seed: int, run: dict) -> dict:

@@ -26,6 +26,7 @@ import torch
 
 import medveil
 from medveil import metrics
+from medveil._atomic import write_json
 from medveil.data import ImageDataset, group_split, resize_images, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.evaluation import write_csv
@@ -168,7 +169,7 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
             config = TrainConfig(epochs=epochs, seed=seed, progress=progress,
                                  checkpoint=out_dir / "checkpoints" / f"{name}.pt")
             outcome = run_one(dataset, split, setting, seed, model, config, augment)
-            done.write_text(json.dumps(outcome, indent=1))
+            write_json(done, outcome)
             config.checkpoint.unlink()
             rows.append(outcome["row"])
 

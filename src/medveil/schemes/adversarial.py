@@ -40,6 +40,7 @@ from medveil.errors import InputError, ParameterError
 from medveil.keys import Key
 from medveil.schemes._weights import WEIGHT_PARAMS, check_weight_params, load_weights, save_key_with_weights
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
+from medveil.train import apply_batched
 
 WEIGHTS_SUFFIX = ".encoder.pt"
 
@@ -89,11 +90,7 @@ class AdversarialEncoder(Scheme):
         side = self.params["size"]
         if image_shape_8bit(images, 1, self.name) != (side, side):
             raise InputError(f"this adversarial key takes images (..., {side}, {side}), got shape {images.shape}")
-        flat = images.reshape(-1, 1, side, side)
-        with torch.no_grad():
-            out = [encode(self.encoder, torch.from_numpy(flat[k:k + 256].astype(np.float32) / 255)).numpy()
-                   for k in range(0, len(flat), 256)]
-        encoded = np.concatenate(out) if out else np.empty((0, 1, side, side), np.float32)
+        encoded = apply_batched(lambda x: encode(self.encoder, x), images.reshape(-1, 1, side, side))
         return (encoded * 255).round().astype(np.uint8).reshape(images.shape)
 
 
@@ -228,8 +225,5 @@ def train_privacynet(net: PrivacyNet, data, config: PrivacyNetConfig) -> tuple[P
 
 def segment(segmenter: nn.Module, images: np.ndarray) -> np.ndarray:
     """The segmenter's label map ``(n, H, W)`` uint8 for uint8 images ``(n, H, W)`` (encoded or plain)."""
-    from medveil.data.pipeline import SegmentationTensors
-    from medveil.train import predict
-
-    logits, _ = predict(segmenter, SegmentationTensors(images, np.zeros(images.shape, np.uint8)))
-    return logits.argmax(dim=1).numpy().astype(np.uint8)
+    segmenter.eval()
+    return apply_batched(segmenter, images[:, None]).argmax(axis=1).astype(np.uint8)

@@ -77,16 +77,11 @@ class VAEObfuscation(Scheme):
         import torch
 
         from medveil.data.pipeline import channels_first
+        from medveil.train import apply_batched
 
         images = np.asarray(images)
         shape = self._image_shape(images)
-        flat = images.reshape((-1, *shape))
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(flat), 256):
-                x = torch.from_numpy(channels_first(flat[start:start + 256]).astype(np.float32) / 255)
-                out.append(torch.sigmoid(self.model(x)).numpy())
-        recon = np.concatenate(out) if out else np.empty((0, self.params["channels"], *shape[:2]), np.float32)
+        recon = apply_batched(lambda x: torch.sigmoid(self.model(x)), channels_first(images.reshape((-1, *shape))))
         recon = (recon * 255).round().astype(np.uint8)
         recon = recon[:, 0] if self.params["channels"] == 1 else recon.transpose(0, 2, 3, 1)
         return recon.reshape(images.shape)
