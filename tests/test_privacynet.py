@@ -154,6 +154,10 @@ def test_evaluation_end_to_end_writes_results_and_resumes_from_cache(tmp_path, s
     assert [(a["scheme"], a["params"], a["attacker_data"]) for a in attacks] == [
         ("adversarial", "lambda=1", "prior"), ("adversarial", "lambda=1", "public")]
     assert (tmp_path / "out" / "figures" / "examples.png").exists() and (tmp_path / "out" / "report.md").exists()
+    label_row = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                     if line.startswith("| tissue labels |"))
+    msssim_on_labels = float(label_row.split(" | ")[5])
+    assert 0.5 <= msssim_on_labels <= 1  # re-identification from the true label maps, reported beside the λ rows
     assert list((tmp_path / "keys").glob("*.key"))  # keys stay out of the report folder
     assert not list((tmp_path / "out").rglob("*.key"))
 

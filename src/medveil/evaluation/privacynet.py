@@ -14,6 +14,10 @@ is scored on the test subjects through its key (the encoder as the hospital runs
 * for the first seed, the learned U-Net reconstruction attack against the encoder as a black box,
   with the plain training images as the attacker's prior data, and with public images.
 
+A reference row, ``tissue labels``, re-identifies pairs from the true label maps alone (MS-SSIM
+and a new D, trained the same way). Whatever S can read off an encoded image, a D_new can read
+too, so an encoder that keeps the segmentation is not expected to hide identity the labels carry.
+
 Each (λ, seed) and each λ's attacks are cached as ``runs/*.json`` in the output folder (a re-run
 computes only what is missing; the attacks load the encoders from their key files);
 ``results.csv``, ``attacks.csv``, the figures and ``report.md`` are rebuilt from them.
@@ -58,6 +62,7 @@ PAPER_PN_DICE = {"plain": (0.848, 0.941, 0.853, "0.665 / 0.825"), "1": (0.812, 0
 PAPER_PN_REID = {"plain": "0.970 / – / 0.953 / 0.850", "1": "0.564, 0.520, 0.598", "3": "0.533, 0.537, 0.615",
                  "10": "0.510, 0.523, 0.577"}
 EXAMPLES = 3
+LABELS_ROW = "tissue labels"  # the report's reference row; not in results.csv
 
 
 def _label(lam: float | None) -> str:
@@ -80,6 +85,18 @@ def _run_plain(net, train: SegmentationData, test: SegmentationData, pairs: np.n
     out |= {"reid_dadv_acc": math.nan, "reid_dnew_acc": discriminator_accuracy(net.discriminator, test.images, pairs),
             "reid_map": retrieval_map(net.discriminator, test.images, test.subjects)}
     return out
+
+
+def _run_labels(train: SegmentationData, test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig) -> dict:
+    """Re-identification from the true tissue label maps (shown as 8-bit images): the identity S's output carries."""
+    scale = 255 // (len(train.class_names) - 1)
+    train_labels, test_labels = train.masks * np.uint8(scale), test.masks * np.uint8(scale)
+    msssim_acc, _ = msssim_reidentification(test_labels, pairs)
+    new = train_discriminator(train_labels, train.subjects, TrainConfig(epochs=config.pretrain_epochs, batch_size=32,
+                              lr=config.pretrain_lr, seed=config.seed, progress=config.progress))
+    return {"reid_msssim_acc": msssim_acc, "reid_dadv_acc": math.nan,
+            "reid_dnew_acc": discriminator_accuracy(new, test_labels, pairs),
+            "reid_map": retrieval_map(new, test_labels, test.subjects)}
 
 
 def _run_lambda(base, lam: float, seed: int, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
@@ -153,6 +170,12 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
             result["seconds"] = time.perf_counter() - run_started
             write_json(path, result)
             runs[_label(lam), seed] = result
+    label_rows = []
+    for seed in range(seeds):
+        path = out_dir / "runs" / f"labels-seed{seed}.json"
+        if not path.exists():
+            write_json(path, _run_labels(train, test, pairs, replace(config, seed=seed)))
+        label_rows.append({"lambda": LABELS_ROW, "seed": seed, **json.loads(path.read_text())})
     attack_rows = []
     for lam in lambdas:  # against the first seed's encoders, loaded from their key files
         path = out_dir / "runs" / f"attacks-lambda-{lam:g}.json"
@@ -164,7 +187,7 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     write_csv(out_dir / "results.csv", rows, COLUMNS)
     write_csv(out_dir / "attacks.csv", attack_rows, ATTACK_COLUMNS)
     _figures(runs, test, pairs, [_label(lam) for lam in lambdas], out_dir / "figures")
-    _report(out_dir, rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
+    _report(out_dir, rows + label_rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
             time.perf_counter() - started, command)
     return rows
 
@@ -195,7 +218,7 @@ def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: lis
 
 
 def _mean_std(rows: list[dict], label: str, column: str) -> str:
-    values = np.array([float(r[column]) for r in rows if r["lambda"] == label])
+    values = np.array([float(r.get(column, math.nan)) for r in rows if r["lambda"] == label])
     if not len(values) or np.isnan(values).all():
         return "–"
     return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
@@ -222,8 +245,11 @@ def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: l
         "| λ | Dice overall | GM | WM | CSF | MS-SSIM threshold acc | D_adv acc | D_new acc | mAP (D_new) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label in labels:
+    for label in [*labels, LABELS_ROW]:
         lines.append(f"| {label} | " + " | ".join(_mean_std(rows, label, c) for c in COLUMNS[2:]) + " |")
+    lines += ["", f"`{LABELS_ROW}`: the same re-identification attacks on the true label maps instead of images. "
+              "Whatever S reads off an encoded image a new discriminator can read too, so an encoder that keeps "
+              "the segmentation is not expected to push D_new far below this row."]
     lines += ["", "## Beside paper PN (PPMI, 3-D; Tables 2 and 3)", "",
               "| λ | paper Dice overall / GM / WM / CSF int. / ext. | ours Dice overall / GM / WM / CSF | "
               "paper re-id (MS-SSIM / D_adv / D_new / mAP) | ours |", "|---|---|---|---|---|"]
