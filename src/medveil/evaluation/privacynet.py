@@ -44,6 +44,7 @@ from medveil._atomic import write_json
 from medveil.attacks import LearnedReconstruction, attacker_training
 from medveil.attacks.reidentify import discriminator_accuracy, msssim_reidentification, retrieval_map, train_discriminator
 from medveil.data.pipeline import SegmentationTensors
+from medveil.data.public import public_medical_images
 from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
@@ -92,16 +93,23 @@ def _run_labels(train: SegmentationData, test: SegmentationData, pairs: np.ndarr
     scale = 255 // (len(train.class_names) - 1)
     train_labels, test_labels = train.masks * np.uint8(scale), test.masks * np.uint8(scale)
     msssim_acc, _ = msssim_reidentification(test_labels, pairs)
-    new = train_discriminator(train_labels, train.subjects, TrainConfig(epochs=config.pretrain_epochs, batch_size=32,
-                              lr=config.pretrain_lr, seed=config.seed, progress=config.progress))
     return {"reid_msssim_acc": msssim_acc, "reid_dadv_acc": math.nan,
-            "reid_dnew_acc": discriminator_accuracy(new, test_labels, pairs),
-            "reid_map": retrieval_map(new, test_labels, test.subjects)}
+            **_new_discriminator_scores(train_labels, train, test_labels, test, pairs, config)}
+
+
+def _new_discriminator_scores(train_images: np.ndarray, train: SegmentationData, test_images: np.ndarray,
+                              test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig) -> dict:
+    """D_new: a discriminator trained from scratch on fixed training images, scored on the test pairs."""
+    new = train_discriminator(train_images, train.subjects, TrainConfig(epochs=config.pretrain_epochs, batch_size=32,
+                              lr=config.pretrain_lr, seed=config.seed, progress=config.progress))
+    return {"reid_dnew_acc": discriminator_accuracy(new, test_images, pairs),
+            "reid_map": retrieval_map(new, test_images, test.subjects)}
 
 
 def _run_lambda(base, lam: float, seed: int, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
                 config: PrivacyNetConfig, keys_dir: Path) -> dict:
-    net, history = train_privacynet(base, train, replace(config, lam=lam, seed=seed))
+    config = replace(config, lam=lam, seed=seed)
+    net, history = train_privacynet(base, train, config)
     key_path = _key_path(keys_dir, train, lam, seed)
     for stale in (key_path, key_path.with_name(key_path.name + ".encoder.pt")):
         stale.unlink(missing_ok=True)  # an interrupted run's key for a result that was never recorded
@@ -109,11 +117,8 @@ def _run_lambda(base, lam: float, seed: int, train: SegmentationData, test: Segm
     encoder = from_key(key)
     encoded_train, encoded_test = encoder(train.images), encoder(test.images)
     out = _scores(net.segmenter, encoded_test, test, pairs)
-    new = train_discriminator(encoded_train, train.subjects, TrainConfig(epochs=config.pretrain_epochs, batch_size=32,
-                              lr=config.pretrain_lr, seed=seed, progress=config.progress))
     out |= {"reid_dadv_acc": discriminator_accuracy(net.discriminator, encoded_test, pairs),
-            "reid_dnew_acc": discriminator_accuracy(new, encoded_test, pairs),
-            "reid_map": retrieval_map(new, encoded_test, test.subjects), "history": history,
+            **_new_discriminator_scores(encoded_train, train, encoded_test, test, pairs, config), "history": history,
             "key_fingerprint": key.fingerprint,
             "examples": {"encoded": encoded_test[:EXAMPLES].tolist(),
                          "predicted": segment(net.segmenter, encoded_test[:EXAMPLES]).tolist()}}
@@ -131,7 +136,6 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
     Both attackers get about the same number of optimisation steps: ``epochs`` passes over the
     larger public set, and proportionally more passes over the smaller prior set.
     """
-    from medveil.data.public import public_medical_images
 
     public = public_medical_images(test.size)
     rows = []
