@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -79,3 +81,9 @@ def test_samples_and_inspect(tmp_path):
     assert len(list((tmp_path / "s" / "br35h").rglob("*.jpg"))) == 12
     result = medveil("inspect", tmp_path / "s" / "volumes" / "CT_small.dcm")
     assert result.exit_code == 0 and "--bits 16 --signed" in result.output
+
+
+def test_importing_medveil_and_its_cli_leaves_torch_unloaded():
+    # torch takes about a second to import; a keygen or an intensity run should not pay for it
+    code = "import sys, medveil, medveil.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

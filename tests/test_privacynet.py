@@ -9,13 +9,8 @@ import medveil
 from medveil import metrics
 from medveil.data.segmentation import SegmentationData, simulate_subjects, subject_pairs
 from medveil.nn import GeneralisedDiceLoss, UNet
-from medveil.schemes.adversarial import (
-    PrivacyNet,
-    PrivacyNetConfig,
-    create_adversarial_key,
-    update_discriminator,
-    update_encoder_segmenter,
-)
+from medveil.privacynet import PrivacyNet, PrivacyNetConfig, update_discriminator, update_encoder_segmenter
+from medveil.schemes.adversarial import create_adversarial_key
 
 
 @pytest.fixture(scope="module")

@@ -227,7 +227,7 @@ def evaluate_privacynet(
     """Train Privacy-Net's encoder, segmenter and discriminator per λ; report Dice, re-identification and attacks."""
     from medveil.data.segmentation import SegmentationData, simulate_subjects
     from medveil.evaluation.privacynet import evaluate_privacynet as run
-    from medveil.schemes.adversarial import PrivacyNetConfig
+    from medveil.privacynet import PrivacyNetConfig
 
     try:
         lambda_values = [float(v) for v in lambdas.split(",") if v.strip()]

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from medveil import metrics
 from medveil.data.segmentation import subject_pairs
-from medveil.nn import SiameseDiscriminator
+from medveil.nn import SiameseDiscriminator, pair_accuracy
 from medveil.train import TrainConfig, apply_batched, fit, predict, seed_everything
 
 
@@ -61,18 +61,14 @@ def train_discriminator(images: np.ndarray, subjects: np.ndarray, config: TrainC
     def data(selection: np.ndarray) -> PairTensors:
         return PairTensors(images[selection], subject_pairs(subjects[selection], config.seed))
 
-    def accuracy(outputs, targets):
-        return float(((outputs > 0).float() == targets).float().mean())
-
-    fit(model, data(~val), data(val), torch.nn.BCEWithLogitsLoss(), config, score_fn=accuracy)
+    fit(model, data(~val), data(val), torch.nn.BCEWithLogitsLoss(), config, score_fn=pair_accuracy)
     model.eval()
     return model
 
 
 def discriminator_accuracy(model: SiameseDiscriminator, images: np.ndarray, pairs: np.ndarray) -> float:
     """Share of ``pairs`` whose same/different label the discriminator gets right."""
-    logits, same = predict(model, PairTensors(images, pairs))
-    return float(((logits > 0).float() == same).float().mean())
+    return pair_accuracy(*predict(model, PairTensors(images, pairs)))
 
 
 def embeddings(model: SiameseDiscriminator, images: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from medveil.data.samples import package_path
 from medveil.errors import InputError
 
 CLASS_NAMES = ("background", "csf", "gm", "wm")
@@ -115,8 +116,6 @@ def subject_pairs(subjects: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def _template_slices(levels: range) -> tuple[np.ndarray, np.ndarray]:
     """T1 ``(L, X, Y)`` in [0, 1] and class probabilities ``(L, 4, X, Y)`` of the template's axial ``levels``."""
-    from medveil.data.samples import package_path
-
     def volume(kind: str) -> np.ndarray:
         path = package_path("nilearn", "datasets", "data", _TEMPLATE.format(kind))
         return np.asarray(nib.load(path).dataobj, dtype=np.float32)[:, :, list(levels)].transpose(2, 0, 1)

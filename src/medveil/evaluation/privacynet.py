@@ -1,7 +1,7 @@
 """Privacy-Net evaluation (paper PN, Tables 2-3): segmentation utility against re-identification.
 
 Subjects are split 70/30 (no subject on both sides). Per seed, the networks are pre-trained once
-on the plain training images (:func:`~medveil.schemes.adversarial.pretrain`); that gives the
+on the plain training images (:func:`~medveil.privacynet.pretrain`); that gives the
 ``plain`` row: S trained on, and D trained without any encoder (so it is the non-encoded D_new).
 S gets as many further epochs at the adversarial learning rate as the encoded runs' S does, so
 the plain Dice is not lower merely for shorter training. Each λ then trains the three networks adversarially from those weights and
@@ -33,7 +33,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_ima
 from medveil.keys import Key
 from medveil.nn import GeneralisedDiceLoss
 from medveil.schemes import from_key
-from medveil.schemes.adversarial import PrivacyNetConfig, create_adversarial_key, pretrain, segment, train_privacynet
+from medveil.privacynet import PrivacyNetConfig, pretrain, segment, train_privacynet
+from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.train import TrainConfig, fit
 
 COLUMNS = ["lambda", "seed", "dice_overall", "dice_gm", "dice_wm", "dice_csf", "reid_msssim_acc", "reid_dadv_acc",
@@ -106,12 +107,21 @@ def _new_discriminator_scores(train_images: np.ndarray, train: SegmentationData,
             "reid_map": retrieval_map(new, test_images, test.subjects)}
 
 
-def _run_lambda(base, lam: float, seed: int, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
+def _run_setting(base, lam: float | None, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
+                 config: PrivacyNetConfig, keys_dir: Path) -> dict:
+    """The plain baseline (``lam`` None) or one λ, from the pre-trained ``base``, with its run time in seconds."""
+    started = time.perf_counter()
+    result = (_run_plain(base, train, test, pairs, config) if lam is None else
+              _run_lambda(base, lam, train, test, pairs, config, keys_dir))
+    return result | {"seconds": time.perf_counter() - started}
+
+
+def _run_lambda(base, lam: float, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
                 config: PrivacyNetConfig, keys_dir: Path) -> dict:
-    config = replace(config, lam=lam, seed=seed)
+    config = replace(config, lam=lam)
     net, history = train_privacynet(base, train, config)
-    key_path = _key_path(keys_dir, train, lam, seed)
-    for stale in (key_path, key_path.with_name(key_path.name + ".encoder.pt")):
+    key_path = _key_path(keys_dir, train, lam, config.seed)
+    for stale in (key_path, key_path.with_name(key_path.name + WEIGHTS_SUFFIX)):
         stale.unlink(missing_ok=True)  # an interrupted run's key for a result that was never recorded
     key = create_adversarial_key(net.encoder, key_path, train.size, lam)
     encoder = from_key(key)
@@ -160,33 +170,20 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     started = time.perf_counter()
     runs: dict[tuple[str, int], dict] = {}
     for seed in range(seeds):
-        base = None
-        for lam in [None, *lambdas]:
-            path = out_dir / "runs" / f"lambda-{_label(lam)}-seed{seed}.json"
-            if path.exists():
-                runs[_label(lam), seed] = json.loads(path.read_text())
-                continue
-            if base is None:
-                base = pretrain(train, replace(config, seed=seed))
-            run_started = time.perf_counter()
-            result = (_run_plain(base, train, test, pairs, replace(config, seed=seed)) if lam is None else
-                      _run_lambda(base, lam, seed, train, test, pairs, config, keys_dir))
-            result["seconds"] = time.perf_counter() - run_started
-            write_json(path, result)
-            runs[_label(lam), seed] = result
-    label_rows = []
-    for seed in range(seeds):
-        path = out_dir / "runs" / f"labels-seed{seed}.json"
-        if not path.exists():
-            write_json(path, _run_labels(train, test, pairs, replace(config, seed=seed)))
-        label_rows.append({"lambda": LABELS_ROW, "seed": seed, **json.loads(path.read_text())})
+        seeded = replace(config, seed=seed)
+        paths = {lam: out_dir / "runs" / f"lambda-{_label(lam)}-seed{seed}.json" for lam in [None, *lambdas]}
+        base = None if all(path.exists() for path in paths.values()) else pretrain(train, seeded)
+        for lam, path in paths.items():
+            runs[_label(lam), seed] = _cached(path, lambda: _run_setting(base, lam, train, test, pairs, seeded, keys_dir))
+    label_rows = [{"lambda": LABELS_ROW, "seed": seed,
+                   **_cached(out_dir / "runs" / f"labels-seed{seed}.json",
+                             lambda: _run_labels(train, test, pairs, replace(config, seed=seed)))}
+                  for seed in range(seeds)]
     attack_rows = []
     for lam in lambdas:  # against the first seed's encoders, loaded from their key files
-        path = out_dir / "runs" / f"attacks-lambda-{lam:g}.json"
-        if not path.exists():
-            key = Key.load(_key_path(keys_dir, train, lam, 0))
-            write_json(path, _attacks(key, train, test, attack_epochs, out_dir / "figures", config.progress))
-        attack_rows += json.loads(path.read_text())
+        attack_rows += _cached(out_dir / "runs" / f"attacks-lambda-{lam:g}.json",
+                               lambda: _attacks(Key.load(_key_path(keys_dir, train, lam, 0)), train, test, attack_epochs,
+                                                out_dir / "figures", config.progress))
     rows = [_row(label, seed, run) for (label, seed), run in runs.items()]
     write_csv(out_dir / "results.csv", rows, COLUMNS)
     write_csv(out_dir / "attacks.csv", attack_rows, ATTACK_COLUMNS)
@@ -194,6 +191,16 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     _report(out_dir, rows + label_rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
             time.perf_counter() - started, command)
     return rows
+
+
+def _cached(path: Path, compute: Callable[[], dict | list]) -> dict | list:
+    """The JSON value at ``path``, made by ``compute()`` and written first if missing: a resumed run redoes only that.
+
+    A fresh result is read back from its file too, so a resumed run reports exactly what a whole one does.
+    """
+    if not path.exists():
+        write_json(path, compute())
+    return json.loads(path.read_text())
 
 
 def _row(label: str, seed: int, run: dict) -> dict:

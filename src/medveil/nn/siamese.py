@@ -40,3 +40,8 @@ class SiameseDiscriminator(nn.Module):
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.compare(pairs[:, :1], pairs[:, 1:2])
+
+
+def pair_accuracy(logits: torch.Tensor, same: torch.Tensor) -> float:
+    """Share of pairs whose ``same`` (0/1) label the discriminator's ``logits`` get right (logit > 0: same)."""
+    return float(((logits > 0).float() == same).float().mean())
