@@ -174,3 +174,19 @@ def test_cli_rejects_bad_triples_and_lambdas_with_one_line(tmp_path):
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
     result = CliRunner().invoke(app, ["evaluate", "privacynet", "-o", str(tmp_path / "out"), "--lambdas", "1,x"])
     assert result.exit_code != 0 and "comma-separated numbers" in result.output
+
+
+@pytest.mark.parametrize(("images", "subjects", "message"), [
+    ((8, 50, 50), [0, 0, 1, 1, 2, 2, 3, 3], "divisible by"),  # the U-Nets halve the side twice
+    ((8, 48, 40), [0, 0, 1, 1, 2, 2, 3, 3], "square"),
+    ((8, 32, 32), [0, 0, 1, 1, 2, 2, 3, 3], "at least 33x33"),  # too small for MS-SSIM
+    ((8, 48, 48), [0, 1, 2, 3, 4, 5, 6, 7], "same-subject"),  # one image per subject: nothing to re-identify
+])
+def test_unusable_triples_fail_before_any_training(tmp_path, images, subjects, message):
+    from medveil.evaluation.privacynet import evaluate_privacynet
+
+    data = SegmentationData(np.zeros(images, np.uint8), np.zeros(images, np.uint8), np.array(subjects))
+    config = PrivacyNetConfig(epochs=1, pretrain_epochs=1, progress=False)
+    with pytest.raises(medveil.InputError, match=message):
+        evaluate_privacynet(data, [1.0], 1, tmp_path / "out", tmp_path / "keys", config)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "keys").exists()

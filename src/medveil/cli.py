@@ -216,7 +216,7 @@ def evaluate_privacynet(
                                         "(n,); default: simulated MNI152 subjects."),
     subjects: int = typer.Option(80, min=4, help="Simulated subjects."),
     scans: int = typer.Option(3, min=2, help="Simulated scans per subject."),
-    size: int = typer.Option(64, min=16, help="Simulated image side."),
+    size: int = typer.Option(64, help="Simulated image side (at least 33, divisible by 4)."),
     lambdas: str = typer.Option("1,3,10", help="Comma-separated λ values (weight of the adversarial loss)."),
     seeds: int = typer.Option(1, min=1),
     epochs: int = typer.Option(20, min=1, help="Adversarial epochs."),

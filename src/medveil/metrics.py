@@ -54,6 +54,9 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
     }
 
 
+MS_SSIM_MIN_SIDE = 2 * 16 + 1  # five scales with the smallest (3-pixel) window
+
+
 def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """MS-SSIM (five scales, standard weights; pytorch-msssim) of each pair in two ``(n, H, W)`` stacks.
 
@@ -71,7 +74,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarr
     side = min(a.shape[1:3])
     win_size = max((w for w in range(3, 12, 2) if side > (w - 1) * 16), default=None)
     if win_size is None:
-        raise InputError(f"MS-SSIM needs images of at least 33x33 pixels, got {a.shape[1]}x{a.shape[2]}")
+        raise InputError(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE} pixels, "
+                         f"got {a.shape[1]}x{a.shape[2]}")
     x, y = (torch.from_numpy(v.astype(np.float32)) for v in (a, b))
     x, y = (v.permute(0, 3, 1, 2) if colour else v[:, None] for v in (x, y))
     return _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size).numpy().astype(np.float64)

@@ -34,6 +34,7 @@ from medveil.attacks.reidentify import train_discriminator
 from medveil.classification import holdout
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.segmentation import SegmentationData, subject_pairs
+from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
 from medveil.schemes.adversarial import encode
 from medveil.train import TrainConfig, apply_batched, fit, seed_everything
@@ -93,8 +94,17 @@ def update_discriminator(net: PrivacyNet, optimizer: torch.optim.Optimizer, xi, 
     return {"dis_loss": loss.item(), "dis_accuracy": pair_accuracy(logits, same)}
 
 
+def check_trainable(data: SegmentationData, config: PrivacyNetConfig) -> None:
+    """Raise :class:`InputError` unless ``data``'s images are square with a side the U-Nets can halve ``depth`` times."""
+    height, width = data.images.shape[1:]
+    if height != width or height % 2**config.depth:
+        raise InputError(f"{data.name}: Privacy-Net needs square images with a side divisible by "
+                         f"2**depth = {2**config.depth}, got {height}x{width}")
+
+
 def pretrain(data: SegmentationData, config: PrivacyNetConfig) -> PrivacyNet:
     """E as an auto-encoder, S and D on the plain images of ``data``."""
+    check_trainable(data, config)
     seed_everything(config.seed)
     net = PrivacyNet(len(data.class_names), config.width, config.depth)
     steps = TrainConfig(epochs=config.pretrain_epochs, batch_size=32, lr=config.pretrain_lr, seed=config.seed,

@@ -46,12 +46,13 @@ from medveil.attacks.reidentify import discriminator_accuracy, msssim_reidentifi
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.public import public_medical_images
 from medveil.data.segmentation import SegmentationData, subject_pairs
+from medveil.errors import InputError
 from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
 from medveil.nn import GeneralisedDiceLoss
+from medveil.privacynet import PrivacyNetConfig, check_trainable, pretrain, segment, train_privacynet
 from medveil.schemes import from_key
-from medveil.privacynet import PrivacyNetConfig, pretrain, segment, train_privacynet
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.train import TrainConfig, fit
 
@@ -162,11 +163,18 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
 def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds: int, out_dir: Path, keys_dir: Path,
                         config: PrivacyNetConfig, attack_epochs: int = 12, command: str | None = None) -> list[dict]:
     """Run (or load from cache) the plain baseline and every λ for every seed; write the report. Returns the rows."""
+    check_trainable(data, config)  # bad input fails here, not after an hour of training
+    if data.size < metrics.MS_SSIM_MIN_SIDE:
+        raise InputError(f"{data.name}: re-identification by MS-SSIM needs images of at least "
+                         f"{metrics.MS_SSIM_MIN_SIDE}x{metrics.MS_SSIM_MIN_SIDE} pixels, got {data.size}x{data.size}")
+    train, test = data.split_by_subject((0.7, 0.3), seed=0)
+    pairs = subject_pairs(test.subjects, seed=0)
+    if not pairs[:, 2].any() or pairs[:, 2].all():
+        raise InputError(f"{data.name}: the test subjects give no same-subject or no different-subject pairs; "
+                         "re-identification needs several subjects with at least 2 images each")
     out_dir, keys_dir = Path(out_dir), Path(keys_dir)
     for folder in (out_dir / "runs", out_dir / "figures", keys_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    train, test = data.split_by_subject((0.7, 0.3), seed=0)
-    pairs = subject_pairs(test.subjects, seed=0)
     started = time.perf_counter()
     runs: dict[tuple[str, int], dict] = {}
     for seed in range(seeds):
