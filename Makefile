@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
+	# Programs from Debian: tesseract reads burned-in text, dciodvfy (dicom3tools) validates DICOM in
+	# the tests. Installed where apt-get and root are at hand; elsewhere install them yourself
+	# (without tesseract, obfuscate needs --burned-in-text off; the validation test skips, saying why).
+	bash scripts/install-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# torch first, pinned, so that nothing resolves it to a CUDA build.

@@ -47,11 +47,11 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path, scans,
     real = batch.obfuscate_file
     calls = []
 
-    def dies_on_fourth(src, dst, scheme, overwrite=False):
+    def dies_on_fourth(src, dst, scheme, overwrite=False, **options):
         calls.append(src)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return real(src, dst, scheme, overwrite)
+        return real(src, dst, scheme, overwrite, **options)
 
     monkeypatch.setattr(batch, "obfuscate_file", dies_on_fourth)
     with pytest.raises(KeyboardInterrupt):

@@ -37,7 +37,7 @@ def test_dicom_output_is_valid_deidentified_and_keeps_geometry(tmp_path, dicom_d
     assert not any(element.tag.is_private for element in out)
     assert out.StudyInstanceUID != original.StudyInstanceUID
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
-    assert "RescaleIntercept" not in out  # describes original values, not the codes
+    assert (out.RescaleSlope, out.RescaleIntercept) == (1, 0)  # the codes are not Hounsfield units
     assert out.BitsStored == 16 and out.PixelRepresentation == 0
 
 

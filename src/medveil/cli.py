@@ -77,15 +77,20 @@ def obfuscate(
     key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
     workers: int = typer.Option(1, min=1, help="Worker processes for a folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    burned_in_text: str = typer.Option(
+        "refuse", help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: "
+                       "'refuse' fails the file, 'mask' blanks the text before obfuscating (DICOM records the "
+                       "Clean Pixel Data option), 'off' skips the check."),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
     scheme = from_key(Key.load(key))
     if source.is_file():
         target = output / output_name(source.name) if output.is_dir() else output
-        obfuscate_file(source, target, scheme)
+        obfuscate_file(source, target, scheme, burned_in_text=burned_in_text)
         typer.echo(f"wrote {target} with {scheme.describe()}")
         return
-    report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress)
+    report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
+                            burned_in_text=burned_in_text)
     typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
                f"{len(report.failed)} failed -> {output} with {scheme.describe()}")
     for _, message in report.failed:
@@ -535,9 +540,11 @@ def inspect(path: Path = typer.Argument(..., help="An image file.")):
     pixels = image.pixels
     typer.echo(f"{path}: {image.format}, shape {pixels.shape}, {pixels.dtype}, {image.bits} bits stored, "
                f"values [{pixels.min()}, {pixels.max()}]")
-    if pixels.dtype.kind in "iu":
+    if pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2:
         signed = " --signed" if pixels.dtype.kind == "i" else ""
         typer.echo(f"key for data like this: medveil keygen --bits {image.bits}{signed} --levels N -o KEY")
+    else:
+        typer.echo("no medveil key maps these samples (keys map integers of 2 to 16 bits)")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medveil import burned_in
 from medveil._atomic import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io.image import MedicalImage, format_named, format_of, output_name, read_image, write_image
+from medveil.io.image import (MedicalImage, first_line, format_named, format_of, output_name, read_image,
+                              write_image)
 from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
 
@@ -31,13 +33,62 @@ MANIFEST = "medveil-manifest.jsonl"
 MANIFEST_VERSION = 1
 
 
-def obfuscate_image(image: MedicalImage, scheme: Scheme) -> MedicalImage:
-    """Obfuscated pixels plus de-identified metadata, ready to write in the output format."""
+def _check_mappable(image: MedicalImage) -> None:
+    if image.bits == 1:
+        raise InputError("1-bit samples (a binary mask such as a DICOM SEG): mapping two values hides nothing; "
+                         "not obfuscated")
+    if image.pixels.dtype.kind in "iu" and image.pixels.dtype.itemsize > 2:
+        raise InputError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
+                         "of at most 16 bits; not obfuscated")
+
+
+def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalImage, bool]:
+    """Look for text burned into ``image``'s plain pixels and apply ``policy`` to it.
+
+    ``refuse`` raises :class:`InputError` when OCR reads text or the header declares it; ``mask``
+    sets what OCR reads to the plane's minimum, checks that OCR reads nothing more (three rounds at
+    most) and returns the masked image with True; ``off`` returns the image unchanged.
+    """
+    if policy not in burned_in.POLICIES:
+        raise InputError(f"burned-in text policy must be one of {', '.join(burned_in.POLICIES)}, got {policy!r}")
+    if policy == "off":
+        return image, False
+    declares = format_named(image.format).declares_burned_in_text
+    flagged = declares is not None and image.meta is not None and declares(image.meta)
+    planes = image.display_planes()
+    boxes = burned_in.find_text(planes)
+    if policy == "refuse":
+        if boxes:
+            raise InputError(f"text burned into the pixels ({burned_in.describe(boxes)}); refused "
+                             "(--burned-in-text mask masks it)")
+        if flagged:
+            raise InputError("header declares burned-in text (BurnedInAnnotation YES); refused "
+                             "(--burned-in-text mask masks the text OCR finds)")
+        return image, False
+    if not boxes:
+        if flagged:
+            raise InputError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; refused")
+        return image, False
+    for _ in range(3):
+        planes = burned_in.mask_text(planes, boxes)
+        boxes = burned_in.find_text(planes)
+        if not boxes:
+            return image.with_display_planes(planes), True
+    raise InputError(f"text still readable after masking ({burned_in.describe(boxes)}); refused")
+
+
+def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse") -> MedicalImage:
+    """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
+
+    ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels.
+    """
+    _check_mappable(image)
+    image, masked = screen_text(image, burned_in_text)
     pixels = scheme(image.pixels)
     fmt = format_named(image.format)
     meta = image.meta
     if fmt.deidentify is not None and meta is not None:
-        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32))
+        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked)
     return image.replace(
         pixels=pixels,
         bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
@@ -52,8 +103,12 @@ def write_atomic(path: Path, image: MedicalImage) -> None:
         write_image(tmp, image)
 
 
-def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False) -> None:
-    """Obfuscate one file into ``dst`` (written atomically); refuses to overwrite unless asked."""
+def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False,
+                   burned_in_text: str = "refuse") -> None:
+    """Obfuscate one file into ``dst`` (written atomically); refuses to overwrite unless asked.
+
+    Every failure is an :class:`InputError` of one line naming ``src``.
+    """
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise InputError(f"{dst}: already exists; refusing to overwrite")
@@ -61,11 +116,13 @@ def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False
         raise InputError(f"{src}: output would replace the original")
     image = read_image(src)
     try:
-        out = obfuscate_image(image, scheme)
+        out = obfuscate_image(image, scheme, burned_in_text)
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(dst, out)
     except MedveilError as exc:
         raise InputError(f"{src}: {exc}") from None
+    except Exception as exc:  # pydicom, nibabel and the OS raise anything from ValueError to OSError
+        raise InputError(f"{src}: {exc.__class__.__name__}: {first_line(exc)}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -163,11 +220,12 @@ def _init_worker(key: Key) -> None:
     _worker_scheme = from_key(key)
 
 
-def _obfuscate_in_worker(src: Path, dst: Path) -> None:
-    obfuscate_file(src, dst, _worker_scheme, overwrite=True)
+def _obfuscate_in_worker(src: Path, dst: Path, burned_in_text: str) -> None:
+    obfuscate_file(src, dst, _worker_scheme, overwrite=True, burned_in_text=burned_in_text)
 
 
-def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True) -> BatchReport:
+def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
+                   burned_in_text: str = "refuse") -> BatchReport:
     """Obfuscate every supported file below ``src`` into the mirrored tree ``dst``.
 
     Parameters
@@ -180,6 +238,9 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         Processes to use (1 runs in this process).
     progress : bool
         Show a progress bar on stderr.
+    burned_in_text : str
+        What to do with text OCR finds in the pixels: ``refuse`` (the file fails), ``mask`` or ``off``
+        (see :func:`screen_text`).
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
@@ -230,7 +291,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     if workers <= 1 or len(todo) <= 1:
         for item in todo:
             try:
-                obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True)
+                obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True, burned_in_text=burned_in_text)
                 finish(item, None)
             except Exception as exc:
                 finish(item, exc)
@@ -238,7 +299,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(scheme.key,)) as pool:
-            futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2]): item for item in todo}
+            futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2], burned_in_text): item for item in todo}
             for future in as_completed(futures):
                 finish(futures[future], future.exception())
     bar.close()
@@ -249,4 +310,4 @@ def _reason(error: BaseException) -> str:
     """One line saying why a file failed (library errors already name the file)."""
     if isinstance(error, MedveilError):
         return str(error)
-    return f"{error.__class__.__name__}: {error}"
+    return f"{error.__class__.__name__}: {first_line(error)}"

@@ -1,42 +1,40 @@
-"""DICOM: pixel data in and out with pydicom, header de-identification with dicom-anonymizer.
+"""DICOM: pixel data in and out with pydicom; headers de-identified by :mod:`medveil.io.dicom_profile`.
 
-Obfuscated output is always written uncompressed (Explicit VR Little Endian) with the geometry
-of the source (rows, columns, frames, spacing, position, orientation) and a header de-identified
-by the DICOM PS3.15 Basic Application Level Confidentiality Profile. UIDs are replaced by keyed
-HMAC-derived ``2.25.`` UIDs: consistent across the files of one study (and across workers and
-resumed runs) under one key, unlinkable to the originals without it. Burned-in text in the pixels
-is not detected; the intensity mapping scrambles it along with everything else.
+Input may be any transfer syntax pydicom decodes (big endian, implicit VR, RLE, JPEG, JPEG-LS,
+JPEG 2000 through the pylibjpeg plugins). Obfuscated output is always written uncompressed as
+Explicit VR Little Endian with the geometry of the source (rows, columns, frames, spacing, position,
+orientation). Attributes that describe the original values rather than the codes are rewritten so
+the object stays valid: an identity rescale (slope 1, intercept 0, type US) where the source had
+one, window and LUT attributes removed, and ImageType DERIVED.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from dicomanonymizer import simpledicomanonymizer as anonymizer
 from pydicom.uid import ExplicitVRLittleEndian
 
 from medveil.errors import InputError
+from medveil.io.dicom_profile import deidentify
 from medveil.io.image import Format, MedicalImage, register_format
 
-PROFILE_VERSION = "dicomfields_2026c"
-
-# Modality/VOI LUT and value statistics describe the original values, not the obfuscated codes.
+# Modality/VOI LUT, windows and value statistics describe the original values, not the codes.
 _VALUE_DEPENDENT = (
-    "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence", "VOILUTSequence",
-    "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction",
-    "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
+    "ModalityLUTSequence", "VOILUTSequence", "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation",
+    "VOILUTFunction", "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
+    "PixelPaddingRangeLimit", "SmallestPixelValueInSeries", "LargestPixelValueInSeries",
+    "RealWorldValueMappingSequence",
 )
 
 
 def read_dicom(path: Path) -> MedicalImage:
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
-        raise InputError("DICOM object holds no pixel data")
+        kind = "float pixel data" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) else "no pixel data"
+        raise InputError(f"DICOM object holds {kind} (medveil maps integer pixel data)")
     pixels = ds.pixel_array  # YBR colour is converted to RGB
     samples = int(ds.get("SamplesPerPixel", 1))
     return MedicalImage(
@@ -48,37 +46,19 @@ def read_dicom(path: Path) -> MedicalImage:
     )
 
 
-def keyed_uid(uid: str, secret: bytes) -> str:
-    """A DICOM UID derived from ``uid`` under ``secret`` (``2.25.<128-bit integer>``)."""
-    digest = hmac.new(secret, uid.encode(), hashlib.sha256).digest()[:16]
-    return f"2.25.{int.from_bytes(digest, 'big')}"
+def declares_burned_in_text(ds: pydicom.Dataset) -> bool:
+    return str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
 
 
-def deidentify(ds: pydicom.Dataset, uid_secret: bytes) -> pydicom.Dataset:
-    """A de-identified copy of ``ds`` (PS3.15 basic profile, private tags removed, keyed UIDs)."""
-    ds = copy.deepcopy(ds)
-
-    def replace_uid(dataset, tag):
-        element = dataset.get(tag)
-        if element is None:
-            return
-        if element.VR != "UI":
-            anonymizer.empty_element(element)
-        elif isinstance(element.value, pydicom.multival.MultiValue):
-            element.value = [keyed_uid(str(v), uid_secret) for v in element.value]
-        elif element.value:
-            element.value = keyed_uid(str(element.value), uid_secret)
-
-    def rules():
-        tags = anonymizer.dicom_anonymization_database_selector(PROFILE_VERSION)
-        actions = anonymizer.initialize_actions(PROFILE_VERSION)
-        actions.update({tag: replace_uid for tag in tags["U_TAGS"] + tags["X_Z_U_STAR_TAGS"]})
-        return actions
-
-    anonymizer.anonymize_dataset(ds, delete_private_tags=True, base_rules_gen=rules)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "PS3.15 Basic Profile; pixels obfuscated (medveil)"
-    return ds
+def _as_little_endian(ds: pydicom.Dataset) -> None:
+    """Decode every element so pydicom lets a big-endian dataset be written little endian."""
+    def touch(dataset):
+        for element in dataset:
+            if element.VR == "SQ":
+                for item in element.value:
+                    touch(item)
+    touch(ds)
+    ds.set_original_encoding(False, True, ds.original_character_set)
 
 
 def write_dicom(path: Path, image: MedicalImage) -> None:
@@ -88,9 +68,15 @@ def write_dicom(path: Path, image: MedicalImage) -> None:
     for keyword in _VALUE_DEPENDENT:
         if keyword in ds:
             delattr(ds, keyword)
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
+    if "ImageType" in ds:
+        image_type = list(ds.ImageType) if isinstance(ds.ImageType, pydicom.multival.MultiValue) else [ds.ImageType]
+        ds.ImageType = ["DERIVED"] + image_type[1:]
     photometric = str(ds.PhotometricInterpretation)
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pixel_array converted it on read
+    _as_little_endian(ds)
     ds.ensure_file_meta()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.set_pixel_data(image.pixels, photometric, image.bits, generate_instance_uid=False)
@@ -110,5 +96,6 @@ def looks_like_dicom(path: Path) -> bool:
 
 
 register_format(
-    Format("dicom", (".dcm", ".dicom"), read_dicom, write_dicom, "dicom", deidentify=deidentify, sniff=looks_like_dicom)
+    Format("dicom", (".dcm", ".dicom"), read_dicom, write_dicom, "dicom", deidentify=deidentify,
+           sniff=looks_like_dicom, declares_burned_in_text=declares_burned_in_text)
 )

@@ -58,6 +58,18 @@ class MedicalImage:
         plane_dims = 3 if self.channel_axis is not None else 2
         return self.pixels.reshape((-1,) + self.pixels.shape[-plane_dims:])
 
+    def display_planes(self) -> np.ndarray:
+        """:meth:`planes` turned as a viewer shows them (NIfTI slices rotated so anterior is up)."""
+        planes = self.planes()
+        return np.rot90(planes, axes=(1, 2)) if self.format == "nifti" else planes
+
+    def with_display_planes(self, planes: np.ndarray) -> "MedicalImage":
+        """This image with its pixels replaced by ``planes`` laid out as :meth:`display_planes` gives them."""
+        if self.format == "nifti":
+            volume = np.moveaxis(np.rot90(planes, k=-1, axes=(1, 2)), 0, -1)
+            return self.replace(pixels=np.ascontiguousarray(volume.reshape(self.pixels.shape)))
+        return self.replace(pixels=np.ascontiguousarray(planes.reshape(self.pixels.shape)))
+
 
 @dataclass(frozen=True)
 class Format:
@@ -66,8 +78,10 @@ class Format:
     read: Callable[[Path], MedicalImage]
     write: Callable[[Path, MedicalImage], None] | None
     writes_as: str  # format obfuscated output is written in
-    deidentify: Callable[[Any, bytes], Any] | None = None  # (meta, uid_secret) -> scrubbed meta
+    # (meta, key material, text_masked=bool) -> de-identified copy of meta
+    deidentify: Callable[..., Any] | None = None
     sniff: Callable[[Path], bool] | None = None  # recognises files without a known suffix
+    declares_burned_in_text: Callable[[Any], bool] | None = None  # meta says the pixels hold text
 
 
 _FORMATS: list[Format] = []
@@ -138,9 +152,11 @@ def read_image(path: str | os.PathLike) -> MedicalImage:
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     except Exception as exc:  # decoders raise anything from ValueError to struct.error on bad bytes
-        raise InputError(f"{path}: cannot read {fmt.name} ({exc.__class__.__name__}: {_first_line(exc)})") from None
+        raise InputError(f"{path}: cannot read {fmt.name} ({exc.__class__.__name__}: {first_line(exc)})") from None
     if image.pixels.size == 0:
         raise InputError(f"{path}: image has no pixels")
+    if not image.pixels.dtype.isnative:  # big-endian files: schemes index tables by native integers
+        image = image.replace(pixels=image.pixels.astype(image.pixels.dtype.newbyteorder("=")))
     return image
 
 
@@ -153,6 +169,6 @@ def write_image(path: str | os.PathLike, image: MedicalImage) -> None:
     fmt.write(path, image)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else "no details"

@@ -22,9 +22,12 @@ def read_nifti(path: Path) -> MedicalImage:
     return MedicalImage(pixels=pixels, format="nifti", bits=8 * pixels.dtype.itemsize, meta=img)
 
 
-def deidentify(img: nib.Nifti1Image, uid_secret: bytes = b"") -> nib.Nifti1Image:
-    """A copy of ``img`` with the header's free-text fields cleared (NIfTI has no UIDs to remap)."""
+def deidentify(img: nib.Nifti1Image, secret: bytes = b"", *, text_masked: bool = False) -> nib.Nifti1Image:
+    """A copy of ``img`` without header extensions (comments, DICOM headers, any free text) and with
+    the free-text fields cleared; the affine, qform/sform codes and units are kept. NIfTI has no UIDs
+    to remap, so neither ``secret`` nor ``text_masked`` changes anything here."""
     header = img.header.copy()
+    header.extensions.clear()
     for name in _TEXT_FIELDS:
         if name in header:
             header[name] = b""

@@ -1,0 +1,213 @@
+"""DICOM header de-identification: PS3.15 Annex E at every depth, keyed UIDs, keyed date shifts.
+
+What is done to each attribute comes from PS3.15 Table E.1-1 (Basic Application Level
+Confidentiality Profile), as the dicom-anonymizer package ships it for the 2026c edition. Its engine
+applies the table to top-level attributes only, and emptied dates become ``00010101`` (invalid DA),
+so the walk is medveil's own: every attribute of every sequence item, at any depth, gets its action.
+
+Options, recorded in DeidentificationMethodCodeSequence (CID 7050):
+
+- Basic profile (113100), with private attributes, overlays and curves removed whole.
+- Retain Longitudinal Temporal Information with Modified Dates (113107): every date and date-time,
+  wherever it is, moves back by one keyed offset per patient (1 to 10 years, whole days), so
+  intervals within a patient's studies survive, times of day are kept, and every date stays valid.
+  The patient's birth date and time are removed.
+- Clean Pixel Data (113101), only when burned-in text was masked (:mod:`medveil.burned_in`).
+
+Every UID that is not a standard one (SOP classes, transfer syntaxes, coding schemes) is replaced by
+a keyed ``2.25.`` UID, wherever it occurs, so references inside a study stay consistent under one key
+(a SEG's ReferencedSOPInstanceUID is the keyed SOPInstanceUID of its source image) and cannot be
+linked to the originals without the key. Person names anywhere are removed or emptied, except the
+patient's, which becomes a keyed pseudonym (as does the patient ID), so one patient's files stay
+together.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import hmac
+
+import pydicom
+from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID_dictionary
+
+PROFILE_VERSION = "dicomfields_2026c"
+
+# Table E.1-1's action codes, as the table names its lists, and what medveil does for each.
+_ACTIONS = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "D", "X_Z_TAGS": "Z",
+            "X_D_TAGS": "D", "X_Z_D_TAGS": "D", "X_Z_U_STAR_TAGS": "U"}
+_BIRTH = {0x00100030, 0x00100032, 0x00100033, 0x00100034, 0x00100035}  # date, time, alternative calendar
+_PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
+_STRING_VRS = {"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "PN"}
+_NUMBER_VRS = {"FD", "FL", "SS", "US", "SL", "UL", "SV", "UV"}
+_MIN_SHIFT_DAYS, _SHIFT_SPAN_DAYS = 365, 9 * 365
+
+METHOD_CODES = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean-pixels": ("113101", "Clean Pixel Data Option"),
+    "modified-dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+}
+
+
+def _load_table() -> tuple[dict[int, str], list[tuple[int, int, str]]]:
+    exact: dict[int, str] = {}
+    masked: list[tuple[int, int, str]] = []  # (value, mask, action) for repeating groups such as 60xx
+    for category, tags in dicom_anonymization_database_selector(PROFILE_VERSION).items():
+        action = _ACTIONS.get(category)
+        for tag in tags if action else ():
+            if len(tag) == 2:
+                exact[(tag[0] << 16) | tag[1]] = action
+            else:
+                masked.append(((tag[0] << 16) | tag[1], (tag[2] << 16) | tag[3], action))
+    return exact, masked
+
+
+_EXACT, _MASKED = _load_table()
+
+
+def profile_action(tag: int) -> str | None:
+    """medveil's action for ``tag``: ``X`` remove, ``Z`` empty, ``D`` dummy, ``U`` keyed UID; None keeps."""
+    action = _EXACT.get(tag)
+    if action is None:
+        action = next((a for value, mask, a in _MASKED if tag & mask == value & mask), None)
+    return action
+
+
+def keyed_uid(uid: str, secret: bytes) -> str:
+    """A DICOM UID derived from ``uid`` under ``secret`` (``2.25.<128-bit integer>``)."""
+    digest = hmac.new(secret, uid.encode(), hashlib.sha256).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
+
+
+def _keyed_int(secret: bytes, label: str) -> int:
+    return int.from_bytes(hmac.new(secret, label.encode(), hashlib.sha256).digest()[:8], "big")
+
+
+def patient_pseudonym(patient: str, secret: bytes) -> str:
+    """The keyed stand-in for a patient's ID and name: ``MV`` and 12 hex digits."""
+    return f"MV{_keyed_int(secret, 'patient:' + patient):016X}"[:14]
+
+
+def date_shift_days(patient: str, secret: bytes) -> int:
+    """The keyed per-patient shift, -10 to -1 years in whole days."""
+    return -(_MIN_SHIFT_DAYS + _keyed_int(secret, "date-shift:" + patient) % _SHIFT_SPAN_DAYS)
+
+
+def _shift_date(value: str, days: int, vr: str) -> str:
+    """``value`` (DA ``YYYYMMDD`` or DT ``YYYYMMDD...``) moved by ``days``; '' where it is no full date."""
+    text = str(value).strip()
+    try:
+        day = datetime.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return ""
+    moved = (day + datetime.timedelta(days=days)).strftime("%Y%m%d")
+    return moved if vr == "DA" else moved + text[8:]
+
+
+def _is_standard_uid(uid: str) -> bool:
+    return str(uid) in UID_dictionary
+
+
+def _dummy(vr: str):
+    if vr in _STRING_VRS:
+        return "ANONYMIZED"
+    if vr in ("DS", "IS"):
+        return "0"
+    if vr in _NUMBER_VRS:
+        return 0
+    return None  # OB, OW, UN, UR, AS, ...: zero length
+
+
+class _Walker:
+    def __init__(self, secret: bytes, patient: str):
+        self.secret = secret
+        self.pseudonym = patient_pseudonym(patient, secret)
+        self.days = date_shift_days(patient, secret)
+
+    def uid(self, value):
+        if isinstance(value, MultiValue):
+            return [self.uid(v) for v in value]
+        return value if not value or _is_standard_uid(value) else keyed_uid(str(value), self.secret)
+
+    def date(self, value, vr: str):
+        if isinstance(value, MultiValue):
+            return [self.date(v, vr) for v in value]
+        return _shift_date(value, self.days, vr) if value else value
+
+    def clean(self, ds: Dataset) -> None:
+        for tag in list(ds.keys()):
+            element = ds[tag]
+            tag_int = int(tag)
+            group = tag_int >> 16
+            if element.tag.is_private or 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and group % 2 == 0):
+                del ds[tag]  # private data, curves and overlays (graphics can carry text) go whole
+                continue
+            action, vr = profile_action(tag_int), element.VR
+            if tag_int in (_PATIENT_NAME, _PATIENT_ID):
+                element.value = self.pseudonym
+            elif tag_int in _BIRTH:
+                element.value = None
+            elif vr == "SQ":
+                if action == "X":
+                    del ds[tag]
+                elif action == "Z":
+                    element.value = []
+                else:
+                    for item in element.value:
+                        self.clean(item)
+            elif vr == "UI":
+                if action == "X":
+                    del ds[tag]
+                else:
+                    element.value = self.uid(element.value)
+            elif vr in ("DA", "DT"):
+                element.value = self.date(element.value, vr)
+            elif action == "X":
+                del ds[tag]
+            elif action in ("Z", "U") or (vr == "PN" and action is None):
+                element.value = None
+            elif action == "D":
+                element.value = _dummy(vr)
+
+
+def _code_item(key: str) -> Dataset:
+    value, meaning = METHOD_CODES[key]
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    return item
+
+
+def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False) -> Dataset:
+    """A de-identified copy of ``ds``; ``ds`` itself is not changed.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A dataset as read, with or without file meta.
+    secret : bytes
+        Key material for UIDs, pseudonyms and date shifts (the same key gives the same values).
+    text_masked : bool
+        The pixels had their burned-in text masked: records the Clean Pixel Data option and sets
+        BurnedInAnnotation to NO.
+    """
+    ds = copy.deepcopy(ds)
+    patient = str(ds.get("PatientID", "") or ds.get("PatientName", ""))
+    _Walker(secret, patient).clean(ds)
+    file_meta = getattr(ds, "file_meta", None)
+    for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                    "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
+        if file_meta is not None and keyword in file_meta:
+            delattr(file_meta, keyword)
+    options = ["basic", "modified-dates"] + (["clean-pixels"] if text_masked else [])
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = ["DICOM PS3.15 E.1 Basic Profile", "Modified Dates Option"] + (
+        ["Clean Pixel Data Option"] if text_masked else []) + ["pixels obfuscated (medveil)"]
+    ds.DeidentificationMethodCodeSequence = pydicom.Sequence([_code_item(o) for o in options])
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    if text_masked:
+        ds.BurnedInAnnotation = "NO"
+    return ds
