@@ -117,3 +117,26 @@ def test_workers_give_the_same_output(tmp_path, scans, key8):
     one, two = tree_hashes(tmp_path / "one"), tree_hashes(tmp_path / "two")
     one.pop(MANIFEST), two.pop(MANIFEST)
     assert one == two
+
+
+def test_emptied_or_truncated_outputs_are_redone_on_resume(tmp_path, scans, key8):
+    out = tmp_path / "out"
+    run(scans, out, key8)
+    whole = tree_hashes(out)
+    (out / "arr.npy").write_bytes(b"")
+    cut = out / "a" / "deep" / "img1.png"
+    cut.write_bytes(cut.read_bytes()[:40])
+    report = run(scans, out, key8)
+    assert sorted(report.done) == ["a/deep/img1.png", "arr.npy"] and len(report.skipped) == 5
+    assert {k: v for k, v in tree_hashes(out).items() if k != MANIFEST} == {
+        k: v for k, v in whole.items() if k != MANIFEST}
+
+
+def test_suffixless_dicom_in_a_folder_run_from_any_directory(tmp_path, dicom_dir, monkeypatch):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(dicom_dir / "MR_small.dcm", scans / "IM0001")
+    monkeypatch.chdir(tmp_path.parent)  # the relative name alone points nowhere from here
+    key = medveil.generate_key("intensity", bits=16, signed=True, levels=100)
+    report = run(scans, tmp_path / "out", key, burned_in_text="off")
+    assert report.ok and report.done == ["IM0001"] and (tmp_path / "out" / "IM0001").is_file()

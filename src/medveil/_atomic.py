@@ -17,7 +17,8 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
 
     The temporary name is ``path``'s with a dotted :data:`TMP_PREFIX` (folder walks skip it; its
-    suffix is kept, for writers that choose the format by suffix). ``mode``
+    suffix is kept, for writers that choose the format by suffix); it is synced to disk before it
+    is renamed, and the folder after. ``mode``
     (e.g. ``0o600`` for key material) is set before the file appears under its name. If the block
     raises, the temporary file is removed and ``path`` is left as it was.
     """
@@ -27,10 +28,20 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         yield tmp
         if mode is not None:
             os.chmod(tmp, mode)
+        _fsync(tmp)  # the bytes reach the disk before the name does
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, value) -> None:

@@ -85,7 +85,7 @@ def obfuscate(
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
     scheme = from_key(Key.load(key))
     if source.is_file():
-        target = output / output_name(source.name) if output.is_dir() else output
+        target = output / output_name(source.name, source) if output.is_dir() else output
         obfuscate_file(source, target, scheme, burned_in_text=burned_in_text)
         typer.echo(f"wrote {target} with {scheme.describe()}")
         return
@@ -121,7 +121,7 @@ def compare(
         if not originals.is_dir():
             _fail(f"{originals}: no such file or folder")
         rows, problems = metrics.compare_trees(originals, others)
-        pairs = [(originals / r["file"], others / output_name(r["file"])) for r in rows]
+        pairs = [(originals / r["file"], others / output_name(r["file"], originals / r["file"])) for r in rows]
     for row in rows:
         typer.echo(f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
     if rows:

@@ -231,7 +231,7 @@ def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]
     for rel in walk(originals):
         if not is_supported(originals / rel):
             continue
-        counterpart = others / output_name(rel)
+        counterpart = others / output_name(rel, originals / rel)
         if not counterpart.is_file():
             problems.append(f"{counterpart}: missing (counterpart of {originals / rel})")
             continue

@@ -2,9 +2,9 @@
 
 A folder run mirrors the source tree into a separate output folder and never writes inside the
 source. Every output is written to a temporary name and renamed into place, and a JSON-lines
-manifest in the output folder records ``source -> output`` with the source's SHA-256 and the
-key's fingerprint. Re-running the same command after an interruption skips what is done (same
-source bytes, output present) and does the rest; a run with another key into the same output
+manifest in the output folder records ``source -> output`` with the source's SHA-256, the output's
+size and SHA-256, and the key's fingerprint. Re-running the same command after an interruption skips
+what is done (same source bytes, output present with the recorded size and hash) and does the rest; a run with another key into the same output
 folder is refused. Files that fail are reported with a one-line reason at the end while the
 others complete.
 """
@@ -24,8 +24,7 @@ from tqdm import tqdm
 from medveil import burned_in
 from medveil._atomic import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io.image import (MedicalImage, first_line, format_named, format_of, output_name, read_image,
-                              write_image)
+from medveil.io.image import MedicalImage, first_line, format_named, output_name, read_image, write_image
 from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
 
@@ -199,14 +198,23 @@ class Manifest:
             self.entries[entry["source"]] = entry
 
     def is_done(self, rel: str, source_sha256: str, out_root: Path) -> bool:
+        """The same source bytes were done, and the output is still there, whole and unchanged."""
         entry = self.entries.get(rel)
-        return bool(entry) and entry["sha256"] == source_sha256 and (out_root / entry["output"]).is_file()
+        if not entry or entry["sha256"] != source_sha256 or "output_sha256" not in entry:
+            return False
+        output = out_root / entry["output"]
+        return (output.is_file() and output.stat().st_size == entry["output_size"]
+                and sha256_file(output) == entry["output_sha256"])
 
-    def record(self, rel: str, source_sha256: str, out_rel: str) -> None:
-        entry = {"source": rel, "sha256": source_sha256, "output": out_rel}
+    def record(self, rel: str, source_sha256: str, out_rel: str, out_root: Path) -> None:
+        output = out_root / out_rel
+        entry = {"source": rel, "sha256": source_sha256, "output": out_rel,
+                 "output_size": output.stat().st_size, "output_sha256": sha256_file(output)}
         self.entries[rel] = entry
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # the record never claims an output the disk may not hold
 
 
 _worker_scheme: Scheme | None = None  # set once per worker process
@@ -262,11 +270,10 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     for rel in files:
         rel_s = rel.as_posix()
         try:
-            format_of(src / rel)
+            out_rel = output_name(rel, src / rel).as_posix()
         except InputError as exc:
             report.failed.append((rel_s, str(exc)))
             continue
-        out_rel = output_name(rel).as_posix()
         if out_rel in claimed:
             report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
             continue
@@ -282,7 +289,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     def finish(item: tuple[str, str, str], error: BaseException | None) -> None:
         rel_s, digest, out_rel = item
         if error is None:
-            manifest.record(rel_s, digest, out_rel)
+            manifest.record(rel_s, digest, out_rel, dst)
             report.done.append(rel_s)
         else:
             report.failed.append((rel_s, _reason(error)))

@@ -127,10 +127,14 @@ def is_supported(path: str | os.PathLike) -> bool:
     return True
 
 
-def output_name(relpath: str | os.PathLike) -> Path:
-    """Where the obfuscated copy of ``relpath`` goes: same name, except lossy JPEG becomes PNG."""
+def output_name(relpath: str | os.PathLike, source: str | os.PathLike | None = None) -> Path:
+    """Where the obfuscated copy of ``relpath`` goes: same name, except lossy JPEG becomes PNG.
+
+    ``source`` is the file itself where ``relpath`` is relative to another folder than the current
+    one: a suffix-less DICOM file is recognised by reading it.
+    """
     relpath = Path(relpath)
-    fmt = format_of(relpath)
+    fmt = format_of(source if source is not None else relpath)
     if fmt.writes_as == fmt.name:
         return relpath
     target = format_named(fmt.writes_as)
