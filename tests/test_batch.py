@@ -140,3 +140,25 @@ def test_suffixless_dicom_in_a_folder_run_from_any_directory(tmp_path, dicom_dir
     key = medveil.generate_key("intensity", bits=16, signed=True, levels=100)
     report = run(scans, tmp_path / "out", key, burned_in_text="off")
     assert report.ok and report.done == ["IM0001"] and (tmp_path / "out" / "IM0001").is_file()
+
+
+def test_links_fifos_and_unreadable_entries_are_listed_not_followed(tmp_path, scans, key8):
+    import os
+
+    (scans / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (scans / "loop.png").symlink_to(scans / "loop.png")
+    (scans / "zero.npy").symlink_to("/dev/zero")
+    os.mkfifo(scans / "pipe.png")
+    (scans / "linked-folder").symlink_to(scans / "a")
+    report = run(scans, tmp_path / "out", key8)  # would hang on the FIFO or /dev/zero if it opened them
+    failed = dict(report.failed)
+    assert len(report.done) == 7
+    assert set(failed) == {"dangling.png", "loop.png", "zero.npy", "pipe.png", "linked-folder"}
+    assert all("\n" not in reason and str(scans) in reason for reason in failed.values())
+
+
+def test_an_empty_manifest_left_by_a_full_disk_does_not_lock_the_folder(tmp_path, scans, key8):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_bytes(b"")
+    assert run(scans, out, key8).ok and len(json.loads((out / MANIFEST).read_text().splitlines()[0])) == 4

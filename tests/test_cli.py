@@ -87,3 +87,12 @@ def test_importing_medveil_and_its_cli_leaves_torch_unloaded():
     # torch takes about a second to import; a keygen or an intensity run should not pay for it
     code = "import sys, medveil, medveil.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_paths_the_os_refuses_end_in_one_line(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng)
+    for args, path in ((["compare", scans, scans, "--csv", tmp_path / "missing" / "x.csv"], "missing/x.csv"),
+                       (["token", "create", "--data", "/proc/medveil-x", "--tenant", "a"], "/proc/medveil-x")):
+        result = medveil(*args)
+        assert result.exit_code == 2, result.output
+        assert path in result.output and "Traceback" not in result.output

@@ -35,7 +35,7 @@ def _fail(message: str) -> None:
 
 
 def _clean_errors(command):
-    """Turn library errors into one line on stderr and exit status 2."""
+    """Turn library errors, and the OS refusing a path the user gave, into one line on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -43,6 +43,8 @@ def _clean_errors(command):
             return command(*args, **kwargs)
         except MedveilError as exc:
             _fail(str(exc))
+        except OSError as exc:
+            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
 
     return wrapper
 

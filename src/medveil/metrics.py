@@ -227,8 +227,10 @@ def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]
     file that is missing or unreadable.
     """
     originals, others = Path(originals), Path(others)
-    rows, problems = [], []
-    for rel in walk(originals):
+    rows, unwalkable = [], []
+    files = walk(originals, unwalkable)
+    problems = [reason for _, reason in unwalkable]
+    for rel in files:
         if not is_supported(originals / rel):
             continue
         counterpart = others / output_name(rel, originals / rel)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import stat
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +146,42 @@ class BatchReport:
         return not self.failed
 
 
-def walk(root: Path) -> list[Path]:
-    """Files below ``root`` in a stable order, hidden files and folders left out."""
+def walk(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Regular files below ``root`` (relative paths) in a stable order, hidden files and folders left out.
+
+    Nothing that could hang or escape a run is opened: FIFOs, sockets and devices, symbolic links
+    that dangle, loop or lead to anything but a regular file, symbolic links to folders, and
+    folders that cannot be read are left out, each with a one-line reason in ``problems``.
+    """
+    root = Path(root)
     files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath, f).relative_to(root) for f in sorted(filenames) if not f.startswith("."))
+
+    def problem(path: Path, reason: str) -> None:
+        if problems is not None:
+            problems.append((path.relative_to(root).as_posix(), f"{path}: {reason}"))
+
+    def unreadable(error: OSError) -> None:
+        problem(Path(error.filename), f"folder cannot be read ({error.strerror}); skipped")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        folders = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            if Path(dirpath, name).is_symlink():
+                problem(Path(dirpath, name), "symbolic link to a folder; not followed")
+            else:
+                folders.append(name)
+        dirnames[:] = folders
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = Path(dirpath, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                problem(path, f"dangling or looping symbolic link ({exc.strerror}); skipped")
+                continue
+            if stat.S_ISREG(mode):
+                files.append(path.relative_to(root))
+            else:
+                problem(path, "not a regular file (FIFO, socket or device); skipped")
     return files
 
 
@@ -172,11 +203,11 @@ class Manifest:
             "params": dict(key.params),
             "key_fingerprint": key.fingerprint,
         }
-        if path.exists():
+        if path.exists() and path.stat().st_size > 0:
             self._load(header)
-        else:
-            with open(path, "w") as fh:
-                fh.write(json.dumps(header, sort_keys=True) + "\n")
+        else:  # an empty manifest (a disk full before its header was written) records nothing
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
 
     def _load(self, header: dict) -> None:
         with open(self.path) as fh:
@@ -254,8 +285,9 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     if not src.is_dir():
         raise InputError(f"{src}: no such folder")
     _check_disjoint(src, dst)
-    files = walk(src)
-    if not files:
+    unwalkable: list[tuple[str, str]] = []
+    files = walk(src, unwalkable)
+    if not files and not unwalkable:
         raise InputError(f"{src}: folder holds no files")
     if dst.exists() and not (dst / MANIFEST).exists() and any(dst.iterdir()):
         raise InputError(f"{dst}: output folder is not empty and holds no medveil manifest; choose an empty folder")
@@ -264,7 +296,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         stale.unlink()
     manifest = Manifest(dst / MANIFEST, scheme.key)
 
-    report = BatchReport()
+    report = BatchReport(failed=unwalkable)
     todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
     claimed: dict[str, str] = {}
     for rel in files:
@@ -278,7 +310,11 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
             report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
             continue
         claimed[out_rel] = rel_s
-        digest = sha256_file(src / rel)
+        try:
+            digest = sha256_file(src / rel)
+        except OSError as exc:
+            report.failed.append((rel_s, f"{src / rel}: cannot be read ({exc.strerror})"))
+            continue
         if manifest.is_done(rel_s, digest, dst):
             report.skipped.append(rel_s)
         else:

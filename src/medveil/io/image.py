@@ -174,5 +174,8 @@ def write_image(path: str | os.PathLike, image: MedicalImage) -> None:
 
 
 def first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else "no details"
+    """``exc``'s message on one line: its first line, and what follows where that line ends in a colon."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return "no details"
+    return "; ".join(lines).replace(":;", ":") if lines[0].endswith(":") else lines[0]
