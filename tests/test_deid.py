@@ -296,3 +296,13 @@ def test_mask_sets_each_box_to_its_plane_minimum():
     masked = burned_in.mask_text(planes, [box])
     assert (masked[1, 1:7, 2:9] == planes[1].min()).all()  # padded by two pixels each side
     assert np.array_equal(masked[0], planes[0]) and masked[1, 9, 9] == planes[1, 9, 9]
+
+
+@needs_tesseract
+def test_text_on_a_later_page_of_a_long_stack_names_its_plane(monkeypatch):
+    monkeypatch.setattr(burned_in, "_PAGE_PIXELS", 400_000)  # two 128x128 planes (both views) per page
+    stack = np.full((5, 128, 128), 40, np.uint8)
+    stack[:, 30:100, 30:100] = 120
+    stack[3] = draw_text(stack[3], [(4, 4, "DOE^JOHN"), (4, 108, "MRN 4711")])
+    boxes = burned_in.find_text(stack)
+    assert boxes and {box.plane for box in boxes} == {3}

@@ -10,7 +10,7 @@ Presidio's DICOM image redactor. Tesseract reads dark text on white best, and an
 bright, so each plane is shown to it twice: scaled to 8 bits over its own range and inverted, and
 with only its brightest values in black (text drawn at the top of the range stands alone there, away
 from the anatomy that confuses page layout). Small planes are enlarged. Every view of every plane is
-tiled into one page, so a volume costs one Tesseract call. A word counts as text when
+tiled into pages of up to 16 megapixels, so a volume costs a Tesseract call per page, not per slice. A word counts as text when
 Tesseract is confident of it and it has at least :data:`MIN_CHARACTERS` letters or digits, so the
 speckle of anatomy is not reported; the other words on a text line go with it (a name Tesseract
 half-reads still sits beside the word it read well). Measured detection rates are in
@@ -19,6 +19,7 @@ half-reads still sits beside the word it read well). Measured detection rates ar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ _TARGET_SIDE = 384  # planes smaller than this are enlarged before OCR
 _BRIGHT_FRACTION = 0.02  # the top 2 % of a plane's range: where annotations are drawn
 _GAP = 16  # blank pixels between tiles, so no word joins two planes
 _PAD = 2  # pixels added around a word's box when masking
+_PAGE_PIXELS = 16_000_000  # planes go to Tesseract in pages of at most this many pixels
 
 POLICIES = ("refuse", "mask", "off")
 
@@ -108,6 +110,17 @@ def find_text(planes: np.ndarray) -> list[TextBox]:
                          "or pass --burned-in-text off if you know the images hold no text")
     if planes.ndim == 4:
         planes = planes.mean(axis=-1)
+    n, h, w = planes.shape
+    scale = max(1, math.ceil(_TARGET_SIDE / max(h, w)))
+    per_page = max(1, _PAGE_PIXELS // (2 * (h * scale + _GAP) * (w * scale + _GAP)))
+    boxes = []
+    for first in range(0, n, per_page):  # a whole CT volume on one page would be too big for Tesseract
+        boxes += [dataclasses.replace(box, plane=box.plane + first)
+                  for box in _read_page(planes[first: first + per_page], pytesseract)]
+    return boxes
+
+
+def _read_page(planes: np.ndarray, pytesseract) -> list[TextBox]:
     page, scale, th, tw, columns = _page(planes)
     data = pytesseract.image_to_data(page, config="--psm 11", output_type=pytesseract.Output.DICT)
     words = [dict(zip(data, values)) for values in zip(*data.values())]
