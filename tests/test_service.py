@@ -162,3 +162,112 @@ def test_concurrent_predictions_and_a_restart_mid_job(tmp_path, br35h_subset):
         assert done["status"] == "done" and done["model_id"]
     with Client(url, token, key) as client, pytest.raises(ServiceError, match="cannot reach"):
         client.job(long_job)  # the server is gone: a clear error, not a traceback
+
+
+def _patched_zip(rng, how):
+    """A two-image archive whose first member is broken in one way a hostile or damaged upload can be."""
+    image = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    data = bytearray(png_zip_deflated({"a/x.png": image, "b/y.png": image}))
+    central = data.index(b"PK\x01\x02")
+    if how == "encrypted":
+        data[6] |= 1
+        data[central + 8] |= 1
+    elif how in ("method9", "method99"):
+        method = (9 if how == "method9" else 99).to_bytes(2, "little")
+        data[8:10] = method
+        data[central + 10: central + 12] = method
+    elif how == "crc":
+        data[14] ^= 0xFF
+        data[central + 16] ^= 0xFF
+    elif how == "deflate":
+        data[40:60] = bytes(20)
+    return bytes(data)
+
+
+def png_zip_deflated(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, image in members.items():
+            png = io.BytesIO()
+            Image.fromarray(image).save(png, "PNG", compress_level=0)
+            archive.writestr(name, png.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("how", ["encrypted", "method9", "method99", "crc", "deflate"])
+def test_malformed_archives_answer_400_not_500(secured, rng, how):
+    http, tokens, _ = secured
+    response = _upload(http, tokens["alice"], _patched_zip(rng, how))
+    assert response.status_code == 400, response.text
+    assert "a/x.png" in response.json()["detail"] or "not a valid zip" in response.json()["detail"]
+
+
+def test_what_an_upload_expands_to_is_bounded(tmp_path, rng):
+    limits = Limits(max_side=1024, max_decoded_bytes=4 * 1024**2, max_tenant_bytes=5 * 1024**2)
+    app = create_app(tmp_path / "srv", limits)
+    token = app.state.store.create_token("alice")
+    with TestClient(app) as http:
+        blank = np.zeros((1024, 1024), np.uint8)
+        bomb = png_zip_deflated({f"{c}/{i}.png": blank for c in ("a", "b") for i in range(5)})  # ~10 MiB decoded
+        assert len(bomb) < 100_000
+        response = _upload(http, token, bomb)
+        assert response.status_code == 413 and "expand" in response.json()["detail"]
+        lie = io.BytesIO()  # a member far bigger than any PNG the side limit allows
+        with zipfile.ZipFile(lie, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("a/x.png", b"\x89PNG" + bytes(8 * 1024**2))
+            archive.writestr("b/y.png", b"\x89PNG")
+        response = _upload(http, token, lie.getvalue())
+        assert response.status_code == 413 and "a/x.png" in response.json()["detail"]
+        half = np.zeros((512, 512), np.uint8)
+        three = png_zip_deflated({f"{c}/{i}.png": half for c, i in (("a", 0), ("a", 1), ("b", 0), ("b", 1))})
+        assert _upload(http, token, three).status_code == 201  # 1 MiB decoded
+        assert _upload(http, token, three).status_code == 201
+        over = png_zip_deflated({f"{c}/{i}.png": half for c in ("a", "b") for i in range(8)})  # 4 MiB > 3 left
+        response = _upload(http, token, over)
+        assert response.status_code == 413 and "quota" in response.json()["detail"]
+
+
+def test_authentication_comes_before_the_body_and_is_documented(secured, rng):
+    http, tokens, tmp_path = secured
+    garbage = http.post("/datasets", content=b"--x\r\nnot multipart at all", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert garbage.status_code == 401
+    assert http.post(f"/models/{'0' * 32}/predict", content=b"x" * 1000).status_code == 401
+    spec = http.get("/openapi.json").json()
+    upload = spec["paths"]["/datasets"]["post"]["responses"]
+    assert {"400", "401", "411", "413", "415"} <= set(upload)
+    assert {"401", "404"} <= set(spec["paths"]["/datasets/{dataset_id}"]["get"]["responses"])
+    assert (tmp_path / "srv").stat().st_mode & 0o077 == 0
+
+
+def test_predict_checks_every_header_before_decoding(tmp_path, br35h_subset):
+    key = medveil.generate_key("intensity", levels=50)
+    app = create_app(tmp_path / "srv")
+    token = app.state.store.create_token("h")
+    with TestClient(app) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        obfuscated = medveil.from_key(key)(br35h_subset.images)
+        archive = png_zip({f"{c}/{i}.png": obfuscated[i] for i, c in enumerate(["a", "b"] * 4)})
+        dataset = http.post("/datasets", headers=headers, files={"archive": ("d.zip", archive, "application/zip")},
+                            data={"fingerprint": key.fingerprint}).json()
+        job = http.post("/jobs", headers=headers, json={"dataset_id": dataset["id"], "epochs": 1}).json()
+        for _ in range(600):
+            if (state := http.get(f"/jobs/{job['id']}", headers=headers).json())["status"] == "done":
+                break
+            time.sleep(0.1)
+        model_id = state["model_id"]
+
+        def png(image):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "PNG")
+            return buffer.getvalue()
+
+        good, wide = png(obfuscated[0]), png(np.zeros((SIZE, 4 * SIZE), np.uint8))
+        truncated = good[: len(good) // 2]
+        files = [("files", ("good.png", good, "image/png")), ("files", ("wide.png", wide, "image/png"))]
+        response = http.post(f"/models/{model_id}/predict", headers=headers, files=files)
+        assert response.status_code == 400 and "wide.png" in response.json()["detail"]
+        response = http.post(f"/models/{model_id}/predict", headers=headers,
+                             files=[("files", ("cut.png", truncated, "image/png"))])
+        assert response.status_code == 400 and "cut.png" in response.json()["detail"]
+        dataset_files = list((tmp_path / "srv" / "datasets").iterdir())
+        assert dataset_files and all(p.stat().st_mode & 0o077 == 0 for p in dataset_files)

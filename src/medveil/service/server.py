@@ -3,9 +3,12 @@
 ``create_app(data_dir)`` returns the FastAPI application (OpenAPI at ``/docs``). A hospital
 uploads a labelled archive of obfuscated PNGs with its key's fingerprint (never the key), starts a
 training job (run by one background worker with the one training loop), polls it, and sends
-obfuscated images for prediction. ``GET /health`` is open; everything else needs a bearer token
-(``medveil token create``), and a tenant sees only its own datasets, jobs and models — another
-tenant's identifiers answer 404, exactly like identifiers that do not exist.
+obfuscated images for prediction. ``GET /health`` and the API's description (``/docs``, ``/redoc``,
+``/openapi.json``) are open; everything else needs a bearer token (``medveil token create``),
+checked before the request's body is read, and a tenant sees only its own datasets, jobs and models
+— another tenant's identifiers answer 404, exactly like identifiers that do not exist. Memory per
+request is bounded: archives are read member by member with size caps, images are checked from
+their PNG headers (size, mode, decoded bytes, the tenant's storage quota) before any is decoded.
 
 Jobs survive restarts: a job that was queued or running when the server stopped is queued again at
 start-up and resumes from its last epoch's checkpoint.
@@ -16,10 +19,11 @@ import io
 import queue
 import threading
 import zipfile
+import zlib
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import IO, Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -28,19 +32,36 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from medveil.io.image import first_line
 from medveil.service.store import Store
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
+# What anyone may read: the API's own description, no data.
+OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# Exceptions zipfile raises on members it cannot read: encrypted (RuntimeError), unknown compression
+# (NotImplementedError), bad CRC (BadZipFile), corrupt deflate (zlib.error), cut short (EOFError).
+_MEMBER_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError, OSError, ValueError)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry."""
+    """What one request may carry, and what one tenant may keep.
+
+    Sizes of decoded images are counted in bytes of 8-bit samples (H x W x channels), from each
+    PNG's header before anything is decoded.
+    """
 
     max_request_bytes: int = 256 * 1024**2
     max_images: int = 20_000
     max_side: int = 1024
     max_predict_images: int = 256
+    max_decoded_bytes: int = 512 * 1024**2  # one request's images once decoded
+    max_tenant_bytes: int = 4 * 1024**3  # every dataset a tenant keeps, decoded
+
+    @property
+    def max_member_bytes(self) -> int:
+        """The largest PNG the side limit allows (RGB, stored uncompressed), plus room for metadata."""
+        return 3 * self.max_side**2 + self.max_side + 2**20
 
 
 class JobRequest(BaseModel):
@@ -49,26 +70,49 @@ class JobRequest(BaseModel):
     model: str = Field("cnn", pattern="^(cnn|resnet)$")
 
 
+class Problem(BaseModel):
+    detail: str
+
+
+_STATUS_TEXT = {400: "malformed input", 401: "missing or invalid token", 404: "no such record (or another tenant's)",
+                411: "Content-Length is required", 413: "over a size, count or quota limit",
+                415: "unsupported content type", 422: "invalid request fields"}
+
+
+def _responses(*codes: int) -> dict:
+    """OpenAPI entries for the error statuses a route really answers."""
+    return {code: {"model": Problem, "description": _STATUS_TEXT[code]} for code in codes}
+
+
 def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
-def decode_png(data: bytes, name: str, max_side: int) -> np.ndarray:
-    """A PNG's pixels as uint8 ``(H, W)`` or ``(H, W, 3)``; 400 for anything else."""
+def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
+    """A PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(fileobj)
         if image.format != "PNG":
             raise ValueError
-        if max(image.size) > max_side:
-            raise _error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
-        image.load()
-    except HTTPException:
-        raise
     except Exception:
         raise _error(400, f"{name}: not a PNG image") from None
+    if max(image.size) > max_side:
+        raise _error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
     if image.mode not in ("L", "RGB"):
         raise _error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB")
-    return np.asarray(image)
+    return image
+
+
+def _shape(image: Image.Image) -> tuple[int, ...]:
+    return (image.size[1], image.size[0]) + ((3,) if image.mode == "RGB" else ())
+
+
+def decode_png(image: Image.Image, name: str) -> np.ndarray:
+    """The pixels of a PNG from :func:`open_png`, as uint8 ``(H, W)`` or ``(H, W, 3)``."""
+    try:
+        return np.asarray(image)
+    except Exception as exc:
+        raise _error(400, f"{name}: corrupt PNG ({first_line(exc)})") from None
 
 
 def _safe_member(name: str) -> tuple[str, str]:
@@ -79,31 +123,57 @@ def _safe_member(name: str) -> tuple[str, str]:
     return path.parts[0], path.parts[1]
 
 
-def read_archive(data: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels and class names from a zip of ``CLASS/FILE.png``; every member is checked first."""
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) -> bytes:
+    """A member's bytes, read no further than ``cap`` whatever its header claims; 400 if unreadable."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        with archive.open(member) as fh:
+            data = fh.read(cap + 1)
+    except _MEMBER_ERRORS as exc:
+        raise _error(400, f"{member.filename}: unreadable archive member ({first_line(exc)})") from None
+    if len(data) > cap:
+        raise _error(413, f"{member.filename}: expands beyond {cap} bytes")
+    return data
+
+
+def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names from a zip of ``CLASS/FILE.png``.
+
+    Memory stays bounded whatever the archive holds: members are read one at a time with a size cap
+    (zip headers can lie), and every PNG header is checked, with the decoded size summed against
+    ``limits.max_decoded_bytes`` and ``quota_left``, before any image is decoded.
+    """
+    try:
+        archive = zipfile.ZipFile(fileobj)
         members = [m for m in archive.infolist() if not m.is_dir()]
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise _error(400, "the upload is not a valid zip archive") from None
     entries = [(_safe_member(m.filename), m) for m in members]
     if not entries:
         raise _error(400, "the archive holds no images")
     if len(entries) > limits.max_images:
         raise _error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
-    if sum(m.file_size for _, m in entries) > 8 * limits.max_request_bytes:
-        raise _error(413, "the archive expands beyond the size limit")
     classes = sorted({cls for (cls, _), _ in entries})
     if len(classes) != 2:
         raise _error(400, f"binary classification needs exactly two class folders, got {len(classes)}")
-    images, labels = [], []
-    for (cls, _), member in entries:
-        images.append(decode_png(archive.read(member), member.filename, limits.max_side))
-        labels.append(classes.index(cls))
-    shapes = {img.shape for img in images}
-    if len(shapes) != 1 or images[0].shape[0] != images[0].shape[1]:
+    shapes, decoded = set(), 0
+    for _, member in entries:
+        shape = _shape(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
+                                member.filename, limits.max_side))
+        shapes.add(shape)
+        decoded += int(np.prod(shape))
+        if decoded > limits.max_decoded_bytes:
+            raise _error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
+        if decoded > quota_left:
+            raise _error(413, f"the images would exceed this tenant's storage quota ({quota_left} bytes left)")
+    if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
         raise _error(400, f"all images must be square and of one size and mode, got shapes {sorted(shapes)[:3]}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+    images = np.empty((len(entries),) + next(iter(shapes)), np.uint8)
+    labels = np.empty(len(entries), np.int64)
+    for i, ((cls, _), member) in enumerate(entries):
+        data = _read_member(archive, member, limits.max_member_bytes)
+        images[i] = decode_png(open_png(io.BytesIO(data), member.filename, limits.max_side), member.filename)
+        labels[i] = classes.index(cls)
+    return images, labels, classes
 
 
 class Worker:
@@ -181,7 +251,15 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
     app.state.store, app.state.worker = store, worker
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def authenticate_then_limit(request: Request, call_next):
+        # Before any body is read: an anonymous request costs the server nothing but this check.
+        if request.url.path not in OPEN_PATHS:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            name = store.tenant_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+            if name is None:
+                return JSONResponse({"detail": "missing or invalid token"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            request.state.tenant = name
         if request.method in ("POST", "PUT"):
             length = request.headers.get("content-length")
             if length is None:
@@ -192,11 +270,8 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     bearer = HTTPBearer(auto_error=False)
 
-    def tenant(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        name = store.tenant_of(credentials.credentials) if credentials else None
-        if name is None:
-            raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
-        return name
+    def tenant(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        return request.state.tenant  # set by the middleware; the bearer dependency documents the scheme
 
     Tenant = Annotated[str, Depends(tenant)]
 
@@ -209,44 +284,45 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/datasets", status_code=201)
+    @app.post("/datasets", status_code=201, responses=_responses(400, 401, 411, 413, 415, 422))
     def upload_dataset(who: Tenant, archive: Annotated[UploadFile, File()], fingerprint: Annotated[str, Form()],
                        name: Annotated[str, Form()] = "") -> dict:
         if archive.content_type not in ZIP_TYPES:
             raise _error(415, f"archive must be application/zip, got {archive.content_type}")
         if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
             raise _error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
-        images, labels, classes = read_archive(archive.file.read(), limits)
+        quota_left = limits.max_tenant_bytes - store.stored_bytes(who)
+        images, labels, classes = read_archive(archive.file, limits, quota_left)
         return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes))
 
-    @app.get("/datasets")
+    @app.get("/datasets", responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:
         return [_dataset_view(d) for d in store.datasets(who)]
 
-    @app.get("/datasets/{dataset_id}")
+    @app.get("/datasets/{dataset_id}", responses=_responses(401, 404))
     def get_dataset(who: Tenant, dataset_id: str) -> dict:
         return _dataset_view(owned(store.dataset(who, dataset_id), "dataset"))
 
-    @app.post("/jobs", status_code=202)
+    @app.post("/jobs", status_code=202, responses=_responses(401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
         owned(store.dataset(who, request.dataset_id), "dataset")
         job = store.add_job(who, request.dataset_id, request.model, request.epochs)
         worker.queue.put(job["id"])
         return _job_view(job)
 
-    @app.get("/jobs")
+    @app.get("/jobs", responses=_responses(401))
     def list_jobs(who: Tenant) -> list[dict]:
         return [_job_view(j) for j in store.jobs(who)]
 
-    @app.get("/jobs/{job_id}")
+    @app.get("/jobs/{job_id}", responses=_responses(401, 404))
     def get_job(who: Tenant, job_id: str) -> dict:
         return _job_view(owned(store.job(who, job_id), "job"))
 
-    @app.get("/models")
+    @app.get("/models", responses=_responses(401))
     def list_models(who: Tenant) -> list[dict]:
         return [_model_view(m) for m in store.models(who)]
 
-    @app.get("/models/{model_id}")
+    @app.get("/models/{model_id}", responses=_responses(401, 404))
     def get_model(who: Tenant, model_id: str) -> dict:
         return _model_view(owned(store.model(who, model_id), "model"))
 
@@ -262,7 +338,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]
 
-    @app.post("/models/{model_id}/predict")
+    @app.post("/models/{model_id}/predict", responses=_responses(400, 401, 404, 411, 413, 422))
     def predict(who: Tenant, model_id: str, files: Annotated[list[UploadFile], File()]) -> dict:
         import torch
 
@@ -271,12 +347,15 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         record = owned(store.model(who, model_id), "model")
         if len(files) > limits.max_predict_images:
             raise _error(413, f"{len(files)} images exceed the limit of {limits.max_predict_images} per request")
-        images = [decode_png(f.file.read(), f.filename or "image", limits.max_side) for f in files]
         expected = (record["size"], record["size"]) + ((3,) if record["channels"] == 3 else ())
-        for f, img in zip(files, images):
-            if img.shape != expected:
-                raise _error(400, f"{f.filename}: shape {img.shape}, the model takes {expected}")
-        data = ImageTensors(np.stack(images), np.zeros(len(images)))
+        opened = []
+        for f in files:  # every header is checked before any image is decoded
+            image = open_png(f.file, f.filename or "image", limits.max_side)
+            if _shape(image) != expected:
+                raise _error(400, f"{f.filename}: shape {_shape(image)}, the model takes {expected}")
+            opened.append(image)
+        images = np.stack([decode_png(image, f.filename or "image") for f, image in zip(files, opened)])
+        data = ImageTensors(images, np.zeros(len(images)))
         with torch.no_grad():
             logits = network(record)(torch.stack([data[i][0] for i in range(len(data))]))
         probabilities = torch.sigmoid(logits).numpy()

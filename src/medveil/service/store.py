@@ -56,7 +56,8 @@ class Store:
     def __init__(self, data_dir: str | os.PathLike):
         self.root = Path(data_dir)
         for sub in ("datasets", "models", "checkpoints"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # tokens' hashes, tenants' data: for the service's user alone
         self._db = sqlite3.connect(self.root / "medveil-service.sqlite", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()  # one connection shared by the request threads and the worker
@@ -90,13 +91,19 @@ class Store:
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
                     classes: list[str]) -> dict:
         dataset_id = new_id()
-        with atomic_path(self.dataset_path(dataset_id)) as tmp:
+        with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
             np.savez(tmp, images=images, labels=labels)
         channels = 3 if images.ndim == 4 else 1
         self._query("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
                      time.time()))
         return self.dataset(tenant, dataset_id)
+
+    def stored_bytes(self, tenant: str) -> int:
+        """Bytes of the decoded images ``tenant``'s datasets hold (what its quota counts)."""
+        row = self._one("SELECT COALESCE(SUM(images * size * size * channels), 0) AS n FROM datasets WHERE tenant = ?",
+                        (tenant,))
+        return int(row["n"])
 
     def dataset_path(self, dataset_id: str) -> Path:
         return self.root / "datasets" / f"{dataset_id}.npz"
@@ -143,7 +150,7 @@ class Store:
         import torch
 
         model_id = new_id()
-        with atomic_path(self.model_path(model_id)) as tmp:
+        with atomic_path(self.model_path(model_id), mode=0o600) as tmp:
             torch.save(state, tmp)
         self._query("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
