@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_onthefly.py
 	$(BIN)/python benchmarks/bench_structural.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_service_memory.py
 	$(BIN)/python benchmarks/bench_burned_in.py
 
 .PHONY: install demo test bench
