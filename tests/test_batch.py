@@ -162,3 +162,56 @@ def test_an_empty_manifest_left_by_a_full_disk_does_not_lock_the_folder(tmp_path
     out.mkdir()
     (out / MANIFEST).write_bytes(b"")
     assert run(scans, out, key8).ok and len(json.loads((out / MANIFEST).read_text().splitlines()[0])) == 4
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, scans, key8):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / batch.LOCK, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        with pytest.raises(InputError, match="another medveil run \\(pid 4242\\)"):
+            run(scans, out, key8)
+    assert run(scans, out, key8).ok  # the lock goes with its holder
+
+
+def test_workers_exit_when_the_run_is_killed(tmp_path, rng, key8):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    scans = tmp_path / "many"
+    scans.mkdir()
+    for i in range(1500):
+        np.save(scans / f"{i:04d}.npy", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    key8.save(tmp_path / "k.key")
+    main = subprocess.Popen([sys.executable, "-m", "medveil.cli", "obfuscate", "--key", str(tmp_path / "k.key"),
+                             "--workers", "2", "--burned-in-text", "off", "--no-progress", str(scans),
+                             str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(pid):
+        try:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    deadline = time.monotonic() + 60
+    while len(children(main.pid)) < 3 and time.monotonic() < deadline:  # two workers and the resource tracker
+        time.sleep(0.1)
+    left_behind = children(main.pid)
+    assert main.poll() is None and len(left_behind) >= 2, "the run ended before it could be killed"
+    os.kill(main.pid, signal.SIGKILL)
+    main.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in left_behind) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in left_behind
+             if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+    assert not alive

@@ -95,3 +95,21 @@ def test_below_is_in_range_and_roughly_uniform():
     # chi-square with 5 dof: 99.9th percentile is 20.5
     chi2 = ((counts - 10000) ** 2 / 10000).sum()
     assert chi2 < 20.5
+
+
+def test_a_key_file_others_can_read_loads_with_a_warning(tmp_path):
+    import os
+
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+    from medveil.keys import KeyPermissionWarning
+
+    path = medveil.generate_key("intensity", levels=50).save(tmp_path / "k.key")
+    os.chmod(path, 0o644)
+    with pytest.warns(KeyPermissionWarning, match="chmod 600"):
+        Key.load(path)
+    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.uint8))
+    result = CliRunner().invoke(app, ["obfuscate", "--key", str(path), "--burned-in-text", "off",
+                                      str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])
+    assert result.exit_code == 0 and "warning:" in result.output and "mode 0644" in result.output

@@ -6,6 +6,7 @@ import csv
 import functools
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +28,13 @@ DatasetName = Annotated[str, typer.Option(help="'br35h' or a folder with one sub
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+warnings.showwarning = _one_line_warning  # the CLI's warnings are for people: one line, no source location
 
 
 def _fail(message: str) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +31,10 @@ from medveil.errors import KeyFileError, SchemeMismatchError
 FORMAT_VERSION = 1
 SECRET_BYTES = 32
 _BLOCK = hashlib.sha256().digest_size
+
+
+class KeyPermissionWarning(UserWarning):
+    """A key file others can read (as ssh warns of a private key with loose permissions)."""
 
 
 class KeyStream:
@@ -228,6 +233,10 @@ class Key:
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{path}: cannot read key ({exc.__class__.__name__})") from None
         key = dataclasses.replace(cls.from_json(text, source=str(path)), origin=path)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            warnings.warn(KeyPermissionWarning(
+                f"{path}: key file is readable by others (mode {mode:04o}); chmod 600 {path}"), stacklevel=2)
         if scheme is not None:
             key.require(scheme)
         return key

@@ -11,14 +11,19 @@ others complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
 import stat
+import threading
+import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -30,6 +35,7 @@ from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
 
 MANIFEST = "medveil-manifest.jsonl"
+LOCK = ".medveil-lock"  # hidden, so walks and the emptiness check pass over it
 MANIFEST_VERSION = 1
 
 
@@ -251,12 +257,40 @@ class Manifest:
 _worker_scheme: Scheme | None = None  # set once per worker process
 
 
-def _init_worker(key: Key) -> None:
+def _init_worker(key: Key, parent: int) -> None:
     global _worker_scheme
     import numba
 
     numba.set_num_threads(1)  # parallelism comes from the processes
     _worker_scheme = from_key(key)
+
+    def exit_with_parent() -> None:  # a SIGKILLed run must not leave its workers behind
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+@contextmanager
+def _run_lock(dst: Path) -> Iterator[None]:
+    """Hold the output folder's lock for a run; a second run into it is refused, not interleaved.
+
+    An OS file lock (flock) is released by the kernel when its process dies, even by SIGKILL.
+    """
+    with open(dst / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise InputError(f"{dst}: another medveil run (pid {holder}) is writing to this folder; "
+                             "wait for it to finish or choose another output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
 
 
 def _obfuscate_in_worker(src: Path, dst: Path, burned_in_text: str) -> None:
@@ -289,64 +323,65 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     files = walk(src, unwalkable)
     if not files and not unwalkable:
         raise InputError(f"{src}: folder holds no files")
-    if dst.exists() and not (dst / MANIFEST).exists() and any(dst.iterdir()):
+    if dst.exists() and not (dst / MANIFEST).exists() and any(p.name != LOCK for p in dst.iterdir()):
         raise InputError(f"{dst}: output folder is not empty and holds no medveil manifest; choose an empty folder")
     dst.mkdir(parents=True, exist_ok=True)
-    for stale in dst.rglob(f"{TMP_PREFIX}*"):
-        stale.unlink()
-    manifest = Manifest(dst / MANIFEST, scheme.key)
+    with _run_lock(dst):  # under the lock, temporaries left in dst are a dead run's, never a live one's
+        for stale in dst.rglob(f"{TMP_PREFIX}*"):
+            stale.unlink()
+        manifest = Manifest(dst / MANIFEST, scheme.key)
 
-    report = BatchReport(failed=unwalkable)
-    todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
-    claimed: dict[str, str] = {}
-    for rel in files:
-        rel_s = rel.as_posix()
-        try:
-            out_rel = output_name(rel, src / rel).as_posix()
-        except InputError as exc:
-            report.failed.append((rel_s, str(exc)))
-            continue
-        if out_rel in claimed:
-            report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
-            continue
-        claimed[out_rel] = rel_s
-        try:
-            digest = sha256_file(src / rel)
-        except OSError as exc:
-            report.failed.append((rel_s, f"{src / rel}: cannot be read ({exc.strerror})"))
-            continue
-        if manifest.is_done(rel_s, digest, dst):
-            report.skipped.append(rel_s)
-        else:
-            todo.append((rel_s, digest, out_rel))
-
-    bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
-
-    def finish(item: tuple[str, str, str], error: BaseException | None) -> None:
-        rel_s, digest, out_rel = item
-        if error is None:
-            manifest.record(rel_s, digest, out_rel, dst)
-            report.done.append(rel_s)
-        else:
-            report.failed.append((rel_s, _reason(error)))
-        bar.update()
-
-    if workers <= 1 or len(todo) <= 1:
-        for item in todo:
+        report = BatchReport(failed=unwalkable)
+        todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
+        claimed: dict[str, str] = {}
+        for rel in files:
+            rel_s = rel.as_posix()
             try:
-                obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True, burned_in_text=burned_in_text)
-                finish(item, None)
-            except Exception as exc:
-                finish(item, exc)
-    else:
-        context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(scheme.key,)) as pool:
-            futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2], burned_in_text): item for item in todo}
-            for future in as_completed(futures):
-                finish(futures[future], future.exception())
-    bar.close()
-    return report
+                out_rel = output_name(rel, src / rel).as_posix()
+            except InputError as exc:
+                report.failed.append((rel_s, str(exc)))
+                continue
+            if out_rel in claimed:
+                report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
+                continue
+            claimed[out_rel] = rel_s
+            try:
+                digest = sha256_file(src / rel)
+            except OSError as exc:
+                report.failed.append((rel_s, f"{src / rel}: cannot be read ({exc.strerror})"))
+                continue
+            if manifest.is_done(rel_s, digest, dst):
+                report.skipped.append(rel_s)
+            else:
+                todo.append((rel_s, digest, out_rel))
+
+        bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
+
+        def finish(item: tuple[str, str, str], error: BaseException | None) -> None:
+            rel_s, digest, out_rel = item
+            if error is None:
+                manifest.record(rel_s, digest, out_rel, dst)
+                report.done.append(rel_s)
+            else:
+                report.failed.append((rel_s, _reason(error)))
+            bar.update()
+
+        if workers <= 1 or len(todo) <= 1:
+            for item in todo:
+                try:
+                    obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True, burned_in_text=burned_in_text)
+                    finish(item, None)
+                except Exception as exc:
+                    finish(item, exc)
+        else:
+            context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(scheme.key, os.getpid())) as pool:
+                futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2], burned_in_text): item for item in todo}
+                for future in as_completed(futures):
+                    finish(futures[future], future.exception())
+        bar.close()
+        return report
 
 
 def _reason(error: BaseException) -> str:
