@@ -1,6 +1,7 @@
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,7 +185,7 @@ def test_workers_exit_when_the_run_is_killed(tmp_path, rng, key8):
     import subprocess
     import sys
     import time
-    from pathlib import Path
+
 
     scans = tmp_path / "many"
     scans.mkdir()
@@ -215,3 +216,78 @@ def test_workers_exit_when_the_run_is_killed(tmp_path, rng, key8):
     alive = [pid for pid in left_behind
              if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
     assert not alive
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB tmpfs: a disk that really fills up."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_once(tmp_path, rng, key8, small_tmpfs):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (96, 96), dtype=np.uint8)).save(scans / f"{i:02d}.png")  # ~9 KiB each
+    key8.save(tmp_path / "k.key")
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(bytes(200 * 1024))  # leaves room for some outputs, not all
+    out = small_tmpfs / "out"
+    args = ["obfuscate", "--key", str(tmp_path / "k.key"), "--burned-in-text", "off", "--no-progress", str(scans), str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code in (1, 2) and "Traceback" not in first.output
+    assert any("No space left" in line for line in first.output.splitlines())
+    filler.unlink()
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    sources = [json.loads(line)["source"] for line in (out / MANIFEST).read_text().splitlines()[1:]]
+    assert sorted(set(sources)) == sorted(p.name for p in scans.iterdir())
+    for rel in sources:
+        assert np.array_equal(read_image(out / rel).pixels, medveil.from_key(key8)(read_image(scans / rel).pixels))
+
+
+def test_unreadable_files_and_folders_are_listed_for_an_unprivileged_user(tmp_path, rng, key8):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the folder walk as the user nobody")
+    shared = Path(tempfile.mkdtemp(prefix="medveil-perm-"))
+    try:
+        os.chmod(shared, 0o777)
+        scans = shared / "scans"
+        (scans / "locked").mkdir(parents=True)
+        for name in ("ok.png", "secret.png", "locked/inside.png"):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(scans / name)
+        key8.save(shared / "k.key")
+        for path in [scans, scans / "ok.png", shared / "k.key"]:
+            os.chown(path, 65534, 65534)
+        os.chmod(scans / "secret.png", 0)
+        os.chmod(scans / "locked", 0)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "medveil.cli",
+             "obfuscate", "--key", str(shared / "k.key"), "--burned-in-text", "off", "--no-progress", str(scans),
+             str(shared / "out")], capture_output=True, text=True, timeout=120, cwd=shared,
+            env={**os.environ, "HOME": str(shared), "NUMBA_CACHE_DIR": str(shared / "numba")})
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(shared)], check=False)
+        shutil.rmtree(shared, ignore_errors=True)
+    assert result.returncode == 1, result.stderr
+    assert "1 obfuscated" in result.stdout
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 2 and any("secret.png" in line for line in failed) and any("locked" in line for line in failed)
+    assert "Traceback" not in result.stderr

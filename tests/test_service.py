@@ -271,3 +271,22 @@ def test_predict_checks_every_header_before_decoding(tmp_path, br35h_subset):
         assert response.status_code == 400 and "cut.png" in response.json()["detail"]
         dataset_files = list((tmp_path / "srv" / "datasets").iterdir())
         assert dataset_files and all(p.stat().st_mode & 0o077 == 0 for p in dataset_files)
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_or_undocumented_status(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runner = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    if runner is None:
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    token = Store(tmp_path / "srv").create_token("fuzz")
+    with local_server(tmp_path / "srv") as url:
+        result = subprocess.run([runner, "run", f"{url}/openapi.json", "--checks",
+                                 "not_a_server_error,status_code_conformance", "--max-examples", "30",
+                                 "--header", f"Authorization: Bearer {token}", "--no-color"],
+                                capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]

@@ -37,6 +37,9 @@ class KeyPermissionWarning(UserWarning):
     """A key file others can read (as ssh warns of a private key with loose permissions)."""
 
 
+warnings.simplefilter("always", KeyPermissionWarning)  # every load of such a key says so, not only the first
+
+
 class KeyStream:
     """An endless deterministic byte stream: HMAC-SHA256(secret, label || counter), block after block.
 

@@ -140,6 +140,8 @@ class IntensityMapping(Scheme):
         (as with NumPy ufuncs), saving an allocation when mapping many batches.
         """
         images = np.asarray(images)
+        if not images.dtype.isnative:  # the table is indexed by the stored value, not its bytes
+            images = images.astype(images.dtype.newbyteorder("="))
         self.check_input(images)
         if out is not None and (out.shape != images.shape or out.dtype != self.out_dtype or not out.flags.c_contiguous):
             raise InputError(f"out must be a contiguous {self.out_dtype} array of shape {images.shape}")

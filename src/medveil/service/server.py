@@ -303,7 +303,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
     def get_dataset(who: Tenant, dataset_id: str) -> dict:
         return _dataset_view(owned(store.dataset(who, dataset_id), "dataset"))
 
-    @app.post("/jobs", status_code=202, responses=_responses(401, 404, 411, 413, 422))
+    @app.post("/jobs", status_code=202, responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
         owned(store.dataset(who, request.dataset_id), "dataset")
         job = store.add_job(who, request.dataset_id, request.model, request.epochs)
