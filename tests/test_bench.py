@@ -19,7 +19,7 @@ def tiny_dataset(root, rng, n=14, size=40):
 
 PROFILE = Profile("test", size=48, epochs=1, seeds=1, attack_epochs=1, settings=(
     Setting("plain"), Setting("skk"), Setting("intensity", (("levels", 1),))),  # levels=1 is invalid: must fail
-    attacks={"skk": [("leading-bit", "none")], "intensity": [("chosen-plaintext", "public")]})
+    attacks=frozenset({"leading-bit", "chosen-plaintext"}))
 
 
 def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
@@ -47,3 +47,5 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
     assert "## Privacy cards" in text and "**skk**" in text and "Failed cells" in text
     assert "ParameterError" in page.read_text() and (tmp_path / "out" / "tradeoff.png").is_file()
     assert (tmp_path / "out" / "figures" / "d-skk---leading-bit-none.png").is_file()
+    cards = (tmp_path / "out" / "cards.csv").read_text().splitlines()
+    assert cards[0].startswith("dataset,scheme,params,capability,attack") and any(",skk,,ciphertext-only,leading-bit," in c for c in cards)

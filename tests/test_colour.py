@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import medveil
 from medveil import metrics
-from medveil.attacks import BlackBox, LearnedReconstruction, MinimumDifference
+from medveil.attacks import BlackBox, LearnedReconstruction, MinimumDifference, oracle_view
 from medveil.cli import app
 from medveil.data import load_folder, pseudo_colour
 from medveil.data.pipeline import ImageTensors
@@ -76,7 +76,7 @@ def test_min_difference_on_colour_skk_beats_the_ciphertext(rng):
 def test_learned_reconstruction_outputs_colour(rng):
     own = rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
     with BlackBox(medveil.generate_key("skk", channels=3)) as box:
-        attack = LearnedReconstruction(TrainConfig(epochs=1, batch_size=8, progress=False), width=4).fit(box, own)
+        attack = LearnedReconstruction(TrainConfig(epochs=1, batch_size=8, progress=False), width=4).fit(oracle_view(box, own))
     assert attack.model.out.out_channels == 3
     assert attack.reconstruct(own[:2]).shape == (2, 16, 16, 3)
 
@@ -97,7 +97,7 @@ def test_attack_cli_on_a_colour_dataset(tmp_path, rng):
     write_classes(tmp_path / "d", rng, n=8)
     runner = CliRunner()
     assert runner.invoke(app, ["keygen", "--scheme", "skk", "--channels", "3", "-o", str(tmp_path / "k.key")]).exit_code == 0
-    result = runner.invoke(app, ["attack", "min-difference", "--key", str(tmp_path / "k.key"), "--target",
+    result = runner.invoke(app, ["attack", "minimum-difference", "--key", str(tmp_path / "k.key"), "--target",
                                  str(tmp_path / "d"), "--colour", "viridis", "--size", "48", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))

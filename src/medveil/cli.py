@@ -258,80 +258,70 @@ def evaluate_privacynet(
     typer.echo(f"report: {output / 'report.md'}")
 
 
-attack_app = typer.Typer(no_args_is_help=True, help="Attack a key the way an outside service could, and score what it recovers.")
-app.add_typer(attack_app, name="attack")
-
 # Options the attacks take.
-AttackKey = Annotated[Path, typer.Option("--key", "-k", help="The hospital's key (only a black box in another process sees it).")]
-AttackOutput = Annotated[Path, typer.Option("-o", "--output", help="Folder for results.csv, report.md and figures.")]
+AttackKey = Annotated[Optional[Path], typer.Option("--key", "-k", help="The hospital's key: it obfuscates the target "
+                                                                    "(and, for oracle attacks, sits in a black box in "
+                                                                    "another process).")]
+AttackOutput = Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for results.csv, report.md and figures.")]
 AttackTarget = Annotated[str, typer.Option(help="'br35h' or a class-per-subfolder folder; its test split is attacked.")]
-AttackerData = Annotated[str, typer.Option(help="'public': other public medical images; 'prior': the target's train/val split.")]
+AttackerData = Annotated[Optional[str], typer.Option(help="'public': other public medical images; 'prior': the target's "
+                                                          "train/val split; 'none': no plain images. Default: the "
+                                                          "attack's first in `medveil attack list`.")]
 ImageSize = Annotated[int, typer.Option(min=16, help="Images are resized to size x size.")]
 AttackEpochs = Annotated[int, typer.Option(min=1, help="Epochs of the attacker's U-Net.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
-def _run_attack(attack, key: Key, target: str, attacker_data: str, size: int, output: Path, colour: str | None) -> None:
+def _list_attacks(as_json: bool) -> None:
+    import json
+
+    from medveil.attacks import available_attacks
+
+    for spec in available_attacks():
+        schemes = ", ".join(spec.schemes) if spec.schemes else "every scheme"
+        if as_json:
+            typer.echo(json.dumps({"name": spec.name, "capability": spec.capability,
+                                   "attacker_data": list(spec.attacker_data), "schemes": list(spec.schemes or []),
+                                   "summary": spec.summary}))
+        else:
+            typer.echo(f"{spec.name:24} {spec.capability:16} data {'/'.join(spec.attacker_data):18} {schemes}: "
+                       f"{spec.summary}")
+
+
+@app.command("attack")
+@_clean_errors
+def attack(
+    name: str = typer.Argument(..., help="An attack from `medveil attack list`, or 'list' to see them."),
+    key: AttackKey = None, output: AttackOutput = None, target: AttackTarget = "br35h",
+    attacker_data: AttackerData = None, size: ImageSize = 64, colour: Colour = None, epochs: AttackEpochs = 20,
+    progress: Progress = True,
+    as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON object per attack."),
+):
+    """Attack a key under a threat model (ciphertext-only, known-pairs, oracle) and score what it recovers.
+
+    `medveil attack list` shows every registered attack with what it may use.
+    """
+    if name == "list":
+        _list_attacks(as_json)
+        return
+    from medveil.attacks import attack_spec
     from medveil.data import load_dataset
     from medveil.evaluation.privacy import evaluate_attack
 
-    row = evaluate_attack(attack, key, load_dataset(target, size, colour), attacker_data, output)
-    typer.echo(f"{row['attack']} with {row['attacker_data']} data against {row['scheme']} {row['params']}: "
-               f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
+    spec = attack_spec(name)
+    if key is None or output is None:
+        _fail(f"attack {name} needs --key KEY and -o OUTPUT_FOLDER")
+    hospital_key = Key.load(key)
+    if not spec.applies_to(hospital_key.scheme, hospital_key.params):
+        _fail(f"{spec.name} does not apply to the '{hospital_key.scheme}' scheme "
+              f"(it takes {', '.join(spec.schemes or ['any'])}); see medveil attack list")
+    data = attacker_data or spec.attacker_data[0]
+    row = evaluate_attack(spec.create(hospital_key.scheme, hospital_key.params, epochs, progress), spec.capability,
+                          hospital_key, load_dataset(target, size, colour), data, output)
+    typer.echo(f"{row['attack']} ({spec.capability}, {row['attacker_data']} data) against {row['scheme']} "
+               f"{row['params']}: SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
                f"({row['queries']} images fed to the black box)")
     typer.echo(f"report: {output / 'report.md'}")
-
-
-@attack_app.command("reconstruction")
-@_clean_errors
-def attack_reconstruction(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h",
-                          attacker_data: AttackerData = "public", size: ImageSize = 64, colour: Colour = None,
-                          epochs: AttackEpochs = 20, progress: Progress = True):
-    """Paper NB's attack: train a U-Net on the attacker's images obfuscated through the black box."""
-    from medveil.attacks import LearnedReconstruction, attacker_training
-
-    attack = LearnedReconstruction(attacker_training(epochs, progress))
-    _run_attack(attack, Key.load(key), target, attacker_data, size, output, colour)
-
-
-@attack_app.command("chosen-plaintext")
-@_clean_errors
-def attack_chosen_plaintext(
-    key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", attacker_data: AttackerData = "public",
-    refine: Annotated[bool, typer.Option(help="Also train a U-Net over the pre-image sets (no further queries).")] = False,
-    size: ImageSize = 64, colour: Colour = None, epochs: AttackEpochs = 20, progress: Progress = True,
-):
-    """Feed crafted images to the black box to recover the key's effect, then invert it.
-
-    intensity: one ramp image reveals the table (exact inverse when bijective; otherwise the
-    attacker's images serve as the prior over each pixel's pre-image set). tanaka: a few crafted
-    blocks reveal the block key and decrypt exactly.
-    """
-    from medveil.attacks import attacker_training, chosen_plaintext_attack
-
-    hospital_key = Key.load(key)
-    attack = chosen_plaintext_attack(hospital_key, refine, attacker_training(epochs, progress))
-    _run_attack(attack, hospital_key, target, attacker_data, size, output, colour)
-
-
-@attack_app.command("leading-bit")
-@_clean_errors
-def attack_leading_bit(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64,
-                       colour: Colour = None):
-    """Ciphertext-only: give every value the same leading bit (Chang & Case; paper LE Algorithm 2)."""
-    from medveil.attacks import LeadingBit
-
-    _run_attack(LeadingBit(), Key.load(key), target, "none", size, output, colour)
-
-
-@attack_app.command("min-difference")
-@_clean_errors
-def attack_min_difference(key: AttackKey, output: AttackOutput, target: AttackTarget = "br35h", size: ImageSize = 64,
-                          colour: Colour = None):
-    """Ciphertext-only: undo each pixel's negation/shuffle to best match its neighbour (paper LE Algorithm 3)."""
-    from medveil.attacks import MinimumDifference
-
-    _run_attack(MinimumDifference(), Key.load(key), target, "none", size, output, colour)
 
 
 vae_app = typer.Typer(no_args_is_help=True, help="VAE + intensity mapping: the data owner trains the VAE.")

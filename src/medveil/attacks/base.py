@@ -1,18 +1,34 @@
-"""The attacker's view: a black box that obfuscates with the hospital's key, and the attack protocol.
+"""Threat models, the attacker's view, the attack protocol and the attack registry.
 
-Paper NB's threat actor can run the obfuscation tool on any images it likes but never holds the
-key. :class:`BlackBox` enforces that: the key lives in a separate process, the attacker's process
-holds only a pipe to it, and every image sent through is counted.
+An attack declares what the attacker can do (its *capability*) and which plain data it is run
+with; the protocol hands it exactly that and nothing more, in an :class:`AttackerView`:
+
+- ``ciphertext-only``: the service itself. Every image it holds under the one key (the hospital's
+  whole obfuscated set, training and test), their labels, and the scheme's public name and
+  parameters (Kerckhoffs), but no oracle: the view has no black box at all.
+- ``known-pairs``: k leaked (plain, obfuscated) pairs.
+- ``oracle``: black-box queries to the obfuscation with the key (an insider, a shared tool).
+  :class:`BlackBox` keeps the key in a separate process and counts every image sent through.
+
+Attacker plain data: ``none``, ``public`` (other medical images) or ``prior`` (images like the
+hospital's, never its test images). Attacks register with :func:`register_attack`; the CLI, the
+privacy evaluation and the benchmark grid are all built from the registry.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from medveil.errors import InputError
 from medveil.keys import Key
+
+CAPABILITIES = ("ciphertext-only", "known-pairs", "oracle")
+ATTACKER_DATA = ("none", "public", "prior")
 
 
 def _serve(key: Key, conn) -> None:
@@ -70,20 +86,130 @@ class BlackBox:
         self.close()
 
 
-class Attack(ABC):
-    """Every attack: learn from what the attacker may see, then reconstruct intercepted images.
+@dataclass
+class AttackerView:
+    """What one threat model grants an attacker; anything it does not grant is ``None``.
 
-    Images are 8-bit grayscale ``(n, H, W)`` uint8 arrays; reconstructions are the same shape and
-    dtype. ``attacker_images`` are plain images the attacker owns (public data, or data like the
-    target's); it may feed any images it likes to ``black_box``.
+    Attributes
+    ----------
+    scheme, params : str, dict
+        The scheme's public name and parameters (never the key).
+    own : ndarray
+        The attacker's own plain images ``(n, H, W[, C])`` uint8 (empty for ``none``).
+    obfuscated_set, labels : ndarray or None
+        ciphertext-only: every image the service holds under the key, and their labels.
+    pairs : (ndarray, ndarray) or None
+        known-pairs: leaked plain images and their obfuscated versions.
+    oracle : BlackBox or None
+        oracle: the obfuscation with the key, as a black box.
+    """
+
+    scheme: str
+    params: dict[str, Any]
+    own: np.ndarray
+    obfuscated_set: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+    oracle: BlackBox | None = field(default=None, repr=False)
+
+    def require_oracle(self, attack: str) -> BlackBox:
+        if self.oracle is None:
+            raise InputError(f"{attack} needs oracle access to the obfuscation, which this threat model does not grant")
+        return self.oracle
+
+    def require_obfuscated_set(self, attack: str) -> np.ndarray:
+        if self.obfuscated_set is None:
+            raise InputError(f"{attack} needs the service's obfuscated set, which this threat model does not grant")
+        return self.obfuscated_set
+
+
+def oracle_view(black_box: BlackBox, own: np.ndarray | None, key: Key | None = None) -> AttackerView:
+    """The view of an attacker with oracle access and ``own`` plain images (the papers' threat actor)."""
+    own = np.zeros((0, 1, 1), np.uint8) if own is None else own
+    return AttackerView(key.scheme if key else "", dict(key.params) if key else {}, own, oracle=black_box)
+
+
+class Attack(ABC):
+    """Every attack: learn from what its threat model grants, then reconstruct intercepted images.
+
+    Images are 8-bit ``(n, H, W)`` or ``(n, H, W, 3)`` uint8 arrays; reconstructions are the same
+    shape and dtype.
     """
 
     name: str
 
     @abstractmethod
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "Attack":
-        """Prepare the attack; returns ``self``."""
+    def fit(self, view: AttackerView) -> "Attack":
+        """Prepare the attack from what ``view`` grants; returns ``self``."""
 
     @abstractmethod
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         """Estimate the originals of intercepted obfuscated images."""
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack: its threat model, where it applies, and how to make it.
+
+    Attributes
+    ----------
+    name : str
+        What the CLI, rows and reports call it.
+    capability : str
+        One of :data:`CAPABILITIES`: what the protocol hands it.
+    attacker_data : tuple of str
+        The plain data (:data:`ATTACKER_DATA`) the benchmark runs it with.
+    schemes : tuple of str, or None
+        The schemes it applies to (None: every scheme).
+    create : callable
+        ``create(scheme, params, epochs, progress) -> Attack`` from public information only.
+    summary : str
+        One line for ``medveil attack list``.
+    """
+
+    name: str
+    capability: str
+    attacker_data: tuple[str, ...]
+    schemes: tuple[str, ...] | None
+    create: Callable[[str, Mapping[str, Any], int, bool], Attack]
+    summary: str
+
+    def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
+        return scheme != "plain" and (self.schemes is None or scheme in self.schemes)
+
+
+_ATTACKS: dict[str, AttackSpec] = {}
+
+
+def register_attack(spec: AttackSpec) -> AttackSpec:
+    """Add ``spec`` to the registry; a name is taken once, and the threat model must be a known one."""
+    if spec.name in _ATTACKS:
+        raise ValueError(f"attack {spec.name!r} registered twice")
+    if spec.capability not in CAPABILITIES:
+        raise ValueError(f"attack {spec.name!r}: capability must be one of {', '.join(CAPABILITIES)}")
+    if not spec.attacker_data or not set(spec.attacker_data) <= set(ATTACKER_DATA):
+        raise ValueError(f"attack {spec.name!r}: attacker data must be among {', '.join(ATTACKER_DATA)}")
+    _ATTACKS[spec.name] = spec
+    return spec
+
+
+def unregister_attack(name: str) -> None:
+    """Remove an attack (tests, and plugins that replace one)."""
+    _ATTACKS.pop(name, None)
+
+
+def available_attacks() -> list[AttackSpec]:
+    """Every registered attack, ordered by capability, then name."""
+    return sorted(_ATTACKS.values(), key=lambda a: (CAPABILITIES.index(a.capability), a.name))
+
+
+def attack_spec(name: str) -> AttackSpec:
+    try:
+        return _ATTACKS[name]
+    except KeyError:
+        raise InputError(f"unknown attack {name!r}; available: {', '.join(sorted(_ATTACKS))}") from None
+
+
+def applicable_attacks(scheme: str, params: Mapping[str, Any] | None = None) -> list[AttackSpec]:
+    """The registered attacks that apply to ``scheme`` with ``params``."""
+    return [a for a in available_attacks() if a.applies_to(scheme, params)]

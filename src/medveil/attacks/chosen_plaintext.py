@@ -14,12 +14,13 @@ intercepted pixel is then known to lie in its set, and the attack picks a member
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
-from medveil.attacks.base import Attack, BlackBox
+from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
 from medveil.errors import InputError, SchemeMismatchError
-from medveil.keys import Key
 from medveil.train import TrainConfig
 
 DOMAIN = 256
@@ -39,9 +40,10 @@ class ChosenPlaintext(Attack):
         if refine:
             self.name = "chosen-plaintext+unet"
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "ChosenPlaintext":
+    def fit(self, view: AttackerView) -> "ChosenPlaintext":
+        attacker_images = view.own
         probe = np.arange(DOMAIN, dtype=np.uint8).reshape(16, 16)
-        self.table = black_box(probe).ravel().astype(np.int64)
+        self.table = view.require_oracle(self.name)(probe).ravel().astype(np.int64)
         prior = np.bincount(attacker_images.ravel(), minlength=DOMAIN).astype(np.float64) + 1.0  # Laplace smoothing
         outputs = self.table.max() + 1
         weight = np.bincount(self.table, weights=prior, minlength=outputs)
@@ -106,7 +108,7 @@ class TanakaChosenPlaintext(Attack):
         self.perm: np.ndarray | None = None
         self.flips: np.ndarray | None = None
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "TanakaChosenPlaintext":
+    def fit(self, view: AttackerView) -> "TanakaChosenPlaintext":
         from medveil.schemes.learnable import from_slots, to_slots
 
         m, c = self.block, self.channels
@@ -117,7 +119,7 @@ class TanakaChosenPlaintext(Attack):
         shape = (len(probes), m, m) + ((3,) if c == 3 else ())
         layout = ((len(probes),), m, m, m, c)
         images = from_slots(probes[:, None, None, :], layout).reshape(shape)
-        observed, _ = to_slots(black_box(images), m, c)
+        observed, _ = to_slots(view.require_oracle(self.name)(images), m, c)
         observed = observed[:, 0, 0, :]
         self.flips = observed[0] == 15
         changed = observed[1:] != observed[0]
@@ -151,13 +153,13 @@ class StructuralChosenPlaintext(Attack):
         self.size, self.raster, self.channels = size, raster, channels
         self.positions: np.ndarray | None = None
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "StructuralChosenPlaintext":
+    def fit(self, view: AttackerView) -> "StructuralChosenPlaintext":
         columns = np.arange(self.size)
         steps = np.stack([np.broadcast_to(np.where(columns < x, 0, 255).astype(np.uint8), (self.size, self.size))
                           for x in range(1, self.size)])
         if self.channels == 3:
             steps = np.repeat(steps[..., None], 3, axis=-1)
-        observed = black_box(steps).astype(np.float64)
+        observed = view.require_oracle(self.name)(steps).astype(np.float64)
         if observed.ndim == 4:
             observed = observed.mean(axis=-1)
         dark = (255 - observed).sum(axis=2).mean(axis=1) / 255  # output pixels left of the edge
@@ -184,17 +186,24 @@ class StructuralChosenPlaintext(Attack):
         return out if colour else out[..., 0]
 
 
-def chosen_plaintext_attack(key: Key, refine: bool = False, config: TrainConfig | None = None) -> Attack:
-    """The chosen-plaintext attack for the scheme ``key`` was made for.
-
-    Only the key's public parts (scheme name and parameters) are read; the secret stays with the
-    black box.
-    """
-    if key.scheme == "intensity":
+def chosen_plaintext_attack(scheme: str, params: Mapping[str, Any], refine: bool = False,
+                           config: TrainConfig | None = None) -> Attack:
+    """The chosen-plaintext attack for ``scheme`` with its public ``params`` (the secret stays in the black box)."""
+    if scheme == "intensity":
         return ChosenPlaintext(refine=refine, config=config)
-    if key.scheme == "tanaka":
-        return TanakaChosenPlaintext(key.params["block"], key.params["channels"])
-    if key.scheme == "structural":
-        return StructuralChosenPlaintext(key.params["size"], key.params["raster"], key.params["channels"])
-    raise SchemeMismatchError(f"no chosen-plaintext attack for the '{key.scheme}' scheme "
+    if scheme == "tanaka":
+        return TanakaChosenPlaintext(params["block"], params["channels"])
+    if scheme == "structural":
+        return StructuralChosenPlaintext(params["size"], params["raster"], params["channels"])
+    raise SchemeMismatchError(f"no chosen-plaintext attack for the '{scheme}' scheme "
                               "(intensity, tanaka and structural have one)")
+
+
+register_attack(AttackSpec(
+    "chosen-plaintext", "oracle", ("public",), ("intensity", "tanaka", "structural"),
+    lambda scheme, params, epochs, progress: chosen_plaintext_attack(scheme, params, False, attacker_training(epochs, progress)),
+    "crafted images through the black box reveal the key's effect (intensity table, Tanaka block key, structural warp)"))
+register_attack(AttackSpec(
+    "chosen-plaintext+unet", "oracle", ("prior",), ("intensity",),
+    lambda scheme, params, epochs, progress: chosen_plaintext_attack(scheme, params, True, attacker_training(epochs, progress)),
+    "the intensity table from one query, then a U-Net over each pixel's pre-image set"))

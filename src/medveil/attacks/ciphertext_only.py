@@ -22,11 +22,11 @@ import itertools
 import numpy as np
 from numba import njit
 
-from medveil.attacks.base import Attack, BlackBox
+from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 
 
 class CiphertextOnlyAttack(Attack):
-    """An attack that needs nothing but the intercepted images: :meth:`fit` uses neither argument.
+    """An attack that needs nothing but the intercepted images: :meth:`fit` reads nothing from its view.
 
     ``bit`` is the leading bit assumed for the first decision (0: dark stays dark).
     """
@@ -34,7 +34,7 @@ class CiphertextOnlyAttack(Attack):
     def __init__(self, bit: int = 0):
         self.bit = bit
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "CiphertextOnlyAttack":
+    def fit(self, view: AttackerView) -> "CiphertextOnlyAttack":
         return self
 
 
@@ -90,3 +90,11 @@ class MinimumDifference(CiphertextOnlyAttack):
         options = _options(hwc.shape[-1])
         out = np.stack([_scan(np.ascontiguousarray(img), options, self.bit) for img in hwc])
         return out if colour else out[..., 0]
+
+
+register_attack(AttackSpec("leading-bit", "ciphertext-only", ("none",), ("skk", "skk-smooth"),
+                           lambda scheme, params, epochs, progress: LeadingBit(),
+                           "give every value one leading bit (Chang & Case; paper LE Algorithm 2)"))
+register_attack(AttackSpec("minimum-difference", "ciphertext-only", ("none",), ("skk", "skk-smooth"),
+                           lambda scheme, params, epochs, progress: MinimumDifference(),
+                           "undo each pixel's negation/shuffle to match its neighbour (paper LE Algorithm 3)"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medveil.attacks.base import Attack, BlackBox
+from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.data.pipeline import ImagePairs, channels_first
 from medveil.nn import UNet
 from medveil.train import TrainConfig, fit, predict
@@ -58,12 +58,18 @@ class LearnedReconstruction(Attack):
         self.model: UNet | None = None
         self.history: list[dict] = []
 
-    def fit(self, black_box: BlackBox, attacker_images: np.ndarray) -> "LearnedReconstruction":
-        obfuscated = black_box(attacker_images)
-        self.model, self.history = train_reconstructor(obfuscated, attacker_images, self.config, self.width)
+    def fit(self, view: AttackerView) -> "LearnedReconstruction":
+        obfuscated = view.require_oracle(self.name)(view.own)
+        self.model, self.history = train_reconstructor(obfuscated, view.own, self.config, self.width)
         return self
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("fit the attack first")
         return run_reconstructor(self.model, obfuscated)
+
+
+register_attack(AttackSpec(
+    "learned-reconstruction", "oracle", ("public",), None,
+    lambda scheme, params, epochs, progress: LearnedReconstruction(attacker_training(epochs, progress)),
+    "paper NB's U-Net, trained on the attacker's images obfuscated through the black box"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,23 +28,13 @@ from medveil.data import ImageDataset, group_split
 from medveil.evaluation.utility import Setting, run_one
 from medveil.train import TrainConfig
 
-# Which attacks apply to which scheme: (attack name, attacker data).
-ATTACKS = {
-    "intensity": [("chosen-plaintext", "public"), ("chosen-plaintext+unet", "prior"), ("learned-reconstruction", "public")],
-    "tanaka": [("chosen-plaintext", "public"), ("learned-reconstruction", "public")],
-    "skk": [("leading-bit", "none"), ("minimum-difference", "none"), ("learned-reconstruction", "public")],
-    "skk-smooth": [("leading-bit", "none"), ("minimum-difference", "none"), ("learned-reconstruction", "public")],
-    "structural": [("chosen-plaintext", "public"), ("learned-reconstruction", "public")],
-}
-
-
-# The quick profile leaves out the learned reconstruction where a chosen-plaintext attack is exact.
-QUICK_ATTACKS = dict(ATTACKS, intensity=ATTACKS["intensity"][:2], tanaka=ATTACKS["tanaka"][:1])
-
-
 @dataclass(frozen=True)
 class Profile:
-    """How much to run: image size, classifier epochs and seeds, attacker U-Net epochs, and the settings."""
+    """How much to run: image size, classifier epochs and seeds, attacker U-Net epochs, and the settings.
+
+    Every registered attack that applies to a setting's scheme (of those named in ``attacks``, if
+    given) runs with each of its attacker data, except the ``(scheme, attack)`` pairs in ``leave_out``.
+    """
 
     name: str
     size: int
@@ -52,7 +42,8 @@ class Profile:
     seeds: int
     attack_epochs: int
     settings: tuple[Setting, ...]
-    attacks: dict = field(default_factory=lambda: ATTACKS)
+    leave_out: frozenset[tuple[str, str]] = frozenset()
+    attacks: frozenset[str] | None = None
 
 
 def _settings(*specs: tuple[str, dict]) -> tuple[Setting, ...]:
@@ -62,7 +53,9 @@ def _settings(*specs: tuple[str, dict]) -> tuple[Setting, ...]:
 PROFILES = {
     "quick": Profile("quick", size=64, epochs=5, seeds=1, attack_epochs=4, settings=_settings(
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 50}), ("skk", {}),
-        ("skk-smooth", {"block": 4}), ("tanaka", {"block": 4}), ("structural", {"size": 50})), attacks=QUICK_ATTACKS),
+        ("skk-smooth", {"block": 4}), ("tanaka", {"block": 4}), ("structural", {"size": 50})),
+        # No U-Net where a chosen-plaintext attack is already exact.
+        leave_out=frozenset({("intensity", "learned-reconstruction"), ("tanaka", "learned-reconstruction")})),
     "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=12, settings=_settings(
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 150}), ("intensity", {"levels": 50}),
         ("skk", {}), ("skk-smooth", {"block": 3}), ("skk-smooth", {"block": 4}), ("skk-smooth", {"block": 5}),
@@ -87,26 +80,15 @@ class Cell:
 
 
 def cells_of(profile: Profile) -> list[Cell]:
+    """Utility cells per setting and seed, then one attack cell per applicable registered attack and data."""
+    from medveil.attacks import applicable_attacks
+
     cells = [Cell("utility", s, seed) for s in profile.settings for seed in range(profile.seeds)]
-    cells += [Cell("attack", s, attack=a, attacker_data=d) for s in profile.settings
-              for a, d in profile.attacks.get(s.scheme, [])]
+    cells += [Cell("attack", s, attack=spec.name, attacker_data=data) for s in profile.settings
+              for spec in applicable_attacks(s.scheme, dict(s.params))
+              if (s.scheme, spec.name) not in profile.leave_out and (profile.attacks is None or spec.name in profile.attacks)
+              for data in spec.attacker_data]
     return cells
-
-
-def make_attack(name: str, key, epochs: int):
-    """The attack called ``name`` against ``key``'s scheme (only its public parameters are read)."""
-    from medveil.attacks import LeadingBit, LearnedReconstruction, MinimumDifference, attacker_training, chosen_plaintext_attack
-
-    config = attacker_training(epochs, progress=False)
-    if name == "learned-reconstruction":
-        return LearnedReconstruction(config)
-    if name in ("chosen-plaintext", "chosen-plaintext+unet"):
-        return chosen_plaintext_attack(key, refine=name.endswith("+unet"), config=config)
-    if name == "leading-bit":
-        return LeadingBit()
-    if name == "minimum-difference":
-        return MinimumDifference()
-    raise ValueError(f"unknown attack {name!r}")
 
 
 def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Profile, figures: Path) -> dict:
@@ -114,11 +96,13 @@ def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Prof
     if cell.kind == "utility":
         config = TrainConfig(epochs=profile.epochs, seed=cell.seed, progress=False)
         return {"row": run_one(dataset, split, cell.setting, cell.seed, "cnn", config, augment=False)["row"]}
+    from medveil.attacks import attack_spec
     from medveil.evaluation.privacy import attack_figure, run_attack
 
     key = cell.setting.build_scheme(dataset.channels).key
-    row, target, obfuscated, reconstructed = run_attack(make_attack(cell.attack, key, profile.attack_epochs), key,
-                                                        dataset, cell.attacker_data)
+    spec = attack_spec(cell.attack)
+    attack = spec.create(key.scheme, key.params, profile.attack_epochs, False)
+    row, target, obfuscated, reconstructed = run_attack(attack, spec.capability, key, dataset, cell.attacker_data)
     figure = figures / cell.file_name(dataset.name).replace(".json", ".png")
     attack_figure(row, target, obfuscated, reconstructed, figure, examples=3)
     return {"row": row, "figure": figure.name}

@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 
 import medveil
+from medveil.attacks import CAPABILITIES
+from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import PAPER_NB_TABLE2
 from medveil.evaluation.utility import PAPER_REFERENCES
 from medveil.figures import plot_tradeoff
@@ -39,7 +41,11 @@ def verdict(strongest: dict | None) -> str:
 
 
 def _attacker(data: str) -> str:
-    return "ciphertext only" if data == "none" else f"{data} data"
+    return "no plain data" if data == "none" else f"{data} data"
+
+
+CARD_COLUMNS = ["dataset", "scheme", "params", "capability", "attack", "attacker_data", "queries", "ssim", "psnr",
+                "ms_ssim", "linkage_top1", "linkage_chance", "verdict"]
 
 
 def summarise(records: Sequence[dict], settings) -> list[dict]:
@@ -50,12 +56,16 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         utility = [r["result"]["row"] for r in mine if r["cell"].kind == "utility" and "result" in r]
         attacks = [dict(r["result"]["row"], figure=r["result"].get("figure")) for r in mine
                    if r["cell"].kind == "attack" and "result" in r]
+        for a in attacks:  # rows cached before attacks declared their threat model
+            a.setdefault("capability", _capability_of(a["attack"]))
         entry = {"setting": setting, "runs": len(utility), "attacks": attacks,
                  "failures": [f"{r['cell'].attack or 'utility'}: {r['error']}" for r in mine if r["status"] == "failed"]}
         for metric in ("accuracy", "f1", "ssim", "psnr"):
             values = np.array([float(u[metric]) for u in utility], dtype=float)
             entry[metric] = (float(np.mean(values)), float(np.std(values))) if len(values) else (math.nan, math.nan)
         entry["strongest"] = max(attacks, key=lambda a: float(a["ssim"]), default=None)
+        entry["by_capability"] = {cap: max((a for a in attacks if a.get("capability") == cap),
+                                           key=lambda a: float(a["ssim"]), default=None) for cap in CAPABILITIES}
         rows.append(entry)
     return rows
 
@@ -71,18 +81,18 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
-    main = [["setting", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB", "strongest attack", "its SSIM",
-             "its PSNR dB", "problems"]]
+    main = [["setting", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB"]
+            + [f"strongest {cap} (SSIM)" for cap in CAPABILITIES] + ["problems"]]
     for e in rows:
-        s = e["strongest"]
-        main.append([e["setting"].label, _pm(e["accuracy"]), _pm(e["f1"]), _pm(e["ssim"], 1, 3), _pm(e["psnr"], 1, 1),
-                     f"{s['attack']} ({_attacker(s['attacker_data'])})" if s else "–", _num(s["ssim"]) if s else "–",
-                     _num(s["psnr"], 1) if s else "–", "; ".join(e["failures"]) or ""])
-    attacks = [["setting", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]]
+        best = [f"{b['attack']}, {_attacker(b['attacker_data'])} ({_num(b['ssim'])})" if b else "–"
+                for b in (e["by_capability"][cap] for cap in CAPABILITIES)]
+        main.append([e["setting"].label, _pm(e["accuracy"]), _pm(e["f1"]), _pm(e["ssim"], 1, 3), _pm(e["psnr"], 1, 1)]
+                    + best + ["; ".join(e["failures"]) or ""])
+    attacks = [["setting", "threat model", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]]
     for e in rows:
         for a in e["attacks"]:
-            attacks.append([e["setting"].label, a["attack"], a["attacker_data"], str(a["queries"]), _num(a["ssim"]),
-                            _num(a["psnr"], 1), _num(a["ms_ssim"])])
+            attacks.append([e["setting"].label, a.get("capability") or "?", a["attack"], a["attacker_data"],
+                            str(a["queries"]), _num(a["ssim"]), _num(a["psnr"], 1), _num(a["ms_ssim"])])
     ours = {(e["setting"].scheme, e["setting"].params_text): e for e in rows}
     papers = [["paper", "setting", "metric", "published", "ours"]]
     for paper, scheme, params, metric, value in PAPER_REFERENCES:
@@ -96,6 +106,43 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
             papers.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", f"{ref['ssim']:.3f}",
                            _num(learned[0]["ssim"])])
     return {"main": main, "attacks": attacks, "papers": papers}
+
+
+def _card_text(entry: dict) -> str:
+    """The verdict of the strongest attack over every threat model, then the strongest in each."""
+    if entry["setting"].scheme == "plain":
+        return "nothing hidden (the baseline)"
+    per = [f"{cap}: {verdict(b).split(':')[0].split(' ')[0]} (SSIM {float(b['ssim']):.2f})"
+           for cap, b in entry["by_capability"].items() if b]
+    return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
+
+
+def _capability_of(attack: str) -> str:
+    from medveil.attacks import attack_spec
+
+    try:
+        return attack_spec(attack).capability
+    except Exception:  # an attack no longer registered
+        return ""
+
+
+def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
+    """``cards.csv``: per setting and threat model, the strongest attack and the verdict it gives.
+
+    A threat model with no registered attack for the scheme has no row. Linkage columns stay empty
+    until a linkage attack is registered.
+    """
+    cards = []
+    for e in rows:
+        for cap, best in e["by_capability"].items():
+            if best is None:
+                continue
+            cards.append({"dataset": dataset, "scheme": e["setting"].scheme, "params": e["setting"].params_text,
+                          "capability": cap, "attack": best["attack"], "attacker_data": best["attacker_data"],
+                          "queries": best["queries"], "ssim": best["ssim"], "psnr": best["psnr"],
+                          "ms_ssim": best.get("ms_ssim", ""), "linkage_top1": "", "linkage_chance": "",
+                          "verdict": verdict(best).split(":")[0].split(" ")[0]})
+    write_csv(path, cards, CARD_COLUMNS)
 
 
 def _md_table(table: list[list[str]]) -> list[str]:
@@ -126,10 +173,12 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              f"whole; scores are on the test split. Utility: paper NB's CNN, {profile.epochs} epochs, {profile.seeds} seed(s), each with a "
              f"fresh key; test accuracy and F1. Attacks: the attacker's U-Nets train {profile.attack_epochs} epochs; "
              "'public' data are other public medical images, 'prior' the target's own training split, 'none' "
-             "ciphertext-only. SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
+             "no plain images. Threat models: ciphertext-only (the service: every obfuscated image it holds, no "
+             "queries), known-pairs (leaked pairs), oracle (queries to the obfuscation with the key). SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
              "more leaks.")
-    cards = [(e["setting"].label, verdict(e["strongest"]) if e["setting"].scheme != "plain" else "nothing hidden (the baseline)",
-              f"accuracy {_pm(e['accuracy'])} %" if e["runs"] else "no utility result") for e in rows]
+    cards = [(e["setting"].label, _card_text(e), f"accuracy {_pm(e['accuracy'])} %" if e["runs"] else "no utility result")
+             for e in rows]
+    write_cards(out_dir / "cards.csv", dataset.name, rows)
     failures = [r for r in records if r["status"] == "failed"]
 
     md = [f"# {title}", "", f"Command: `{command}`" if command else "", "", environment, "", setup, "",

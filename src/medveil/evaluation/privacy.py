@@ -22,7 +22,7 @@ import torch
 
 import medveil
 from medveil import metrics
-from medveil.attacks import Attack, BlackBox
+from medveil.attacks import ATTACKER_DATA, Attack, AttackerView, BlackBox
 from medveil.data import ImageDataset, group_split
 from medveil.data.public import public_medical_images
 from medveil.errors import InputError
@@ -31,8 +31,8 @@ from medveil.figures import image_grid
 from medveil.keys import Key
 from medveil.schemes import from_key, scheme_class
 
-ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "attacker_data", "queries", "ssim", "psnr", "ms_ssim"]
-ATTACKER_DATA = ("public", "prior", "none")  # "none": ciphertext-only attacks use no images of their own
+ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attacker_data", "queries", "ssim", "psnr",
+                  "ms_ssim"]
 
 # Paper NB, Table II: learned U-Net reconstruction, averaged over its test set.
 PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"ssim": 0.608, "psnr": 12.45}}
@@ -51,25 +51,43 @@ def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
 
 
-def run_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit ``attack`` through a black box holding ``key`` and reconstruct the test images.
+def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset,
+               attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit ``attack`` on what ``capability`` grants against ``key``, and reconstruct the test images.
 
-    Returns the result row and the ``(target, obfuscated, reconstructed)`` image stacks.
+    ciphertext-only: the service's whole obfuscated set (every image of ``dataset``, train and test,
+    under ``key``) and its labels; oracle: a black box holding ``key``. Returns the result row and
+    the ``(target, obfuscated, reconstructed)`` image stacks.
     """
     target, own = target_and_attacker_images(dataset, attacker_data)
-    return attack_images(attack, key, target, own, dataset.name, attacker_data)
+    return attack_images(attack, capability, key, target, own, dataset.name, attacker_data,
+                         service_set=(dataset.images, dataset.labels))
 
 
-def attack_images(attack: Attack, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
-                  attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`run_attack` on given arrays: the hospital's ``target`` images and the attacker's ``own``."""
-    obfuscated = from_key(key)(target)  # what the hospital sends; intercepted, not queried
-    with BlackBox(key) as black_box:
-        attack.fit(black_box, own)
-        queries = black_box.queries
+def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
+                  attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
+                  ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``,
+    and, for ciphertext-only attacks, the plain ``(images, labels)`` the service holds obfuscated
+    (``target`` alone when not given)."""
+    scheme = from_key(key)
+    obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
+    view = AttackerView(key.scheme, dict(key.params), own)
+    queries = 0
+    if capability == "ciphertext-only":
+        images, labels = service_set if service_set is not None else (target, None)
+        view.obfuscated_set, view.labels = scheme(images), labels
+        attack.fit(view)
+    elif capability == "oracle":
+        with BlackBox(key) as black_box:
+            view.oracle = black_box
+            attack.fit(view)
+            queries = black_box.queries
+    else:
+        raise InputError(f"the {capability} threat model has no attack runner yet")
     reconstructed = attack.reconstruct(obfuscated)
     row = {"dataset": dataset_name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
-           "attack": attack.name, "attacker_data": attacker_data, "queries": queries,
+           "attack": attack.name, "capability": capability, "attacker_data": attacker_data, "queries": queries,
            **metrics.mean_pair_scores(target, reconstructed)}
     return row, target, obfuscated, reconstructed
 
@@ -85,9 +103,10 @@ def attack_figure(row: dict, target: np.ndarray, obfuscated: np.ndarray, reconst
                       path, title=f"{row['attack']}, attacker data: {row['attacker_data']}")
 
 
-def evaluate_attack(attack: Attack, key: Key, dataset: ImageDataset, attacker_data: str, out_dir: Path) -> dict:
+def evaluate_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset, attacker_data: str,
+                    out_dir: Path) -> dict:
     """:func:`run_attack`, then its row merged into ``out_dir``'s ``results.csv``, a figure and the report."""
-    row, target, obfuscated, reconstructed = run_attack(attack, key, dataset, attacker_data)
+    row, target, obfuscated, reconstructed = run_attack(attack, capability, key, dataset, attacker_data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     attack_figure(row, target, obfuscated, reconstructed, out_dir / f"{_figure_name(row)}.png")
@@ -107,7 +126,8 @@ def _row_id(row: dict) -> tuple:
 
 def merge_rows(path: Path, rows: Sequence[dict]) -> None:
     """Add ``rows`` to the CSV at ``path``, replacing earlier rows of the same run."""
-    existing = list(csv.DictReader(open(path))) if path.exists() else []
+    blank = dict.fromkeys(ATTACK_COLUMNS, "")  # files written before a column existed
+    existing = [{**blank, **r} for r in csv.DictReader(open(path))] if path.exists() else []
     new_ids = {_row_id(r) for r in rows}
     write_csv(path, [r for r in existing if _row_id(r) not in new_ids] + list(rows), ATTACK_COLUMNS)
 
@@ -123,11 +143,12 @@ def write_report(out_dir: Path) -> Path:
         "split (near-duplicate groups kept whole). Scores compare the attacker's reconstructions with the original "
         "test images (8-bit, data range 255); higher means more recovered. `queries`: images fed to the black box.",
         "",
-        "| dataset | scheme | params | attack | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | scheme | params | attack | threat model | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['scheme']} | {r['params']} | {r['attack']} | {r['attacker_data']} | {r['queries']} | "
+        lines.append(f"| {r['dataset']} | {r['scheme']} | {r['params']} | {r['attack']} | {r.get('capability') or '?'} | "
+                     f"{r['attacker_data']} | {r['queries']} | "
                      f"{float(r['ssim']):.3f} | {float(r['psnr']):.2f} | {float(r['ms_ssim']):.3f} |")
     paper = [r for r in rows if r["attack"] == "learned-reconstruction" and r["params"] in PAPER_NB_TABLE2]
     if paper:

@@ -153,7 +153,7 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
     for attacker_data, own in (("prior", train.images), ("public", public)):
         passes = epochs * max(1, round(len(public) / len(own)))
         attack = LearnedReconstruction(attacker_training(passes, progress=progress))
-        row, target, obfuscated, reconstructed = attack_images(attack, key, test.images, own, test.name, attacker_data)
+        row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name, attacker_data)
         attack_figure(row, target, obfuscated, reconstructed,
                       figures_dir / f"attack-{row['params'].replace('=', '')}-{attacker_data}.png", examples=3)
         rows.append(row)

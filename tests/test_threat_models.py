@@ -1,0 +1,143 @@
+"""Threat models as data: the registry, what each capability is handed, and the ciphertext-only attacks."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from typer.testing import CliRunner
+
+import medveil
+from medveil import metrics
+from medveil.attacks import (
+    Attack,
+    AttackSpec,
+    CodeCooccurrence,
+    applicable_attacks,
+    attack_spec,
+    available_attacks,
+    register_attack,
+    unregister_attack,
+)
+from medveil.attacks.base import AttackerView
+from medveil.bench import report
+from medveil.bench.grid import PROFILES, cells_of
+from medveil.cli import app
+from medveil.errors import InputError
+from medveil.evaluation.privacy import attack_images
+
+
+class Spy(Attack):
+    """Records the view it was handed and reconstructs nothing useful."""
+
+    name = "spy"
+
+    def fit(self, view: AttackerView) -> "Spy":
+        self.view = view
+        return self
+
+    def reconstruct(self, obfuscated):
+        return obfuscated
+
+
+@pytest.fixture
+def toy_spec():
+    spec = register_attack(AttackSpec("toy-attack", "ciphertext-only", ("none",), ("skk",),
+                                      lambda scheme, params, epochs, progress: Spy(), "a test's own attack"))
+    yield spec
+    unregister_attack("toy-attack")
+
+
+def smooth_images(rng, n, size=32):
+    """Blurred noise stretched over 0-255: neighbouring pixels have neighbouring values."""
+    fields = gaussian_filter(rng.normal(size=(n, size, size)), sigma=(0, 3, 3))
+    fields -= fields.min(axis=(1, 2), keepdims=True)
+    return (255 * fields / fields.max(axis=(1, 2), keepdims=True)).round().astype(np.uint8)
+
+
+def test_a_ciphertext_only_attack_gets_the_service_set_and_no_oracle(rng):
+    key = medveil.generate_key("intensity", levels=50)
+    held = rng.integers(0, 256, (10, 40, 40), dtype=np.uint8)
+    target = held[:3]
+    spy = Spy()
+    row, *_ = attack_images(spy, "ciphertext-only", key, target, held[:0], "toy", "none",
+                            service_set=(held, np.arange(10) % 2))
+    view = spy.view
+    assert view.oracle is None and view.pairs is None and row["queries"] == 0
+    assert np.array_equal(view.obfuscated_set, medveil.from_key(key)(held)) and view.labels is not None
+    assert view.scheme == "intensity" and view.params == dict(key.params)
+    assert key.secret.hex() not in repr(vars(view))
+    with pytest.raises(InputError, match="oracle"):
+        view.require_oracle("spy")
+    oracle = Spy()
+    row, *_ = attack_images(oracle, "oracle", key, target, held, "toy", "prior")
+    assert oracle.view.obfuscated_set is None and oracle.view.oracle is not None
+
+
+def test_registry_round_trip_refuses_duplicates_and_feeds_list_and_grid(toy_spec):
+    assert attack_spec("toy-attack") is toy_spec and toy_spec in available_attacks()
+    assert toy_spec in applicable_attacks("skk") and toy_spec not in applicable_attacks("intensity")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_attack(toy_spec)
+    with pytest.raises(ValueError, match="capability"):
+        register_attack(AttackSpec("bad", "telepathy", ("none",), None, lambda *a: Spy(), ""))
+    listed = CliRunner().invoke(app, ["attack", "list", "--json"])
+    entries = [json.loads(line) for line in listed.output.splitlines()]
+    assert {"name": "toy-attack", "capability": "ciphertext-only", "attacker_data": ["none"], "schemes": ["skk"],
+            "summary": "a test's own attack"} in entries
+    cells = cells_of(PROFILES["quick"])
+    assert [c.setting.scheme for c in cells if c.attack == "toy-attack"] == ["skk"]
+    assert all(c.setting.scheme != "plain" for c in cells if c.kind == "attack")
+
+
+def test_every_built_in_attack_declares_a_threat_model():
+    names = {spec.name: spec.capability for spec in available_attacks()}
+    assert names["code-cooccurrence"] == names["leading-bit"] == names["minimum-difference"] == "ciphertext-only"
+    assert names["chosen-plaintext"] == names["learned-reconstruction"] == "oracle"
+
+
+def test_cooccurrence_recovers_a_bijective_table_from_the_obfuscated_set_alone(rng):
+    plain = smooth_images(rng, 300)
+    key = medveil.generate_key("intensity", levels=256)
+    scheme = medveil.from_key(key)
+    view = AttackerView("intensity", dict(key.params), own=smooth_images(rng, 300), obfuscated_set=scheme(plain))
+    attack = CodeCooccurrence(256).fit(view)
+    recovered = attack.reconstruct(scheme(plain[:20]))
+    # The order of the codes is exact, flip resolved, but for a swap or two among the rarest codes at
+    # the ends of the range (one pixel per image holds 0 or 255 here). The values come from another
+    # sample's histogram, so neighbours may share one.
+    seen = np.unique(scheme(plain))
+    truth = scheme.inverse(seen.astype(np.uint8)).astype(int)
+    steps = np.diff(attack.table[seen][np.argsort(truth)])
+    assert (steps < 0).sum() <= 2 and (steps[5:-5] >= 0).all()
+    assert np.abs(recovered.astype(int) - plain[:20]).max() <= 6
+    identity = metrics.mean_pair_scores(plain[:20], scheme(plain[:20]), with_ms_ssim=False)["ssim"]
+    assert metrics.mean_pair_scores(plain[:20], recovered, with_ms_ssim=False)["ssim"] > max(0.95, identity)
+
+
+def test_cooccurrence_needs_the_service_set():
+    with pytest.raises(InputError, match="obfuscated set"):
+        CodeCooccurrence(256).fit(AttackerView("intensity", {}, own=np.zeros((0, 4, 4), np.uint8)))
+
+
+def test_no_card_rates_a_setting_better_than_its_strongest_attack(tmp_path):
+    from medveil.evaluation.utility import Setting
+
+    setting = Setting("intensity", (("levels", 50),))
+    attacks = [{"attack": "a", "capability": "oracle", "attacker_data": "public", "queries": 1, "ssim": 0.2,
+                "psnr": 10.0, "ms_ssim": 0.3},
+               {"attack": "b", "capability": "oracle", "attacker_data": "prior", "queries": 1, "ssim": 0.6,
+                "psnr": 15.0, "ms_ssim": 0.7},
+               {"attack": "c", "capability": "ciphertext-only", "attacker_data": "none", "queries": 0, "ssim": 0.35,
+                "psnr": 12.0, "ms_ssim": 0.5}]
+    records = [{"cell": type("C", (), {"setting": setting, "kind": "attack", "attack": a["attack"]})(),
+                "status": "done", "result": {"row": a}} for a in attacks]
+    rows = report.summarise(records, [setting])
+    report.write_cards(tmp_path / "cards.csv", "toy", rows)
+    import csv
+
+    cards = {r["capability"]: r for r in csv.DictReader(open(tmp_path / "cards.csv"))}
+    assert set(cards) == {"oracle", "ciphertext-only"}
+    assert cards["oracle"]["attack"] == "b" and cards["oracle"]["verdict"] == "weak"
+    assert cards["ciphertext-only"]["verdict"] == "partial"
+    assert report._card_text(rows[0]).startswith("weak")  # the overall verdict follows the strongest column
