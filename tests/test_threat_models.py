@@ -141,3 +141,32 @@ def test_no_card_rates_a_setting_better_than_its_strongest_attack(tmp_path):
     assert cards["oracle"]["attack"] == "b" and cards["oracle"]["verdict"] == "weak"
     assert cards["ciphertext-only"]["verdict"] == "partial"
     assert report._card_text(rows[0]).startswith("weak")  # the overall verdict follows the strongest column
+
+
+def test_known_pairs_read_a_bijective_table_off_the_pairs(rng):
+    from medveil.attacks import KnownPairsTable
+
+    key = medveil.generate_key("intensity", levels=256)
+    scheme = medveil.from_key(key)
+    held = smooth_images(rng, 40, 40)
+    spy = Spy()
+    row, *_ = attack_images(spy, "known-pairs", key, held[:3], held[:0], "toy", "none", leaked=held[3:13])
+    assert spy.view.oracle is None and spy.view.obfuscated_set is None and row["queries"] == 10
+    assert np.array_equal(spy.view.pairs[1], scheme(held[3:13]))
+    attack = KnownPairsTable(256).fit(spy.view)
+    target = held[:3]
+    recovered = attack.reconstruct(scheme(target))
+    seen = np.isin(target, held[3:13])
+    assert np.array_equal(recovered[seen], target[seen]) and seen.mean() > 0.9
+
+
+def test_identity_undoes_a_monotone_remap_with_the_plain_histogram(rng):
+    from medveil.attacks import Identity
+
+    plain = smooth_images(rng, 50, 40)
+    squeezed = (plain // 4 + 10).astype(np.uint8)  # an 'obfuscation' that keeps the order of values
+    view = AttackerView("toy", {}, own=smooth_images(rng, 50, 40), obfuscated_set=squeezed)
+    recovered = Identity().fit(view).reconstruct(squeezed[:5])
+    assert np.abs(recovered.astype(int) - plain[:5]).mean() < 4
+    stretched = Identity().fit(AttackerView("toy", {}, own=plain[:0], obfuscated_set=squeezed)).reconstruct(squeezed[:5])
+    assert stretched.min() == 0 and stretched.max() == 255

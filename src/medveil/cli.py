@@ -295,6 +295,8 @@ def attack(
     key: AttackKey = None, output: AttackOutput = None, target: AttackTarget = "br35h",
     attacker_data: AttackerData = None, size: ImageSize = 64, colour: Colour = None, epochs: AttackEpochs = 20,
     progress: Progress = True,
+    pairs: int = typer.Option(10, min=1, help="known-pairs attacks: leaked (plain, obfuscated) pairs, from the "
+                                              "target's training split."),
     as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON object per attack."),
 ):
     """Attack a key under a threat model (ciphertext-only, known-pairs, oracle) and score what it recovers.
@@ -317,10 +319,10 @@ def attack(
               f"(it takes {', '.join(spec.schemes or ['any'])}); see medveil attack list")
     data = attacker_data or spec.attacker_data[0]
     row = evaluate_attack(spec.create(hospital_key.scheme, hospital_key.params, epochs, progress), spec.capability,
-                          hospital_key, load_dataset(target, size, colour), data, output)
+                          hospital_key, load_dataset(target, size, colour), data, output, pairs)
     typer.echo(f"{row['attack']} ({spec.capability}, {row['attacker_data']} data) against {row['scheme']} "
                f"{row['params']}: SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
-               f"({row['queries']} images fed to the black box)")
+               f"({row['queries']} {'pairs' if spec.capability == 'known-pairs' else 'images fed to the black box'})")
     typer.echo(f"report: {output / 'report.md'}")
 
 

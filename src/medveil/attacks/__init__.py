@@ -17,6 +17,7 @@ from medveil.attacks.base import (
     register_attack,
     unregister_attack,
 )
+from medveil.attacks.baselines import Identity, KnownPairsTable
 from medveil.attacks.chosen_plaintext import (
     ChosenPlaintext,
     StructuralChosenPlaintext,
@@ -36,6 +37,8 @@ __all__ = [
     "BlackBox",
     "ChosenPlaintext",
     "CodeCooccurrence",
+    "Identity",
+    "KnownPairsTable",
     "LeadingBit",
     "LearnedReconstruction",
     "MinimumDifference",

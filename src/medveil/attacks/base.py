@@ -117,6 +117,11 @@ class AttackerView:
             raise InputError(f"{attack} needs oracle access to the obfuscation, which this threat model does not grant")
         return self.oracle
 
+    def require_pairs(self, attack: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.pairs is None:
+            raise InputError(f"{attack} needs leaked (plain, obfuscated) pairs, which this threat model does not grant")
+        return self.pairs
+
     def require_obfuscated_set(self, attack: str) -> np.ndarray:
         if self.obfuscated_set is None:
             raise InputError(f"{attack} needs the service's obfuscated set, which this threat model does not grant")

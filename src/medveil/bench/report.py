@@ -145,6 +145,23 @@ def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
     write_csv(path, cards, CARD_COLUMNS)
 
 
+def cards_markdown(cards_csv: Path) -> str:
+    """A Markdown table of ``cards.csv``: per setting, the strongest attack and verdict in each threat model."""
+    import csv
+
+    cards = list(csv.DictReader(open(cards_csv)))
+    settings = list(dict.fromkeys((c["scheme"], c["params"]) for c in cards))
+    table = [["scheme", "params"] + list(CAPABILITIES)]
+    for scheme, params in settings:
+        cells = []
+        for cap in CAPABILITIES:
+            card = next((c for c in cards if (c["scheme"], c["params"], c["capability"]) == (scheme, params, cap)), None)
+            cells.append(f"**{card['verdict']}**: {card['attack']}, {_attacker(card['attacker_data'])}, "
+                         f"SSIM {float(card['ssim']):.3f}" if card else "no attack registered")
+        table.append([f"`{scheme}`", params or "–"] + cells)
+    return "\n".join(_md_table(table))
+
+
 def _md_table(table: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])] + \
            ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table[1:]]

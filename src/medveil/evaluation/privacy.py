@@ -51,25 +51,31 @@ def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_
     raise InputError(f"attacker data must be one of {', '.join(ATTACKER_DATA)}, got {attacker_data!r}")
 
 
-def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset,
-               attacker_data: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+KNOWN_PAIRS = 10  # leaked pairs a known-pairs attacker holds unless told otherwise
+
+
+def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset, attacker_data: str,
+               pairs: int = KNOWN_PAIRS) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``attack`` on what ``capability`` grants against ``key``, and reconstruct the test images.
 
     ciphertext-only: the service's whole obfuscated set (every image of ``dataset``, train and test,
-    under ``key``) and its labels; oracle: a black box holding ``key``. Returns the result row and
-    the ``(target, obfuscated, reconstructed)`` image stacks.
+    under ``key``) and its labels; known-pairs: ``pairs`` of the hospital's training images with their
+    obfuscated versions; oracle: a black box holding ``key``. Returns the result row and the
+    ``(target, obfuscated, reconstructed)`` image stacks.
     """
     target, own = target_and_attacker_images(dataset, attacker_data)
+    leaked = target_and_attacker_images(dataset, "prior")[1][:pairs] if capability == "known-pairs" else None
     return attack_images(attack, capability, key, target, own, dataset.name, attacker_data,
-                         service_set=(dataset.images, dataset.labels))
+                         service_set=(dataset.images, dataset.labels), leaked=leaked)
 
 
 def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
                   attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
-                  ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``,
-    and, for ciphertext-only attacks, the plain ``(images, labels)`` the service holds obfuscated
-    (``target`` alone when not given)."""
+                  leaked: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``;
+    for ciphertext-only attacks the plain ``(images, labels)`` the service holds obfuscated (``target``
+    alone when not given); for known-pairs the ``leaked`` plain images, whose obfuscated versions go
+    with them. ``queries`` in the row counts black-box images (oracle) or pairs (known-pairs)."""
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own)
@@ -78,13 +84,19 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
         images, labels = service_set if service_set is not None else (target, None)
         view.obfuscated_set, view.labels = scheme(images), labels
         attack.fit(view)
+    elif capability == "known-pairs":
+        if leaked is None or not len(leaked):
+            raise InputError("a known-pairs attack needs leaked plain images")
+        view.pairs = (leaked, scheme(leaked))
+        attack.fit(view)
+        queries = len(leaked)
     elif capability == "oracle":
         with BlackBox(key) as black_box:
             view.oracle = black_box
             attack.fit(view)
             queries = black_box.queries
     else:
-        raise InputError(f"the {capability} threat model has no attack runner yet")
+        raise InputError(f"unknown threat model {capability!r}")
     reconstructed = attack.reconstruct(obfuscated)
     row = {"dataset": dataset_name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
            "attack": attack.name, "capability": capability, "attacker_data": attacker_data, "queries": queries,
@@ -104,9 +116,9 @@ def attack_figure(row: dict, target: np.ndarray, obfuscated: np.ndarray, reconst
 
 
 def evaluate_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset, attacker_data: str,
-                    out_dir: Path) -> dict:
+                    out_dir: Path, pairs: int = KNOWN_PAIRS) -> dict:
     """:func:`run_attack`, then its row merged into ``out_dir``'s ``results.csv``, a figure and the report."""
-    row, target, obfuscated, reconstructed = run_attack(attack, capability, key, dataset, attacker_data)
+    row, target, obfuscated, reconstructed = run_attack(attack, capability, key, dataset, attacker_data, pairs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     attack_figure(row, target, obfuscated, reconstructed, out_dir / f"{_figure_name(row)}.png")
