@@ -1,11 +1,12 @@
 """The benchmark's report: one row per setting, a privacy card per scheme, a trade-off plot, image grids.
 
-Written twice from the same content: ``report.md`` and a self-contained ``report.html`` (figures as
-files beside it). A person should read it without the code: every number says what it measures.
+Written twice from the same content: ``report.md`` (figures as files beside it) and a self-contained
+``report.html`` (figures inlined), with ``cards.csv`` beside them. A person should read it without the code: every number says what it measures.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import os
@@ -197,10 +198,13 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              for e in rows]
     write_cards(out_dir / "cards.csv", dataset.name, rows)
     failures = [r for r in records if r["status"] == "failed"]
+    thresholds = (f"Verdicts come from the strongest attack in any threat model, by the SSIM of its reconstructions "
+                  f"against the originals: ≥ {BROKEN} broken (the images are recovered), ≥ {WEAK} weak (recognisable), "
+                  f"≥ {PARTIAL} partial (coarse structure), below: holds against the attacks tried here. Each card "
+                  "also gives the verdict per threat model; cards.csv has one row per setting and threat model.")
 
     md = [f"# {title}", "", f"Command: `{command}`" if command else "", "", environment, "", setup, "",
-          f"Verdicts: SSIM ≥ {BROKEN} broken, ≥ {WEAK} weak, ≥ {PARTIAL} partial, below: holds against what was tried.",
-          "", "## Privacy cards", ""]
+          thresholds, "", "## Privacy cards", ""]
     md += [f"- **{label}**: {v}; {acc}." for label, v, acc in cards]
     md += ["", "## Every setting", ""] + _md_table(tables["main"])
     md += ["", "![privacy-utility trade-off](tradeoff.png)", "", "## Every attack", ""] + _md_table(tables["attacks"])
@@ -214,16 +218,20 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
 
     esc = html.escape
+
+    def inline(name: str) -> str:  # the page travels alone: every image inside it
+        return "data:image/png;base64," + base64.b64encode((out_dir / name).read_bytes()).decode()
+
     body = [f"<h1>{esc(title)}</h1>", f"<p><code>{esc(command or '')}</code></p>", f"<p>{esc(environment)}</p>",
-            f"<p>{esc(setup)}</p>", "<h2>Privacy cards</h2>", '<div class="cards">']
+            f"<p>{esc(setup)}</p>", f"<p>{esc(thresholds)}</p>", "<h2>Privacy cards</h2>", '<div class="cards">']
     for label, v, acc in cards:
         level = v.split(":")[0].split(" ")[0]
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
     body += ["</div>", "<h2>Every setting</h2>", _html_table(tables["main"]),
-             '<img src="tradeoff.png" alt="privacy-utility trade-off">', "<h2>Every attack</h2>",
+             f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">', "<h2>Every attack</h2>",
              _html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", _html_table(tables["papers"]),
              "<h2>Image grids</h2>"]
-    body += [f'<figure><img src="figures/{esc(a["figure"])}" alt="{esc(a["attack"])}"><figcaption>{esc(e["setting"].label)}: '
+    body += [f'<figure><img src="{inline("figures/" + a["figure"])}" alt="{esc(a["attack"])}"><figcaption>{esc(e["setting"].label)}: '
              f'{esc(a["attack"])}, {esc(a["attacker_data"])} data</figcaption></figure>'
              for e in rows for a in e["attacks"] if a.get("figure")]
     if failures:
