@@ -170,3 +170,22 @@ def test_identity_undoes_a_monotone_remap_with_the_plain_histogram(rng):
     assert np.abs(recovered.astype(int) - plain[:5]).mean() < 4
     stretched = Identity().fit(AttackerView("toy", {}, own=plain[:0], obfuscated_set=squeezed)).reconstruct(squeezed[:5])
     assert stretched.min() == 0 and stretched.max() == 255
+
+
+def test_linkage_finds_each_probe_in_the_gallery_from_good_reconstructions(rng):
+    people = smooth_images(rng, 6, 40)
+    probes = np.clip(people.astype(int) + rng.integers(-5, 6, people.shape), 0, 255).astype(np.uint8)  # re-saved copies
+    exact = metrics.linkage_topk(probes, people, np.arange(6), np.arange(6), k=5)
+    assert exact["linkage_top1"] == 1.0 and exact["linkage_chance"] == pytest.approx(1 / 6)
+    noise = metrics.linkage_topk(rng.integers(0, 256, probes.shape).astype(np.uint8), people, np.arange(6),
+                                 np.arange(6), k=5)
+    assert noise["linkage_top1"] < 1.0
+
+
+def test_attack_rows_score_linkage_on_the_patient_proxy(rng):
+    key = medveil.generate_key("intensity", levels=256)
+    people = smooth_images(rng, 5, 40)
+    target = np.concatenate([people, people])  # each group twice: gallery and probe
+    groups = np.concatenate([np.arange(5), np.arange(5)])
+    row, *_ = attack_images(Spy(), "ciphertext-only", key, target, target[:0], "toy", "none", target_groups=groups)
+    assert 0 <= row["linkage_top1"] <= 1 and row["linkage_chance"] == pytest.approx(0.2)

@@ -323,6 +323,9 @@ def attack(
     typer.echo(f"{row['attack']} ({spec.capability}, {row['attacker_data']} data) against {row['scheme']} "
                f"{row['params']}: SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
                f"({row['queries']} {'pairs' if spec.capability == 'known-pairs' else 'images fed to the black box'})")
+    if row["linkage_top1"] != "":
+        typer.echo(f"linkage: top-1 {row['linkage_top1']:.3f}, top-5 {row['linkage_top5']:.3f} "
+                   f"(chance {row['linkage_chance']:.3f}), near-duplicate groups as the patient proxy")
     typer.echo(f"report: {output / 'report.md'}")
 
 

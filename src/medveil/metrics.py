@@ -205,6 +205,30 @@ def mean_average_precision(embeddings: np.ndarray, subjects: np.ndarray) -> floa
     return float(np.mean(precisions))
 
 
+def linkage_topk(probes: np.ndarray, gallery: np.ndarray, probe_ids: np.ndarray, gallery_ids: np.ndarray,
+                 k: int = 5) -> dict[str, float]:
+    """Re-identification: match each probe to the gallery by normalised correlation.
+
+    ``probes`` ``(m, H, W[, C])`` (an attacker's reconstructions) and ``gallery`` ``(g, H, W[, C])``
+    (plain images it holds, one per identity ``gallery_ids``); ``probe_ids`` name each probe's true
+    identity, which must be in the gallery. Returns top-1 and top-``k`` accuracy and their chance
+    levels (1/g and k/g).
+    """
+    def unit(x):
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        flat -= flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    similarity = unit(probes) @ unit(gallery).T
+    truth = np.searchsorted(gallery_ids, probe_ids) if np.all(np.diff(gallery_ids) > 0) else \
+        np.array([int(np.flatnonzero(gallery_ids == p)[0]) for p in probe_ids])
+    true_score = similarity[np.arange(len(probes)), truth]
+    rank = (similarity > true_score[:, None]).sum(axis=1)  # 0: the true identity scored best
+    g = len(gallery)
+    return {"linkage_top1": float((rank < 1).mean()), f"linkage_top{k}": float((rank < k).mean()),
+            "linkage_chance": 1.0 / g, f"linkage_chance_top{k}": min(1.0, k / g)}
+
+
 def pair_data_range(a: np.ndarray, b: np.ndarray, bits: int) -> float:
     """The data range for comparing ``a`` with ``b`` when their samples have up to ``bits`` bits."""
     if bits <= 8:

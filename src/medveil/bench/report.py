@@ -89,11 +89,12 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
                 for b in (e["by_capability"][cap] for cap in CAPABILITIES)]
         main.append([e["setting"].label, _pm(e["accuracy"]), _pm(e["f1"]), _pm(e["ssim"], 1, 3), _pm(e["psnr"], 1, 1)]
                     + best + ["; ".join(e["failures"]) or ""])
-    attacks = [["setting", "threat model", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]]
+    attacks = [["setting", "threat model", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM",
+                "linkage top-1 (chance)"]]
     for e in rows:
         for a in e["attacks"]:
             attacks.append([e["setting"].label, a.get("capability") or "?", a["attack"], a["attacker_data"],
-                            str(a["queries"]), _num(a["ssim"]), _num(a["psnr"], 1), _num(a["ms_ssim"])])
+                            str(a["queries"]), _num(a["ssim"]), _num(a["psnr"], 1), _num(a["ms_ssim"]), _linkage(a)])
     ours = {(e["setting"].scheme, e["setting"].params_text): e for e in rows}
     papers = [["paper", "setting", "metric", "published", "ours"]]
     for paper, scheme, params, metric, value in PAPER_REFERENCES:
@@ -107,6 +108,17 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
             papers.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", f"{ref['ssim']:.3f}",
                            _num(learned[0]["ssim"])])
     return {"main": main, "attacks": attacks, "papers": papers}
+
+
+def _linkage(row: dict | None) -> str:
+    if not row or row.get("linkage_top1") in (None, ""):
+        return "–"
+    return f"{float(row['linkage_top1']):.3f} ({float(row['linkage_chance']):.3f})"
+
+
+def _strongest_linkage(attacks: Sequence[dict]) -> dict | None:
+    scored = [a for a in attacks if a.get("linkage_top1") not in (None, "")]
+    return max(scored, key=lambda a: float(a["linkage_top1"]), default=None)
 
 
 def _card_text(entry: dict) -> str:
@@ -130,18 +142,22 @@ def _capability_of(attack: str) -> str:
 def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
     """``cards.csv``: per setting and threat model, the strongest attack and the verdict it gives.
 
-    A threat model with no registered attack for the scheme has no row. Linkage columns stay empty
-    until a linkage attack is registered.
+    A threat model with no registered attack for the scheme has no row. Linkage is the best top-1
+    re-identification any attack of that threat model reached with its reconstructions (empty for
+    rows cached before linkage was scored).
     """
     cards = []
     for e in rows:
         for cap, best in e["by_capability"].items():
             if best is None:
                 continue
+            linked = _strongest_linkage([a for a in e["attacks"] if a.get("capability") == cap])
             cards.append({"dataset": dataset, "scheme": e["setting"].scheme, "params": e["setting"].params_text,
                           "capability": cap, "attack": best["attack"], "attacker_data": best["attacker_data"],
                           "queries": best["queries"], "ssim": best["ssim"], "psnr": best["psnr"],
-                          "ms_ssim": best.get("ms_ssim", ""), "linkage_top1": "", "linkage_chance": "",
+                          "ms_ssim": best.get("ms_ssim", ""),
+                          "linkage_top1": linked["linkage_top1"] if linked else "",
+                          "linkage_chance": linked["linkage_chance"] if linked else "",
                           "verdict": verdict(best).split(":")[0].split(" ")[0]})
     write_csv(path, cards, CARD_COLUMNS)
 
@@ -157,8 +173,10 @@ def cards_markdown(cards_csv: Path) -> str:
         cells = []
         for cap in CAPABILITIES:
             card = next((c for c in cards if (c["scheme"], c["params"], c["capability"]) == (scheme, params, cap)), None)
+            linkage = (f"; linkage top-1 {float(card['linkage_top1']):.2f} (chance {float(card['linkage_chance']):.3f})"
+                       if card and card["linkage_top1"] else "")
             cells.append(f"**{card['verdict']}**: {card['attack']}, {_attacker(card['attacker_data'])}, "
-                         f"SSIM {float(card['ssim']):.3f}" if card else "no attack registered")
+                         f"SSIM {float(card['ssim']):.3f}{linkage}" if card else "no attack registered")
         table.append([f"`{scheme}`", params or "–"] + cells)
     return "\n".join(_md_table(table))
 

@@ -32,10 +32,18 @@ from medveil.keys import Key
 from medveil.schemes import from_key, scheme_class
 
 ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attacker_data", "queries", "ssim", "psnr",
-                  "ms_ssim"]
+                  "ms_ssim", "linkage_top1", "linkage_top5", "linkage_chance"]
 
 # Paper NB, Table II: learned U-Net reconstruction, averaged over its test set.
 PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"ssim": 0.608, "psnr": 12.45}}
+
+
+def linkage_sets(target_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the gallery (the first image of each test group: the attacker holds its plain image)
+    and of the probes (every other image of a group with two or more), with the groups as identities."""
+    _, first = np.unique(target_groups, return_index=True)
+    probes = np.setdiff1d(np.arange(len(target_groups)), first)
+    return np.sort(first), probes
 
 
 def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,17 +73,23 @@ def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset,
     """
     target, own = target_and_attacker_images(dataset, attacker_data)
     leaked = target_and_attacker_images(dataset, "prior")[1][:pairs] if capability == "known-pairs" else None
+    groups = dataset.groups[group_split(dataset.labels, dataset.groups) == "test"]
     return attack_images(attack, capability, key, target, own, dataset.name, attacker_data,
-                         service_set=(dataset.images, dataset.labels), leaked=leaked)
+                         service_set=(dataset.images, dataset.labels), leaked=leaked, target_groups=groups)
 
 
 def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
                   attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
-                  leaked: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+                  leaked: np.ndarray | None = None, target_groups: np.ndarray | None = None,
+                  ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``;
     for ciphertext-only attacks the plain ``(images, labels)`` the service holds obfuscated (``target``
     alone when not given); for known-pairs the ``leaked`` plain images, whose obfuscated versions go
-    with them. ``queries`` in the row counts black-box images (oracle) or pairs (known-pairs)."""
+    with them. ``queries`` in the row counts black-box images (oracle) or pairs (known-pairs).
+
+    With ``target_groups`` (a patient proxy per target image), the row also scores linkage: each
+    probe's reconstruction matched against the plain gallery (:func:`linkage_sets`,
+    :func:`medveil.metrics.linkage_topk`); empty where no group has two images."""
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own)
@@ -100,7 +114,14 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     reconstructed = attack.reconstruct(obfuscated)
     row = {"dataset": dataset_name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
            "attack": attack.name, "capability": capability, "attacker_data": attacker_data, "queries": queries,
-           **metrics.mean_pair_scores(target, reconstructed)}
+           **metrics.mean_pair_scores(target, reconstructed),
+           "linkage_top1": "", "linkage_top5": "", "linkage_chance": ""}
+    if target_groups is not None:
+        gallery, probes = linkage_sets(target_groups)
+        if len(probes):
+            scores = metrics.linkage_topk(reconstructed[probes], target[gallery], target_groups[probes],
+                                          target_groups[gallery])
+            row.update({k: scores[k] for k in ("linkage_top1", "linkage_top5", "linkage_chance")})
     return row, target, obfuscated, reconstructed
 
 
