@@ -128,10 +128,10 @@ class AttackerView:
         return self.obfuscated_set
 
 
-def oracle_view(black_box: BlackBox, own: np.ndarray | None, key: Key | None = None) -> AttackerView:
+def oracle_view(black_box: BlackBox, own: np.ndarray | None) -> AttackerView:
     """The view of an attacker with oracle access and ``own`` plain images (the papers' threat actor)."""
     own = np.zeros((0, 1, 1), np.uint8) if own is None else own
-    return AttackerView(key.scheme if key else "", dict(key.params) if key else {}, own, oracle=black_box)
+    return AttackerView("", {}, own, oracle=black_box)
 
 
 class Attack(ABC):
