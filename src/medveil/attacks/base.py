@@ -152,6 +152,21 @@ class Attack(ABC):
         """Estimate the originals of intercepted obfuscated images."""
 
 
+class ValueTableAttack(Attack):
+    """An attack that ends in one table from each obfuscated value to an estimated plain value.
+
+    :meth:`fit` sets :attr:`table` (float, one entry per obfuscated value); :meth:`reconstruct`
+    looks every pixel up in it.
+    """
+
+    table: np.ndarray | None = None
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            raise RuntimeError("fit the attack first")
+        return self.table[obfuscated].clip(0, 255).round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """One registered attack: its threat model, where it applies, and how to make it.

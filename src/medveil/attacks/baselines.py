@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
+from medveil.attacks.base import AttackerView, AttackSpec, ValueTableAttack, register_attack
 
 DOMAIN = 256
 
 
-class Identity(Attack):
+class Identity(ValueTableAttack):
     """The obfuscated image, globally remapped (see the module docstring)."""
 
     name = "identity"
-
-    def __init__(self):
-        self.table: np.ndarray | None = None
 
     def fit(self, view: AttackerView) -> "Identity":
         codes = view.require_obfuscated_set(self.name)
@@ -38,20 +35,14 @@ class Identity(Attack):
             self.table = (np.arange(len(frequency)) - low) * 255.0 / max(high - low, 1)
         return self
 
-    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.table is None:
-            raise RuntimeError("fit the attack first")
-        return self.table[obfuscated].clip(0, 255).round().astype(np.uint8)
 
-
-class KnownPairsTable(Attack):
+class KnownPairsTable(ValueTableAttack):
     """Read a code table off k leaked (plain, obfuscated) pairs (see the module docstring)."""
 
     name = "known-pairs-table"
 
     def __init__(self, levels: int):
         self.levels = levels
-        self.table: np.ndarray | None = None
 
     def fit(self, view: AttackerView) -> "KnownPairsTable":
         plain, codes = view.require_pairs(self.name)
@@ -59,11 +50,6 @@ class KnownPairsTable(Attack):
         sums = np.bincount(codes.ravel(), weights=plain.ravel().astype(np.float64), minlength=self.levels)
         self.table = np.where(counts > 0, sums / np.maximum(counts, 1), plain.mean())
         return self
-
-    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.table is None:
-            raise RuntimeError("fit the attack first")
-        return self.table[obfuscated].round().astype(np.uint8)
 
 
 register_attack(AttackSpec(

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.sparse.csgraph import laplacian
 
-from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
+from medveil.attacks.base import AttackerView, AttackSpec, ValueTableAttack, register_attack
 from medveil.errors import InputError
 
 DOMAIN = 256
@@ -58,14 +58,13 @@ def _spread(order: np.ndarray, frequency: np.ndarray, cdf: np.ndarray, levels: i
     return table
 
 
-class CodeCooccurrence(Attack):
+class CodeCooccurrence(ValueTableAttack):
     """Recover a code table's order from code co-occurrence across the service's set (see module docstring)."""
 
     name = "code-cooccurrence"
 
     def __init__(self, levels: int):
         self.levels = levels
-        self.table: np.ndarray | None = None
 
     def fit(self, view: AttackerView) -> "CodeCooccurrence":
         codes = view.require_obfuscated_set(self.name)
@@ -99,11 +98,6 @@ class CodeCooccurrence(Attack):
             background = int(np.argmax(frequency))
             self.table = min(candidates, key=lambda t: t[background])
         return self
-
-    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.table is None:
-            raise RuntimeError("fit the attack first")
-        return self.table[obfuscated].round().astype(np.uint8)
 
 
 def _create(scheme: str, params: Mapping[str, Any], epochs: int, progress: bool) -> CodeCooccurrence:

@@ -18,6 +18,7 @@ import numpy as np
 
 import medveil
 from medveil.attacks import CAPABILITIES
+from medveil.errors import InputError
 from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import PAPER_NB_TABLE2
 from medveil.evaluation.utility import PAPER_REFERENCES
@@ -40,6 +41,11 @@ def verdict(strongest: dict | None) -> str:
     if ssim >= PARTIAL:
         return f"partial: {name} recovers the coarse structure (SSIM {ssim:.2f})"
     return f"holds against the attacks tried here (best: {name}, SSIM {ssim:.2f})"
+
+
+def verdict_level(strongest: dict) -> str:
+    """The one word of :func:`verdict`: broken, weak, partial or holds."""
+    return verdict(strongest).split(":")[0].split(" ")[0]
 
 
 def _attacker(data: str) -> str:
@@ -126,7 +132,7 @@ def _card_text(entry: dict) -> str:
     """The verdict of the strongest attack over every threat model, then the strongest in each."""
     if entry["setting"].scheme == "plain":
         return "nothing hidden (the baseline)"
-    per = [f"{cap}: {verdict(b).split(':')[0].split(' ')[0]} (SSIM {float(b['ssim']):.2f})"
+    per = [f"{cap}: {verdict_level(b)} (SSIM {float(b['ssim']):.2f})"
            for cap, b in entry["by_capability"].items() if b]
     return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
 
@@ -136,14 +142,14 @@ def _capability_of(attack: str) -> str:
 
     try:
         return attack_spec(attack).capability
-    except Exception:  # an attack no longer registered
+    except InputError:  # an attack no longer registered
         return ""
 
 
 def _card_verdict(best: dict, linked: dict | None) -> str:
     """The SSIM verdict, except that images no attack recovers still 'link' when patients are re-identified
     at more than :data:`LINKAGE_FACTOR` times chance."""
-    level = verdict(best).split(":")[0].split(" ")[0]
+    level = verdict_level(best)
     if level == "holds" and linked and float(linked["linkage_top1"]) > LINKAGE_FACTOR * float(linked["linkage_chance"]):
         return "links"
     return level

@@ -159,7 +159,7 @@ def read_image(path: str | os.PathLike) -> MedicalImage:
         raise InputError(f"{path}: cannot read {fmt.name} ({exc.__class__.__name__}: {first_line(exc)})") from None
     if image.pixels.size == 0:
         raise InputError(f"{path}: image has no pixels")
-    if not image.pixels.dtype.isnative:  # big-endian files: schemes index tables by native integers
+    if not image.pixels.dtype.isnative:  # big-endian files: metrics, writers and schemes all get native arrays
         image = image.replace(pixels=image.pixels.astype(image.pixels.dtype.newbyteorder("=")))
     return image
 
