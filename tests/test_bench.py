@@ -4,7 +4,7 @@ from PIL import Image
 from medveil.bench import Profile, run_grid, write_report
 from medveil.bench.grid import cells_of, run_cell
 from medveil.data import load_folder
-from medveil.evaluation.utility import Setting
+from medveil.schemes import Setting
 
 
 def tiny_dataset(root, rng, n=14, size=40):
@@ -46,6 +46,6 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
     text = md.read_text()
     assert "## Privacy cards" in text and "**skk**" in text and "Failed cells" in text
     assert "ParameterError" in page.read_text() and (tmp_path / "out" / "tradeoff.png").is_file()
-    assert (tmp_path / "out" / "figures" / "d-skk---leading-bit-none.png").is_file()
+    assert (tmp_path / "out" / "figures" / "d-skk-leading-bit-none.png").is_file()
     cards = (tmp_path / "out" / "cards.csv").read_text().splitlines()
     assert cards[0].startswith("dataset,scheme,params,capability,attack") and any(",skk,,ciphertext-only,leading-bit," in c for c in cards)

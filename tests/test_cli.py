@@ -35,6 +35,8 @@ def test_keygen_obfuscate_compare(tmp_path, rng):
     assert (tmp_path / "f.png").stat().st_size > 1000
     ssims = [float(line.split(",")[1]) for line in (tmp_path / "c.csv").read_text().splitlines()[1:]]
     assert len(ssims) == 3 and max(ssims) < 0.3  # random-looking images: no structure survives
+    lines = [json.loads(line) for line in medveil("compare", "--json", scans, tmp_path / "obf").output.splitlines()]
+    assert sorted(r["ssim"] for r in lines[:3]) == sorted(ssims) and lines[3]["mean"]["images"] == 3
 
 
 def one_line_error(result, code=2):
@@ -81,6 +83,8 @@ def test_samples_and_inspect(tmp_path):
     assert len(list((tmp_path / "s" / "br35h").rglob("*.jpg"))) == 12
     result = medveil("inspect", tmp_path / "s" / "volumes" / "CT_small.dcm")
     assert result.exit_code == 0 and "--bits 16 --signed" in result.output
+    info = json.loads(medveil("inspect", "--json", tmp_path / "s" / "volumes" / "CT_small.dcm").output)
+    assert info["bits"] == 16 and info["dtype"] == "int16" and "--signed" in info["keygen"]
 
 
 def test_importing_medveil_and_its_cli_leaves_torch_unloaded():

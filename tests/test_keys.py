@@ -112,3 +112,56 @@ def test_a_key_file_others_can_read_loads_with_a_warning(tmp_path):
                              "off", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stderr.strip().splitlines() == [f"warning: {path}: key file is readable by others (mode 0644); chmod 600 {path}"]
+
+
+def test_a_key_encrypted_at_rest_needs_its_passphrase(tmp_path, key8, monkeypatch):
+    from medveil.errors import KeyEncryptedError
+
+    monkeypatch.delenv("MEDVEIL_KEY_PASSPHRASE", raising=False)
+    path = key8.save(tmp_path / "k.key", passphrase="correct horse")
+    text = path.read_text()
+    assert key8.secret.hex() not in text and base64_of(key8.secret) not in text
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Key.load(path, passphrase="correct horse") == key8
+    with pytest.raises(KeyEncryptedError, match="encrypted"):
+        Key.load(path)
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        Key.load(path, passphrase="battery staple")
+    monkeypatch.setenv("MEDVEIL_KEY_PASSPHRASE", "correct horse")
+    assert Key.load(path) == key8
+    doc = json.loads(text)
+    doc["params"]["levels"] = 7  # the parameters are bound to the sealed secret
+    path.write_text(json.dumps(doc))
+    with pytest.raises(KeyFileError, match="wrong passphrase|altered"):
+        Key.load(path)
+
+
+def base64_of(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_key_commands_encrypt_decrypt_show_and_rotate(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    runner = CliRunner()
+    path = tmp_path / "k.key"
+    monkeypatch.setenv("MEDVEIL_KEY_PASSPHRASE", "pw")
+    assert runner.invoke(app, ["keygen", "--scheme", "skk", "--passphrase", "-o", str(path)]).exit_code == 0
+    info = json.loads(runner.invoke(app, ["key", "info", "--json", str(path)]).output)
+    assert info["encrypted"] and info["scheme"] == "skk" and info["fingerprint"] == Key.load(path).fingerprint
+    assert runner.invoke(app, ["key", "decrypt", str(path)]).exit_code == 0
+    monkeypatch.delenv("MEDVEIL_KEY_PASSPHRASE")
+    original = Key.load(path)  # plain again: no passphrase needed
+    monkeypatch.setenv("MEDVEIL_KEY_PASSPHRASE", "other")
+    assert runner.invoke(app, ["key", "encrypt", str(path)]).exit_code == 0
+    wrong = runner.invoke(app, ["key", "decrypt", str(path)], env={"MEDVEIL_KEY_PASSPHRASE": "nope"})
+    assert wrong.exit_code == 2 and "wrong passphrase" in wrong.output and len(wrong.output.splitlines()) == 1
+    rotated = runner.invoke(app, ["key", "rotate", str(path), "-o", str(tmp_path / "new.key")])
+    assert rotated.exit_code == 0 and "retrain" in rotated.output
+    new = Key.load(tmp_path / "new.key", passphrase="unused")  # stored unencrypted
+    assert (new.scheme, dict(new.params)) == (original.scheme, dict(original.params)) and new.secret != original.secret
+    assert runner.invoke(app, ["--version"]).output.strip() == f"medveil {medveil.__version__}"

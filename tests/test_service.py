@@ -290,3 +290,17 @@ def test_schemathesis_finds_no_server_error_or_undocumented_status(tmp_path):
                                  "--header", f"Authorization: Bearer {token}", "--no-color"],
                                 capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_docs_render_from_local_assets_with_no_external_url(secured):
+    import re
+
+    http = secured[0]
+    for page in ("/docs", "/redoc"):
+        answer = http.get(page)
+        assert answer.status_code == 200
+        urls = re.findall(r"""(?:src|href|url)\s*[=:(]\s*['"]([^'"]+)['"]""", answer.text)
+        assert urls and not [u for u in urls if re.match(r"(https?:)?//", u)], urls
+        for url in urls:  # every asset the page loads is served, without a token
+            if not url.startswith("/openapi"):
+                assert http.get(url).status_code == 200, url

@@ -84,7 +84,7 @@ def test_registry_round_trip_refuses_duplicates_and_feeds_list_and_grid(toy_spec
     listed = CliRunner().invoke(app, ["attack", "list", "--json"])
     entries = [json.loads(line) for line in listed.output.splitlines()]
     assert {"name": "toy-attack", "capability": "ciphertext-only", "attacker_data": ["none"], "schemes": ["skk"],
-            "summary": "a test's own attack"} in entries
+            "summary": "a test's own attack", "parameters": []} in entries
     cells = cells_of(PROFILES["quick"])
     assert [c.setting.scheme for c in cells if c.attack == "toy-attack"] == ["skk"]
     assert all(c.setting.scheme != "plain" for c in cells if c.kind == "attack")
@@ -121,7 +121,7 @@ def test_cooccurrence_needs_the_service_set():
 
 
 def test_no_card_rates_a_setting_better_than_its_strongest_attack(tmp_path):
-    from medveil.evaluation.utility import Setting
+    from medveil.schemes import Setting
 
     setting = Setting("intensity", (("levels", 50),))
     attacks = [{"attack": "a", "capability": "oracle", "attacker_data": "public", "queries": 1, "ssim": 0.2,
@@ -189,3 +189,85 @@ def test_attack_rows_score_linkage_on_the_patient_proxy(rng):
     groups = np.concatenate([np.arange(5), np.arange(5)])
     row, *_ = attack_images(Spy(), "ciphertext-only", key, target, target[:0], "toy", "none", target_groups=groups)
     assert 0 <= row["linkage_top1"] <= 1 and row["linkage_chance"] == pytest.approx(0.2)
+
+
+def dark_background_images(rng, n, size=32):
+    """Smooth blobs on a black background, as in a scan: the commonest value is 0."""
+    fields = smooth_images(rng, n, size).astype(int)
+    return np.where(fields < 100, 0, fields).astype(np.uint8)
+
+
+def test_slot_correlation_recovers_a_tanaka_key_from_the_obfuscated_set_alone(rng):
+    from medveil.attacks import SlotCorrelation
+
+    plain = dark_background_images(rng, 200)
+    scheme = medveil.from_key(medveil.generate_key("tanaka", block=4))
+    view = AttackerView("tanaka", dict(scheme.params), own=plain[:0], obfuscated_set=scheme(plain))
+    attack = SlotCorrelation(4).fit(view)
+    perm, flips = scheme.block_key()
+    assert np.array_equal(attack.perm, perm) and np.array_equal(attack.flips, flips)
+    assert np.array_equal(attack.reconstruct(scheme(plain[:5])), plain[:5])
+
+
+def test_position_correlation_recovers_skk_negations_where_folding_cannot(rng):
+    from medveil.attacks import LeadingBit, PositionCorrelation
+
+    plain = dark_background_images(rng, 200)
+    scheme = medveil.from_key(medveil.generate_key("skk"))
+    view = AttackerView("skk", dict(scheme.params), own=plain[:0], obfuscated_set=scheme(plain))
+    recovered = PositionCorrelation().fit(view).reconstruct(scheme(plain[:5]))
+    assert np.array_equal(recovered, plain[:5])
+    folded = LeadingBit().reconstruct(scheme(plain[:5]))
+    assert not np.array_equal(folded, plain[:5])  # bright values fold to dark: the baseline loses them
+
+
+@pytest.mark.parametrize("scheme_name", ["tanaka", "skk"])
+def test_two_known_pairs_give_tanaka_and_skk_keys_away(rng, scheme_name):
+    from medveil.attacks import known_pairs_attack
+
+    plain = dark_background_images(rng, 7, 40)
+    key = medveil.generate_key(scheme_name)
+    spy = Spy()
+    attack_images(spy, "known-pairs", key, plain[:5], plain[:0], "toy", "none", leaked=plain[5:])
+    attack = known_pairs_attack(scheme_name, dict(key.params)).fit(spy.view)
+    assert np.array_equal(attack.reconstruct(medveil.from_key(key)(plain[:5])), plain[:5])
+
+
+def test_kerckhoffs_trains_under_fresh_keys_and_reads_the_target_set(rng, monkeypatch):
+    from medveil.attacks import Kerckhoffs, attacker_training
+    from medveil.attacks import kerckhoffs as module
+
+    plain = dark_background_images(rng, 64, 16)
+    key = medveil.generate_key("skk")
+    seen = []
+    monkeypatch.setattr(module, "train_reconstructor",
+                        lambda inputs, targets, config, width: (seen.append((inputs, targets)), (None, []))[1])
+    attack = Kerckhoffs("skk", dict(key.params), attacker_training(1, False), keys=4)
+    service_set = medveil.from_key(key)(plain)
+    attack.fit(AttackerView("skk", dict(key.params), own=plain[:32], obfuscated_set=service_set))
+    inputs, targets = seen[0]
+    assert inputs.shape == (32, 16, 16, 3) and np.array_equal(np.sort(targets, axis=0), np.sort(plain[:32], axis=0))
+    groups = [inputs[np.isin(np.arange(32), g)] for g in np.array_split(np.arange(32), 4)]
+    assert len({tuple(np.unique(g[..., 1])) for g in groups}) > 1  # each group its own key's statistics
+    assert not any(np.array_equal(g[..., 0], service_set[:8]) for g in groups)  # never the hospital's key
+    assert np.array_equal(attack.statistics, module.set_statistics(service_set))
+    with pytest.raises(InputError, match="own plain images"):
+        attack.fit(AttackerView("skk", dict(key.params), own=plain[:0], obfuscated_set=service_set))
+
+
+def test_kerckhoffs_learns_to_undo_skk_without_the_key_where_the_image_itself_shows_nothing(rng):
+    from medveil.attacks import Kerckhoffs
+    from medveil.train import TrainConfig
+
+    plain = dark_background_images(rng, 480, 16)
+    key = medveil.generate_key("skk")
+    scheme = medveil.from_key(key)
+    service_set, target = scheme(plain[:240]), plain[:24]
+    own = plain[240:]  # the attacker's own images: never the hospital's
+    config = TrainConfig(epochs=10, batch_size=16, lr=3e-3, progress=False)  # small images: more, smaller steps
+    attack = Kerckhoffs("skk", dict(key.params), config, keys=8)
+    attack.fit(AttackerView("skk", dict(key.params), own=own, obfuscated_set=service_set))
+    recovered = attack.reconstruct(scheme(target))
+    identity = metrics.mean_pair_scores(target, scheme(target), with_ms_ssim=False)["ssim"]
+    learned = metrics.mean_pair_scores(target, recovered, with_ms_ssim=False)["ssim"]
+    assert learned > identity + 0.5  # about 0.88 against 0.0 over several keys

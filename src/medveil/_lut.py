@@ -3,29 +3,19 @@
 ``numpy`` fancy indexing (``lut[x]``) runs at ~0.4 GB/s on this class of machine because it goes
 through the generic gather path with int64 index conversion; a compiled loop over the raw
 unsigned values reaches memcpy-like speed. See ``benchmarks/bench_intensity.py``.
+
+Loading numba and the cached parallel loop costs 0.3-1.5 s per process, far more than NumPy's take
+needs for a small image (~1 GB/s up to a million values, then falling as the array leaves the
+cache), so the compiled loop (:mod:`medveil._lut_kernels`) loads only once an array is large enough
+to win it back: a volume or a large radiograph.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-
-# Below this many values, waking the thread pool costs more than the look-ups (one 64x64 image
-# took ~100 us in parallel against ~5 us serially).
-PARALLEL_MIN_SIZE = 1 << 18
-
-
-@njit(parallel=True, boundscheck=False, nogil=True, cache=True)
-def _gather_parallel(src, lut, dst):
-    for i in prange(src.size):
-        dst[i] = lut[src[i]]
-
-
-@njit(boundscheck=False, nogil=True, cache=True)
-def _gather_serial(src, lut, dst):
-    for i in range(src.size):
-        dst[i] = lut[src[i]]
+# From this many values on, the compiled parallel loop is used (NumPy's take slows past ~1 M values).
+KERNEL_MIN_SIZE = 1 << 21
 
 
 def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -45,6 +35,10 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
     src = np.ascontiguousarray(values)
     if out is None:
         out = np.empty(src.shape, dtype=lut.dtype)
-    gather = _gather_parallel if src.size >= PARALLEL_MIN_SIZE else _gather_serial
-    gather(src.reshape(-1), np.ascontiguousarray(lut), out.reshape(-1))
+    if src.size < KERNEL_MIN_SIZE:
+        np.take(lut, src, out=out)
+        return out
+    from medveil._lut_kernels import gather_parallel
+
+    gather_parallel(src.reshape(-1), np.ascontiguousarray(lut), out.reshape(-1))
     return out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -13,10 +15,10 @@ from typing import Annotated, Optional
 import typer
 
 from medveil.data import copy_samples
-from medveil.errors import MedveilError
+from medveil.errors import KeyEncryptedError, MedveilError
 from medveil.io import obfuscate_file, obfuscate_tree, output_name, read_image
-from medveil.keys import Key
-from medveil.schemes import available_schemes, from_key, generate_key
+from medveil.keys import PASSPHRASE_ENV, Key
+from medveil.schemes import available_schemes, from_key, generate_key, scheme_class
 
 # Commands import the heavy modules (PyTorch, scikit-learn, matplotlib) inside their bodies so
 # `medveil --help`, keygen and obfuscate start in a fraction of the time.
@@ -26,8 +28,28 @@ COLOUR_HELP = ("Colour: 'rgb' keeps the files' colour; a matplotlib colormap nam
 Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
 DatasetName = Annotated[str, typer.Option(help="'br35h' or a folder with one subfolder per class.")]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Obfuscate medical images with a secret key; measure what utility and privacy survive.")
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medveil import __version__
+
+        typer.echo(f"medveil {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print medveil's version and exit.")):
+    """Obfuscate medical images with a secret key; measure what utility and privacy survive.
+
+    Exit status: 0 done; 1 some files failed (the others were written); 2 usage or input error.
+    """
+
+
+def _echo_json(value) -> None:
+    typer.echo(json.dumps(value, default=str))
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -57,10 +79,30 @@ def _clean_errors(command):
     return wrapper
 
 
+def _load_key(path: Path) -> Key:
+    """The key at ``path``; an encrypted one is opened with MEDVEIL_KEY_PASSPHRASE, or a prompt at a terminal."""
+    try:
+        return Key.load(path)
+    except KeyEncryptedError:
+        if not sys.stdin.isatty():
+            raise
+        return Key.load(path, passphrase=typer.prompt(f"passphrase for {path}", hide_input=True))
+
+
+def _new_passphrase() -> str:
+    """A passphrase for encrypting a key: MEDVEIL_KEY_PASSPHRASE, or asked twice at a terminal."""
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        _fail(f"no passphrase: set {PASSPHRASE_ENV} or run at a terminal")
+    return typer.prompt("new passphrase", hide_input=True, confirmation_prompt=True)
+
+
 @app.command()
 @_clean_errors
 def keygen(
-    output: Path = typer.Option(..., "-o", "--output", help="Key file to create (mode 0600; never overwritten)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Key file to create (mode 0600; never overwritten)."),
     scheme: str = typer.Option("intensity", help=f"Scheme: {', '.join(available_schemes())}."),
     levels: Optional[int] = typer.Option(None, help="intensity: N distinct output values (default 2**bits: bijective)."),
     bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
@@ -69,14 +111,86 @@ def keygen(
     channels: Optional[int] = typer.Option(None, help="tanaka, skk, skk-smooth, structural: 1 (grayscale) or 3 (colour)."),
     size: Optional[int] = typer.Option(None, help="structural: images are resized to size x size before tracing."),
     raster: Optional[int] = typer.Option(None, help="structural: output size (the de-identified raster is raster x raster)."),
+    passphrase: bool = typer.Option(False, "--passphrase", help=f"Encrypt the secret with a passphrase (asked twice, "
+                                    f"or {PASSPHRASE_ENV}); loading it then needs the passphrase."),
+    param: list[str] = typer.Option([], "-p", "--param", help="Any parameter the scheme declares, name=value "
+                                    "(every scheme's, plugins' included: medveil keygen --list)."),
+    list_parameters: bool = typer.Option(False, "--list", help="List every scheme's parameters and exit."),
 ):
     """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way."""
-    given = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels, "size": size,
+    from medveil.plugins import describe_parameters, merge, parse_assignments
+
+    if list_parameters:
+        for name in available_schemes():
+            declared = scheme_class(name).parameters
+            typer.echo(f"{name}: {describe_parameters(declared) if declared else 'trained, not drawn (see its command)'}")
+        return
+    if output is None:
+        _fail("keygen needs -o KEY_FILE")
+    flags = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels, "size": size,
              "raster": raster}
-    params = {name: value for name, value in given.items() if value is not None}
+    params = merge(parse_assignments(param, scheme_class(scheme).parameters, scheme), flags)
     key = generate_key(scheme, **params)
-    key.save(output)
-    typer.echo(f"wrote {output}: {from_key(key).describe()}")
+    key.save(output, passphrase=_new_passphrase() if passphrase else None)
+    typer.echo(f"wrote {output}{' (encrypted)' if passphrase else ''}: {from_key(key).describe()}")
+
+
+key_app = typer.Typer(no_args_is_help=True, help="Look at, encrypt, decrypt or replace a key file.")
+app.add_typer(key_app, name="key")
+KeyPath = Annotated[Path, typer.Argument(help="A key file from `medveil keygen`.")]
+
+
+@key_app.command("info")
+@_clean_errors
+def key_info(path: KeyPath, as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+    """Show a key's public part (scheme, parameters, fingerprint, encrypted or not); needs no passphrase."""
+    from medveil.keys import public_part
+
+    doc = public_part(path.read_text(), str(path))
+    info = {"file": str(path), "scheme": doc.get("scheme"), "params": doc.get("params"),
+            "fingerprint": doc.get("fingerprint"), "version": doc["medveil_key_version"],
+            "encrypted": "encrypted_secret" in doc}
+    if as_json:
+        _echo_json(info)
+        return
+    params = ", ".join(f"{k}={v}" for k, v in (info["params"] or {}).items())
+    typer.echo(f"{path}: {info['scheme']} ({params}), fingerprint {info['fingerprint']}, "
+               f"{'encrypted' if info['encrypted'] else 'NOT encrypted'}")
+
+
+@key_app.command("encrypt")
+@_clean_errors
+def key_encrypt(path: KeyPath):
+    """Encrypt a key file's secret in place with a passphrase (scrypt + AES-256-GCM)."""
+    key = _load_key(path)
+    key.save(path, overwrite=True, passphrase=_new_passphrase())
+    typer.echo(f"{path}: encrypted (fingerprint {key.fingerprint})")
+
+
+@key_app.command("decrypt")
+@_clean_errors
+def key_decrypt(path: KeyPath):
+    """Store a key file's secret unencrypted again (mode 0600)."""
+    key = _load_key(path)
+    key.save(path, overwrite=True)
+    typer.echo(f"{path}: decrypted (fingerprint {key.fingerprint}); anyone who can read the file holds the key")
+
+
+@key_app.command("rotate")
+@_clean_errors
+def key_rotate(path: KeyPath,
+               output: Path = typer.Option(..., "-o", "--output", help="The new key file (never overwritten)."),
+               passphrase: bool = typer.Option(False, "--passphrase", help="Encrypt the new key.")):
+    """Make a new key of the same scheme and parameters, and say what switching to it means. Nothing is re-obfuscated."""
+    old = _load_key(path)
+    if scheme_class(old.scheme).trained_key:
+        _fail(f"{path}: a {old.scheme} key carries trained weights; train a new one instead")
+    new = generate_key(old.scheme, **dict(old.params))
+    new.save(output, passphrase=_new_passphrase() if passphrase else None)
+    typer.echo(f"wrote {output}: {old.scheme}, fingerprint {new.fingerprint} (was {old.fingerprint})")
+    typer.echo("What a new key means: images obfuscated under the old key and the new one are not comparable, so "
+               "re-obfuscate and re-upload the data, and retrain every server model on it; models trained under the "
+               "old key are of no use to new images. Keep the old key while anything made with it is still in use.")
 
 
 @app.command()
@@ -93,7 +207,7 @@ def obfuscate(
                        "Clean Pixel Data option), 'off' skips the check."),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
-    scheme = from_key(Key.load(key))
+    scheme = from_key(_load_key(key))
     if source.is_file():
         target = output / output_name(source.name, source) if output.is_dir() else output
         obfuscate_file(source, target, scheme, burned_in_text=burned_in_text)
@@ -118,6 +232,7 @@ def compare(
     figure: Optional[Path] = typer.Option(None, help="Also save a PNG grid of the first pairs here."),
     examples: int = typer.Option(4, min=1, help="Pairs shown in --figure."),
     label: str = typer.Option("obfuscated", help="Column title for the second folder in --figure."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image, then one with the means."),
 ):
     """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
     from medveil import metrics
@@ -133,12 +248,13 @@ def compare(
         rows, problems = metrics.compare_trees(originals, others)
         pairs = [(originals / r["file"], others / output_name(r["file"], originals / r["file"])) for r in rows]
     for row in rows:
-        typer.echo(f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
+        typer.echo(json.dumps(row) if as_json else f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
     if rows:
         finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
-        mean_psnr = sum(finite) / len(finite) if finite else math.inf
-        typer.echo(f"mean over {len(rows)} images\tSSIM {sum(r['ssim'] for r in rows) / len(rows):.4f}\t"
-                   f"PSNR {mean_psnr:.2f} dB")
+        mean = {"images": len(rows), "ssim": sum(r["ssim"] for r in rows) / len(rows),
+                "psnr": sum(finite) / len(finite) if finite else math.inf}
+        typer.echo(json.dumps({"mean": mean}) if as_json else
+                   f"mean over {mean['images']} images\tSSIM {mean['ssim']:.4f}\tPSNR {mean['psnr']:.2f} dB")
     if csv_path:
         with open(csv_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["file", "ssim", "psnr"])
@@ -162,11 +278,16 @@ evaluate_app = typer.Typer(no_args_is_help=True, help="Measure what obfuscated d
 app.add_typer(evaluate_app, name="evaluate")
 
 
-def _parse_param(text: str) -> tuple[str, list[int]]:
+def _parse_sweep(text: str, scheme: str) -> tuple[str, list]:
+    """``block=1,3,4`` -> ``("block", [1, 3, 4])``, each value parsed as ``scheme`` declares the parameter."""
+    from medveil.plugins import parse_assignments
+
     name, sep, values = text.partition("=")
     if not sep or not name:
         raise typer.BadParameter(f"expected NAME=V1,V2,..., got {text!r}")
-    return name.strip(), _int_list(values)
+    declared = scheme_class(scheme).parameters
+    return name.strip(), [parse_assignments([f"{name.strip()}={v.strip()}"], declared, scheme)[name.strip()]
+                          for v in values.split(",") if v.strip()]
 
 
 def _command_line() -> str | None:
@@ -193,7 +314,7 @@ def evaluate_utility(
     param: list[str] = typer.Option([], help="NAME=V1,V2,... key parameter values to sweep, e.g. block=1,3,4,5 (repeatable)."),
     seeds: int = typer.Option(3, min=1, help="Runs per setting (each with a fresh key)."),
     epochs: int = typer.Option(30, min=1),
-    model: str = typer.Option("cnn", help="'cnn' (paper NB's) or 'resnet'."),
+    model: str = typer.Option("cnn", help="A registered server model: 'cnn' (paper NB's), 'resnet', or a plugin's."),
     augment: bool = typer.Option(False, help="Shift/flip/rotate the obfuscated training images."),
     key: Optional[Path] = typer.Option(None, "--key", "-k", help="Evaluate this key (every seed) instead of fresh keys; "
                                        "--scheme, --levels and --param are then not used."),
@@ -201,12 +322,14 @@ def evaluate_utility(
 ):
     """Train a classifier on plain and on obfuscated images; report accuracy, F1, AUC and SSIM/PSNR."""
     from medveil.data import load_dataset
-    from medveil.evaluation.utility import Setting, evaluate_utility as run, settings_for, summarise
+    from medveil.evaluation.utility import evaluate_utility as run, settings_for, summarise
+    from medveil.report import pm
+    from medveil.schemes import Setting
 
     if key is not None:
-        settings = [Setting("plain"), Setting.for_key(Key.load(key))]
+        settings = [Setting("plain"), Setting.for_key(_load_key(key))]
     else:
-        grid = dict(_parse_param(p) for p in param)
+        grid = dict(_parse_sweep(p, scheme) for p in param)
         if levels is not None or (scheme == "intensity" and "levels" not in grid):
             grid["levels"] = _int_list(levels or "256,150,50,45")
         settings = settings_for(scheme, grid)
@@ -216,8 +339,7 @@ def evaluate_utility(
                command=command)
     for entry in summarise(rows, settings):
         acc, f1 = entry["accuracy"], entry["f1"]
-        typer.echo(f"{entry['setting'].label:<24} accuracy {acc[0] * 100:6.2f} ± {acc[1] * 100:.2f} %   "
-                   f"F1 {f1[0] * 100:6.2f} ± {f1[1] * 100:.2f} %")
+        typer.echo(f"{entry['setting'].label:<24} accuracy {pm(acc, 100):>14} %   F1 {pm(f1, 100):>14} %")
     typer.echo(f"report: {output / 'report.md'}")
 
 
@@ -273,19 +395,21 @@ Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
 def _list_attacks(as_json: bool) -> None:
-    import json
-
     from medveil.attacks import available_attacks
+    from medveil.plugins import describe_parameters
 
     for spec in available_attacks():
         schemes = ", ".join(spec.schemes) if spec.schemes else "every scheme"
         if as_json:
             typer.echo(json.dumps({"name": spec.name, "capability": spec.capability,
                                    "attacker_data": list(spec.attacker_data), "schemes": list(spec.schemes or []),
-                                   "summary": spec.summary}))
+                                   "summary": spec.summary,
+                                   "parameters": [{"name": p.name, "type": p.type.__name__, "default": p.default,
+                                                   "help": p.help} for p in spec.parameters]}))
         else:
+            options = f" [-p {describe_parameters(spec.parameters)}]" if spec.parameters else ""
             typer.echo(f"{spec.name:24} {spec.capability:16} data {'/'.join(spec.attacker_data):18} {schemes}: "
-                       f"{spec.summary}")
+                       f"{spec.summary}{options}")
 
 
 @app.command("attack")
@@ -298,6 +422,7 @@ def attack(
     pairs: int = typer.Option(10, min=1, help="known-pairs attacks: leaked (plain, obfuscated) pairs, from the "
                                               "target's training split."),
     as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON object per attack."),
+    param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option, name=value (see attack list)."),
 ):
     """Attack a key under a threat model (ciphertext-only, known-pairs, oracle) and score what it recovers.
 
@@ -313,12 +438,16 @@ def attack(
     spec = attack_spec(name)
     if key is None or output is None:
         _fail(f"attack {name} needs --key KEY and -o OUTPUT_FOLDER")
-    hospital_key = Key.load(key)
+    hospital_key = _load_key(key)
     if not spec.applies_to(hospital_key.scheme, hospital_key.params):
         _fail(f"{spec.name} does not apply to the '{hospital_key.scheme}' scheme "
               f"(it takes {', '.join(spec.schemes or ['any'])}); see medveil attack list")
+    from medveil.plugins import parse_assignments
+
+    options = parse_assignments(param, spec.parameters, f"attack {spec.name}")
     data = attacker_data or spec.attacker_data[0]
-    row = evaluate_attack(spec.create(hospital_key.scheme, hospital_key.params, epochs, progress), spec.capability,
+    attacker = spec.create(hospital_key.scheme, hospital_key.params, epochs, progress, **options)
+    row = evaluate_attack(attacker, spec.capability,
                           hospital_key, load_dataset(target, size, colour), data, output, pairs)
     typer.echo(f"{row['attack']} ({spec.capability}, {row['attacker_data']} data) against {row['scheme']} "
                f"{row['params']}: SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB, MS-SSIM {row['ms_ssim']:.3f} "
@@ -401,8 +530,9 @@ def structural_tune(
 def bench(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for report.html, report.md, figures and cached cells."),
     dataset: DatasetName = "br35h",
-    profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about an hour on 2 cores)."),
+    profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about 80 min on 2 cores)."),
     progress: bool = typer.Option(True),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line instead of text."),
 ):
     """Every scheme: utility, similarity and the strongest attack, in one report (re-runs compute only what is missing)."""
     import time
@@ -418,6 +548,10 @@ def bench(
     records = run_grid(data, chosen, output, progress)
     md, page = write_report(output, data, chosen, records, _command_line(), time.perf_counter() - started)
     failed = sum(r["status"] == "failed" for r in records)
+    if as_json:
+        _echo_json({"cells": len(records), "cached": sum(r["status"] == "cached" for r in records), "failed": failed,
+                    "report": str(page), "markdown": str(md), "cards": str(Path(output) / "cards.csv")})
+        return
     typer.echo(f"{len(records)} cells ({sum(r['status'] == 'cached' for r in records)} cached, {failed} failed)")
     typer.echo(f"report: {page} (and {md.name})")
 
@@ -471,7 +605,7 @@ def client_options(
 def _client(ctx: typer.Context):
     from medveil.service.client import Client
 
-    return Client(ctx.obj["server"], ctx.obj["token"], Key.load(ctx.obj["key"]))
+    return Client(ctx.obj["server"], ctx.obj["token"], _load_key(ctx.obj["key"]))
 
 
 @client_app.command("upload")
@@ -489,7 +623,7 @@ def client_upload(ctx: typer.Context, folder: Path = typer.Argument(..., help="O
 @client_app.command("train")
 @_clean_errors
 def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epochs: int = typer.Option(30, min=1),
-                 model: str = typer.Option("cnn", help="'cnn' or 'resnet'."),
+                 model: str = typer.Option("cnn", help="A registered server model: 'cnn', 'resnet', or a plugin's."),
                  wait: bool = typer.Option(False, help="Wait for the job to finish.")):
     """Start a training job on an uploaded dataset."""
     with _client(ctx) as client:
@@ -504,10 +638,14 @@ def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epoc
 
 @client_app.command("status")
 @_clean_errors
-def client_status(ctx: typer.Context, job_id: str = typer.Argument(...)):
+def client_status(ctx: typer.Context, job_id: str = typer.Argument(...),
+                  as_json: bool = typer.Option(False, "--json", help="The job as one JSON object.")):
     """A job's state and progress."""
     with _client(ctx) as client:
         job = client.job(job_id)
+    if as_json:
+        _echo_json(job)
+        return
     typer.echo(f"job {job['id']}: {job['status']}, epoch {job['epoch']}/{job['epochs']} {job['message']}".rstrip()
                + (f", model {job['model_id']}" if job["model_id"] else ""))
 
@@ -539,17 +677,22 @@ def samples(dest: Path = typer.Argument(..., help="Folder to fill with example s
 
 @app.command()
 @_clean_errors
-def inspect(path: Path = typer.Argument(..., help="An image file.")):
+def inspect(path: Path = typer.Argument(..., help="An image file."),
+            as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
     """Show an image's format, shape, stored type and value range, and the key it needs."""
     image = read_image(path)
     pixels = image.pixels
+    keyable = pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2
+    signed = " --signed" if pixels.dtype.kind == "i" else ""
+    keygen_command = f"medveil keygen --bits {image.bits}{signed} --levels N -o KEY" if keyable else None
+    if as_json:
+        _echo_json({"file": str(path), "format": image.format, "shape": list(pixels.shape), "dtype": str(pixels.dtype),
+                    "bits": image.bits, "min": pixels.min().item(), "max": pixels.max().item(), "keygen": keygen_command})
+        return
     typer.echo(f"{path}: {image.format}, shape {pixels.shape}, {pixels.dtype}, {image.bits} bits stored, "
                f"values [{pixels.min()}, {pixels.max()}]")
-    if pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2:
-        signed = " --signed" if pixels.dtype.kind == "i" else ""
-        typer.echo(f"key for data like this: medveil keygen --bits {image.bits}{signed} --levels N -o KEY")
-    else:
-        typer.echo("no medveil key maps these samples (keys map integers of 2 to 16 bits)")
+    typer.echo(f"key for data like this: {keygen_command}" if keyable
+               else "no medveil key maps these samples (keys map integers of 2 to 16 bits)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ class KeyFileError(MedveilError):
     """A key file is missing, malformed, of an unknown version, or fails its fingerprint check."""
 
 
+class KeyEncryptedError(KeyFileError):
+    """A key file's secret is encrypted and no passphrase was given."""
+
+
 class SchemeMismatchError(MedveilError):
     """A key was made for another scheme or other parameters than the ones asked for."""
 

@@ -63,7 +63,7 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
     """Bar chart of test accuracy (mean ± std over seeds) per setting; ``summary`` as from ``summarise``."""
     labels = [entry["setting"].label.replace(" ", "\n") for entry in summary]
     means = [entry["accuracy"][0] * 100 for entry in summary]
-    stds = [entry["accuracy"][1] * 100 for entry in summary]
+    stds = [np.nan_to_num(entry["accuracy"][1]) * 100 for entry in summary]  # one seed: no error bar
     fig, ax = plt.subplots(figsize=(1.3 * len(summary) + 2, 3.6))
     bars = ax.bar(range(len(summary)), means, yerr=stds, capsize=4, color="#4C78A8")
     ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=3, fontsize=8)
@@ -80,13 +80,24 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
     """Utility against privacy loss: ``(label, attack SSIM, accuracy %, accuracy std)`` per point."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for label, x, y, err in points:
-        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", capsize=3)  # one seed: no error bar
+    ax.set_xlim(-0.05, 1.05)
+    ax.autoscale_view()  # labels are measured against the final limits
+    # Labels of nearby points would print over each other: each steps down until its box is free.
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    for label, x, y, _ in sorted(points, key=lambda p: (-p[2], p[1])):
+        for step in range(len(points) + 1):
+            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * step), fontsize=8)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in taken):
+                break
+            text.remove()
+        taken.append(box)
     for threshold in thresholds:
         ax.axvline(threshold, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("what the strongest attack recovers (mean SSIM to the originals)")
     ax.set_ylabel("test accuracy % (utility)")
-    ax.set_xlim(-0.05, 1.05)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -6,7 +6,12 @@ for. Everything a scheme derives from it (permutations, bit masks, choices) come
 label, so two derivations never share bytes and no NumPy or :mod:`random` generator is involved.
 
 Key files are JSON, written with mode 0600, never silently overwritten, and carry a format version
-and a fingerprint that is checked on load (a tampered or truncated key is refused).
+and a fingerprint that is checked on load (a tampered or truncated key is refused). With a
+passphrase the secret is stored encrypted: scrypt (memory-hard, 64 MiB) derives a 256-bit key from
+the passphrase and a random salt, and AES-256-GCM encrypts the secret with the key's public part
+(version, scheme, parameters) as associated data, so neither the secret nor the parameters can be
+changed unnoticed. A copied backup or a synced home folder then holds nothing usable without the
+passphrase.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from medveil.errors import KeyFileError, SchemeMismatchError
+from medveil.errors import KeyEncryptedError, KeyFileError, SchemeMismatchError
 
 FORMAT_VERSION = 1
 SECRET_BYTES = 32
+PASSPHRASE_ENV = "MEDVEIL_KEY_PASSPHRASE"
+# scrypt cost: 2**16 x 8 x 128 bytes = 64 MiB and about 0.2 s per load; the salt makes each file's cost its own.
+SCRYPT_COST = {"n": 2**16, "r": 8, "p": 1}
 _BLOCK = hashlib.sha256().digest_size
 
 
@@ -160,34 +168,31 @@ class Key:
             {"version": self.version, "scheme": self.scheme, "params": self.params}, sort_keys=True
         ).encode()
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "medveil_key_version": self.version,
-                "scheme": self.scheme,
-                "params": dict(self.params),
-                "secret": base64.b64encode(self.secret).decode(),
-                "fingerprint": self.fingerprint,
-            },
-            indent=2,
-            sort_keys=True,
-        ) + "\n"
+    def to_json(self, passphrase: str | None = None) -> str:
+        """The key file's text; with ``passphrase``, the secret is stored encrypted (see the module docstring)."""
+        doc = {"medveil_key_version": self.version, "scheme": self.scheme, "params": dict(self.params),
+               "fingerprint": self.fingerprint}
+        if passphrase is None:
+            doc["secret"] = base64.b64encode(self.secret).decode()
+        else:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+            sealed = AESGCM(_passphrase_key(passphrase, salt, SCRYPT_COST)).encrypt(nonce, self.secret,
+                                                                                   self._public_bytes())
+            doc["encrypted_secret"] = {"kdf": "scrypt", **SCRYPT_COST, "salt": _b64(salt), "cipher": "AES-256-GCM",
+                                       "nonce": _b64(nonce), "ciphertext": _b64(sealed)}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "key") -> "Key":
+    def from_json(cls, text: str, source: str = "key", passphrase: str | None = None) -> "Key":
+        """Parse and verify a key file's text; an encrypted secret needs its ``passphrase``."""
+        doc = public_part(text, source)
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise KeyFileError(f"{source}: not a medveil key (invalid JSON: {exc.msg})") from None
-        if not isinstance(doc, dict) or "medveil_key_version" not in doc:
-            raise KeyFileError(f"{source}: not a medveil key (no 'medveil_key_version')")
-        if doc["medveil_key_version"] != FORMAT_VERSION:
-            raise KeyFileError(
-                f"{source}: key format version {doc['medveil_key_version']!r} is not supported "
-                f"(this medveil reads version {FORMAT_VERSION})"
-            )
-        try:
-            secret = base64.b64decode(doc["secret"], validate=True)
+            if "encrypted_secret" in doc:
+                secret = _open_secret(doc, source, passphrase)
+            else:
+                secret = base64.b64decode(doc["secret"], validate=True)
             key = cls(scheme=str(doc["scheme"]), params=dict(doc["params"]), secret=secret)
             stored = str(doc["fingerprint"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -198,8 +203,11 @@ class Key:
             raise KeyFileError(f"{source}: fingerprint mismatch: the key file was altered or corrupted")
         return key
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the key atomically with mode 0600. Refuses to replace an existing file unless asked."""
+    def save(self, path: str | os.PathLike, overwrite: bool = False, passphrase: str | None = None) -> Path:
+        """Write the key atomically with mode 0600, its secret encrypted under ``passphrase`` if given.
+
+        Refuses to replace an existing file unless asked.
+        """
         path = Path(path)
         if path.exists() and not overwrite:
             raise KeyFileError(f"{path}: already exists; refusing to overwrite a key (choose another name)")
@@ -207,7 +215,7 @@ class Key:
         fd, tmp = tempfile.mkstemp(prefix=".medveil-key-", dir=path.parent)  # mkstemp creates 0600
         try:
             with os.fdopen(fd, "w") as fh:
-                fh.write(self.to_json())
+                fh.write(self.to_json(passphrase))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o600)
@@ -226,8 +234,12 @@ class Key:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, scheme: str | None = None) -> "Key":
-        """Read and verify a key file; with ``scheme``, also check the key was made for it."""
+    def load(cls, path: str | os.PathLike, scheme: str | None = None, passphrase: str | None = None) -> "Key":
+        """Read and verify a key file; with ``scheme``, also check the key was made for it.
+
+        An encrypted key is opened with ``passphrase``, or else the ``MEDVEIL_KEY_PASSPHRASE``
+        environment variable; without either it raises :class:`KeyEncryptedError`.
+        """
         path = Path(path)
         try:
             text = path.read_text()
@@ -235,7 +247,8 @@ class Key:
             raise KeyFileError(f"{path}: key file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{path}: cannot read key ({exc.__class__.__name__})") from None
-        key = dataclasses.replace(cls.from_json(text, source=str(path)), origin=path)
+        passphrase = passphrase if passphrase is not None else os.environ.get(PASSPHRASE_ENV)
+        key = dataclasses.replace(cls.from_json(text, source=str(path), passphrase=passphrase), origin=path)
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             warnings.warn(KeyPermissionWarning(
@@ -243,3 +256,54 @@ class Key:
         if scheme is not None:
             key.require(scheme)
         return key
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _passphrase_key(passphrase: str, salt: bytes, cost: Mapping[str, int]) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=32, n=int(cost["n"]), r=int(cost["r"]), p=int(cost["p"])).derive(passphrase.encode())
+
+
+def _open_secret(doc: dict, source: str, passphrase: str | None) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if passphrase is None:
+        raise KeyEncryptedError(f"{source}: the key is encrypted; give its passphrase (prompt, or {PASSPHRASE_ENV})")
+    sealed = doc["encrypted_secret"]
+    if sealed.get("kdf") != "scrypt" or sealed.get("cipher") != "AES-256-GCM":
+        raise KeyFileError(f"{source}: unknown key encryption {sealed.get('kdf')!r}/{sealed.get('cipher')!r}")
+    if not (2**14 <= int(sealed["n"]) <= 2**20 and 1 <= int(sealed["r"]) <= 16 and 1 <= int(sealed["p"]) <= 4):
+        raise KeyFileError(f"{source}: implausible scrypt cost in the key file (altered?)")
+    public = json.dumps({"version": doc["medveil_key_version"], "scheme": doc["scheme"], "params": doc["params"]},
+                        sort_keys=True).encode()
+    key = _passphrase_key(passphrase, base64.b64decode(sealed["salt"], validate=True), sealed)
+    try:
+        return AESGCM(key).decrypt(base64.b64decode(sealed["nonce"], validate=True),
+                                   base64.b64decode(sealed["ciphertext"], validate=True), public)
+    except InvalidTag:
+        raise KeyFileError(f"{source}: wrong passphrase (or the key file was altered)") from None
+
+
+def public_part(text: str, source: str = "key") -> dict:
+    """A key file's parsed JSON, checked to be a key of a version this medveil reads; nothing is decrypted.
+
+    ``medveil key info`` shows its ``scheme``, ``params`` and ``fingerprint`` (as stored: only
+    loading the key verifies it) and whether the secret is encrypted.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"{source}: not a medveil key (invalid JSON: {exc.msg})") from None
+    if not isinstance(doc, dict) or "medveil_key_version" not in doc:
+        raise KeyFileError(f"{source}: not a medveil key (no 'medveil_key_version')")
+    if doc["medveil_key_version"] != FORMAT_VERSION:
+        raise KeyFileError(
+            f"{source}: key format version {doc['medveil_key_version']!r} is not supported "
+            f"(this medveil reads version {FORMAT_VERSION})"
+        )
+    return doc

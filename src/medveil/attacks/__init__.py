@@ -1,6 +1,13 @@
-"""Attacks by threat model: one protocol, one registry (see :mod:`medveil.attacks.base`).
+"""Attacks by threat model: one protocol, one registry (see :mod:`medveil.attacks.base`), one file per attack.
 
-Importing this package registers every built-in attack.
+Importing this package registers every built-in attack:
+
+- ciphertext-only: identity, code-cooccurrence, slot-correlation, position-correlation,
+  kerckhoffs-unet, leading-bit, minimum-difference;
+- known-pairs: known-pairs;
+- oracle: chosen-plaintext (and its U-Net refinement), learned-reconstruction;
+
+then those of installed plugins (entry point group ``medveil.attacks``).
 """
 
 from medveil.attacks.base import (
@@ -17,16 +24,29 @@ from medveil.attacks.base import (
     register_attack,
     unregister_attack,
 )
-from medveil.attacks.baselines import Identity, KnownPairsTable
 from medveil.attacks.chosen_plaintext import (
     ChosenPlaintext,
     StructuralChosenPlaintext,
     TanakaChosenPlaintext,
     chosen_plaintext_attack,
 )
-from medveil.attacks.ciphertext_only import LeadingBit, MinimumDifference
 from medveil.attacks.cooccurrence import CodeCooccurrence
+from medveil.attacks.identity import Identity
+from medveil.attacks.kerckhoffs import Kerckhoffs
+from medveil.attacks.known_pairs import (
+    KnownPairsBlockKey,
+    KnownPairsPositions,
+    KnownPairsTable,
+    known_pairs_attack,
+)
+from medveil.attacks.leading_bit import LeadingBit
+from medveil.attacks.minimum_difference import MinimumDifference
+from medveil.attacks.position_correlation import PositionCorrelation
 from medveil.attacks.reconstruction import LearnedReconstruction, attacker_training
+from medveil.attacks.slot_correlation import SlotCorrelation
+from medveil.plugins import load_plugins
+
+load_plugins("medveil.attacks")  # after the built-ins: a plugin cannot take their names
 
 __all__ = [
     "ATTACKER_DATA",
@@ -38,10 +58,15 @@ __all__ = [
     "ChosenPlaintext",
     "CodeCooccurrence",
     "Identity",
+    "Kerckhoffs",
+    "KnownPairsBlockKey",
+    "KnownPairsPositions",
     "KnownPairsTable",
     "LeadingBit",
     "LearnedReconstruction",
     "MinimumDifference",
+    "PositionCorrelation",
+    "SlotCorrelation",
     "StructuralChosenPlaintext",
     "TanakaChosenPlaintext",
     "applicable_attacks",
@@ -49,6 +74,7 @@ __all__ = [
     "attacker_training",
     "available_attacks",
     "chosen_plaintext_attack",
+    "known_pairs_attack",
     "oracle_view",
     "register_attack",
     "unregister_attack",

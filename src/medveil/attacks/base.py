@@ -26,6 +26,7 @@ import numpy as np
 
 from medveil.errors import InputError
 from medveil.keys import Key
+from medveil.plugins import Parameter, Registry
 
 CAPABILITIES = ("ciphertext-only", "known-pairs", "oracle")
 ATTACKER_DATA = ("none", "public", "prior")
@@ -152,6 +153,19 @@ class Attack(ABC):
         """Estimate the originals of intercepted obfuscated images."""
 
 
+class SingleImageAttack(Attack):
+    """An attack that needs nothing but each intercepted image: :meth:`fit` reads nothing from its view.
+
+    ``bit`` is the leading bit assumed where the attack must guess a pixel's sign (0: dark stays dark).
+    """
+
+    def __init__(self, bit: int = 0):
+        self.bit = bit
+
+    def fit(self, view: AttackerView) -> "SingleImageAttack":
+        return self
+
+
 class ValueTableAttack(Attack):
     """An attack that ends in one table from each obfuscated value to an estimated plain value.
 
@@ -182,52 +196,50 @@ class AttackSpec:
     schemes : tuple of str, or None
         The schemes it applies to (None: every scheme).
     create : callable
-        ``create(scheme, params, epochs, progress) -> Attack`` from public information only.
+        ``create(scheme, params, epochs, progress, **options) -> Attack`` from public information
+        only; ``options`` are values of the declared ``parameters``, passed only when given.
     summary : str
         One line for ``medveil attack list``.
+    parameters : tuple of Parameter
+        The attack's own options (``medveil attack NAME -p name=value``).
     """
 
     name: str
     capability: str
     attacker_data: tuple[str, ...]
     schemes: tuple[str, ...] | None
-    create: Callable[[str, Mapping[str, Any], int, bool], Attack]
+    create: Callable[..., Attack]
     summary: str
+    parameters: tuple[Parameter, ...] = ()
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)
 
 
-_ATTACKS: dict[str, AttackSpec] = {}
+_ATTACKS: Registry[AttackSpec] = Registry("attack", InputError)
 
 
 def register_attack(spec: AttackSpec) -> AttackSpec:
     """Add ``spec`` to the registry; a name is taken once, and the threat model must be a known one."""
-    if spec.name in _ATTACKS:
-        raise ValueError(f"attack {spec.name!r} registered twice")
     if spec.capability not in CAPABILITIES:
         raise ValueError(f"attack {spec.name!r}: capability must be one of {', '.join(CAPABILITIES)}")
     if not spec.attacker_data or not set(spec.attacker_data) <= set(ATTACKER_DATA):
         raise ValueError(f"attack {spec.name!r}: attacker data must be among {', '.join(ATTACKER_DATA)}")
-    _ATTACKS[spec.name] = spec
-    return spec
+    return _ATTACKS.add(spec.name, spec)
 
 
 def unregister_attack(name: str) -> None:
     """Remove an attack (tests, and plugins that replace one)."""
-    _ATTACKS.pop(name, None)
+    _ATTACKS.remove(name)
 
 
 def available_attacks() -> list[AttackSpec]:
     """Every registered attack, ordered by capability, then name."""
-    return sorted(_ATTACKS.values(), key=lambda a: (CAPABILITIES.index(a.capability), a.name))
+    return sorted(_ATTACKS, key=lambda a: (CAPABILITIES.index(a.capability), a.name))
 
 
 def attack_spec(name: str) -> AttackSpec:
-    try:
-        return _ATTACKS[name]
-    except KeyError:
-        raise InputError(f"unknown attack {name!r}; available: {', '.join(sorted(_ATTACKS))}") from None
+    return _ATTACKS[name]
 
 
 def applicable_attacks(scheme: str, params: Mapping[str, Any] | None = None) -> list[AttackSpec]:

@@ -14,15 +14,13 @@ import platform
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 import medveil
+from medveil import papers
 from medveil.attacks import CAPABILITIES
 from medveil.errors import InputError
-from medveil.evaluation import write_csv
-from medveil.evaluation.privacy import PAPER_NB_TABLE2
-from medveil.evaluation.utility import PAPER_REFERENCES
+from medveil.evaluation.privacy import linkage_text
 from medveil.figures import plot_tradeoff
+from medveil.report import html_table, markdown_table, mean_std, number, pm, write_csv
 
 # Verdict thresholds on the strongest attack's mean SSIM against the originals.
 BROKEN, WEAK, PARTIAL = 0.9, 0.5, 0.3
@@ -68,9 +66,7 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
             a.setdefault("capability", _capability_of(a["attack"]))
         entry = {"setting": setting, "runs": len(utility), "attacks": attacks,
                  "failures": [f"{r['cell'].attack or 'utility'}: {r['error']}" for r in mine if r["status"] == "failed"]}
-        for metric in ("accuracy", "f1", "ssim", "psnr"):
-            values = np.array([float(u[metric]) for u in utility], dtype=float)
-            entry[metric] = (float(np.mean(values)), float(np.std(values))) if len(values) else (math.nan, math.nan)
+        entry.update({metric: mean_std(u[metric] for u in utility) for metric in ("accuracy", "f1", "ssim", "psnr")})
         entry["strongest"] = max(attacks, key=lambda a: float(a["ssim"]), default=None)
         entry["by_capability"] = {cap: max((a for a in attacks if a.get("capability") == cap),
                                            key=lambda a: float(a["ssim"]), default=None) for cap in CAPABILITIES}
@@ -78,49 +74,35 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
     return rows
 
 
-def _pm(value: tuple[float, float], scale: float = 100, digits: int = 1) -> str:
-    mean, std = value
-    return "–" if math.isnan(mean) else f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
-
-
-def _num(value, digits: int = 3) -> str:
-    value = float(value)
-    return "–" if math.isnan(value) else ("∞" if math.isinf(value) else f"{value:.{digits}f}")
-
-
 def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
     main = [["setting", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB"]
             + [f"strongest {cap} (SSIM)" for cap in CAPABILITIES] + ["problems"]]
     for e in rows:
-        best = [f"{b['attack']}, {_attacker(b['attacker_data'])} ({_num(b['ssim'])})" if b else "–"
+        best = [f"{b['attack']}, {_attacker(b['attacker_data'])} ({number(b['ssim'])})" if b else "–"
                 for b in (e["by_capability"][cap] for cap in CAPABILITIES)]
-        main.append([e["setting"].label, _pm(e["accuracy"]), _pm(e["f1"]), _pm(e["ssim"], 1, 3), _pm(e["psnr"], 1, 1)]
+        main.append([e["setting"].label, pm(e["accuracy"], 100, 1), pm(e["f1"], 100, 1), pm(e["ssim"], 1, 3),
+                     pm(e["psnr"], 1, 1)]
                     + best + ["; ".join(e["failures"]) or ""])
     attacks = [["setting", "threat model", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM",
                 "linkage top-1 (chance)"]]
     for e in rows:
         for a in e["attacks"]:
             attacks.append([e["setting"].label, a.get("capability") or "?", a["attack"], a["attacker_data"],
-                            str(a["queries"]), _num(a["ssim"]), _num(a["psnr"], 1), _num(a["ms_ssim"]), _linkage(a)])
+                            str(a["queries"]), number(a["ssim"]), number(a["psnr"], 1), number(a["ms_ssim"]),
+                            linkage_text(a)])
     ours = {(e["setting"].scheme, e["setting"].params_text): e for e in rows}
-    papers = [["paper", "setting", "metric", "published", "ours"]]
-    for paper, scheme, params, metric, value in PAPER_REFERENCES:
+    published = [["paper", "setting", "metric", "published", "ours"]]
+    for paper, scheme, params, metric, value in papers.UTILITY:
         if (scheme, params) in ours and metric in ("accuracy", "f1"):
-            papers.append([paper, f"{scheme} {params}".strip(), metric, f"{value * 100:.1f}",
-                           _pm(ours[(scheme, params)][metric])])
-    for params, ref in PAPER_NB_TABLE2.items():
+            published.append([paper, f"{scheme} {params}".strip(), metric, f"{value * 100:.1f}",
+                              pm(ours[(scheme, params)][metric], 100, 1)])
+    for params, ref in papers.NB_RECONSTRUCTION.items():
         entry = ours.get(("intensity", params))
         learned = [a for a in (entry["attacks"] if entry else []) if a["attack"] == "learned-reconstruction"]
         if learned:
-            papers.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", f"{ref['ssim']:.3f}",
-                           _num(learned[0]["ssim"])])
-    return {"main": main, "attacks": attacks, "papers": papers}
-
-
-def _linkage(row: dict | None) -> str:
-    if not row or row.get("linkage_top1") in (None, ""):
-        return "–"
-    return f"{float(row['linkage_top1']):.3f} ({float(row['linkage_chance']):.3f})"
+            published.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", number(ref["ssim"]),
+                              number(learned[0]["ssim"])])
+    return {"main": main, "attacks": attacks, "papers": published}
 
 
 def _strongest_linkage(attacks: Sequence[dict]) -> dict | None:
@@ -132,8 +114,8 @@ def _card_text(entry: dict) -> str:
     """The verdict of the strongest attack over every threat model, then the strongest in each."""
     if entry["setting"].scheme == "plain":
         return "nothing hidden (the baseline)"
-    per = [f"{cap}: {verdict_level(b)} (SSIM {float(b['ssim']):.2f})"
-           for cap, b in entry["by_capability"].items() if b]
+    per = [f"{cap}: {_card_verdict(b, _strongest_linkage([a for a in entry['attacks'] if a.get('capability') == cap]))}"
+           f" (SSIM {float(b['ssim']):.2f})" for cap, b in entry["by_capability"].items() if b]
     return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
 
 
@@ -194,18 +176,7 @@ def cards_markdown(cards_csv: Path) -> str:
             cells.append(f"**{card['verdict']}**: {card['attack']}, {_attacker(card['attacker_data'])}, "
                          f"SSIM {float(card['ssim']):.3f}{linkage}" if card else "no attack registered")
         table.append([f"`{scheme}`", params or "–"] + cells)
-    return "\n".join(_md_table(table))
-
-
-def _md_table(table: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])] + \
-           ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table[1:]]
-
-
-def _html_table(table: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return "\n".join(markdown_table(table))
 
 
 def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], command: str | None, seconds: float) -> tuple[Path, Path]:
@@ -228,7 +199,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              "no plain images. Threat models: ciphertext-only (the service: every obfuscated image it holds, no "
              "queries), known-pairs (leaked pairs), oracle (queries to the obfuscation with the key). SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
              "more leaks.")
-    cards = [(e["setting"].label, _card_text(e), f"accuracy {_pm(e['accuracy'])} %" if e["runs"] else "no utility result")
+    cards = [(e["setting"].label, _card_text(e), f"accuracy {pm(e['accuracy'], 100, 1)} %" if e["runs"] else "no utility result")
              for e in rows]
     write_cards(out_dir / "cards.csv", dataset.name, rows)
     failures = [r for r in records if r["status"] == "failed"]
@@ -242,10 +213,10 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     md = [f"# {title}", "", f"Command: `{command}`" if command else "", "", environment, "", setup, "",
           thresholds, "", "## Privacy cards", ""]
     md += [f"- **{label}**: {v}; {acc}." for label, v, acc in cards]
-    md += ["", "## Every setting", ""] + _md_table(tables["main"])
-    md += ["", "![privacy-utility trade-off](tradeoff.png)", "", "## Every attack", ""] + _md_table(tables["attacks"])
+    md += ["", "## Every setting", ""] + markdown_table(tables["main"])
+    md += ["", "![privacy-utility trade-off](tradeoff.png)", "", "## Every attack", ""] + markdown_table(tables["attacks"])
     md += ["", "## Beside the published figures", "",
-           "Other data, models and sizes (see the utility report); compare trends, not digits.", ""] + _md_table(tables["papers"])
+           "Other data, models and sizes (see the utility report); compare trends, not digits.", ""] + markdown_table(tables["papers"])
     md += ["", "## Image grids (original | obfuscated | reconstructed)", ""]
     md += [f"![{a['attack']}](figures/{a['figure']})" for e in rows for a in e["attacks"] if a.get("figure")]
     if failures:
@@ -263,9 +234,9 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     for label, v, acc in cards:
         level = v.split(":")[0].split(" ")[0]
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
-    body += ["</div>", "<h2>Every setting</h2>", _html_table(tables["main"]),
+    body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]),
              f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">', "<h2>Every attack</h2>",
-             _html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", _html_table(tables["papers"]),
+             html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", html_table(tables["papers"]),
              "<h2>Image grids</h2>"]
     body += [f'<figure><img src="{inline("figures/" + a["figure"])}" alt="{esc(a["attack"])}"><figcaption>{esc(e["setting"].label)}: '
              f'{esc(a["attack"])}, {esc(a["attacker_data"])} data</figcaption></figure>'

@@ -1,32 +1,24 @@
-"""Datasets: real medical images that ship inside installed packages (see ``shared/DATA.md``) and users' folders."""
+"""Datasets: real medical images that ship inside installed packages (see ``shared/DATA.md``) and users' folders.
 
-from medveil.data.datasets import (
-    ImageDataset,
-    group_split,
-    load_br35h,
-    load_dataset,
-    load_folder,
-    load_image,
-    near_duplicate_groups,
-    pseudo_colour,
-    resize_images,
-    save_split,
-    split_summary,
-)
-from medveil.data.samples import copy_samples, package_path
+Names are imported on first use: ``datasets`` pulls SciPy and scikit-image and ``folder`` pulls
+torch, and a command such as ``medveil samples`` or ``obfuscate`` needs neither.
+"""
 
-__all__ = [
-    "ImageDataset",
-    "copy_samples",
-    "group_split",
-    "load_br35h",
-    "load_dataset",
-    "load_folder",
-    "load_image",
-    "near_duplicate_groups",
-    "package_path",
-    "pseudo_colour",
-    "resize_images",
-    "save_split",
-    "split_summary",
-]
+import importlib
+
+_HOMES = {
+    "ImageDataset": "datasets", "group_split": "datasets", "load_br35h": "datasets", "load_dataset": "datasets",
+    "load_folder": "datasets", "load_image": "datasets", "near_duplicate_groups": "datasets",
+    "pseudo_colour": "datasets", "resize_images": "datasets", "save_split": "datasets", "split_summary": "datasets",
+    "copy_samples": "samples", "package_path": "samples", "ObfuscatedFolder": "folder",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -26,17 +26,14 @@ from medveil.attacks import ATTACKER_DATA, Attack, AttackerView, BlackBox
 from medveil.data import ImageDataset, group_split
 from medveil.data.public import public_medical_images
 from medveil.errors import InputError
-from medveil.evaluation import write_csv
 from medveil.figures import image_grid
 from medveil.keys import Key
-from medveil.schemes import from_key, scheme_class
+from medveil.papers import NB_RECONSTRUCTION
+from medveil.report import markdown_table, number, slug, write_csv
+from medveil.schemes import Setting, from_key, scheme_class
 
 ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attacker_data", "queries", "ssim", "psnr",
                   "ms_ssim", "linkage_top1", "linkage_top5", "linkage_chance"]
-
-# Paper NB, Table II: learned U-Net reconstruction, averaged over its test set.
-PAPER_NB_TABLE2 = {"levels=256": {"ssim": 0.676, "psnr": 18.11}, "levels=50": {"ssim": 0.608, "psnr": 12.45}}
-
 
 def linkage_sets(target_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the gallery (the first image of each test group: the attacker holds its plain image)
@@ -149,8 +146,7 @@ def evaluate_attack(attack: Attack, capability: str, key: Key, dataset: ImageDat
 
 
 def _figure_name(row: dict) -> str:
-    params = row["params"].replace("=", "").replace(";", "-")
-    return f"{row['scheme']}-{params}-{row['attack']}-{row['attacker_data']}".replace("+", "-")
+    return slug(row["scheme"], row["params"], row["attack"], row["attacker_data"])
 
 
 def _row_id(row: dict) -> tuple:
@@ -168,7 +164,8 @@ def merge_rows(path: Path, rows: Sequence[dict]) -> None:
 def write_report(out_dir: Path) -> Path:
     """``report.md`` from every row of ``results.csv`` in ``out_dir``."""
     rows = list(csv.DictReader(open(out_dir / "results.csv")))
-    rows.sort(key=lambda r: (r["dataset"], r["scheme"], -_levels(r), r["attack"], r["attacker_data"]))
+    rows.sort(key=lambda r: (r["dataset"], r["scheme"], -dict(Setting.from_row(r).params).get("levels", 0),
+                             r["attack"], r["attacker_data"]))
     lines = [
         "# What an attacker recovers",
         "",
@@ -176,29 +173,25 @@ def write_report(out_dir: Path) -> Path:
         "split (near-duplicate groups kept whole). Scores compare the attacker's reconstructions with the original "
         "test images (8-bit, data range 255); higher means more recovered. `queries`: images fed to the black box.",
         "",
-        "| dataset | scheme | params | attack | threat model | attacker data | queries | SSIM | PSNR dB | MS-SSIM |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r['dataset']} | {r['scheme']} | {r['params']} | {r['attack']} | {r.get('capability') or '?'} | "
-                     f"{r['attacker_data']} | {r['queries']} | "
-                     f"{float(r['ssim']):.3f} | {float(r['psnr']):.2f} | {float(r['ms_ssim']):.3f} |")
-    paper = [r for r in rows if r["attack"] == "learned-reconstruction" and r["params"] in PAPER_NB_TABLE2]
+    lines += markdown_table([["dataset", "scheme", "params", "attack", "threat model", "attacker data", "queries", "SSIM",
+                              "PSNR dB", "MS-SSIM", "linkage top-1 (chance)"]] + [
+        [r["dataset"], r["scheme"], r["params"], r["attack"], r.get("capability") or "?", r["attacker_data"],
+         r["queries"], number(r["ssim"]), number(r["psnr"], 2), number(r["ms_ssim"]), linkage_text(r)] for r in rows])
+    paper = [r for r in rows if r["attack"] == "learned-reconstruction" and r["params"] in NB_RECONSTRUCTION]
     if paper:
-        lines += ["", "## Beside paper NB, Table II (learned U-Net reconstruction)", "",
-                  "| params | attacker data | paper SSIM | our SSIM | paper PSNR | our PSNR |", "|---|---|---|---|---|---|"]
-        for r in paper:
-            ref = PAPER_NB_TABLE2[r["params"]]
-            lines.append(f"| {r['params']} | {r['attacker_data']} | {ref['ssim']:.3f} | {float(r['ssim']):.3f} | "
-                         f"{ref['psnr']:.2f} | {float(r['psnr']):.2f} |")
+        lines += ["", "## Beside paper NB, Table II (learned U-Net reconstruction)", ""]
+        lines += markdown_table([["params", "attacker data", "paper SSIM", "our SSIM", "paper PSNR", "our PSNR"]] + [
+            [r["params"], r["attacker_data"], number(NB_RECONSTRUCTION[r["params"]]["ssim"]), number(r["ssim"]),
+             number(NB_RECONSTRUCTION[r["params"]]["psnr"], 2), number(r["psnr"], 2)] for r in paper])
     lines += ["", "## Examples", ""] + [f"![{_figure_name(r)}]({_figure_name(r)}.png)" for r in rows] + [""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
 
 
-def _levels(row: dict) -> int:
-    for part in row["params"].split(";"):
-        if part.startswith("levels="):
-            return int(part.split("=")[1])
-    return 0
+def linkage_text(row: dict | None) -> str:
+    """``"top-1 (chance)"`` of an attack row, "–" where it has no linkage score."""
+    if not row or row.get("linkage_top1") in (None, ""):
+        return "–"
+    return f"{number(row['linkage_top1'])} ({number(row['linkage_chance'])})"

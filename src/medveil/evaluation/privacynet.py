@@ -47,11 +47,12 @@ from medveil.data.pipeline import SegmentationTensors
 from medveil.data.public import public_medical_images
 from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.errors import InputError
-from medveil.evaluation import write_csv
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
 from medveil.nn import GeneralisedDiceLoss
+from medveil.papers import PN_DICE, PN_REIDENTIFICATION
 from medveil.privacynet import PrivacyNetConfig, check_trainable, pretrain, segment, train_privacynet
+from medveil.report import markdown_table, mean_std, number, pm, slug, write_csv
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.train import TrainConfig, fit
@@ -59,11 +60,6 @@ from medveil.train import TrainConfig, fit
 COLUMNS = ["lambda", "seed", "dice_overall", "dice_gm", "dice_wm", "dice_csf", "reid_msssim_acc", "reid_dadv_acc",
            "reid_dnew_acc", "reid_map"]
 
-# Paper PN, Table 3 (PPMI, Dice; its CSF is split into internal / external) and Table 2 (re-identification).
-PAPER_PN_DICE = {"plain": (0.848, 0.941, 0.853, "0.665 / 0.825"), "1": (0.812, 0.925, 0.824, "0.598 / 0.752"),
-                 "3": (0.778, 0.899, 0.793, "0.550 / 0.693"), "10": (0.771, 0.881, 0.796, "0.531 / 0.685")}
-PAPER_PN_REID = {"plain": "0.970 / – / 0.953 / 0.850", "1": "0.564, 0.520, 0.598", "3": "0.533, 0.537, 0.615",
-                 "10": "0.510, 0.523, 0.577"}
 EXAMPLES = 3
 LABELS_ROW = "tissue labels"  # the report's reference row; not in results.csv
 
@@ -154,10 +150,13 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
         passes = epochs * max(1, round(len(public) / len(own)))
         attack = LearnedReconstruction(attacker_training(passes, progress=progress))
         row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name, attacker_data)
-        attack_figure(row, target, obfuscated, reconstructed,
-                      figures_dir / f"attack-{row['params'].replace('=', '')}-{attacker_data}.png", examples=3)
+        attack_figure(row, target, obfuscated, reconstructed, figures_dir / _attack_figure_name(row), examples=3)
         rows.append(row)
     return rows
+
+
+def _attack_figure_name(row: dict) -> str:
+    return slug("attack", row["params"], row["attacker_data"]) + ".png"
 
 
 def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds: int, out_dir: Path, keys_dir: Path,
@@ -236,11 +235,8 @@ def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: lis
     plot_pair_distributions(distributions, pairs[:, 2], folder / "msssim.png")
 
 
-def _mean_std(rows: list[dict], label: str, column: str) -> str:
-    values = np.array([float(r.get(column, math.nan)) for r in rows if r["lambda"] == label])
-    if not len(values) or np.isnan(values).all():
-        return "–"
-    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+def _over_seeds(rows: list[dict], label: str, column: str) -> tuple[float, float]:
+    return mean_std(r.get(column, math.nan) for r in rows if r["lambda"] == label)
 
 
 def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: list[str], data: SegmentationData,
@@ -261,33 +257,32 @@ def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: l
         f"{config.epochs} epochs (Adam lr {config.lr:g}, {config.batch_pairs} pairs per step); {seeds} seed(s), "
         "mean ± std over seeds.", "",
         "## Segmentation (Dice on test subjects) and re-identification (test pairs, 0.5 = chance)", "",
-        "| λ | Dice overall | GM | WM | CSF | MS-SSIM threshold acc | D_adv acc | D_new acc | mAP (D_new) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label in [*labels, LABELS_ROW]:
-        lines.append(f"| {label} | " + " | ".join(_mean_std(rows, label, c) for c in COLUMNS[2:]) + " |")
+    lines += markdown_table(
+        [["λ", "Dice overall", "GM", "WM", "CSF", "MS-SSIM threshold acc", "D_adv acc", "D_new acc", "mAP (D_new)"]]
+        + [[label] + [pm(_over_seeds(rows, label, c), 1, 3) for c in COLUMNS[2:]] for label in [*labels, LABELS_ROW]])
     lines += ["", f"`{LABELS_ROW}`: the same re-identification attacks on the true label maps instead of images. "
               "Whatever S reads off an encoded image a new discriminator can read too, so an encoder that keeps "
               "the segmentation is not expected to push D_new far below this row."]
-    lines += ["", "## Beside paper PN (PPMI, 3-D; Tables 2 and 3)", "",
-              "| λ | paper Dice overall / GM / WM / CSF int. / ext. | ours Dice overall / GM / WM / CSF | "
-              "paper re-id (MS-SSIM / D_adv / D_new / mAP) | ours |", "|---|---|---|---|---|"]
-    for label in labels:
-        if label in PAPER_PN_DICE:
-            overall, gm, wm, csf = PAPER_PN_DICE[label]
-            ours = " / ".join(_mean_std(rows, label, c).split(" ±")[0] for c in COLUMNS[2:6])
-            reid = " / ".join(_mean_std(rows, label, c).split(" ±")[0] for c in COLUMNS[6:])
-            lines.append(f"| {label} | {overall} / {gm} / {wm} / {csf} | {ours} | {PAPER_PN_REID[label]} | {reid} |")
+    lines += ["", "## Beside paper PN (PPMI, 3-D; Tables 2 and 3)", ""]
+
+    def means(label: str, columns: Sequence[str]) -> str:
+        return " / ".join(number(_over_seeds(rows, label, c)[0]) for c in columns)
+
+    lines += markdown_table(
+        [["λ", "paper Dice overall / GM / WM / CSF int. / ext.", "ours Dice overall / GM / WM / CSF",
+          "paper re-id (MS-SSIM / D_adv / D_new / mAP)", "ours"]]
+        + [[label, " / ".join(map(str, PN_DICE[label])), means(label, COLUMNS[2:6]), PN_REIDENTIFICATION[label],
+            means(label, COLUMNS[6:])] for label in labels if label in PN_DICE])
     lines += ["", "Paper PN's encoded rows of Table 2 print three numbers for four columns in our copy; they are "
               "quoted as printed. Its non-encoded MS-SSIM and D_new accuracies are 0.970 and 0.953.", ""]
     if attack_rows:
-        lines += ["## Learned reconstruction against the encoder as a black box (seed 0)", "",
-                  "| λ | attacker data | queries | SSIM | PSNR dB | MS-SSIM |", "|---|---|---|---|---|---|"]
-        for r in attack_rows:
-            lines.append(f"| {r['params']} | {r['attacker_data']} | {r['queries']} | {float(r['ssim']):.3f} | "
-                         f"{float(r['psnr']):.2f} | {float(r['ms_ssim']):.3f} |")
-        lines += [""] + [f"![{r['params']} {r['attacker_data']}](figures/attack-{r['params'].replace('=', '')}-"
-                         f"{r['attacker_data']}.png)" for r in attack_rows] + [""]
+        lines += ["## Learned reconstruction against the encoder as a black box (seed 0)", ""]
+        lines += markdown_table([["λ", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]] + [
+            [r["params"], r["attacker_data"], r["queries"], number(r["ssim"]), number(r["psnr"], 2), number(r["ms_ssim"])]
+            for r in attack_rows])
+        lines += [""] + [f"![{r['params']} {r['attacker_data']}](figures/{_attack_figure_name(r)})"
+                         for r in attack_rows] + [""]
     lines += ["## Figures", "", "![examples](figures/examples.png)", "",
               "MS-SSIM between the two images of each test pair, same subject vs different subjects:", "",
               "![msssim](figures/msssim.png)", ""]

@@ -15,16 +15,11 @@ from tqdm import tqdm
 
 from medveil import metrics
 from medveil.data import ImageDataset, resize_images
-from medveil.evaluation import write_csv
+from medveil.papers import SD_SDIM
+from medveil.report import markdown_table, number, write_csv
 from medveil.schemes import from_key, generate_key
 
 SDIM_COLUMNS = ["dataset", "size", "ssim_vec", "ssim_dei", "ssim_pos", "l2_dei", "di", "sdim"]
-
-# Paper SD, Table 2 (CIFAR-10, 10,000 test images, output 224×224, α = 0.5): size -> SDIM.
-PAPER_SD_TABLE2 = {32: 0.00170, 36: -0.02860, 42: -0.07035, 46: -0.11305, 48: -0.12955, 50: -0.14175,
-                   52: -0.13635, 54: -0.12900, 58: -0.13925, 62: -0.11015, 64: -0.10495, 75: -0.12190,
-                   100: -0.04995}
-
 
 def sdim_sweep(dataset: ImageDataset, sizes: Sequence[int], raster: int = 64, images: int = 200,
                alpha: float = 0.5, keys: int = 3, progress: bool = True) -> list[dict]:
@@ -63,13 +58,13 @@ def write_sweep(out_dir: Path, rows: Sequence[dict], raster: int, alpha: float, 
              "", f"Command: `{command}`" if command else "", "",
              "Lower SDIM is better (paper SD eq. 6). Paper SD: CIFAR-10, output 224×224, imagetracerjs + pyope + "
              "ImageMagick; ours: vtracer + keyed OPE table + resvg. L2norm is the RMS difference on the [0, 1] scale.",
-             "", "| size | SSIM_Vec | SSIM_Dei | SSIM_Pos | L2norm_Dei | DI | SDIM | paper SD SDIM |",
-             "|---|---|---|---|---|---|---|---|"]
+             ""]
+    table = [["size", "SSIM_Vec", "SSIM_Dei", "SSIM_Pos", "L2norm_Dei", "DI", "SDIM", "paper SD SDIM"]]
     for r in rows:
-        paper = PAPER_SD_TABLE2.get(int(r["size"]))
         mark = " **(lowest)**" if int(r["size"]) == best else ""
-        lines.append(f"| {r['size']}{mark} | {r['ssim_vec']:.4f} | {r['ssim_dei']:.4f} | {r['ssim_pos']:.4f} | "
-                     f"{r['l2_dei']:.4f} | {r['di']:.4f} | {r['sdim']:.4f} | {'–' if paper is None else f'{paper:.4f}'} |")
+        table.append([f"{r['size']}{mark}"] + [number(r[m], 4) for m in ("ssim_vec", "ssim_dei", "ssim_pos", "l2_dei", "di", "sdim")]
+                     + [number(SD_SDIM.get(int(r["size"])), 4)])
+    lines += markdown_table(table)
     lines += ["", f"Recommended input size: **{best}×{best}**.", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))

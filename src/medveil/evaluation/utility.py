@@ -17,7 +17,6 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,86 +28,15 @@ from medveil import metrics
 from medveil._atomic import write_json
 from medveil.data import ImageDataset, group_split, resize_images, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
-from medveil.evaluation import write_csv
-from medveil.keys import Key
 from medveil.figures import image_grid, plot_utility
 from medveil.classification import predict_probabilities, train_classifier
-from medveil.schemes import Scheme, from_key, generate_key, scheme_class
+from medveil.papers import UTILITY as PAPER_UTILITY
+from medveil.report import markdown_table, mean_std, pm, write_csv
+from medveil.schemes import scheme_class
+from medveil.schemes.setting import Setting
 from medveil.train import TrainConfig
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
-
-# Published utility figures: (paper, scheme, params, metric, value). Paper NB, Table I: coronary
-# angiography RCA/LCA at 128x128, test accuracy (its SSIM/PSNR are for one example frame). Paper LE,
-# Tables 2-3: brain-tumour MRI, DenseNet-121 at 256x256, F1 (block=1 is SKK). Paper SD, Table 3: CIFAR-10
-# de-identified to 224x224 from the input size given, Inception-ResNet-v2, accuracy (no plain baseline given).
-PAPER_REFERENCES = [
-    ("NB", "plain", "", "accuracy", 0.9473),
-    ("NB", "intensity", "levels=256", "accuracy", 0.8348),
-    ("NB", "intensity", "levels=150", "accuracy", 0.8447),
-    ("NB", "intensity", "levels=50", "accuracy", 0.8405),
-    ("NB", "intensity", "levels=45", "accuracy", 0.7977),
-    ("NB", "intensity", "levels=256", "ssim", 0.0109),
-    ("NB", "intensity", "levels=150", "ssim", 0.0368),
-    ("NB", "intensity", "levels=50", "ssim", 0.0940),
-    ("NB", "intensity", "levels=45", "ssim", 0.0147),
-    ("LE", "plain", "", "f1", 0.9836),
-    ("LE", "skk", "", "f1", 0.9336),
-    ("LE", "skk-smooth", "block=1", "f1", 0.9336),
-    ("LE", "skk-smooth", "block=3", "f1", 0.9097),
-    ("LE", "skk-smooth", "block=4", "f1", 0.8930),
-    ("LE", "skk-smooth", "block=5", "f1", 0.8685),
-    ("SD", "structural", "size=32", "accuracy", 0.8126),
-    ("SD", "structural", "size=50", "accuracy", 0.8710),
-    ("SD", "structural", "size=64", "accuracy", 0.8748),
-]
-
-
-@dataclass(frozen=True)
-class Setting:
-    """``scheme="plain"`` (no obfuscation), a registered scheme with its key parameters, or one given key.
-
-    Without ``key`` every run draws a fresh key; with it every run uses that key (schemes whose
-    keys must be trained, such as ``vae``, are evaluated this way).
-    """
-
-    scheme: str
-    params: tuple[tuple[str, Any], ...] = ()
-    key: Key | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def for_key(cls, key: Key) -> "Setting":
-        setting = cls.from_row({"scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params)})
-        return replace(setting, key=key)
-
-    @classmethod
-    def from_row(cls, row: dict) -> "Setting":
-        params = tuple((k, int(v) if v.lstrip("-").isdigit() else v)
-                       for k, v in (part.split("=", 1) for part in row["params"].split(";") if part))
-        return cls(row["scheme"], params)
-
-    @property
-    def params_text(self) -> str:
-        return ";".join(f"{k}={v}" for k, v in self.params)
-
-    @property
-    def label(self) -> str:
-        return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
-
-    def build_scheme(self, channels: int = 1) -> Scheme | None:
-        """A scheme with a fresh in-memory key for images of ``channels`` channels, or ``None`` for plain.
-
-        Schemes with a ``channels`` parameter get it from the data unless the setting fixes it.
-        """
-        if self.scheme == "plain":
-            return None
-        if self.key is not None:
-            return from_key(self.key)
-        params = dict(self.params)
-        if "channels" in scheme_class(self.scheme).validate_params({}):
-            params.setdefault("channels", channels)
-        return from_key(generate_key(self.scheme, **params))
-
 
 def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: bool = True) -> list[Setting]:
     """``plain`` plus one setting per combination of the ``grid`` values of ``scheme``'s parameters.
@@ -159,7 +87,7 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
     rows = []
     for setting in settings:
         for seed in range(seeds):
-            name = f"{setting.label.replace(' ', '_').replace(';', '_').replace('=', '')}-{model}-seed{seed}"
+            name = f"{setting.slug}-{model}-seed{seed}"
             done = out_dir / "runs" / f"{name}.json"
             if done.exists():
                 rows.append(json.loads(done.read_text())["row"])
@@ -192,17 +120,9 @@ def summarise(rows: Sequence[dict], settings: Sequence[Setting]) -> list[dict]:
         runs = [r for r in rows if r["scheme"] == setting.scheme and r["params"] == setting.params_text]
         if not runs:
             continue
-        entry = {"setting": setting, "runs": len(runs)}
-        for metric in ("accuracy", "f1", "auc", "ssim", "psnr"):
-            values = np.array([float(r[metric]) for r in runs], dtype=float)
-            entry[metric] = (float(np.mean(values)), float(np.std(values)))
-        summary.append(entry)
+        summary.append({"setting": setting, "runs": len(runs),
+                        **{metric: mean_std(r[metric] for r in runs) for metric in ("accuracy", "f1", "auc", "ssim", "psnr")}})
     return summary
-
-
-def _pm(value: tuple[float, float], scale: float = 1.0, digits: int = 2) -> str:
-    mean, std = value
-    return "–" if math.isnan(mean) else f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settings: Sequence[Setting],
@@ -223,25 +143,17 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
         "",
         "## Split (near-duplicate groups kept whole, stratified by class)",
         "",
-        "| split | images | groups | " + " | ".join(dataset.classes) + " |",
-        "|---|---|---|" + "---|" * len(dataset.classes),
     ]
-    for name, info in sizes.items():
-        lines.append(f"| {name} | {info['images']} | {info['groups']} | " + " | ".join(str(info[c]) for c in dataset.classes) + " |")
-    lines += [
-        "",
-        "## Results (test set, mean ± std over seeds)",
-        "",
-        "| setting | runs | accuracy % | F1 % | AUC | SSIM vs original | PSNR dB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for entry in summary:
-        lines.append(f"| {entry['setting'].label} | {entry['runs']} | {_pm(entry['accuracy'], 100)} | {_pm(entry['f1'], 100)} | "
-                     f"{_pm(entry['auc'], 1, 3)} | {_pm(entry['ssim'], 1, 4)} | {_pm(entry['psnr'], 1, 2)} |")
+    lines += markdown_table([["split", "images", "groups", *dataset.classes]] + [
+        [name, info["images"], info["groups"], *(info[c] for c in dataset.classes)] for name, info in sizes.items()])
+    lines += ["", "## Results (test set, mean ± std over seeds)", ""]
+    lines += markdown_table([["setting", "runs", "accuracy %", "F1 %", "AUC", "SSIM vs original", "PSNR dB"]] + [
+        [e["setting"].label, e["runs"], pm(e["accuracy"], 100), pm(e["f1"], 100), pm(e["auc"], 1, 3), pm(e["ssim"], 1, 4),
+         pm(e["psnr"], 1, 2)] for e in summary])
     ours = {(e["setting"].scheme, e["setting"].params_text): e for e in summary}
     schemes = {e["setting"].scheme for e in summary} - {"plain"}
-    papers = {paper for paper, scheme, *_ in PAPER_REFERENCES if scheme in schemes}
-    references = [r for r in PAPER_REFERENCES if r[0] in papers and (r[1], r[2]) in ours]
+    papers = {paper for paper, scheme, *_ in PAPER_UTILITY if scheme in schemes}
+    references = [r for r in PAPER_UTILITY if r[0] in papers and (r[1], r[2]) in ours]
     if references:
         lines += [
             "",
@@ -252,12 +164,11 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
             "10 classes, Inception-ResNet-v2 at 224×224). Compare trends, not digits. Drops are in points from the",
             "same source's plain baseline.",
             "",
-            "| paper | setting | metric | paper | ours | paper drop | our drop |",
-            "|---|---|---|---|---|---|---|",
         ]
+        table = [["paper", "setting", "metric", "paper", "ours", "paper drop", "our drop"]]
         for paper, scheme, params, metric, value in references:
             entry = ours[(scheme, params)]
-            plain_ref = next((v for p, s_, _, m, v in PAPER_REFERENCES if p == paper and s_ == "plain" and m == metric), None)
+            plain_ref = next((v for p, s_, _, m, v in PAPER_UTILITY if p == paper and s_ == "plain" and m == metric), None)
             plain_ours = ours.get(("plain", ""))
             scale = 1 if metric == "ssim" else 100
             mine = entry[metric][0] * scale
@@ -265,8 +176,9 @@ def write_report(out_dir: Path, dataset: ImageDataset, split: np.ndarray, settin
             our_drop = (f"{plain_ours[metric][0] * scale - mine:.2f}" if plain_ours and scheme != "plain"
                         and metric != "ssim" else "–")
             fmt = ".4f" if metric == "ssim" else ".2f"
-            lines.append(f"| {paper} | {entry['setting'].label} | {metric} | {value * scale:{fmt}} | {mine:{fmt}} | "
-                         f"{paper_drop if metric != 'ssim' else '–'} | {our_drop} |")
+            table.append([paper, entry["setting"].label, metric, f"{value * scale:{fmt}}", f"{mine:{fmt}}",
+                          paper_drop if metric != "ssim" else "–", our_drop])
+        lines += markdown_table(table)
     grid_path = _example_grid(out_dir, dataset, split, settings)
     plot_path = plot_utility(summary, out_dir / "accuracy.png", title=f"{dataset.name} {size}×{size}, {model}")
     lines += ["", "## Figures", "", f"![examples]({grid_path.name})", "", f"![accuracy]({plot_path.name})", ""]

@@ -1,10 +1,13 @@
-"""Networks in plain ``torch.nn`` (no torchvision)."""
+"""Networks in plain ``torch.nn`` (no torchvision); server models register by name, plugins' too (entry points)."""
 
-from medveil.nn.classifiers import SeedCNN, SmallResNet, build_classifier
+from medveil.nn.classifiers import ModelSpec, SeedCNN, SmallResNet, available_models, build_classifier, register_model
 from medveil.nn.losses import GeneralisedDiceLoss
 from medveil.nn.siamese import SiameseDiscriminator, pair_accuracy
 from medveil.nn.unet import UNet
 from medveil.nn.vae import ConvVAE, VAELoss
+from medveil.plugins import load_plugins
 
-__all__ = ["ConvVAE", "GeneralisedDiceLoss", "SeedCNN", "SiameseDiscriminator", "SmallResNet", "UNet", "VAELoss",
-           "build_classifier", "pair_accuracy"]
+__all__ = ["ConvVAE", "GeneralisedDiceLoss", "ModelSpec", "SeedCNN", "SiameseDiscriminator", "SmallResNet", "UNet",
+           "VAELoss", "available_models", "build_classifier", "pair_accuracy", "register_model"]
+
+load_plugins("medveil.models")  # after the built-ins: a plugin cannot take their names

@@ -6,7 +6,12 @@ The sigmoid + binary cross-entropy of paper NB is applied as ``BCEWithLogitsLoss
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from torch import nn
+
+from medveil.plugins import Registry
 
 
 class SeedCNN(nn.Module):
@@ -73,13 +78,34 @@ class SmallResNet(nn.Module):
         return out.squeeze(1) if self.num_outputs == 1 else out
 
 
-CLASSIFIERS = {"cnn": SeedCNN, "resnet": SmallResNet}
+@dataclass(frozen=True)
+class ModelSpec:
+    """A server model: ``build(size, in_channels, num_outputs) -> nn.Module`` taking ``(B, C, size, size)``
+    floats in ``[0, 1]`` and giving logits as :class:`SeedCNN` does; ``summary`` is one line for people."""
+
+    name: str
+    build: Callable[[int, int, int], nn.Module]
+    summary: str
+
+
+_MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a server model (utility evaluation, bench and service train it by name); a name is taken once."""
+    return _MODELS.add(spec.name, spec)
+
+
+def available_models() -> list[str]:
+    return _MODELS.names()
 
 
 def build_classifier(name: str, size: int, in_channels: int = 1, num_outputs: int = 1) -> nn.Module:
-    """``"cnn"`` (paper NB's) or ``"resnet"``."""
-    if name == "cnn":
-        return SeedCNN(size=size, in_channels=in_channels, num_outputs=num_outputs)
-    if name == "resnet":
-        return SmallResNet(in_channels=in_channels, num_outputs=num_outputs)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    """The registered model ``name`` (``"cnn"``: paper NB's, ``"resnet"``, or a plugin's) for ``size`` images."""
+    return _MODELS[name].build(size, in_channels, num_outputs)
+
+
+register_model(ModelSpec("cnn", lambda size, channels, outputs: SeedCNN(size, channels, num_outputs=outputs),
+                         "paper NB's CNN: four conv layers, SELU, two fully connected layers"))
+register_model(ModelSpec("resnet", lambda size, channels, outputs: SmallResNet(in_channels=channels, num_outputs=outputs),
+                         "a small ResNet (three stages of two basic blocks)"))

@@ -1,4 +1,6 @@
-"""Obfuscation schemes. Importing this package registers every built-in scheme."""
+"""Obfuscation schemes. Importing this package registers every built-in scheme, then plugins' (entry points)."""
+
+from medveil.plugins import load_plugins
 
 from medveil.schemes.base import (
     Scheme,
@@ -11,6 +13,7 @@ from medveil.schemes.base import (
 from medveil.schemes.adversarial import AdversarialEncoder
 from medveil.schemes.intensity import IntensityMapping
 from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
+from medveil.schemes.setting import Setting
 from medveil.schemes.structural import StructuralDeidentification
 from medveil.schemes.vae import VAEObfuscation
 
@@ -22,6 +25,7 @@ __all__ = [
     "Tanaka",
     "VAEObfuscation",
     "Scheme",
+    "Setting",
     "StructuralDeidentification",
     "available_schemes",
     "from_key",
@@ -29,3 +33,5 @@ __all__ = [
     "register",
     "scheme_class",
 ]
+
+load_plugins("medveil.schemes")  # after the built-ins: a plugin cannot take their names

@@ -15,8 +15,9 @@ import numpy as np
 
 from medveil.errors import InputError, ParameterError
 from medveil.keys import Key
+from medveil.plugins import Parameter, Registry
 
-_REGISTRY: dict[str, type["Scheme"]] = {}
+_REGISTRY: Registry[type["Scheme"]] = Registry("scheme")
 
 
 class Scheme(ABC):
@@ -31,6 +32,8 @@ class Scheme(ABC):
     background_params: ClassVar[frozenset[str]] = frozenset({"bits", "signed", "channels"})
     #: Keys are trained on data (not drawn by :func:`generate_key`).
     trained_key: ClassVar[bool] = False
+    #: What ``medveil keygen -p name=value`` offers (checked again by :meth:`validate_params`).
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
 
     def __init__(self, key: Key):
         key.require(self.name)
@@ -62,6 +65,11 @@ class Scheme(ABC):
         """Obfuscate ``images``; the output has the same shape."""
 
     @property
+    def input_dtype(self) -> np.dtype:
+        """The integer type of the samples this key maps (what integral float input is converted to)."""
+        return np.dtype(np.uint8)
+
+    @property
     def output_bits(self) -> int | None:
         """Significant bits of the output samples, if narrower than the output dtype."""
         return None
@@ -74,23 +82,15 @@ class Scheme(ABC):
 
 def register(cls: type[Scheme]) -> type[Scheme]:
     """Class decorator adding a scheme to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"scheme {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.add(cls.name, cls)
 
 
 def available_schemes() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def scheme_class(name: str) -> type[Scheme]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ParameterError(
-            f"unknown scheme {name!r}; available: {', '.join(available_schemes())}"
-        ) from None
+    return _REGISTRY[name]
 
 
 def generate_key(scheme: str, **params: Any) -> Key:

@@ -21,6 +21,7 @@ import numpy as np
 
 from medveil._lut import apply_lut
 from medveil.errors import InputError, ParameterError
+from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, register
 
 
@@ -54,6 +55,9 @@ class IntensityMapping(Scheme):
     """
 
     name = "intensity"
+    parameters = (Parameter("bits", int, 8, "bit depth of the stored values: 8 for PNG/JPEG, 12 or 16 for CT/MR"),
+                  Parameter("signed", bool, False, "the stored values are signed (CT)"),
+                  Parameter("levels", int, None, "N distinct output values (default 2**bits: bijective)"))
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,6 +92,10 @@ class IntensityMapping(Scheme):
     @property
     def bijective(self) -> bool:
         return self.params["levels"] == self.domain_size
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(f"{'i' if self.params['signed'] else 'u'}{self.itemsize}")
 
     @property
     def output_bits(self) -> int:

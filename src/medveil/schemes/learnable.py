@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from medveil.errors import InputError
+from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
 CHANNEL_ORDERS = np.array(list(itertools.permutations(range(3))))  # paper LE, Table 1
@@ -92,6 +93,8 @@ def undo_block_scramble(encrypted: np.ndarray, perm: np.ndarray, flips: np.ndarr
 class _BlockParams:
     """Parameters of the block-wise schemes: ``block`` M (default 4) and ``channels`` 1 or 3."""
 
+    parameters = (Parameter("block", int, 4, "block size M"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
+
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"block", "channels"}, cls.name)
@@ -132,6 +135,7 @@ class SKK(_LearnableScheme):
     """Pixel-wise negative-positive transform and colour-channel shuffle. Param: ``channels``."""
 
     name = "skk"
+    parameters = (Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),)
 
     @classmethod
     def validate_params(cls, params):

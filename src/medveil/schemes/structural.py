@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from medveil.errors import InputError, ParameterError
+from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
 OPE_RANGE = 2 * 99999 + 1  # paper SD's output range −99999..99999
@@ -103,6 +104,9 @@ class StructuralDeidentification(Scheme):
 
     name = "structural"
     background_params = frozenset({"raster", "channels"})
+
+    parameters = (Parameter("size", int, 50, "images are resized to size x size before tracing"),
+                  Parameter("raster", int, 64, "output size: the de-identified raster is raster x raster"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:

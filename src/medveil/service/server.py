@@ -29,8 +29,9 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from medveil.io.image import first_line
 from medveil.service.store import Store
@@ -38,6 +39,7 @@ from medveil.service.store import Store
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
 # What anyone may read: the API's own description, no data.
 OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles: public, like the pages
 # Exceptions zipfile raises on members it cannot read: encrypted (RuntimeError), unknown compression
 # (NotImplementedError), bad CRC (BadZipFile), corrupt deflate (zlib.error), cut short (EOFError).
 _MEMBER_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError, OSError, ValueError)
@@ -67,7 +69,16 @@ class Limits:
 class JobRequest(BaseModel):
     dataset_id: str
     epochs: int = Field(30, ge=1, le=500)
-    model: str = Field("cnn", pattern="^(cnn|resnet)$")
+    model: str = Field("cnn", pattern="^[a-z0-9][a-z0-9_-]{0,39}$", description="a registered model: cnn, resnet or a plugin's")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from medveil.nn import available_models
+
+        if name not in available_models():
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(available_models())}")
+        return name
 
 
 class Problem(BaseModel):
@@ -246,14 +257,15 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         yield
         worker.stop()
 
-    app = FastAPI(title="medveil service", version="1", lifespan=lifespan,
-                  description="Trains and predicts on obfuscated medical images; the key stays with the client.")
+    # FastAPIOffline serves Swagger UI and ReDoc from assets inside the installed package, not from a CDN.
+    app = FastAPIOffline(title="medveil service", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
+                         description="Trains and predicts on obfuscated medical images; the key stays with the client.")
     app.state.store, app.state.worker = store, worker
 
     @app.middleware("http")
     async def authenticate_then_limit(request: Request, call_next):
         # Before any body is read: an anonymous request costs the server nothing but this check.
-        if request.url.path not in OPEN_PATHS:
+        if request.url.path not in OPEN_PATHS and not request.url.path.startswith(DOCS_ASSETS + "/"):
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             name = store.tenant_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
             if name is None:

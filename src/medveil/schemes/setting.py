@@ -1,0 +1,64 @@
+"""A setting: one scheme with its public parameters, as the utility evaluation and the benchmark compare them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from medveil.keys import Key
+from medveil.schemes.base import Scheme, from_key, generate_key, scheme_class
+
+
+@dataclass(frozen=True)
+class Setting:
+    """``scheme="plain"`` (no obfuscation), a registered scheme with its key parameters, or one given key.
+
+    Without ``key`` every run draws a fresh key; with it every run uses that key (schemes whose
+    keys must be trained, such as ``vae``, are evaluated this way).
+    """
+
+    scheme: str
+    params: tuple[tuple[str, Any], ...] = ()
+    key: Key | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def for_key(cls, key: Key) -> "Setting":
+        setting = cls.from_row({"scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params)})
+        return replace(setting, key=key)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Setting":
+        params = tuple((k, int(v) if v.lstrip("-").isdigit() else v)
+                       for k, v in (part.split("=", 1) for part in row["params"].split(";") if part))
+        return cls(row["scheme"], params)
+
+    @property
+    def params_text(self) -> str:
+        return ";".join(f"{k}={v}" for k, v in self.params)
+
+    @property
+    def slug(self) -> str:
+        """One file-name stem for the setting (``intensity-levels50``), the same in every report."""
+        from medveil.report import slug
+
+        return slug(self.scheme, self.params_text.replace(";", "-"))
+
+    @property
+    def label(self) -> str:
+        return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
+
+    def build_scheme(self, channels: int = 1) -> Scheme | None:
+        """A scheme with a fresh in-memory key for images of ``channels`` channels, or ``None`` for plain.
+
+        Schemes with a ``channels`` parameter get it from the data unless the setting fixes it.
+        """
+        if self.scheme == "plain":
+            return None
+        return from_key(self.key if self.key is not None else self.new_key(channels))
+
+    def new_key(self, channels: int = 1) -> Key:
+        """A fresh in-memory key of this setting for images of ``channels`` channels (see :meth:`build_scheme`)."""
+        params = dict(self.params)
+        if "channels" in scheme_class(self.scheme).validate_params({}):
+            params.setdefault("channels", channels)
+        return generate_key(self.scheme, **params)

@@ -1,0 +1,105 @@
+"""Obfuscation as a transform for torch and MONAI pipelines.
+
+:class:`Obfuscate` is an array transform (MONAI's style: a callable on one image), and
+:class:`ObfuscateD` its dictionary version (``keys`` name the items to obfuscate). Both take NumPy
+arrays or torch tensors and give back the type they were given, on the same device:
+
+- integer input must already be of the key's stored type (``scheme.input_dtype``: ``uint8`` for
+  8-bit keys, ``uint16``/``int16`` for 12- or 16-bit CT/MR keys);
+- float input (MONAI's ``LoadImage`` yields ``float32``) is accepted only when every value is a
+  whole number the key's type can hold, and comes back as float codes of the same dtype;
+- a tensor subclass such as MONAI's ``MetaTensor`` keeps its metadata.
+
+Images are laid out as the scheme takes them: ``(H, W)`` or ``(..., H, W)`` for grayscale keys
+(a channel-first ``(1, H, W)`` image is a batch of one), ``(..., H, W, 3)`` for colour keys; with
+``channel_first=True`` a colour image ``(3, H, W)`` is moved to channels-last and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+
+from medveil.errors import InputError
+from medveil.keys import Key
+from medveil.schemes import Scheme, from_key
+
+
+def _to_numpy(image: Any) -> tuple[np.ndarray, Any]:
+    """The image as NumPy, and the tensor it came from (or None)."""
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, without importing torch here
+        return image.detach().cpu().numpy(), image
+    return np.asarray(image), None
+
+
+class Obfuscate:
+    """Obfuscate one image (array or tensor) with ``key`` (see the module docstring).
+
+    Parameters
+    ----------
+    key : Key or Scheme
+        A loaded key (``Key.load(path)``) or a scheme already made from one.
+    channel_first : bool
+        Colour keys only: the image's channels come first, ``(3, H, W)``.
+    """
+
+    def __init__(self, key: Key | Scheme, channel_first: bool = False):
+        self.scheme = key if isinstance(key, Scheme) else from_key(key)
+        self.channel_first = channel_first
+
+    def _integers(self, values: np.ndarray) -> np.ndarray:
+        wanted = self.scheme.input_dtype
+        if values.dtype.kind in "iu":
+            return values
+        if values.dtype.kind != "f":
+            raise InputError(f"{self.scheme.name}: cannot obfuscate {values.dtype} images")
+        info = np.iinfo(wanted)
+        if values.size and (not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values))
+                            or values.min() < info.min or values.max() > info.max):
+            raise InputError(f"{self.scheme.name}: float input must hold whole numbers in [{info.min}, {info.max}] "
+                             f"(the key maps {wanted} samples); got values in [{values.min()}, {values.max()}]")
+        return values.astype(wanted)
+
+    def __call__(self, image: Any) -> Any:
+        values, tensor = _to_numpy(image)
+        colour_first = self.channel_first and self.scheme.params.get("channels", 1) == 3
+        codes = self.scheme(np.ascontiguousarray(np.moveaxis(self._integers(values), -3, -1) if colour_first
+                                                 else self._integers(values)))
+        if colour_first:
+            codes = np.moveaxis(codes, -1, -3)
+        if values.dtype.kind == "f":
+            codes = codes.astype(values.dtype)
+        if tensor is None:
+            return codes
+        import torch
+
+        out = torch.from_numpy(np.ascontiguousarray(codes)).to(tensor.device)
+        if type(tensor) is not torch.Tensor and out.shape == tensor.shape:  # e.g. MetaTensor: keep its metadata
+            kept = tensor.detach().clone().to(out.dtype)
+            kept.copy_(out)
+            return kept
+        return out
+
+
+class ObfuscateD:
+    """:class:`Obfuscate` on the items ``keys`` of a dictionary (MONAI's dictionary transforms).
+
+    Other items pass unchanged; a missing item is an error unless ``allow_missing_keys``.
+    """
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], key: Key | Scheme, channel_first: bool = False,
+                 allow_missing_keys: bool = False):
+        self.keys = [keys] if isinstance(keys, (str, int)) else list(keys)
+        self.transform = Obfuscate(key, channel_first)
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        for name in self.keys:
+            if name not in out:
+                if self.allow_missing_keys:
+                    continue
+                raise InputError(f"ObfuscateD: no item {name!r} in the data (items: {', '.join(map(str, out))})")
+            out[name] = self.transform(out[name])
+        return out

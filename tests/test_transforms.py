@@ -1,0 +1,80 @@
+"""medveil inside torch and MONAI pipelines: the transforms and the obfuscated-folder dataset."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import medveil
+from medveil.errors import InputError
+from medveil.transforms import Obfuscate, ObfuscateD
+
+
+@pytest.fixture
+def key():
+    return medveil.generate_key("intensity", levels=50)
+
+
+def test_obfuscate_gives_back_the_type_it_was_given(key, rng):
+    image = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    expected = medveil.from_key(key)(image)
+    transform = Obfuscate(key)
+    assert np.array_equal(transform(image), expected)
+    as_tensor = transform(torch.from_numpy(image))
+    assert isinstance(as_tensor, torch.Tensor) and np.array_equal(as_tensor.numpy(), expected)
+    as_float = transform(torch.from_numpy(image).float())
+    assert as_float.dtype == torch.float32 and np.array_equal(as_float.numpy(), expected)
+    with pytest.raises(InputError, match="whole numbers"):
+        transform(image.astype(np.float32) + 0.5)
+    with pytest.raises(InputError, match="whole numbers"):
+        transform(np.full((4, 4), 300.0))
+    with pytest.raises(InputError, match="16-bit"):
+        transform(image.astype(np.uint16))
+
+
+def test_colour_keys_take_channel_first_images(rng):
+    key = medveil.generate_key("skk", channels=3)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    first = Obfuscate(key, channel_first=True)(np.moveaxis(image, -1, 0))
+    assert np.array_equal(np.moveaxis(first, 0, -1), medveil.from_key(key)(image))
+
+
+def test_obfuscate_d_in_a_real_monai_pipeline(tmp_path, key, rng):
+    monai = pytest.importorskip("monai")
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    pipeline = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"),
+                        ObfuscateD(keys="image", key=key)])
+    item = pipeline({"image": str(tmp_path / "scan.png"), "label": 1})
+    loaded = LoadImaged(keys="image")({"image": str(tmp_path / "scan.png")})["image"].numpy().astype(np.uint8)
+    out = item["image"]
+    assert isinstance(out, monai.data.MetaTensor) and out.meta["filename_or_obj"].endswith("scan.png")
+    assert np.array_equal(out.numpy()[0].astype(np.uint8), medveil.from_key(key)(loaded)) and item["label"] == 1
+    with pytest.raises(InputError, match="no item 'mask'"):
+        ObfuscateD(keys="mask", key=key)({"image": image})
+
+
+def test_obfuscated_folder_feeds_a_data_loader_with_workers(tmp_path, key, rng):
+    from torch.utils.data import DataLoader
+
+    from medveil.data import ObfuscatedFolder
+
+    images = rng.integers(0, 256, (6, 16, 16), dtype=np.uint8)
+    for i, image in enumerate(images):
+        folder = tmp_path / ("tumour" if i % 2 else "healthy")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    dataset = ObfuscatedFolder(tmp_path, key)
+    assert len(dataset) == 6 and dataset.classes == ["healthy", "tumour"]
+    batches = list(DataLoader(dataset, batch_size=3, num_workers=2))
+    codes = torch.cat([b[0] for b in batches]).numpy()
+    labels = torch.cat([b[1] for b in batches]).numpy()
+    order = [int(f.stem) for f in dataset.files]
+    assert np.array_equal(codes, medveil.from_key(key)(images[order]))
+    assert list(labels) == [i % 2 for i in order]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image"):
+        ObfuscatedFolder(tmp_path / "empty", key)
