@@ -49,3 +49,18 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
     assert (tmp_path / "out" / "figures" / "d-skk-leading-bit-none.png").is_file()
     cards = (tmp_path / "out" / "cards.csv").read_text().splitlines()
     assert cards[0].startswith("dataset,scheme,params,capability,attack") and any(",skk,,ciphertext-only,leading-bit," in c for c in cards)
+
+
+def test_bench_options_reach_their_attack_and_are_cached_apart():
+    from dataclasses import replace
+
+    from medveil.bench.grid import PROFILES, cells_of
+    from medveil.cli import _attack_options
+
+    options = _attack_options(["kerckhoffs-unet.keys=32"])
+    assert options == (("kerckhoffs-unet", (("keys", 32),)),)
+    cells = cells_of(replace(PROFILES["full"], options=options))
+    kerckhoffs = [c for c in cells if c.attack == "kerckhoffs-unet"]
+    assert kerckhoffs and all(dict(c.options) == {"keys": 32} and c.file_name("d").endswith("-keys32.json")
+                              for c in kerckhoffs)
+    assert all(not c.options for c in cells if c.attack != "kerckhoffs-unet")

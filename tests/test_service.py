@@ -13,6 +13,7 @@ from PIL import Image
 
 import medveil
 from medveil.classification import train_on_images
+from medveil.keys import Key
 from medveil.data import load_br35h
 from medveil.service.client import Client, ServiceError
 from medveil.service.server import Limits, create_app, local_server
@@ -304,3 +305,123 @@ def test_docs_render_from_local_assets_with_no_external_url(secured):
         for url in urls:  # every asset the page loads is served, without a token
             if not url.startswith("/openapi"):
                 assert http.get(url).status_code == 200, url
+
+
+def test_a_16_bit_ct_folder_goes_through_upload_train_and_predict(tmp_path, rng):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    scans = tmp_path / "ct"
+    for cls, bright in (("clear", 0), ("lesion", 1)):
+        (scans / cls).mkdir(parents=True)
+        for i in range(16):
+            slab = rng.normal(-400, 60, (48, 48))
+            if bright:
+                slab[10:30, 12:32] += 1400  # a dense lesion: Hounsfield units far beyond 8 bits
+            np.save(scans / cls / f"{i}.npy", slab.round().astype(np.int16))
+    key_path = tmp_path / "ct.key"
+    medveil.generate_key("intensity", bits=16, signed=True, levels=3000).save(key_path)
+    token = Store(tmp_path / "srv").create_token("hospital")
+    runner = CliRunner()
+    with local_server(tmp_path / "srv") as url:
+        common = ["client", "--server", url, "--token", token, "--key", str(key_path)]
+        upload = runner.invoke(app, common + ["upload", str(scans), "--size", "32"])
+        assert upload.exit_code == 0 and "(16-bit codes)" in upload.output, upload.output
+        dataset_id = upload.output.split()[1].rstrip(":")
+        trained = runner.invoke(app, common + ["train", dataset_id, "--epochs", "2", "--wait"])
+        assert trained.exit_code == 0, trained.output
+        model_id = trained.output.split("model ")[-1].split()[0].strip(",.")
+        predicted = runner.invoke(app, common + ["predict", model_id, str(scans / "lesion" / "0.npy"),
+                                                 str(scans / "clear" / "0.npy")])
+        assert predicted.exit_code == 0 and predicted.output.count("(p=") == 2, predicted.output
+    stored = [np.load(p)["images"] for p in (tmp_path / "srv" / "datasets").glob("*.npz")]
+    assert stored[0].dtype == np.uint16 and stored[0].shape == (32, 32, 32)
+    plain = medveil.data.load_folder(scans, 32, stored=True).images
+    assert plain.dtype == np.int16 and plain.min() < -255 and plain.max() > 255  # HU kept, not squeezed to 8 bits
+    assert np.array_equal(stored[0], medveil.from_key(Key.load(key_path))(plain))
+
+
+def test_16_bit_uploads_count_two_bytes_a_sample_and_do_not_mix_with_8_bit(secured, rng):
+    http, tokens, tmp_path = secured
+    wide = {f"{c}/{i}.png": rng.integers(0, 4096, (16, 16), dtype=np.uint16) for c in "ab" for i in range(3)}
+    answer = _upload(http, tokens["alice"], png_zip(wide))
+    assert answer.status_code == 201 and answer.json()["bits"] == 16
+    store = Store(tmp_path / "srv")
+    assert store.stored_bytes("alice") == 6 * 16 * 16 * 2
+    mixed = dict(wide, **{"a/8bit.png": rng.integers(0, 256, (16, 16), dtype=np.uint8)})
+    refused = _upload(http, tokens["alice"], png_zip(mixed))
+    assert refused.status_code == 400 and "one size and mode" in refused.json()["detail"]
+
+
+def test_a_data_folder_from_before_16_bit_uploads_still_opens(tmp_path):
+    import sqlite3
+
+    from medveil.service import store as store_module
+
+    old_schema = store_module.SCHEMA  # the first release had no bits column
+    (tmp_path / "srv").mkdir()
+    db = sqlite3.connect(tmp_path / "srv" / "medveil-service.sqlite")
+    db.executescript(old_schema)
+    db.execute("INSERT INTO datasets VALUES ('d1', 'alice', 'old', ?, 10, 64, 1, '[\"a\", \"b\"]', 0)", ("0" * 32,))
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "srv")
+    assert store.dataset("alice", "d1")["bits"] == 8 and store.stored_bytes("alice") == 10 * 64 * 64
+
+
+def test_a_segmentation_job_reaches_the_same_dice_remotely_as_locally(tmp_path):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+    from medveil.data.segmentation import simulate_subjects
+    from medveil.segmentation import predict_masks, train_segmentation_on_images
+
+    data = simulate_subjects(subjects=8, scans=3, size=32)
+    key = medveil.generate_key("intensity", levels=200)
+    key_path = key.save(tmp_path / "seg.key")
+    token = Store(tmp_path / "srv").create_token("hospital")
+    with local_server(tmp_path / "srv") as url, Client(url, token, key) as client:
+        dataset = client.upload_segmentation(data.images, data.masks, "simulated")
+        assert dataset["task"] == "segmentation" and len(dataset["classes"]) == int(data.masks.max()) + 1
+        refused = client._call  # a classifier cannot train on masks
+        with pytest.raises(ServiceError, match="422"):
+            refused("POST", "/jobs", json={"dataset_id": dataset["id"], "epochs": 1, "model": "cnn"})
+        job = client.wait(client.train(dataset["id"], epochs=2)["id"], poll=0.5)
+        assert job["status"] == "done" and job["model"] == "unet", job
+        record = client.model(job["model_id"])
+        remote = client.predict(job["model_id"], data.images[:4])
+        np.save(tmp_path / "scan.npy", data.images[0])
+        written = CliRunner().invoke(app, ["client", "--server", url, "--token", token, "--key", str(key_path),
+                                           "predict", job["model_id"], str(tmp_path / "scan.npy"), "-o",
+                                           str(tmp_path / "masks")])
+    obfuscated = medveil.from_key(key)(data.images)
+    local, result = train_segmentation_on_images(obfuscated, data.masks, len(dataset["classes"]),
+                                                 TrainConfig(epochs=2, progress=False))
+    assert record["val_dice"] == pytest.approx(result.best_score) and 0 < record["val_dice"] <= 1
+    assert np.array_equal(np.stack([p["mask"] for p in remote]), predict_masks(local, obfuscated[:4]))
+    assert written.exit_code == 0, written.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "masks" / "scan.mask.png")), remote[0]["mask"])
+
+
+@pytest.mark.parametrize("how, message", [
+    ("missing mask", "every image needs a mask"), ("mask size", "masks must be 8-bit"),
+    ("many classes", "at most 16 classes"), ("other folder", "holds images/ and masks/"),
+])
+def test_segmentation_archives_are_checked_before_anything_is_stored(secured, rng, how, message):
+    http, tokens, _ = secured
+    members = {f"images/{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(3)}
+    members |= {f"masks/{i}.png": rng.integers(0, 3, (16, 16), dtype=np.uint8) for i in range(3)}
+    if how == "missing mask":
+        del members["masks/2.png"]
+    elif how == "mask size":
+        members["masks/1.png"] = np.zeros((8, 8), np.uint8)
+    elif how == "many classes":
+        members["masks/0.png"] = np.full((16, 16), 20, np.uint8)
+    else:
+        members["labels/0.png"] = members.pop("masks/0.png")
+    answer = http.post("/datasets", headers={"Authorization": f"Bearer {tokens['alice']}"},
+                       files={"archive": ("d.zip", png_zip(members), "application/zip")},
+                       data={"fingerprint": "0" * 32, "task": "segmentation"})
+    assert answer.status_code == 400 and message in answer.json()["detail"]
+    assert http.get("/datasets", headers={"Authorization": f"Bearer {tokens['alice']}"}).json() == []

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -525,6 +526,21 @@ def structural_tune(
     typer.echo(f"report: {report}")
 
 
+def _attack_options(assignments: list[str]) -> tuple:
+    """``["kerckhoffs-unet.keys=32"]`` -> ``(("kerckhoffs-unet", (("keys", 32),)),)``, typed as each attack declares."""
+    from medveil.attacks import attack_spec
+    from medveil.plugins import parse_assignments
+
+    by_attack: dict[str, list[str]] = {}
+    for assignment in assignments:
+        attack, dot, rest = assignment.partition(".")
+        if not dot:
+            _fail(f"bench options are ATTACK.NAME=VALUE, got {assignment!r}")
+        by_attack.setdefault(attack, []).append(rest)
+    return tuple((attack, tuple(sorted(parse_assignments(values, attack_spec(attack).parameters, f"attack {attack}").items())))
+                 for attack, values in sorted(by_attack.items()))
+
+
 @app.command()
 @_clean_errors
 def bench(
@@ -533,6 +549,8 @@ def bench(
     profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about 80 min on 2 cores)."),
     progress: bool = typer.Option(True),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line instead of text."),
+    param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option for every cell it runs, "
+                                    "ATTACK.NAME=VALUE (see attack list), e.g. kerckhoffs-unet.keys=32."),
 ):
     """Every scheme: utility, similarity and the strongest attack, in one report (re-runs compute only what is missing)."""
     import time
@@ -542,7 +560,7 @@ def bench(
 
     if profile not in PROFILES:
         _fail(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    chosen = PROFILES[profile]
+    chosen = replace(PROFILES[profile], options=_attack_options(param))
     started = time.perf_counter()
     data = load_dataset(dataset, chosen.size)
     records = run_grid(data, chosen, output, progress)
@@ -610,20 +628,25 @@ def _client(ctx: typer.Context):
 
 @client_app.command("upload")
 @_clean_errors
-def client_upload(ctx: typer.Context, folder: Path = typer.Argument(..., help="One subfolder per class."),
+def client_upload(ctx: typer.Context,
+                  folder: Path = typer.Argument(..., help="One subfolder per class; with --masks, the images."),
+                  masks: Optional[Path] = typer.Option(None, help="Segmentation: label maps at the same relative paths "
+                                                       "as the images (class indices, 0 = background; sent unobfuscated)."),
                   size: int = typer.Option(64, min=8, help="Images are resized to size x size before obfuscation."),
                   name: str = typer.Option("", help="A name for the dataset on the server.")):
-    """Obfuscate a labelled folder with the key and upload it."""
+    """Obfuscate a labelled folder with the key and upload it (classification, or segmentation with --masks)."""
     with _client(ctx) as client:
-        record = client.upload_folder(folder, size, name)
-    typer.echo(f"dataset {record['id']}: {record['images']} images {record['size']}x{record['size']}, "
-               f"classes {', '.join(record['classes'])}, key {record['fingerprint']}")
+        record = (client.upload_segmentation_folder(folder, masks, size, name) if masks is not None
+                  else client.upload_folder(folder, size, name))
+    typer.echo(f"dataset {record['id']}: {record['task']}, {record['images']} images {record['size']}x{record['size']} "
+               f"({record['bits']}-bit codes), classes {', '.join(record['classes'])}, key {record['fingerprint']}")
 
 
 @client_app.command("train")
 @_clean_errors
 def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epochs: int = typer.Option(30, min=1),
-                 model: str = typer.Option("cnn", help="A registered server model: 'cnn', 'resnet', or a plugin's."),
+                 model: Optional[str] = typer.Option(None, help="Classification: a registered server model ('cnn', the "
+                                                     "default, 'resnet', or a plugin's); segmentation: 'unet'."),
                  wait: bool = typer.Option(False, help="Wait for the job to finish.")):
     """Start a training job on an uploaded dataset."""
     with _client(ctx) as client:
@@ -653,17 +676,25 @@ def client_status(ctx: typer.Context, job_id: str = typer.Argument(...),
 @client_app.command("predict")
 @_clean_errors
 def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
-                   files: list[Path] = typer.Argument(..., help="Image files (any supported format).")):
-    """Obfuscate images with the key and get the model's class for each."""
-    import numpy as np
-
-    from medveil.data import load_image
+                   files: list[Path] = typer.Argument(..., help="Image files (any supported format)."),
+                   output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                         help="Segmentation models: folder for the label maps (PNG).")):
+    """Obfuscate images with the key and get the model's class (or, for a segmentation model, label map) for each."""
+    from PIL import Image
 
     with _client(ctx) as client:
         record = client.model(model_id)
-        images = np.stack([load_image(f, record["size"], rgb=record["channels"] == 3) for f in files])
-        for p in client.predict(model_id, images, [f.name for f in files]):
-            typer.echo(f"{p['file']}: {p['class']} (p={p['probability']:.3f})")
+        if record["task"] == "segmentation" and output is None:
+            _fail(f"model {model_id} segments: give -o FOLDER for its label maps")
+        images = client.read_images(files, record["size"], rgb=record["channels"] == 3)
+        for f, p in zip(files, client.predict(model_id, images, [f.name for f in files])):
+            if "mask" not in p:
+                typer.echo(f"{p['file']}: {p['class']} (p={p['probability']:.3f})")
+                continue
+            output.mkdir(parents=True, exist_ok=True)
+            target = output / f"{f.name.split('.')[0]}.mask.png"
+            Image.fromarray(p["mask"]).save(target)
+            typer.echo(f"{p['file']}: {target} (pixels per class: {', '.join(map(str, p['pixels']))})")
 
 
 @app.command()

@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -37,7 +37,8 @@ class Profile:
     Every registered attack that applies to a setting's scheme (of those named in ``attacks``, if
     given) runs with each of its attacker data, except what ``leave_out`` names: ``(setting, attack,
     attacker data)`` triples, the setting given by its scheme (``"tanaka"``) or its label
-    (``"intensity levels=256"``), in which ``"*"`` stands for any.
+    (``"intensity levels=256"``), in which ``"*"`` stands for any. ``options`` gives attacks their
+    declared parameters (``{"kerckhoffs-unet": {"keys": 32}}``); such cells are cached apart.
     """
 
     name: str
@@ -48,6 +49,10 @@ class Profile:
     settings: tuple[Setting, ...]
     leave_out: frozenset[tuple[str, str, str]] = frozenset()
     attacks: frozenset[str] | None = None
+    options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def options_of(self, attack: str) -> dict[str, Any]:
+        return dict(dict(self.options).get(attack, ()))
 
 
 def _settings(*specs: tuple[str, dict]) -> tuple[Setting, ...]:
@@ -86,10 +91,11 @@ class Cell:
     seed: int = 0
     attack: str = ""
     attacker_data: str = ""
+    options: tuple[tuple[str, Any], ...] = ()  # the attack's own parameters, when not its defaults
 
     def file_name(self, dataset: str) -> str:
         tail = [f"seed{self.seed}"] if self.kind == "utility" else [self.attack, self.attacker_data]
-        return slug(dataset, self.setting.slug, *tail) + ".json"
+        return slug(dataset, self.setting.slug, *tail, *(f"{k}{v}" for k, v in self.options)) + ".json"
 
 
 def cells_of(profile: Profile) -> list[Cell]:
@@ -97,7 +103,8 @@ def cells_of(profile: Profile) -> list[Cell]:
     from medveil.attacks import applicable_attacks
 
     cells = [Cell("utility", s, seed) for s in profile.settings for seed in range(profile.seeds)]
-    cells += [Cell("attack", s, attack=spec.name, attacker_data=data) for s in profile.settings
+    cells += [Cell("attack", s, attack=spec.name, attacker_data=data,
+                   options=tuple(sorted(profile.options_of(spec.name).items()))) for s in profile.settings
               for spec in applicable_attacks(s.scheme, dict(s.params))
               if profile.attacks is None or spec.name in profile.attacks
               for data in spec.attacker_data if not _left_out(profile, s, spec.name, data)]
@@ -119,7 +126,7 @@ def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Prof
 
     key = cell.setting.new_key(dataset.channels)
     spec = attack_spec(cell.attack)
-    attack = spec.create(key.scheme, key.params, profile.attack_epochs, False)
+    attack = spec.create(key.scheme, key.params, profile.attack_epochs, False, **dict(cell.options))
     row, target, obfuscated, reconstructed = run_attack(attack, spec.capability, key, dataset, cell.attacker_data)
     figure = figures / cell.file_name(dataset.name).replace(".json", ".png")
     attack_figure(row, target, obfuscated, reconstructed, figure, examples=3)

@@ -86,17 +86,29 @@ def _to_8bit(pixels: np.ndarray, channel_axis: int | None, mode: str) -> np.ndar
     return np.asarray(Image.fromarray(pixels, "RGB" if channel_axis is not None else "L").convert(mode))
 
 
-def _read_8bit(path: Path, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The middle plane of an image file as 8-bit pixels (RGB if asked, else gray) and as 8-bit gray."""
+def _read_plane(path: Path, size: int, rgb: bool, stored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The middle plane of an image file at ``size``×``size``, and as 8-bit gray (unresized, for thumbnails).
+
+    The plane is 8-bit gray, 8-bit RGB (``rgb``) or, with ``stored``, the file's own stored samples
+    (any integer type: 12- and 16-bit CT/MR keep their values), resized bilinearly with anti-aliasing.
+    """
     image = read_image(path)
     plane = image.planes()[len(image.planes()) // 2]
     gray = _to_8bit(plane, image.channel_axis, "L")
-    return (_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray), gray
+    if not stored:
+        return _resized(_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray, size), gray
+    if image.channel_axis is not None or plane.dtype.kind not in "iu":
+        kind = "colour" if image.channel_axis is not None else str(plane.dtype)
+        raise InputError(f"{path}: only grayscale integer images keep their stored samples, got {kind}")
+    from skimage.transform import resize
+
+    resized = resize(plane.astype(np.float64), (size, size), order=1, preserve_range=True, anti_aliasing=True)
+    return np.rint(resized).astype(plane.dtype), gray
 
 
-def load_image(path: Path, size: int, rgb: bool = False) -> np.ndarray:
-    """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), ``size``×``size``."""
-    return _resized(_read_8bit(Path(path), rgb)[0], size)
+def load_image(path: Path, size: int, rgb: bool = False, stored: bool = False) -> np.ndarray:
+    """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), or its stored samples, ``size``×``size``."""
+    return _read_plane(Path(path), size, rgb, stored)[0]
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
@@ -143,12 +155,13 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = DUPLICATE_T
 
 
 def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, name: str | None = None,
-                threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False) -> ImageDataset:
+                threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False, stored: bool = False) -> ImageDataset:
     """A class-per-subfolder dataset: ``root/<class>/**/<image>``, any supported format.
 
     ``classes`` fixes the order of class indices (default: sorted subfolder names). ``rgb`` keeps
-    colour (grayscale files become three equal channels); near-duplicate groups are always found
-    on grayscale thumbnails.
+    colour (grayscale files become three equal channels); ``stored`` keeps every file's stored
+    samples (one integer type for the whole folder, e.g. int16 CT) instead of 8-bit display values.
+    Near-duplicate groups are always found on 8-bit grayscale thumbnails.
     """
     root = Path(root)
     if not root.is_dir():
@@ -162,11 +175,14 @@ def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, nam
         if not found:
             raise InputError(f"{root / cls}: no images")
         for rel in found:
-            pixels, gray = _read_8bit(root / cls / rel, rgb)
-            images.append(_resized(pixels, size))
+            pixels, gray = _read_plane(root / cls / rel, size, rgb, stored)
+            images.append(pixels)
             thumbs.append(_resized(gray, THUMBNAIL))
             labels.append(label)
             files.append(f"{cls}/{rel.as_posix()}")
+    types = sorted({str(image.dtype) for image in images})
+    if len(types) > 1:
+        raise InputError(f"{root}: files of different stored types ({', '.join(types)}); one key maps one type")
     return ImageDataset(np.stack(images), np.asarray(labels, dtype=np.int64), files,
                         near_duplicate_groups(np.stack(thumbs), threshold), classes, root, name or root.name)
 

@@ -98,10 +98,13 @@ class ImagePairs(Dataset):
 
 
 class SegmentationTensors(Dataset):
-    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from uint8 ``(n, H, W)`` arrays."""
+    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from ``(n, H, W)`` arrays.
+
+    Images are uint8 or uint16 (16-bit codes), scaled by their type's largest value.
+    """
 
     def __init__(self, images: np.ndarray, masks: np.ndarray):
-        self.images = torch.from_numpy(images.astype(np.float32)[:, None] / 255)
+        self.images = torch.from_numpy(images.astype(np.float32)[:, None] / np.iinfo(images.dtype).max)
         self.masks = torch.from_numpy(masks.astype(np.int64))
 
     def __len__(self) -> int:

@@ -1,12 +1,14 @@
 """The hospital's side of the service: obfuscate locally with the key, send only obfuscated images.
 
-The key never leaves this process: uploads carry obfuscated PNGs and the key's fingerprint. The
+The key never leaves this process: uploads carry obfuscated PNGs (8-bit, or 16-bit gray for the
+codes of a 12- or 16-bit key) and the key's fingerprint. The
 client has no way to send an image it has not obfuscated itself, and it refuses to predict with a
 model trained on data obfuscated under another key (the server records each dataset's fingerprint).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 import zipfile
@@ -17,8 +19,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from medveil.data import ImageDataset, load_folder
-from medveil.errors import MedveilError, SchemeMismatchError
+from medveil.data import ImageDataset, load_folder, load_image
+from medveil.errors import InputError, MedveilError, SchemeMismatchError
+from medveil.io import read_image
+from medveil.io.batch import walk
+from medveil.io.image import is_supported
 from medveil.keys import Key
 from medveil.schemes import from_key
 
@@ -30,6 +35,15 @@ class ServiceError(MedveilError):
 def _png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _zip(members: dict[str, np.ndarray]) -> bytes:
+    """A zip of PNGs, stored (PNG is compressed already)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, image in members.items():
+            archive.writestr(name, _png(image))
     return buffer.getvalue()
 
 
@@ -68,21 +82,49 @@ class Client:
         """What leaves the hospital: the key's obfuscation of ``images``."""
         return self.scheme(images)
 
+    def _upload(self, members: dict[str, np.ndarray], name: str, task: str) -> dict:
+        files = {"archive": ("dataset.zip", _zip(members), "application/zip")}
+        return self._call("POST", "/datasets", files=files,
+                          data={"fingerprint": self.key.fingerprint, "name": name, "task": task})
+
     def upload(self, dataset: ImageDataset, name: str = "") -> dict:
         """Obfuscate ``dataset`` and upload it as ``CLASS/FILE.png``; returns the server's dataset record."""
         obfuscated = self.obfuscate(dataset.images)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG is compressed already
-            for i, (image, label) in enumerate(zip(obfuscated, dataset.labels)):
-                archive.writestr(f"{dataset.classes[label]}/{i:06d}.png", _png(image))
-        files = {"archive": ("dataset.zip", buffer.getvalue(), "application/zip")}
-        return self._call("POST", "/datasets", files=files, data={"fingerprint": self.key.fingerprint, "name": name})
+        return self._upload({f"{dataset.classes[label]}/{i:06d}.png": image
+                             for i, (image, label) in enumerate(zip(obfuscated, dataset.labels))}, name, "classification")
+
+    def upload_segmentation(self, images: np.ndarray, masks: np.ndarray, name: str = "") -> dict:
+        """Obfuscate ``images`` ``(n, S, S)`` and upload them with their ``masks`` (uint8 class indices, not obfuscated:
+        they are the task's labels, and they show the segmented shapes to the server)."""
+        obfuscated = self.obfuscate(images)
+        members = {f"images/{i:06d}.png": image for i, image in enumerate(obfuscated)}
+        members |= {f"masks/{i:06d}.png": mask.astype(np.uint8) for i, mask in enumerate(masks)}
+        return self._upload(members, name, "segmentation")
+
+    def upload_segmentation_folder(self, images_dir: Path, masks_dir: Path, size: int, name: str = "") -> dict:
+        """Every image below ``images_dir`` with the mask at the same relative path below ``masks_dir``."""
+        files = [rel for rel in walk(Path(images_dir)) if is_supported(Path(images_dir) / rel)]
+        if not files:
+            raise InputError(f"{images_dir}: no images")
+        images = self.read_images([Path(images_dir) / rel for rel in files], size)
+        masks = np.stack([read_mask(Path(masks_dir) / rel, size) for rel in files])
+        return self.upload_segmentation(images, masks, name or Path(images_dir).name)
+
+    @property
+    def stored_samples(self) -> bool:
+        """Whether images are read at their stored bit depth (a 12- or 16-bit key) rather than as 8-bit."""
+        return self.scheme.input_dtype.itemsize > 1
 
     def upload_folder(self, root: Path, size: int, name: str = "") -> dict:
-        """Read a class-per-subfolder folder (the one image reader), resize, obfuscate, upload."""
-        return self.upload(load_folder(root, size), name or Path(root).name)
+        """Read a class-per-subfolder folder (any format the one reader takes), resize, obfuscate, upload."""
+        return self.upload(load_folder(root, size, stored=self.stored_samples), name or Path(root).name)
 
-    def train(self, dataset_id: str, epochs: int = 30, model: str = "cnn") -> dict:
+    def read_images(self, files: Sequence[Path], size: int, rgb: bool = False) -> np.ndarray:
+        """Image files as :meth:`upload_folder` reads them, ready for :meth:`predict`."""
+        return np.stack([load_image(f, size, rgb=rgb, stored=self.stored_samples) for f in files])
+
+    def train(self, dataset_id: str, epochs: int = 30, model: str | None = None) -> dict:
+        """Start a training job; ``model`` defaults to cnn for classification, unet for segmentation."""
         return self._call("POST", "/jobs", json={"dataset_id": dataset_id, "epochs": epochs, "model": model})
 
     def job(self, job_id: str) -> dict:
@@ -101,11 +143,26 @@ class Client:
         return self._call("GET", f"/models/{model_id}")
 
     def predict(self, model_id: str, images: np.ndarray, names: Sequence[str] | None = None) -> list[dict]:
-        """Obfuscate ``images`` (``(n, S, S[, 3])`` uint8 at the model's size) and get each one's class."""
+        """Obfuscate ``images`` (``(n, S, S[, 3])`` at the model's size, as :meth:`read_images` gives) and get each one's class."""
         record = self.model(model_id)
         if record["fingerprint"] != self.key.fingerprint:
             raise SchemeMismatchError(f"model {model_id} was trained on data obfuscated with key {record['fingerprint']}, "
                                       f"not this key ({self.key.fingerprint}); its predictions would be meaningless")
         names = list(names) if names is not None else [f"{i}.png" for i in range(len(images))]
         files = [("files", (name, _png(image), "image/png")) for name, image in zip(names, self.obfuscate(images))]
-        return self._call("POST", f"/models/{model_id}/predict", files=files)["predictions"]
+        predictions = self._call("POST", f"/models/{model_id}/predict", files=files)["predictions"]
+        for p in predictions:  # segmentation models answer with label maps
+            if "mask_png" in p:
+                p["mask"] = np.asarray(Image.open(io.BytesIO(base64.b64decode(p.pop("mask_png")))))
+        return predictions
+
+
+def read_mask(path: Path, size: int) -> np.ndarray:
+    """A label map from any image file medveil reads, resized to ``size``×``size`` by nearest neighbour, uint8."""
+    from skimage.transform import resize
+
+    image = read_image(path)
+    plane = image.planes()[len(image.planes()) // 2]
+    if image.channel_axis is not None or plane.dtype.kind not in "iu" or plane.min() < 0 or plane.max() > 255:
+        raise InputError(f"{path}: a mask holds class indices 0-255 in one grayscale plane")
+    return resize(plane, (size, size), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)

@@ -15,6 +15,7 @@ start-up and resumes from its last epoch's checkpoint.
 """
 
 
+import base64
 import io
 import queue
 import threading
@@ -23,7 +24,7 @@ import zlib
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Annotated
+from typing import IO, Annotated, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -31,7 +32,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from medveil.io.image import first_line
 from medveil.service.store import Store
@@ -69,16 +70,9 @@ class Limits:
 class JobRequest(BaseModel):
     dataset_id: str
     epochs: int = Field(30, ge=1, le=500)
-    model: str = Field("cnn", pattern="^[a-z0-9][a-z0-9_-]{0,39}$", description="a registered model: cnn, resnet or a plugin's")
-
-    @field_validator("model")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        from medveil.nn import available_models
-
-        if name not in available_models():
-            raise ValueError(f"unknown model {name!r}; choose from {', '.join(available_models())}")
-        return name
+    model: Optional[str] = Field(None, pattern="^[a-z0-9][a-z0-9_-]{0,39}$",
+                                 description="classification: a registered model (default cnn; resnet or a plugin's); "
+                                             "segmentation: unet (the default)")
 
 
 class Problem(BaseModel):
@@ -99,6 +93,10 @@ def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+# PNG modes an upload may use: 8-bit gray or colour codes, or 16-bit gray codes (12- and 16-bit CT/MR keys).
+PNG_MODES = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16}
+
+
 def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
     """A PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
     try:
@@ -109,17 +107,28 @@ def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
         raise _error(400, f"{name}: not a PNG image") from None
     if max(image.size) > max_side:
         raise _error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
-    if image.mode not in ("L", "RGB"):
-        raise _error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB")
+    if image.mode not in PNG_MODES:
+        raise _error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB, or 16-bit gray")
     return image
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _shape(image: Image.Image) -> tuple[int, ...]:
     return (image.size[1], image.size[0]) + ((3,) if image.mode == "RGB" else ())
 
 
+def _layout(image: Image.Image) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and sample type the PNG decodes to."""
+    return _shape(image), np.dtype(PNG_MODES[image.mode])
+
+
 def decode_png(image: Image.Image, name: str) -> np.ndarray:
-    """The pixels of a PNG from :func:`open_png`, as uint8 ``(H, W)`` or ``(H, W, 3)``."""
+    """The pixels of a PNG from :func:`open_png`: uint8 ``(H, W)`` or ``(H, W, 3)``, or uint16 ``(H, W)``."""
     try:
         return np.asarray(image)
     except Exception as exc:
@@ -146,8 +155,18 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) ->
     return data
 
 
-def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels and class names from a zip of ``CLASS/FILE.png``.
+TASKS = ("classification", "segmentation")
+MAX_MASK_CLASSES = 16
+
+
+def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int,
+                 task: str = "classification") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names from a zip.
+
+    classification: members ``CLASS/FILE.png`` in exactly two class folders; labels ``(n,)`` class
+    indices. segmentation: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class
+    indices below :data:`MAX_MASK_CLASSES`, the image's size); labels are the masks ``(n, S, S)``
+    uint8 and the classes ``"0"``, ``"1"``, ...
 
     Memory stays bounded whatever the archive holds: members are read one at a time with a size cap
     (zip headers can lie), and every PNG header is checked, with the decoded size summed against
@@ -161,30 +180,48 @@ def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int) -> tuple[n
     entries = [(_safe_member(m.filename), m) for m in members]
     if not entries:
         raise _error(400, "the archive holds no images")
-    if len(entries) > limits.max_images:
+    if len(entries) > limits.max_images * (2 if task == "segmentation" else 1):
         raise _error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
-    classes = sorted({cls for (cls, _), _ in entries})
-    if len(classes) != 2:
-        raise _error(400, f"binary classification needs exactly two class folders, got {len(classes)}")
-    shapes, decoded = set(), 0
-    for _, member in entries:
-        shape = _shape(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
-                                member.filename, limits.max_side))
-        shapes.add(shape)
-        decoded += int(np.prod(shape))
+    folders = sorted({folder for (folder, _), _ in entries})
+    if task == "classification" and len(folders) != 2:
+        raise _error(400, f"binary classification needs exactly two class folders, got {len(folders)}")
+    if task == "segmentation" and folders != ["images", "masks"]:
+        raise _error(400, f"a segmentation archive holds images/ and masks/, got {', '.join(folders)}")
+    layouts, decoded = {}, 0
+    for (folder, name), member in entries:
+        layout = _layout(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
+                                  member.filename, limits.max_side))
+        layouts[folder, name] = layout
+        decoded += int(np.prod(layout[0])) * layout[1].itemsize
         if decoded > limits.max_decoded_bytes:
             raise _error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
         if decoded > quota_left:
             raise _error(413, f"the images would exceed this tenant's storage quota ({quota_left} bytes left)")
-    if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
-        raise _error(400, f"all images must be square and of one size and mode, got shapes {sorted(shapes)[:3]}")
-    images = np.empty((len(entries),) + next(iter(shapes)), np.uint8)
-    labels = np.empty(len(entries), np.int64)
-    for i, ((cls, _), member) in enumerate(entries):
+
+    def decode(folder: str, name: str) -> np.ndarray:
+        member = archive.getinfo(f"{folder}/{name}")
         data = _read_member(archive, member, limits.max_member_bytes)
-        images[i] = decode_png(open_png(io.BytesIO(data), member.filename, limits.max_side), member.filename)
-        labels[i] = classes.index(cls)
-    return images, labels, classes
+        return decode_png(open_png(io.BytesIO(data), member.filename, limits.max_side), member.filename)
+
+    images_at = [key for key in layouts if task == "classification" or key[0] == "images"]  # archive order
+    image_layouts = {layouts[key] for key in images_at}
+    shape, dtype = next(iter(image_layouts))
+    if len(image_layouts) != 1 or shape[0] != shape[1] or (task == "segmentation" and len(shape) != 2):
+        raise _error(400, "all images must be square and of one size and mode" + (", grayscale" if task == "segmentation"
+                          else "") + f", got {sorted((s, d.name) for s, d in image_layouts)[:3]}")
+    images = np.stack([decode(*key) for key in images_at])
+    if task == "classification":
+        return images, np.array([folders.index(folder) for folder, _ in images_at], np.int64), folders
+    names = [name for _, name in images_at]
+    if sorted(name for folder, name in layouts if folder == "masks") != sorted(names):
+        raise _error(400, "every image needs a mask of the same name under masks/, and every mask an image")
+    if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
+        raise _error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
+    masks = np.stack([decode("masks", name) for name in names])
+    classes = int(masks.max()) + 1
+    if classes > MAX_MASK_CLASSES:
+        raise _error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
+    return images, masks, [str(c) for c in range(max(classes, 2))]
 
 
 class Worker:
@@ -211,6 +248,7 @@ class Worker:
 
     def run(self, job_id: str) -> None:
         from medveil.classification import train_on_images
+        from medveil.segmentation import train_segmentation_on_images
         from medveil.train import TrainConfig
 
         job = self.store.job_by_id(job_id)
@@ -221,7 +259,10 @@ class Worker:
             images, labels = self.store.load_dataset(dataset["id"])
             config = TrainConfig(epochs=job["epochs"], checkpoint=checkpoint, progress=False,
                                  on_epoch=lambda record: self.store.update_job(job_id, epoch=record["epoch"] + 1))
-            model, result = train_on_images(images, labels, job["model"], config)
+            if dataset["task"] == "segmentation":
+                model, result = train_segmentation_on_images(images, labels, len(dataset["classes"]), config)
+            else:
+                model, result = train_on_images(images, labels, job["model"], config)
             model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
             self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
             checkpoint.unlink(missing_ok=True)
@@ -236,12 +277,13 @@ def _job_view(job: dict) -> dict:
 
 
 def _dataset_view(d: dict) -> dict:
-    return {k: d[k] for k in ("id", "name", "fingerprint", "images", "size", "channels", "classes")}
+    return {k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes")}
 
 
 def _model_view(m: dict) -> dict:
-    return {k: m[k] for k in ("id", "dataset_id", "job_id", "fingerprint", "model", "size", "channels", "classes",
-                              "val_accuracy")}
+    score = "val_dice" if m["task"] == "segmentation" else "val_accuracy"
+    return {**{k: m[k] for k in ("id", "dataset_id", "job_id", "task", "fingerprint", "model", "size", "channels",
+                                 "bits", "classes")}, score: m["val_accuracy"]}
 
 
 def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
@@ -298,14 +340,16 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/datasets", status_code=201, responses=_responses(400, 401, 411, 413, 415, 422))
     def upload_dataset(who: Tenant, archive: Annotated[UploadFile, File()], fingerprint: Annotated[str, Form()],
-                       name: Annotated[str, Form()] = "") -> dict:
+                       name: Annotated[str, Form()] = "", task: Annotated[str, Form()] = "classification") -> dict:
         if archive.content_type not in ZIP_TYPES:
             raise _error(415, f"archive must be application/zip, got {archive.content_type}")
         if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
             raise _error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
+        if task not in TASKS:
+            raise _error(400, f"task must be one of {', '.join(TASKS)}, got {task!r}")
         quota_left = limits.max_tenant_bytes - store.stored_bytes(who)
-        images, labels, classes = read_archive(archive.file, limits, quota_left)
-        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes))
+        images, labels, classes = read_archive(archive.file, limits, quota_left, task)
+        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task))
 
     @app.get("/datasets", responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:
@@ -317,8 +361,17 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/jobs", status_code=202, responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
-        owned(store.dataset(who, request.dataset_id), "dataset")
-        job = store.add_job(who, request.dataset_id, request.model, request.epochs)
+        from medveil.nn import available_models
+        from medveil.segmentation import SEGMENTER
+
+        dataset = owned(store.dataset(who, request.dataset_id), "dataset")
+        if dataset["task"] == "segmentation":
+            model, choices = request.model or SEGMENTER, [SEGMENTER]
+        else:
+            model, choices = request.model or "cnn", available_models()
+        if model not in choices:
+            raise _error(422, f"a {dataset['task']} job trains one of {', '.join(choices)}, not {model!r}")
+        job = store.add_job(who, request.dataset_id, model, request.epochs)
         worker.queue.put(job["id"])
         return _job_view(job)
 
@@ -342,10 +395,12 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         import torch
 
         from medveil.nn import build_classifier
+        from medveil.segmentation import build_segmenter
 
         with loaded_lock:
             if record["id"] not in loaded:
-                net = build_classifier(record["model"], record["size"], in_channels=record["channels"])
+                net = (build_segmenter(len(record["classes"])) if record["task"] == "segmentation" else
+                       build_classifier(record["model"], record["size"], in_channels=record["channels"]))
                 net.load_state_dict(torch.load(store.model_path(record["id"]), weights_only=True))
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]
@@ -359,14 +414,23 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         record = owned(store.model(who, model_id), "model")
         if len(files) > limits.max_predict_images:
             raise _error(413, f"{len(files)} images exceed the limit of {limits.max_predict_images} per request")
-        expected = (record["size"], record["size"]) + ((3,) if record["channels"] == 3 else ())
+        expected = ((record["size"], record["size"]) + ((3,) if record["channels"] == 3 else ()),
+                    np.dtype(np.uint16 if record["bits"] == 16 else np.uint8))
         opened = []
         for f in files:  # every header is checked before any image is decoded
             image = open_png(f.file, f.filename or "image", limits.max_side)
-            if _shape(image) != expected:
-                raise _error(400, f"{f.filename}: shape {_shape(image)}, the model takes {expected}")
+            if _layout(image) != expected:
+                raise _error(400, f"{f.filename}: {_layout(image)[0]} {_layout(image)[1].name}, the model takes "
+                                  f"{expected[0]} {expected[1].name}")
             opened.append(image)
         images = np.stack([decode_png(image, f.filename or "image") for f, image in zip(files, opened)])
+        if record["task"] == "segmentation":
+            from medveil.segmentation import predict_masks
+
+            masks = predict_masks(network(record), images)
+            return {"predictions": [{"file": f.filename, "mask_png": base64.b64encode(_png_bytes(m)).decode(),
+                                     "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
+                                    for f, m in zip(files, masks)]}
         data = ImageTensors(images, np.zeros(len(images)))
         with torch.no_grad():
             logits = network(record)(torch.stack([data[i][0] for i in range(len(data))]))

@@ -3,7 +3,8 @@
 Layout of ``data_dir``::
 
     medveil-service.sqlite   tenants' hashed tokens, datasets, jobs, models
-    datasets/<id>.npz        obfuscated images (uint8) and labels, as uploaded
+    datasets/<id>.npz        obfuscated images (uint8, or uint16 for 16-bit codes) and labels (class
+                             indices, or masks for segmentation), as uploaded
     models/<id>.pt           trained weights
     checkpoints/<id>.pt      a running job's checkpoint (training resumes from it after a restart)
 
@@ -39,6 +40,11 @@ CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, da
     val_accuracy REAL, created REAL NOT NULL);
 """
 
+# Columns added after the first release, so that an existing data folder keeps working.
+MIGRATIONS = (("datasets", "bits", "INTEGER NOT NULL DEFAULT 8"), ("models", "bits", "INTEGER NOT NULL DEFAULT 8"),
+              ("datasets", "task", "TEXT NOT NULL DEFAULT 'classification'"),
+              ("models", "task", "TEXT NOT NULL DEFAULT 'classification'"))
+
 _JSON_COLUMNS = {"classes"}
 
 
@@ -64,6 +70,9 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            for table, column, declaration in MIGRATIONS:
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _query(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -89,20 +98,21 @@ class Store:
 
     # datasets
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
-                    classes: list[str]) -> dict:
+                    classes: list[str], task: str = "classification") -> dict:
         dataset_id = new_id()
         with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
             np.savez(tmp, images=images, labels=labels)
         channels = 3 if images.ndim == 4 else 1
-        self._query("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._query("INSERT INTO datasets (id, tenant, name, fingerprint, images, size, channels, classes, created, bits, "
+                    "task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
-                     time.time()))
+                     time.time(), 8 * images.dtype.itemsize, task))
         return self.dataset(tenant, dataset_id)
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes of the decoded images ``tenant``'s datasets hold (what its quota counts)."""
-        row = self._one("SELECT COALESCE(SUM(images * size * size * channels), 0) AS n FROM datasets WHERE tenant = ?",
-                        (tenant,))
+        row = self._one("SELECT COALESCE(SUM(images * size * size * channels * bits / 8), 0) AS n FROM datasets "
+                        "WHERE tenant = ?", (tenant,))
         return int(row["n"])
 
     def dataset_path(self, dataset_id: str) -> Path:
@@ -146,15 +156,18 @@ class Store:
         return self.root / "checkpoints" / f"{job_id}.pt"
 
     # models
-    def add_model(self, job: dict, dataset: dict, val_accuracy: float, state: dict) -> str:
+    def add_model(self, job: dict, dataset: dict, val_score: float, state: dict) -> str:
+        """Store trained weights; ``val_score`` is the validation accuracy (classification) or Dice (segmentation)."""
         import torch
 
         model_id = new_id()
         with atomic_path(self.model_path(model_id), mode=0o600) as tmp:
             torch.save(state, tmp)
-        self._query("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._query("INSERT INTO models (id, tenant, dataset_id, job_id, fingerprint, model, size, channels, classes, "
+                    "val_accuracy, created, bits, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
-                     dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_accuracy, time.time()))
+                     dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_score, time.time(),
+                     dataset["bits"], dataset["task"]))
         return model_id
 
     def model_path(self, model_id: str) -> Path:
