@@ -35,5 +35,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_service_memory.py
 	$(BIN)/python benchmarks/bench_burned_in.py
+	$(BIN)/python benchmarks/bench_folder.py
 
 .PHONY: install demo test bench

@@ -100,3 +100,13 @@ def test_big_endian_input_maps_like_native():
     scheme = medveil.from_key(medveil.generate_key("intensity", bits=12, levels=100))
     values = np.arange(4096, dtype="<u2").reshape(64, 64)
     assert np.array_equal(scheme(values.astype(">u2")), scheme(values))
+
+
+def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
+    from medveil._lut import KERNEL_MIN_SIZE, apply_lut
+
+    lut = rng.integers(0, 2**16, 2**16).astype(np.uint16)
+    volume = rng.integers(0, 2**16, KERNEL_MIN_SIZE + 7).astype(np.uint16)  # large enough for the numba kernel
+    assert np.array_equal(apply_lut(volume, lut), lut[volume])
+    small = volume[:1000]
+    assert np.array_equal(apply_lut(small, lut), lut[small])

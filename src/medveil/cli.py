@@ -200,7 +200,10 @@ def obfuscate(
     source: Path = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY)."),
     output: Path = typer.Argument(..., help="Output file, or output folder mirroring the source tree."),
     key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
-    workers: int = typer.Option(1, min=1, help="Worker processes for a folder."),
+    workers: int = typer.Option(1, min=1, help="Worker processes for a folder (with --scheduler local: Dask workers)."),
+    scheduler: Optional[str] = typer.Option(None, help="Run a folder on Dask: 'local' (a LocalCluster of --workers "
+                                            "processes) or a scheduler's address (tcp://host:8786) whose workers reach "
+                                            "both folders. The key is sent to the workers once."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     burned_in_text: str = typer.Option(
         "refuse", help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: "
@@ -215,7 +218,7 @@ def obfuscate(
         typer.echo(f"wrote {target} with {scheme.describe()}")
         return
     report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
-                            burned_in_text=burned_in_text)
+                            burned_in_text=burned_in_text, scheduler=scheduler)
     typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
                f"{len(report.failed)} failed -> {output} with {scheme.describe()}")
     for _, message in report.failed:

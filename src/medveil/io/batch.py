@@ -297,8 +297,59 @@ def _obfuscate_in_worker(src: Path, dst: Path, burned_in_text: str) -> None:
     obfuscate_file(src, dst, _worker_scheme, overwrite=True, burned_in_text=burned_in_text)
 
 
+_dask_schemes: dict[str, Scheme] = {}  # per Dask worker process: the scheme of each key it was sent, made once
+
+
+def _obfuscate_on_dask(key: Key, src: str, dst: str, burned_in_text: str) -> None:
+    if key.fingerprint not in _dask_schemes:
+        _dask_schemes[key.fingerprint] = from_key(key)
+    obfuscate_file(Path(src), Path(dst), _dask_schemes[key.fingerprint], overwrite=True, burned_in_text=burned_in_text)
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int) -> Iterator:
+    """A Dask distributed client: ``"local"`` starts a LocalCluster of ``workers`` single-threaded
+    processes (gone with the block), anything else is a running scheduler's address (``tcp://host:8786``)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+    if scheduler == "local":
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {first_line(exc)}") from None
+    with client:
+        yield client
+
+
+def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_in_text: str) -> Iterator:
+    """``(index, error or None)`` for each of ``jobs`` as Dask workers finish them, in any order.
+
+    The key travels to the workers once, under a random name (``hash=False``): no task name, log
+    line or dashboard entry carries it, nor a hash of it; task names carry no file name either.
+    A task whose worker dies is rerun elsewhere by Dask; its output is written atomically, so a
+    rerun replaces nothing but a temporary.
+    """
+    import uuid
+
+    from distributed import as_completed
+
+    key = client.scatter(scheme.key, broadcast=True, hash=False)
+    run = uuid.uuid4().hex[:8]
+    futures = {client.submit(_obfuscate_on_dask, key, str(s), str(d), burned_in_text, pure=False,
+                             key=f"medveil-obfuscate-{run}-{i}"): i for i, (s, d) in enumerate(jobs)}
+    for future in as_completed(futures):
+        index = futures.pop(future)  # released: a worker lost later is not made to redo a finished file
+        yield index, future.exception()
+
+
 def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
-                   burned_in_text: str = "refuse") -> BatchReport:
+                   burned_in_text: str = "refuse", scheduler: str | None = None) -> BatchReport:
     """Obfuscate every supported file below ``src`` into the mirrored tree ``dst``.
 
     Parameters
@@ -314,6 +365,11 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     burned_in_text : str
         What to do with text OCR finds in the pixels: ``refuse`` (the file fails), ``mask`` or ``off``
         (see :func:`screen_text`).
+    scheduler : str, optional
+        Run the files as Dask tasks: ``"local"`` (a LocalCluster of ``workers`` processes) or a
+        scheduler's address. Workers read ``src`` and write ``dst`` themselves (a folder they all
+        reach); this process alone keeps the manifest, appending each result as it arrives, so an
+        interrupted run resumes as a local one does.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
@@ -366,7 +422,12 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
                 report.failed.append((rel_s, _reason(error)))
             bar.update()
 
-        if workers <= 1 or len(todo) <= 1:
+        if scheduler is not None:
+            with dask_client(scheduler, workers) as client:
+                jobs = [(src / item[0], dst / item[2]) for item in todo]
+                for index, error in _run_on_dask(client, scheme, jobs, burned_in_text):
+                    finish(todo[index], error)
+        elif workers <= 1 or len(todo) <= 1:
             for item in todo:
                 try:
                     obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True, burned_in_text=burned_in_text)

@@ -1,0 +1,126 @@
+"""A folder run against a plain copy, measured in one run: one process, ``--workers 2``, Dask local.
+
+    python benchmarks/bench_folder.py [--mb 200] [--formats npy,png,dicom] [--repeat 1]
+
+Makes, per format, a folder of about ``--mb`` MB (npy: 2048×2048 uint8 arrays; png: the same as
+PNG; dicom: copies of pydicom's 16-bit CT_small.dcm, many small files as a PACS export has), then
+times:
+
+- ``copy``: the plain decode→encode copy in this process (np.load/np.save, Pillow, pydicom);
+- ``medveil obfuscate`` as a user runs it (a new process each, start-up included), with one
+  process, ``--workers 2`` and ``--scheduler local --workers 2`` (a Dask LocalCluster);
+
+and prints each time and its speed as a ratio of the copy's (1.0 = as fast as copying). Burned-in
+text screening is off (``--burned-in-text off``): it runs Tesseract on every plane, which is what
+the other benchmark, bench_burned_in.py, measures. Also prints the cold start of ``medveil
+obfuscate`` on one small PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+import medveil
+
+MEDVEIL = str(Path(sys.executable).with_name("medveil"))
+
+
+def make_folder(root: Path, fmt: str, megabytes: int, rng: np.random.Generator) -> int:
+    """Fill ``root`` with about ``megabytes`` MB of ``fmt`` files; returns the number of files."""
+    root.mkdir(parents=True)
+    if fmt == "dicom":
+        source = Path(get_testdata_file("CT_small.dcm"))
+        count = max(1, megabytes * 2**20 // source.stat().st_size)
+        for i in range(count):
+            shutil.copyfile(source, root / f"ct{i:05d}.dcm")
+        return count
+    side = 2048
+    count = max(1, megabytes * 2**20 // side**2)
+    for i in range(count):
+        image = rng.integers(0, 256, (side, side), dtype=np.uint8)
+        if fmt == "npy":
+            np.save(root / f"a{i:04d}.npy", image)
+        else:
+            Image.fromarray(image).save(root / f"a{i:04d}.png")
+    return count
+
+
+def plain_copy(src: Path, dst: Path, fmt: str) -> None:
+    dst.mkdir()
+    for path in sorted(src.iterdir()):
+        if fmt == "npy":
+            np.save(dst / path.name, np.load(path))
+        elif fmt == "png":
+            Image.open(path).save(dst / path.name)
+        else:
+            pydicom.dcmread(path).save_as(dst / path.name)
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def run_cli(*args: str) -> None:
+    subprocess.run([MEDVEIL, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=200, help="size of each format's folder in MB")
+    parser.add_argument("--formats", default="npy,png,dicom")
+    parser.add_argument("--repeat", type=int, default=1, help="best of this many runs per method")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        keys = {8: tmp / "k8.key", 16: tmp / "k16.key"}
+        medveil.generate_key("intensity", levels=50).save(keys[8])
+        medveil.generate_key("intensity", bits=16, signed=True, levels=300).save(keys[16])
+        one = tmp / "one.png"
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(one)
+        cold = min(timed(lambda: run_cli("obfuscate", "--key", str(keys[8]), "--burned-in-text", "off", str(one),
+                                         str(tmp / f"one-out{i}.png"))) for i in range(3))
+        print(f"cold start, one 64x64 PNG through `medveil obfuscate`: {cold:.2f} s wall (best of 3)")
+        for fmt in args.formats.split(","):
+            src = tmp / fmt
+            count = make_folder(src, fmt, args.mb, rng)
+            size = sum(p.stat().st_size for p in src.iterdir()) / 2**20
+            key = str(keys[16 if fmt == "dicom" else 8])
+            methods = {
+                "copy": lambda dst: plain_copy(src, dst, fmt),
+                "medveil, 1 process": lambda dst: run_cli("obfuscate", "--key", key, "--no-progress",
+                                                          "--burned-in-text", "off", str(src), str(dst)),
+                "medveil --workers 2": lambda dst: run_cli("obfuscate", "--key", key, "--no-progress", "--workers", "2",
+                                                           "--burned-in-text", "off", str(src), str(dst)),
+                "medveil Dask local, 2 workers": lambda dst: run_cli(
+                    "obfuscate", "--key", key, "--no-progress", "--workers", "2", "--scheduler", "local",
+                    "--burned-in-text", "off", str(src), str(dst)),
+            }
+            print(f"\n{fmt}: {count} files, {size:.0f} MB")
+            times = {}
+            for name, method in methods.items():
+                best = float("inf")
+                for r in range(args.repeat):
+                    dst = tmp / f"{fmt}-{len(times)}-{r}"
+                    best = min(best, timed(lambda: method(dst)))
+                    shutil.rmtree(dst)
+                times[name] = best
+                print(f"  {name:32s} {best:7.2f} s  {size / best:7.1f} MB/s  {times['copy'] / best:5.2f}x copy")
+            shutil.rmtree(src)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Folder runs on a Dask distributed cluster (LocalCluster on loopback, 2 worker processes)."""
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import medveil
+from medveil.io import obfuscate_tree
+from medveil.io.batch import MANIFEST
+
+distributed = pytest.importorskip("distributed")
+
+
+def make_scans(root, rng, n, size=24):
+    for i in range(n):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(folder / f"img{i:03d}.png")
+    return root
+
+
+def outputs(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def manifest_records(root):
+    records = [json.loads(line) for line in (root / MANIFEST).read_text().splitlines()[1:]]
+    return sorted((r["source"], r["sha256"], r["output_sha256"]) for r in records)
+
+
+def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng, 8)
+    scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
+    local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    remote = obfuscate_tree(scans, tmp_path / "dask", scheme, workers=2, progress=False, burned_in_text="off",
+                            scheduler="local")
+    assert local.ok and remote.ok and sorted(remote.done) == sorted(local.done)
+    assert outputs(tmp_path / "dask") == outputs(tmp_path / "local")
+    assert manifest_records(tmp_path / "dask") == manifest_records(tmp_path / "local")
+    again = obfuscate_tree(scans, tmp_path / "dask", scheme, workers=2, progress=False, burned_in_text="off",
+                           scheduler="local")
+    assert not again.done and len(again.skipped) == 8  # resumes as a local run does
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract to make each file take long enough")
+def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng, 12, size=96)
+    scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        result = {}
+        run = threading.Thread(target=lambda: result.update(report=obfuscate_tree(
+            scans, tmp_path / "out", scheme, progress=False, burned_in_text="refuse",  # OCR: ~0.2 s a file
+            scheduler=cluster.scheduler_address)))
+        run.start()
+        manifest = tmp_path / "out" / MANIFEST
+        deadline = time.monotonic() + 120
+        while not (manifest.exists() and len(manifest.read_text().splitlines()) > 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(pids[0], signal.SIGKILL)  # mid-run: some files done, most not
+        run.join(timeout=300)
+    report = result["report"]
+    assert report.ok and len(report.done) == 12, report.failed
+    records = manifest_records(tmp_path / "out")
+    assert len(records) == 12 and len({r[0] for r in records}) == 12
+    assert not list((tmp_path / "out").rglob(".medveil-tmp*"))
+    local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    assert local.ok and outputs(tmp_path / "out") == outputs(tmp_path / "local")
