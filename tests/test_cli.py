@@ -87,10 +87,18 @@ def test_samples_and_inspect(tmp_path):
     assert info["bits"] == 16 and info["dtype"] == "int16" and "--signed" in info["keygen"]
 
 
-def test_importing_medveil_and_its_cli_leaves_torch_unloaded():
-    # torch takes about a second to import; a keygen or an intensity run should not pay for it
-    code = "import sys, medveil, medveil.cli; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+def test_obfuscating_a_png_loads_no_library_it_does_not_use(tmp_path, rng):
+    # torch takes about a second to import, numba's kernel 1-1.5 s, pydicom and SciPy a few tenths: a keygen or
+    # an intensity run on a PNG should pay for none of them
+    scans = make_scans(tmp_path / "scans", rng, n=1)
+    medveil("keygen", "--levels", 50, "-o", tmp_path / "k.key")
+    code = ("import sys; from medveil.cli import app; sys.argv = ['medveil', 'obfuscate', '--key', sys.argv[1], "
+            "'--burned-in-text', 'off', sys.argv[2], sys.argv[3]]\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'numba', 'pydicom', 'nibabel', 'scipy', 'distributed') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, tmp_path / "k.key", scans / "s0.png", tmp_path / "o.png"],
+                          capture_output=True, text=True, check=True)
+    assert (tmp_path / "o.png").is_file() and done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
 def test_paths_the_os_refuses_end_in_one_line(tmp_path, rng):

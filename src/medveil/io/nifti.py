@@ -1,20 +1,28 @@
-"""NIfTI-1/2 (``.nii``, ``.nii.gz``) with nibabel: stored values in, same affine and header out."""
+"""NIfTI-1/2 (``.nii``, ``.nii.gz``) with nibabel: stored values in, same affine and header out.
+
+nibabel loads on the first NIfTI file, so that commands on other formats start without it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from medveil.errors import InputError
 from medveil.io.image import Format, MedicalImage, register_format
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 # Free-text header fields where a site may have written identifying notes.
 _TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 
 
 def read_nifti(path: Path) -> MedicalImage:
+    import nibabel as nib
+
     img = nib.load(path)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"not a NIfTI image ({type(img).__name__})")
