@@ -171,19 +171,28 @@ class StructuralChosenPlaintext(Attack):
         return self
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        from scipy.ndimage import map_coordinates
-
         if self.positions is None:
             raise RuntimeError("fit the attack first")
-        centres = (np.arange(self.raster) + 0.5) * self.size / self.raster  # in input pixel units
-        source = np.interp(centres, np.arange(self.size + 1), self.positions) - 0.5  # in output pixels
-        rows, cols = np.meshgrid(source, source, indexing="ij")
-        colour = obfuscated.ndim == 4
-        planes = obfuscated if colour else obfuscated[..., None]
-        out = np.stack([np.stack([map_coordinates(img[..., c].astype(np.float64), [rows, cols], order=1, mode="nearest")
-                                  for c in range(planes.shape[-1])], axis=-1) for img in planes])
-        out = np.clip(out.round(), 0, 255).astype(np.uint8)
-        return out if colour else out[..., 0]
+        return undo_warp(obfuscated, self.positions, self.size, self.raster)
+
+
+def undo_warp(obfuscated: np.ndarray, positions: np.ndarray, size: int, raster: int) -> np.ndarray:
+    """Resample structural output through the inverse of a measured warp.
+
+    ``positions[x]``: where input coordinate ``x`` (0..``size``) lands, in output pixels; one map
+    serves both axes. ``obfuscated``: ``(n, raster, raster[, 3])`` uint8; returns the same shape.
+    """
+    from scipy.ndimage import map_coordinates
+
+    centres = (np.arange(raster) + 0.5) * size / raster  # in input pixel units
+    source = np.interp(centres, np.arange(size + 1), positions) - 0.5  # in output pixels
+    rows, cols = np.meshgrid(source, source, indexing="ij")
+    colour = obfuscated.ndim == 4
+    planes = obfuscated if colour else obfuscated[..., None]
+    out = np.stack([np.stack([map_coordinates(img[..., c].astype(np.float64), [rows, cols], order=1, mode="nearest")
+                              for c in range(planes.shape[-1])], axis=-1) for img in planes])
+    out = np.clip(out.round(), 0, 255).astype(np.uint8)
+    return out if colour else out[..., 0]
 
 
 def chosen_plaintext_attack(scheme: str, params: Mapping[str, Any], refine: bool = False,

@@ -10,8 +10,12 @@
   (``255 - p == p`` never holds); positions the pairs show only as 127/128 ties keep no negation.
 * ``skk-smooth``: per position, the least-squares affine map from the obfuscated value to the
   plain one over the pairs (constant positions get the pairs' mean there).
+* ``structural``: the keyed warp moves every boundary along both axes by one monotone map, so the
+  pairs' row and column intensity profiles (plain, resized to the input size, against obfuscated)
+  are aligned by dynamic time warping; the alignment is the map, and resampling through its
+  inverse undoes it (as the chosen-plaintext attack does with crafted images).
 
-All take grayscale 8-bit pairs ``(k, H, W)``.
+All take grayscale 8-bit pairs ``(k, H, W)``, structural colour too.
 """
 
 from __future__ import annotations
@@ -77,6 +81,57 @@ class KnownPairsBlockKey(Attack):
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, 1)
 
 
+def monotone_alignment(cost: np.ndarray) -> np.ndarray:
+    """For each row ``i`` of ``cost`` ``(n, m)``, the mean column a least-cost monotone path from
+    ``(0, 0)`` to ``(n-1, m-1)`` visits (dynamic time warping)."""
+    n, m = cost.shape
+    total = np.full((n + 1, m + 1), np.inf)
+    total[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            total[i, j] = cost[i - 1, j - 1] + min(total[i - 1, j], total[i, j - 1], total[i - 1, j - 1])
+    i, j, visited = n, m, [[] for _ in range(n)]
+    while i > 0 and j > 0:
+        visited[i - 1].append(j - 1)
+        step = int(np.argmin([total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]]))
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    return np.array([np.mean(columns) for columns in visited])
+
+
+class KnownPairsWarp(Attack):
+    """The structural scheme's coordinate warp from the leaked pairs' intensity profiles (see the module docstring)."""
+
+    name = NAME
+
+    def __init__(self, size: int, raster: int):
+        self.size, self.raster = size, raster
+        self.positions: np.ndarray | None = None
+
+    def fit(self, view: AttackerView) -> "KnownPairsWarp":
+        from medveil.data import resize_images
+
+        plain, obfuscated = view.require_pairs(self.name)
+
+        def profiles(images: np.ndarray) -> np.ndarray:  # row and column means, standardised
+            gray = images.mean(axis=-1) if images.ndim == 4 else images.astype(np.float64)
+            both = np.concatenate([gray.mean(axis=1), gray.mean(axis=2)])
+            return (both - both.mean(axis=1, keepdims=True)) / (both.std(axis=1, keepdims=True) + 1e-9)
+
+        given, seen = profiles(resize_images(plain, self.size)), profiles(obfuscated)
+        centres = monotone_alignment(((given[:, :, None] - seen[:, None, :]) ** 2).sum(axis=0)) + 0.5
+        positions = np.interp(np.arange(self.size + 1), np.arange(self.size) + 0.5, centres)
+        positions[0], positions[-1] = 0.0, float(self.raster)
+        self.positions = np.maximum.accumulate(positions)
+        return self
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        from medveil.attacks.chosen_plaintext import undo_warp
+
+        if self.positions is None:
+            raise RuntimeError("fit the attack first")
+        return undo_warp(obfuscated, self.positions, self.size, self.raster)
+
+
 class KnownPairsPositions(Attack):
     """Per-position maps from the leaked pairs: exact negations (``affine=False``) or affine fits."""
 
@@ -110,6 +165,8 @@ class KnownPairsPositions(Attack):
 
 def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
     """The known-pairs attack for ``scheme`` with its public ``params``."""
+    if scheme == "structural":
+        return KnownPairsWarp(params["size"], params["raster"])
     if params.get("channels", 1) != 1 or params.get("bits", 8) != 8:
         raise InputError("the known-pairs attacks handle grayscale 8-bit keys")
     if scheme in ("intensity", "vae"):
@@ -122,6 +179,7 @@ def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
 
 
 register_attack(AttackSpec(
-    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth"),
+    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth", "structural"),
     lambda scheme, params, epochs, progress: known_pairs_attack(scheme, params),
-    "reads the key's effect off k leaked (plain, obfuscated) pairs: code table, Tanaka block key, SKK negations"))
+    "reads the key's effect off k leaked (plain, obfuscated) pairs: code table, Tanaka block key, SKK negations, "
+    "structural warp"))
