@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import json
 import time
 import zipfile
 
@@ -332,6 +333,9 @@ def test_a_16_bit_ct_folder_goes_through_upload_train_and_predict(tmp_path, rng)
         trained = runner.invoke(app, common + ["train", dataset_id, "--epochs", "2", "--wait"])
         assert trained.exit_code == 0, trained.output
         model_id = trained.output.split("model ")[-1].split()[0].strip(",.")
+        job_id = trained.output.split()[1].rstrip(":")
+        status = json.loads(runner.invoke(app, common + ["status", "--json", job_id]).output)
+        assert status["status"] == "done" and status["model_id"] == model_id
         predicted = runner.invoke(app, common + ["predict", model_id, str(scans / "lesion" / "0.npy"),
                                                  str(scans / "clear" / "0.npy")])
         assert predicted.exit_code == 0 and predicted.output.count("(p=") == 2, predicted.output
