@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -21,9 +22,10 @@ MEDVEIL = Path(sys.executable).with_name("medveil")
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("build") / "plugin"
+    shutil.copytree(PLUGIN, source)  # setuptools builds in the source folder: keep tests/ clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(PLUGIN)], check=True, cwd=build,
+                    "--no-index", "--target", str(target), str(source)], check=True, cwd=source,
                    env={**os.environ, "PIP_NO_CACHE_DIR": "1"})
     return target
 

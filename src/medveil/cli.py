@@ -104,7 +104,8 @@ def _new_passphrase() -> str:
 @_clean_errors
 def keygen(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Key file to create (mode 0600; never overwritten)."),
-    scheme: str = typer.Option("intensity", help=f"Scheme: {', '.join(available_schemes())}."),
+    scheme: str = typer.Option("intensity", help="A registered scheme (`medveil keygen --list` shows each with its "
+                                                 "parameters)."),
     levels: Optional[int] = typer.Option(None, help="intensity: N distinct output values (default 2**bits: bijective)."),
     bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
     signed: Optional[bool] = typer.Option(None, "--signed/--unsigned", help="intensity: the stored values are signed (CT)."),
@@ -240,7 +241,7 @@ def compare(
 ):
     """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
     from medveil import metrics
-    from medveil.figures import image_grid, middle_plane
+    from medveil.figures import image_grid
 
     if originals.is_file():
         rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]
@@ -266,7 +267,7 @@ def compare(
             writer.writerows(rows)
     if figure and rows:
         shown = pairs[:examples]
-        grid = [[middle_plane(read_image(a)), middle_plane(read_image(b))] for a, b in shown]
+        grid = [[read_image(a).middle_plane(), read_image(b).middle_plane()] for a, b in shown]
         labels = [f"{Path(a).name}\nSSIM {r['ssim']:.3f}" for (a, _), r in zip(shown, rows)]
         image_grid(grid, ["original", label], labels, figure)
         typer.echo(f"figure: {figure}")
@@ -284,14 +285,13 @@ app.add_typer(evaluate_app, name="evaluate")
 
 def _parse_sweep(text: str, scheme: str) -> tuple[str, list]:
     """``block=1,3,4`` -> ``("block", [1, 3, 4])``, each value parsed as ``scheme`` declares the parameter."""
-    from medveil.plugins import parse_assignments
+    from medveil.plugins import declared_parameter
 
     name, sep, values = text.partition("=")
     if not sep or not name:
         raise typer.BadParameter(f"expected NAME=V1,V2,..., got {text!r}")
-    declared = scheme_class(scheme).parameters
-    return name.strip(), [parse_assignments([f"{name.strip()}={v.strip()}"], declared, scheme)[name.strip()]
-                          for v in values.split(",") if v.strip()]
+    parameter = declared_parameter(scheme_class(scheme).parameters, name.strip(), scheme)
+    return parameter.name, [parameter.parse(v.strip(), scheme) for v in values.split(",") if v.strip()]
 
 
 def _command_line() -> str | None:

@@ -11,14 +11,6 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medveil.io import MedicalImage  # noqa: E402
-
-
-def middle_plane(image: MedicalImage) -> np.ndarray:
-    """The middle 2-D plane of an image, ``(H, W)`` or ``(H, W, C)``, for display."""
-    planes = image.planes()
-    return planes[len(planes) // 2]
-
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], row_titles: Sequence[str],
                path: Path, title: str | None = None) -> Path:

@@ -7,10 +7,12 @@ it brings (with :func:`medveil.schemes.register`, :func:`medveil.attacks.registe
     [project.entry-points."medveil.schemes"]
     toy = "medveil_toy.scheme"
 
-Each registry loads its group the first time it is imported, so ``keygen``, ``obfuscate``,
-``evaluate``, ``attack`` and ``bench`` see plugins like built-ins. A plugin that fails to import,
-or registers a name already taken, is left out with a one-line :class:`PluginWarning`; it never
-stops medveil.
+Each registry loads its group the first time it is asked for a name it does not hold or for
+everything it holds, so ``keygen``, ``obfuscate``, ``evaluate``, ``attack`` and ``bench`` see plugins
+like built-ins, while a run that names a built-in never scans the installed packages. Built-ins are
+registered on import, before any lookup, so a plugin cannot take their names. A plugin that fails
+to import, or registers a name already taken, is left out with a one-line :class:`PluginWarning`;
+it never stops medveil.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named things of one kind (schemes, attacks, models): a name is taken once; an unknown one is a one-line error.
 
-    ``missing`` is the :class:`~medveil.errors.MedveilError` subclass raised for an unknown name.
+    ``missing`` is the :class:`~medveil.errors.MedveilError` subclass raised for an unknown name;
+    ``group`` the entry-point group whose plugins join on first need (see the module docstring).
     """
 
-    def __init__(self, kind: str, missing: type[MedveilError] = ParameterError):
-        self.kind, self.missing = kind, missing
+    def __init__(self, kind: str, group: str, missing: type[MedveilError] = ParameterError):
+        self.kind, self.group, self.missing = kind, group, missing
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
@@ -66,18 +69,19 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
 
     def __getitem__(self, name: str) -> T:
+        if name not in self._items:
+            load_plugins(self.group)
         try:
             return self._items[name]
         except KeyError:
             raise self.missing(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}") from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
     def __iter__(self) -> Iterator[T]:
-        return iter(self._items.values())
+        load_plugins(self.group)
+        return iter(list(self._items.values()))
 
     def names(self) -> list[str]:
+        load_plugins(self.group)
         return sorted(self._items)
 
 
@@ -110,18 +114,23 @@ class Parameter:
         raise ParameterError(f"{owner}: {self.name} must be a {self.type.__name__}, got {text!r}")
 
 
+def declared_parameter(declared: Sequence[Parameter], name: str, owner: str) -> Parameter:
+    """The parameter ``name`` of ``declared``; :class:`ParameterError` naming the others if there is none."""
+    for parameter in declared:
+        if parameter.name == name:
+            return parameter
+    known = ", ".join(p.name for p in declared) or "none"
+    raise ParameterError(f"{owner} has no parameter {name!r} (its parameters: {known})")
+
+
 def parse_assignments(assignments: Sequence[str], declared: Sequence[Parameter], owner: str) -> dict[str, Any]:
     """``["levels=50", "bits=12"]`` -> ``{"levels": 50, "bits": 12}`` by ``declared``'s types."""
-    by_name = {p.name: p for p in declared}
     values: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         if not sep:
             raise ParameterError(f"{owner}: parameters are given as name=value, got {assignment!r}")
-        if name not in by_name:
-            known = ", ".join(by_name) or "none"
-            raise ParameterError(f"{owner} has no parameter {name!r} (its parameters: {known})")
-        values[name] = by_name[name].parse(text, owner)
+        values[name] = declared_parameter(declared, name, owner).parse(text, owner)
     return values
 
 

@@ -7,7 +7,7 @@ Importing this package registers every built-in attack:
 - known-pairs: known-pairs;
 - oracle: chosen-plaintext (and its U-Net refinement), learned-reconstruction;
 
-then those of installed plugins (entry point group ``medveil.attacks``).
+then, on first need, those of installed plugins (entry point group ``medveil.attacks``).
 """
 
 from medveil.attacks.base import (
@@ -44,9 +44,6 @@ from medveil.attacks.minimum_difference import MinimumDifference
 from medveil.attacks.position_correlation import PositionCorrelation
 from medveil.attacks.reconstruction import LearnedReconstruction, attacker_training
 from medveil.attacks.slot_correlation import SlotCorrelation
-from medveil.plugins import load_plugins
-
-load_plugins("medveil.attacks")  # after the built-ins: a plugin cannot take their names
 
 __all__ = [
     "ATTACKER_DATA",

@@ -181,6 +181,28 @@ class ValueTableAttack(Attack):
         return self.table[obfuscated].clip(0, 255).round().astype(np.uint8)
 
 
+class PositionMapAttack(Attack):
+    """An attack that ends in one affine map per pixel position, ``slope * obfuscated + offset``.
+
+    :meth:`fit` sets :attr:`slope` and :attr:`offset` (float ``(H, W)``, e.g. with
+    :meth:`undo_negations`); :meth:`reconstruct` applies them to images of that size.
+    """
+
+    slope: np.ndarray | None = None
+    offset: np.ndarray | None = None
+
+    def undo_negations(self, negated: np.ndarray) -> None:
+        """The map that undoes negating the positions where ``negated`` (bool ``(H, W)``) is set."""
+        self.slope, self.offset = np.where(negated, -1.0, 1.0), np.where(negated, 255.0, 0.0)
+
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        if self.slope is None:
+            raise RuntimeError("fit the attack first")
+        if obfuscated.shape[-2:] != self.slope.shape:
+            raise InputError(f"{self.name} was fitted on {self.slope.shape} images, got {obfuscated.shape[-2:]}")
+        return (self.slope * obfuscated + self.offset).clip(0, 255).round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """One registered attack: its threat model, where it applies, and how to make it.
@@ -216,7 +238,7 @@ class AttackSpec:
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)
 
 
-_ATTACKS: Registry[AttackSpec] = Registry("attack", InputError)
+_ATTACKS: Registry[AttackSpec] = Registry("attack", "medveil.attacks", InputError)
 
 
 def register_attack(spec: AttackSpec) -> AttackSpec:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from medveil.attacks.base import Attack, AttackerView, AttackSpec, ValueTableAttack, register_attack
+from medveil.attacks.base import Attack, AttackerView, AttackSpec, PositionMapAttack, ValueTableAttack, register_attack
 from medveil.errors import InputError, SchemeMismatchError
 
 DOMAIN = 256
@@ -132,21 +132,18 @@ class KnownPairsWarp(Attack):
         return undo_warp(obfuscated, self.positions, self.size, self.raster)
 
 
-class KnownPairsPositions(Attack):
+class KnownPairsPositions(PositionMapAttack):
     """Per-position maps from the leaked pairs: exact negations (``affine=False``) or affine fits."""
 
     name = NAME
 
     def __init__(self, affine: bool):
         self.affine = affine
-        self.slope: np.ndarray | None = None
-        self.offset: np.ndarray | None = None
 
     def fit(self, view: AttackerView) -> "KnownPairsPositions":
         plain, obfuscated = (a.astype(np.float64) for a in view.require_pairs(self.name))
         if not self.affine:
-            negated = (plain != obfuscated).any(axis=0)
-            self.slope, self.offset = np.where(negated, -1.0, 1.0), np.where(negated, 255.0, 0.0)
+            self.undo_negations((plain != obfuscated).any(axis=0))
             return self
         o_mean, p_mean = obfuscated.mean(axis=0), plain.mean(axis=0)
         variance = ((obfuscated - o_mean) ** 2).mean(axis=0)
@@ -154,13 +151,6 @@ class KnownPairsPositions(Attack):
         self.slope = np.divide(covariance, variance, out=np.zeros_like(variance), where=variance > 0)
         self.offset = p_mean - self.slope * o_mean
         return self
-
-    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.slope is None:
-            raise RuntimeError("fit the attack first")
-        if obfuscated.shape[-2:] != self.slope.shape:
-            raise InputError(f"{self.name} was fitted on {self.slope.shape} images, got {obfuscated.shape[-2:]}")
-        return (self.slope * obfuscated + self.offset).clip(0, 255).round().astype(np.uint8)
 
 
 def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import eigsh
 
-from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
+from medveil.attacks.base import AttackerView, AttackSpec, PositionMapAttack, register_attack
 from medveil.errors import InputError
 
 
@@ -45,13 +45,10 @@ def negation_signs(codes: np.ndarray) -> np.ndarray:
     return negated.reshape(h, w)
 
 
-class PositionCorrelation(Attack):
+class PositionCorrelation(PositionMapAttack):
     """Recover SKK's per-position negation from the service's set (see the module docstring)."""
 
     name = "position-correlation"
-
-    def __init__(self):
-        self.negated: np.ndarray | None = None
 
     def fit(self, view: AttackerView) -> "PositionCorrelation":
         codes = view.require_obfuscated_set(self.name)
@@ -60,15 +57,8 @@ class PositionCorrelation(Attack):
         negated = negation_signs(codes)
         target = float(view.own.mean()) if view.own.size else 0.0
         means = [float(np.where(option, 255 - codes, codes).mean()) for option in (negated, ~negated)]
-        self.negated = negated if abs(means[0] - target) <= abs(means[1] - target) else ~negated
+        self.undo_negations(negated if abs(means[0] - target) <= abs(means[1] - target) else ~negated)
         return self
-
-    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.negated is None:
-            raise RuntimeError("fit the attack first")
-        if obfuscated.shape[-2:] != self.negated.shape:
-            raise InputError(f"{self.name} was fitted on {self.negated.shape} images, got {obfuscated.shape[-2:]}")
-        return obfuscated ^ (self.negated.astype(np.uint8) * 255)
 
 
 def _create(scheme: str, params: Mapping[str, Any], epochs: int, progress: bool) -> PositionCorrelation:

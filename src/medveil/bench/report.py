@@ -70,6 +70,10 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         entry["strongest"] = max(attacks, key=lambda a: float(a["ssim"]), default=None)
         entry["by_capability"] = {cap: max((a for a in attacks if a.get("capability") == cap),
                                            key=lambda a: float(a["ssim"]), default=None) for cap in CAPABILITIES}
+        entry["linked"] = {cap: _strongest_linkage([a for a in attacks if a.get("capability") == cap])
+                           for cap in CAPABILITIES}
+        entry["verdicts"] = {cap: _card_verdict(best, entry["linked"][cap])
+                             for cap, best in entry["by_capability"].items() if best}
         rows.append(entry)
     return rows
 
@@ -114,8 +118,8 @@ def _card_text(entry: dict) -> str:
     """The verdict of the strongest attack over every threat model, then the strongest in each."""
     if entry["setting"].scheme == "plain":
         return "nothing hidden (the baseline)"
-    per = [f"{cap}: {_card_verdict(b, _strongest_linkage([a for a in entry['attacks'] if a.get('capability') == cap]))}"
-           f" (SSIM {float(b['ssim']):.2f})" for cap, b in entry["by_capability"].items() if b]
+    per = [f"{cap}: {level} (SSIM {float(entry['by_capability'][cap]['ssim']):.2f})"
+           for cap, level in entry["verdicts"].items()]
     return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
 
 
@@ -146,17 +150,15 @@ def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
     """
     cards = []
     for e in rows:
-        for cap, best in e["by_capability"].items():
-            if best is None:
-                continue
-            linked = _strongest_linkage([a for a in e["attacks"] if a.get("capability") == cap])
+        for cap, level in e["verdicts"].items():
+            best, linked = e["by_capability"][cap], e["linked"][cap]
             cards.append({"dataset": dataset, "scheme": e["setting"].scheme, "params": e["setting"].params_text,
                           "capability": cap, "attack": best["attack"], "attacker_data": best["attacker_data"],
                           "queries": best["queries"], "ssim": best["ssim"], "psnr": best["psnr"],
                           "ms_ssim": best.get("ms_ssim", ""),
                           "linkage_top1": linked["linkage_top1"] if linked else "",
                           "linkage_chance": linked["linkage_chance"] if linked else "",
-                          "verdict": _card_verdict(best, linked)})
+                          "verdict": level})
     write_csv(path, cards, CARD_COLUMNS)
 
 

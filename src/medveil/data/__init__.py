@@ -10,7 +10,7 @@ _HOMES = {
     "ImageDataset": "datasets", "group_split": "datasets", "load_br35h": "datasets", "load_dataset": "datasets",
     "load_folder": "datasets", "load_image": "datasets", "near_duplicate_groups": "datasets",
     "pseudo_colour": "datasets", "resize_images": "datasets", "save_split": "datasets", "split_summary": "datasets",
-    "copy_samples": "samples", "package_path": "samples", "ObfuscatedFolder": "folder",
+    "load_mask": "datasets", "copy_samples": "samples", "package_path": "samples", "ObfuscatedFolder": "folder",
 }
 
 __all__ = sorted(_HOMES)

@@ -93,7 +93,7 @@ def _read_plane(path: Path, size: int, rgb: bool, stored: bool) -> tuple[np.ndar
     (any integer type: 12- and 16-bit CT/MR keep their values), resized bilinearly with anti-aliasing.
     """
     image = read_image(path)
-    plane = image.planes()[len(image.planes()) // 2]
+    plane = image.middle_plane()
     gray = _to_8bit(plane, image.channel_axis, "L")
     if not stored:
         return _resized(_to_8bit(plane, image.channel_axis, "RGB") if rgb else gray, size), gray
@@ -109,6 +109,18 @@ def _read_plane(path: Path, size: int, rgb: bool, stored: bool) -> tuple[np.ndar
 def load_image(path: Path, size: int, rgb: bool = False, stored: bool = False) -> np.ndarray:
     """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), or its stored samples, ``size``×``size``."""
     return _read_plane(Path(path), size, rgb, stored)[0]
+
+
+def load_mask(path: Path, size: int) -> np.ndarray:
+    """A label map (class indices 0-255 in one grayscale plane) from any file medveil reads, resized to
+    ``size``×``size`` by nearest neighbour, uint8."""
+    from skimage.transform import resize
+
+    image = read_image(path)
+    plane = image.middle_plane()
+    if image.channel_axis is not None or plane.dtype.kind not in "iu" or plane.min() < 0 or plane.max() > 255:
+        raise InputError(f"{path}: a mask holds class indices 0-255 in one grayscale plane")
+    return resize(plane, (size, size), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:

@@ -254,15 +254,10 @@ class Manifest:
             os.fsync(fh.fileno())  # the record never claims an output the disk may not hold
 
 
-_worker_scheme: Scheme | None = None  # set once per worker process
-
-
-def _init_worker(key: Key, parent: int) -> None:
-    global _worker_scheme
+def _init_worker(parent: int) -> None:
     import numba
 
     numba.set_num_threads(1)  # parallelism comes from the processes
-    _worker_scheme = from_key(key)
 
     def exit_with_parent() -> None:  # a SIGKILLed run must not leave its workers behind
         while os.getppid() == parent:
@@ -293,17 +288,13 @@ def _run_lock(dst: Path) -> Iterator[None]:
         yield
 
 
-def _obfuscate_in_worker(src: Path, dst: Path, burned_in_text: str) -> None:
-    obfuscate_file(src, dst, _worker_scheme, overwrite=True, burned_in_text=burned_in_text)
+_worker_schemes: dict[str, Scheme] = {}  # per worker process (pool or Dask): each key's scheme, made once
 
 
-_dask_schemes: dict[str, Scheme] = {}  # per Dask worker process: the scheme of each key it was sent, made once
-
-
-def _obfuscate_on_dask(key: Key, src: str, dst: str, burned_in_text: str) -> None:
-    if key.fingerprint not in _dask_schemes:
-        _dask_schemes[key.fingerprint] = from_key(key)
-    obfuscate_file(Path(src), Path(dst), _dask_schemes[key.fingerprint], overwrite=True, burned_in_text=burned_in_text)
+def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> None:
+    if key.fingerprint not in _worker_schemes:
+        _worker_schemes[key.fingerprint] = from_key(key)
+    obfuscate_file(Path(src), Path(dst), _worker_schemes[key.fingerprint], overwrite=True, burned_in_text=burned_in_text)
 
 
 @contextmanager
@@ -341,7 +332,7 @@ def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_i
 
     key = client.scatter(scheme.key, broadcast=True, hash=False)
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(_obfuscate_on_dask, key, str(s), str(d), burned_in_text, pure=False,
+    futures = {client.submit(_obfuscate_in_worker, key, str(s), str(d), burned_in_text, pure=False,
                              key=f"medveil-obfuscate-{run}-{i}"): i for i, (s, d) in enumerate(jobs)}
     for future in as_completed(futures):
         index = futures.pop(future)  # released: a worker lost later is not made to redo a finished file
@@ -437,8 +428,9 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         else:
             context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(scheme.key, os.getpid())) as pool:
-                futures = {pool.submit(_obfuscate_in_worker, src / item[0], dst / item[2], burned_in_text): item for item in todo}
+                                     initargs=(os.getpid(),)) as pool:
+                futures = {pool.submit(_obfuscate_in_worker, scheme.key, src / item[0], dst / item[2], burned_in_text): item
+                           for item in todo}
                 for future in as_completed(futures):
                     finish(futures[future], future.exception())
         bar.close()

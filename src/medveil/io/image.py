@@ -58,6 +58,11 @@ class MedicalImage:
         plane_dims = 3 if self.channel_axis is not None else 2
         return self.pixels.reshape((-1,) + self.pixels.shape[-plane_dims:])
 
+    def middle_plane(self) -> np.ndarray:
+        """The middle 2-D plane of :meth:`planes`, ``(H, W)`` or ``(H, W, C)``: a volume's central slice."""
+        planes = self.planes()
+        return planes[len(planes) // 2]
+
     def display_planes(self) -> np.ndarray:
         """:meth:`planes` turned as a viewer shows them (NIfTI slices rotated so anterior is up)."""
         planes = self.planes()

@@ -88,7 +88,7 @@ class ModelSpec:
     summary: str
 
 
-_MODELS: Registry[ModelSpec] = Registry("model")
+_MODELS: Registry[ModelSpec] = Registry("model", "medveil.models")
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:

@@ -1,6 +1,4 @@
-"""Obfuscation schemes. Importing this package registers every built-in scheme, then plugins' (entry points)."""
-
-from medveil.plugins import load_plugins
+"""Obfuscation schemes. Importing this package registers every built-in scheme; plugins' join on first need."""
 
 from medveil.schemes.base import (
     Scheme,
@@ -33,5 +31,3 @@ __all__ = [
     "register",
     "scheme_class",
 ]
-
-load_plugins("medveil.schemes")  # after the built-ins: a plugin cannot take their names

@@ -17,7 +17,7 @@ from medveil.errors import InputError, ParameterError
 from medveil.keys import Key
 from medveil.plugins import Parameter, Registry
 
-_REGISTRY: Registry[type["Scheme"]] = Registry("scheme")
+_REGISTRY: Registry[type["Scheme"]] = Registry("scheme", "medveil.schemes")
 
 
 class Scheme(ABC):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medveil.keys import Key
+from medveil.report import slug
 from medveil.schemes.base import Scheme, from_key, generate_key, scheme_class
 
 
@@ -39,8 +40,6 @@ class Setting:
     @property
     def slug(self) -> str:
         """One file-name stem for the setting (``intensity-levels50``), the same in every report."""
-        from medveil.report import slug
-
         return slug(self.scheme, self.params_text.replace(";", "-"))
 
     @property

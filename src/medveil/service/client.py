@@ -19,9 +19,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from medveil.data import ImageDataset, load_folder, load_image
+from medveil.data import ImageDataset, load_folder, load_image, load_mask
 from medveil.errors import InputError, MedveilError, SchemeMismatchError
-from medveil.io import read_image
 from medveil.io.batch import walk
 from medveil.io.image import is_supported
 from medveil.keys import Key
@@ -107,7 +106,7 @@ class Client:
         if not files:
             raise InputError(f"{images_dir}: no images")
         images = self.read_images([Path(images_dir) / rel for rel in files], size)
-        masks = np.stack([read_mask(Path(masks_dir) / rel, size) for rel in files])
+        masks = np.stack([load_mask(Path(masks_dir) / rel, size) for rel in files])
         return self.upload_segmentation(images, masks, name or Path(images_dir).name)
 
     @property
@@ -156,13 +155,3 @@ class Client:
                 p["mask"] = np.asarray(Image.open(io.BytesIO(base64.b64decode(p.pop("mask_png")))))
         return predictions
 
-
-def read_mask(path: Path, size: int) -> np.ndarray:
-    """A label map from any image file medveil reads, resized to ``size``×``size`` by nearest neighbour, uint8."""
-    from skimage.transform import resize
-
-    image = read_image(path)
-    plane = image.planes()[len(image.planes()) // 2]
-    if image.channel_axis is not None or plane.dtype.kind not in "iu" or plane.min() < 0 or plane.max() > 255:
-        raise InputError(f"{path}: a mask holds class indices 0-255 in one grayscale plane")
-    return resize(plane, (size, size), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
