@@ -1,19 +1,21 @@
 """A folder run against a plain copy, measured in one run: one process, ``--workers 2``, Dask local.
 
-    python benchmarks/bench_folder.py [--mb 200] [--formats npy,png,dicom] [--repeat 1]
+    python benchmarks/bench_folder.py [--mb 200,2000] [--formats npy,png,dicom] [--repeat 1]
 
-Makes, per format, a folder of about ``--mb`` MB (npy: 2048×2048 uint8 arrays; png: the same as
-PNG; dicom: copies of pydicom's 16-bit CT_small.dcm, many small files as a PACS export has), then
-times:
+Makes, per format and size, a folder of about that many MB (npy: 2048×2048 uint8 arrays; png: the
+same as PNG; dicom: 512×512 16-bit CT slices built on pydicom's CT_small.dcm, 0.5 MB each, many
+files as a PACS export has), then times:
 
 - ``copy``: the plain decode→encode copy in this process (np.load/np.save, Pillow, pydicom);
 - ``medveil obfuscate`` as a user runs it (a new process each, start-up included), with one
   process, ``--workers 2`` and ``--scheduler local --workers 2`` (a Dask LocalCluster);
 
-and prints each time and its speed as a ratio of the copy's (1.0 = as fast as copying). Burned-in
+and prints each time and its speed as a ratio of the copy's (1.0 = as fast as copying), and Dask's
+against ``--workers 2``. Burned-in
 text screening is off (``--burned-in-text off``): it runs Tesseract on every plane, which is what
 the other benchmark, bench_burned_in.py, measures. Also prints the cold start of ``medveil
-obfuscate`` on one small PNG.
+obfuscate`` on one small PNG, and the Dask LocalCluster's scheduling overhead per task (no-op
+tasks, submitted and gathered as the folder run does).
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ def make_folder(root: Path, fmt: str, megabytes: int, rng: np.random.Generator) 
     """Fill ``root`` with about ``megabytes`` MB of ``fmt`` files; returns the number of files."""
     root.mkdir(parents=True)
     if fmt == "dicom":
-        source = Path(get_testdata_file("CT_small.dcm"))
-        count = max(1, megabytes * 2**20 // source.stat().st_size)
+        slice_ = ct_slice(rng)
+        count = max(1, megabytes * 2**20 // len(slice_.PixelData))
         for i in range(count):
-            shutil.copyfile(source, root / f"ct{i:05d}.dcm")
+            slice_.InstanceNumber = i + 1
+            slice_.save_as(root / f"ct{i:05d}.dcm")
         return count
     side = 2048
     count = max(1, megabytes * 2**20 // side**2)
@@ -54,6 +57,28 @@ def make_folder(root: Path, fmt: str, megabytes: int, rng: np.random.Generator) 
         else:
             Image.fromarray(image).save(root / f"a{i:04d}.png")
     return count
+
+
+def ct_slice(rng: np.random.Generator) -> pydicom.Dataset:
+    """CT_small's header over a 512×512 int16 image (HU-like values in [-1024, 3071])."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    pixels = rng.integers(-1024, 3072, (512, 512)).astype(np.int16)
+    ds.Rows, ds.Columns, ds.BitsStored, ds.HighBit = 512, 512, 12, 11
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def scheduling_overhead(tasks: int = 2000) -> float:
+    """Seconds per no-op task on a 2-worker LocalCluster, submitted one by one and gathered as completed."""
+    from distributed import Client, LocalCluster, as_completed
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.gather(client.map(int, range(10), pure=False))  # workers warm
+        started = time.perf_counter()
+        for _ in as_completed([client.submit(int, i, pure=False) for i in range(tasks)]):
+            pass
+        return (time.perf_counter() - started) / tasks
 
 
 def plain_copy(src: Path, dst: Path, fmt: str) -> None:
@@ -79,7 +104,7 @@ def run_cli(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=200, help="size of each format's folder in MB")
+    parser.add_argument("--mb", default="200,2000", help="comma-separated folder sizes in MB, per format")
     parser.add_argument("--formats", default="npy,png,dicom")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs per method")
     args = parser.parse_args()
@@ -93,10 +118,12 @@ def main() -> None:
         Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(one)
         cold = min(timed(lambda: run_cli("obfuscate", "--key", str(keys[8]), "--burned-in-text", "off", str(one),
                                          str(tmp / f"one-out{i}.png"))) for i in range(3))
-        print(f"cold start, one 64x64 PNG through `medveil obfuscate`: {cold:.2f} s wall (best of 3)")
-        for fmt in args.formats.split(","):
+        print(f"cold start, one 64x64 PNG through `medveil obfuscate`: {cold:.2f} s wall (best of 3; goal <= 0.5)")
+        print(f"Dask LocalCluster scheduling overhead: {scheduling_overhead() * 1e3:.2f} ms per task (2 workers)")
+        summary = []
+        for fmt, megabytes in ((f, int(mb)) for f in args.formats.split(",") for mb in args.mb.split(",")):
             src = tmp / fmt
-            count = make_folder(src, fmt, args.mb, rng)
+            count = make_folder(src, fmt, megabytes, rng)
             size = sum(p.stat().st_size for p in src.iterdir()) / 2**20
             key = str(keys[16 if fmt == "dicom" else 8])
             methods = {
@@ -119,7 +146,16 @@ def main() -> None:
                     shutil.rmtree(dst)
                 times[name] = best
                 print(f"  {name:32s} {best:7.2f} s  {size / best:7.1f} MB/s  {times['copy'] / best:5.2f}x copy")
+            dask_vs_pool = times["medveil --workers 2"] / times["medveil Dask local, 2 workers"]
+            print(f"  Dask local / --workers 2: {dask_vs_pool:.2f}x; Dask overhead over the pool "
+                  f"{(times['medveil Dask local, 2 workers'] - times['medveil --workers 2']) / count * 1e3:.2f} ms per file")
+            best_medveil = max(times["copy"] / t for n, t in times.items() if n != "copy")
+            summary.append((fmt, size, best_medveil, dask_vs_pool))
             shutil.rmtree(src)
+        print("\nformat  MB     best medveil / copy   Dask / --workers 2   (goals: >= 0.7x copy at 200 MB, "
+              ">= 0.9x at 2 GB; Dask >= 0.9x the pool)")
+        for fmt, size, ratio, dask in summary:
+            print(f"{fmt:6s} {size:6.0f}  {ratio:5.2f}x                {dask:5.2f}x")
 
 
 if __name__ == "__main__":

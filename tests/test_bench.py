@@ -32,6 +32,7 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
 
     first = run_grid(data, PROFILE, tmp_path / "out", progress=False, compute=counting)
     assert len(first) == len(cells_of(PROFILE)) == 5
+    assert (tmp_path / "out" / "bench.secret").stat().st_mode & 0o777 == 0o600  # the cells' keys derive from it
     status = {(r["cell"].setting.label, r["cell"].kind): r["status"] for r in first}
     assert status[("plain", "utility")] == status[("skk", "utility")] == status[("skk", "attack")] == "done"
     assert status[("intensity levels=1", "utility")] == status[("intensity levels=1", "attack")] == "failed"

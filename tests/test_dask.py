@@ -74,3 +74,30 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, 
     assert not list((tmp_path / "out").rglob(".medveil-tmp*"))
     local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
     assert local.ok and outputs(tmp_path / "out") == outputs(tmp_path / "local")
+
+
+def test_the_bench_through_dask_gives_the_same_cells_as_a_serial_run(tmp_path, rng):
+    from medveil.bench import Profile, run_grid
+    from medveil.schemes import Setting
+    from test_bench import tiny_dataset
+
+    data = tiny_dataset(tmp_path / "d", rng)
+    profile = Profile("test", size=48, epochs=1, seeds=1, attack_epochs=1, settings=(
+        Setting("plain"), Setting("intensity", (("levels", 50),)), Setting("skk")),
+        attacks=frozenset({"code-cooccurrence", "leading-bit", "known-pairs"}))
+    serial = run_grid(data, profile, tmp_path / "serial", progress=False, threads=1)
+    (tmp_path / "dask").mkdir()
+    shutil.copy(tmp_path / "serial" / "bench.secret", tmp_path / "dask" / "bench.secret")  # the same keys
+    remote = run_grid(data, profile, tmp_path / "dask", progress=False, threads=1, scheduler="local", workers=2)
+    assert [r["status"] for r in serial] == [r["status"] for r in remote] == ["done"] * len(serial)
+    assert len(serial) >= 6
+
+    def cells(root):
+        return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"}
+                for p in sorted((root / "cells").glob("*.json"))}
+
+    assert cells(tmp_path / "dask") == cells(tmp_path / "serial")
+    fingerprints = [r["result"]["key"] for r in serial if r["cell"].setting.scheme != "plain"]
+    assert len(set(fingerprints)) == len(fingerprints)  # every cell its own key
+    figures = sorted(p.name for p in (tmp_path / "dask" / "figures").iterdir())
+    assert figures == sorted(p.name for p in (tmp_path / "serial" / "figures").iterdir()) and figures

@@ -165,3 +165,16 @@ def test_key_commands_encrypt_decrypt_show_and_rotate(tmp_path, monkeypatch):
     new = Key.load(tmp_path / "new.key", passphrase="unused")  # stored unencrypted
     assert (new.scheme, dict(new.params)) == (original.scheme, dict(original.params)) and new.secret != original.secret
     assert runner.invoke(app, ["--version"]).output.strip() == f"medveil {medveil.__version__}"
+
+
+def test_derived_secrets_make_the_same_key_again_and_differ_per_label():
+    from medveil.keys import derive_secret
+    from medveil.schemes import Setting
+
+    master = bytes(range(32))
+    setting = Setting("intensity", (("levels", 50),))
+    first = setting.new_key(secret=derive_secret(master, "cell-a"))
+    assert first.fingerprint == setting.new_key(secret=derive_secret(master, "cell-a")).fingerprint
+    assert first.fingerprint != setting.new_key(secret=derive_secret(master, "cell-b")).fingerprint
+    assert first.fingerprint != setting.new_key(secret=derive_secret(bytes(32), "cell-a")).fingerprint
+    assert setting.new_key().fingerprint != setting.new_key().fingerprint  # without a secret: fresh each time

@@ -28,6 +28,8 @@ COLOUR_HELP = ("Colour: 'rgb' keeps the files' colour; a matplotlib colormap nam
 # Options several commands take.
 Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
 DatasetName = Annotated[str, typer.Option(help="'br35h' or a folder with one subfolder per class.")]
+Device = Annotated[str, typer.Option(help="Where models train and predict: auto (a CUDA GPU when torch sees one, "
+                                          "else the CPU), cpu, cuda or cuda:N. Keys and obfuscation stay on the CPU.")]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -78,6 +80,13 @@ def _clean_errors(command):
             _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
 
     return wrapper
+
+
+def _use_device(name: str) -> None:
+    from medveil.device import resolve_device, set_default_device
+
+    set_default_device(name)
+    resolve_device()  # a missing GPU is one line now, not a traceback after loading the data
 
 
 def _load_key(path: Path) -> Key:
@@ -323,6 +332,7 @@ def evaluate_utility(
     key: Optional[Path] = typer.Option(None, "--key", "-k", help="Evaluate this key (every seed) instead of fresh keys; "
                                        "--scheme, --levels and --param are then not used."),
     progress: bool = typer.Option(True),
+    device: Device = "auto",
 ):
     """Train a classifier on plain and on obfuscated images; report accuracy, F1, AUC and SSIM/PSNR."""
     from medveil.data import load_dataset
@@ -330,6 +340,7 @@ def evaluate_utility(
     from medveil.report import pm
     from medveil.schemes import Setting
 
+    _use_device(device)
     if key is not None:
         settings = [Setting("plain"), Setting.for_key(_load_key(key))]
     else:
@@ -364,12 +375,14 @@ def evaluate_privacynet(
     pretrain_epochs: int = typer.Option(10, min=1, help="Epochs of pre-training, and of training D_new."),
     attack_epochs: int = typer.Option(12, min=1, help="Epochs of the reconstruction attacker's U-Net."),
     progress: bool = typer.Option(True),
+    device: Device = "auto",
 ):
     """Train Privacy-Net's encoder, segmenter and discriminator per λ; report Dice, re-identification and attacks."""
     from medveil.data.segmentation import SegmentationData, simulate_subjects
     from medveil.evaluation.privacynet import evaluate_privacynet as run
     from medveil.privacynet import PrivacyNetConfig
 
+    _use_device(device)
     try:
         lambda_values = [float(v) for v in lambdas.split(",") if v.strip()]
     except ValueError:
@@ -427,6 +440,7 @@ def attack(
                                               "target's training split."),
     as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON object per attack."),
     param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option, name=value (see attack list)."),
+    device: Device = "auto",
 ):
     """Attack a key under a threat model (ciphertext-only, known-pairs, oracle) and score what it recovers.
 
@@ -440,6 +454,7 @@ def attack(
     from medveil.evaluation.privacy import evaluate_attack
 
     spec = attack_spec(name)
+    _use_device(device)
     if key is None or output is None:
         _fail(f"attack {name} needs --key KEY and -o OUTPUT_FOLDER")
     hospital_key = _load_key(key)
@@ -477,6 +492,7 @@ def vae_train(
     latent: int = typer.Option(64, min=1, help="Size of the VAE's latent code."),
     epochs: int = typer.Option(30, min=1),
     progress: bool = typer.Option(True),
+    device: Device = "auto",
 ):
     """Train the VAE on your images (training and validation splits; the test split is left out) and make its key."""
     from medveil import metrics
@@ -484,6 +500,7 @@ def vae_train(
     from medveil.schemes.vae import create_vae_key, train_vae
     from medveil.train import TrainConfig
 
+    _use_device(device)
     data = load_dataset(dataset, size, colour)
     split = group_split(data.labels, data.groups)
     model, history = train_vae(data.images[split != "test"], TrainConfig(epochs=epochs, progress=progress), latent)
@@ -554,6 +571,11 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line instead of text."),
     param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option for every cell it runs, "
                                     "ATTACK.NAME=VALUE (see attack list), e.g. kerckhoffs-unet.keys=32."),
+    scheduler: Optional[str] = typer.Option(None, help="Run the cells as Dask tasks: 'local' (a LocalCluster of "
+                                            "--workers processes) or a scheduler's address, e.g. tcp://host:8786, whose "
+                                            "workers see OUTPUT."),
+    workers: int = typer.Option(2, min=1, help="With --scheduler local: worker processes (torch threads are shared out)."),
+    device: Device = "auto",
 ):
     """Every scheme: utility, similarity and the strongest attack, in one report (re-runs compute only what is missing)."""
     import time
@@ -564,9 +586,10 @@ def bench(
     if profile not in PROFILES:
         _fail(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     chosen = replace(PROFILES[profile], options=_attack_options(param))
+    _use_device(device)
     started = time.perf_counter()
     data = load_dataset(dataset, chosen.size)
-    records = run_grid(data, chosen, output, progress)
+    records = run_grid(data, chosen, output, progress, scheduler=scheduler, workers=workers, device=device)
     md, page = write_report(output, data, chosen, records, _command_line(), time.perf_counter() - started)
     failed = sum(r["status"] == "failed" for r in records)
     if as_json:
@@ -583,12 +606,14 @@ def serve(
     data: Path = typer.Option(..., help="Folder for the service's database, datasets and models (created if missing)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=1, max=65535),
+    device: Device = "auto",
 ):
     """Run the ML-as-a-service server (FastAPI + uvicorn; API docs at /docs)."""
     import uvicorn
 
     from medveil.service.server import create_app
 
+    _use_device(device)
     uvicorn.run(create_app(data), host=host, port=port, log_level="info")
 
 

@@ -141,9 +141,17 @@ class Key:
     origin: Path | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def new(cls, scheme: str, params: Mapping[str, Any]) -> "Key":
-        """A fresh key. Use :func:`medveil.schemes.generate_key`, which validates ``params`` first."""
-        return cls(scheme=scheme, params=dict(params), secret=secrets.token_bytes(SECRET_BYTES))
+    def new(cls, scheme: str, params: Mapping[str, Any], secret: bytes | None = None) -> "Key":
+        """A fresh key. Use :func:`medveil.schemes.generate_key`, which validates ``params`` first.
+
+        ``secret`` (default: new bytes from :mod:`secrets`) is for keys a run must be able to make
+        again, from :func:`derive_secret`; never for a hospital's key.
+        """
+        if secret is None:
+            secret = secrets.token_bytes(SECRET_BYTES)
+        if len(secret) != SECRET_BYTES:
+            raise ValueError(f"a key secret is {SECRET_BYTES} bytes, got {len(secret)}")
+        return cls(scheme=scheme, params=dict(params), secret=secret)
 
     @property
     def fingerprint(self) -> str:
@@ -256,6 +264,12 @@ class Key:
         if scheme is not None:
             key.require(scheme)
         return key
+
+
+def derive_secret(master: bytes, label: str) -> bytes:
+    """Key material for ``label`` from a random ``master`` secret (HMAC-SHA256, a PRF): independent
+    per label, and the same on every machine that holds ``master`` (the benchmark's cells)."""
+    return hmac.new(master, b"medveil-derive\x00" + label.encode(), hashlib.sha256).digest()[:SECRET_BYTES]
 
 
 def _b64(data: bytes) -> str:

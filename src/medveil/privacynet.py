@@ -34,6 +34,7 @@ from medveil.attacks.reidentify import train_discriminator
 from medveil.classification import holdout
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.segmentation import SegmentationData, subject_pairs
+from medveil.device import resolve_device
 from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
 from medveil.schemes.adversarial import encode
@@ -126,11 +127,12 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
     """
     seed_everything(config.seed)
     net = copy.deepcopy(net)
-    net.train()
+    device = resolve_device()
+    net.to(device).train()
     opt_es = torch.optim.Adam([*net.encoder.parameters(), *net.segmenter.parameters()], lr=config.lr)
     opt_d = torch.optim.Adam(net.discriminator.parameters(), lr=config.lr)
     tensors = SegmentationTensors(data.images, data.masks)
-    images, masks = tensors.images, tensors.masks
+    images, masks = tensors.images.to(device), tensors.masks.to(device)
     rng = np.random.default_rng(config.seed)  # pair sampling and order, not key material
     history = []
     for epoch in tqdm(range(config.epochs), desc=f"privacy-net λ={config.lam:g}", unit="epoch", disable=not config.progress):
@@ -139,13 +141,13 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
         totals: dict[str, float] = {}
         for start in range(0, len(pairs), config.batch_pairs):
             i, j, same = torch.from_numpy(pairs[start:start + config.batch_pairs]).T
-            xi, xj, same = images[i], images[j], same.float()
+            xi, xj, same = images[i], images[j], same.float().to(device)
             record = update_encoder_segmenter(net, opt_es, xi, xj, masks[i], masks[j], same, config.lam)
             record |= update_discriminator(net, opt_d, xi, xj, same)
             for name, value in record.items():
                 totals[name] = totals.get(name, 0.0) + value * len(i)
         history.append({"epoch": epoch, **{name: value / len(pairs) for name, value in totals.items()}})
-    net.eval()
+    net.to("cpu").eval()
     return net, history
 
 

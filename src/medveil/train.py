@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from medveil._atomic import atomic_path
+from medveil.device import on_device, resolve_device
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainConfig:
     checkpoint: Path | None = None  # resume from / save to this file every epoch
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None: all cores
+    device: str | None = None  # "auto", "cpu", "cuda"; None: the process default (medveil.device)
     on_epoch: Callable[[dict], None] | None = None  # called with each epoch's history record
 
 
@@ -51,27 +53,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(model: nn.Module, data: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenated model outputs and targets over ``data``, in order, without gradients."""
+def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated model outputs and targets over ``data``, in order, without gradients, on the CPU.
+
+    The model runs on ``device`` (default: the process default) and is left where it was.
+    """
     model.eval()
     outputs, targets = [], []
-    with torch.no_grad():
+    with torch.no_grad(), on_device(model, resolve_device(device)) as where:
         for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-            outputs.append(model(_fast_layout(x)))
+            outputs.append(model(_fast_layout(x.to(where))).cpu())
             targets.append(y)
     return torch.cat(outputs), torch.cat(targets)
 
 
-def apply_batched(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray,
-                  batch_size: int = 256) -> np.ndarray:
-    """``fn`` over uint8 images ``(n, C, H, W)``, fed ``batch_size`` at a time as float in [0, 1], without gradients.
+def apply_batched(module: nn.Module, images: np.ndarray, batch_size: int = 256,
+                  call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                  device: str | torch.device | None = None) -> np.ndarray:
+    """``module`` (or ``call(module, x)``) over uint8 images ``(n, C, H, W)``, without gradients.
 
-    Returns the outputs concatenated, float32 ``(n, ...)``; for ``n = 0`` ``fn`` sees one empty
-    batch, so the output still has its shape. Modules inside ``fn`` must already be in eval mode.
+    Images go in ``batch_size`` at a time as float in [0, 1], on ``device`` (default: the process
+    default; schemes pass ``"cpu"``). Returns the outputs concatenated, float32 ``(n, ...)`` on the
+    CPU; for ``n = 0`` the module sees one empty batch, so the output still has its shape. The
+    module must already be in eval mode; it is left where it was.
     """
+    call = call or (lambda m, x: m(x))
     x = torch.from_numpy(np.ascontiguousarray(images))
-    with torch.no_grad():
-        return torch.cat([fn(_fast_layout(x[k:k + batch_size].float() / 255))
+    with torch.no_grad(), on_device(module, resolve_device(device)) as where:
+        return torch.cat([call(module, _fast_layout(x[k:k + batch_size].to(where).float() / 255)).cpu()
                           for k in range(0, max(len(x), 1), batch_size)]).numpy()
 
 
@@ -86,57 +96,60 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
         last epoch is kept).
     loss_fn : callable ``(outputs, targets) -> scalar tensor``
     config : TrainConfig
-    score_fn : callable ``(outputs, targets) -> float`` on the whole validation set, higher is
-        better; default ``-loss_fn``.
+    score_fn : callable ``(outputs, targets) -> float`` on the whole validation set (CPU tensors),
+        higher is better; default ``-loss_fn``.
+
+    The model trains on ``config.device`` and is back where it was (the CPU) on return.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     result, best_state, start = TrainResult(), copy.deepcopy(model.state_dict()), 0
-
-    if config.checkpoint and Path(config.checkpoint).exists():
-        state = torch.load(config.checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        result, best_state, start = state["result"], state["best_model"], state["epoch"] + 1
-
     # channels-last convolutions run ~1.4x faster on CPUs without AVX2 (this project's machines)
     model.to(memory_format=torch.channels_last)
-    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
-    bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
-               initial=start, total=config.epochs)
-    for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(_fast_layout(x)), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-            count += len(x)
-        record = {"epoch": epoch, "train_loss": total / count}
-        if val is not None:
-            outputs, targets = predict(model, val)
-            record["val_loss"] = float(loss_fn(outputs, targets))
-            record["val_score"] = score_fn(outputs, targets) if score_fn else -record["val_loss"]
-        score = record.get("val_score", float(epoch))
-        if score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        result.history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record.get('val_score', float('nan')):.3f}")
-        if config.checkpoint:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                          "result": result, "best_model": best_state}, Path(config.checkpoint))
-        if config.on_epoch:
-            config.on_epoch(record)
-    model.load_state_dict(best_state)
+    with on_device(model, resolve_device(config.device)) as device:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)  # made on the device: its state lives there
+        if config.checkpoint and Path(config.checkpoint).exists():
+            state = torch.load(config.checkpoint, weights_only=False, map_location=device)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"].cpu())
+            torch.set_rng_state(state["torch_rng"].cpu())
+            result, best_state, start = state["result"], state["best_model"], state["epoch"] + 1
+
+        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
+        bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
+                   initial=start, total=config.epochs)
+        for epoch in bar:
+            model.train()
+            total, count = 0.0, 0
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                optimizer.zero_grad()
+                loss = loss_fn(model(_fast_layout(x)), y)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(x)
+                count += len(x)
+            record = {"epoch": epoch, "train_loss": total / count}
+            if val is not None:
+                outputs, targets = predict(model, val, device=device)
+                record["val_loss"] = float(loss_fn(outputs, targets))
+                record["val_score"] = score_fn(outputs, targets) if score_fn else -record["val_loss"]
+            score = record.get("val_score", float(epoch))
+            if score > result.best_score:
+                result.best_score, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            result.history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record.get('val_score', float('nan')):.3f}")
+            if config.checkpoint:
+                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                              "result": result, "best_model": best_state}, Path(config.checkpoint))
+            if config.on_epoch:
+                config.on_epoch(record)
+        model.load_state_dict(best_state)
     return result
 
 

@@ -18,6 +18,7 @@ inputs ``(n, H, W)`` or ``(n, H, W, 3)`` uint8, three times the channels after t
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
 from medveil.errors import InputError
+from medveil.keys import derive_secret
 from medveil.plugins import Parameter
 from medveil.train import TrainConfig
 
@@ -59,15 +61,19 @@ class Kerckhoffs(Attack):
         self.history: list[dict] = []
 
     def fit(self, view: AttackerView) -> "Kerckhoffs":
-        from medveil.schemes import from_key, generate_key
+        from medveil.schemes import Setting, from_key
 
         service_set = view.require_obfuscated_set(self.name)
         if not view.own.size:
             raise InputError(f"{self.name} trains on the attacker's own plain images: give it public or prior data")
         order = np.random.default_rng(self.config.seed).permutation(len(view.own))  # data order, not key material
         inputs, targets = [], []
-        for group in np.array_split(order, min(self.keys, len(order))):
-            obfuscated = from_key(generate_key(self.scheme, **self.params))(view.own[group])
+        # The attacker's own keys, made from its seed so that a run repeats; they protect nothing.
+        attacker_secret = hashlib.sha256(f"kerckhoffs-attacker/{self.config.seed}".encode()).digest()
+        setting = Setting(self.scheme, tuple(sorted(self.params.items())))
+        for index, group in enumerate(np.array_split(order, min(self.keys, len(order)))):
+            key = setting.new_key(secret=derive_secret(attacker_secret, str(index)))
+            obfuscated = from_key(key)(view.own[group])
             inputs.append(with_statistics(obfuscated, set_statistics(obfuscated)))
             targets.append(view.own[group])
         self.statistics = set_statistics(service_set)

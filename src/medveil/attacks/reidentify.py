@@ -74,7 +74,7 @@ def discriminator_accuracy(model: SiameseDiscriminator, images: np.ndarray, pair
 def embeddings(model: SiameseDiscriminator, images: np.ndarray) -> np.ndarray:
     """The discriminator's embedding ``(n, d)`` of each image."""
     model.eval()
-    return apply_batched(model.embed, images[:, None])
+    return apply_batched(model, images[:, None], call=SiameseDiscriminator.embed)
 
 
 def retrieval_map(model: SiameseDiscriminator, images: np.ndarray, subjects: np.ndarray) -> float:

@@ -7,25 +7,29 @@ through a black box. Finished cells are stored as JSON under ``out/cells/`` name
 scheme, parameters and seed, so a re-run computes only what is missing. A cell that raises is
 recorded as failed (and retried on the next run); the rest of the grid goes on.
 
-Every cell draws its own fresh key: utility and attacks see different keys of the same setting,
-so the numbers describe the setting, not one key.
+Every cell has its own key: utility and attacks see different keys of the same setting, so the
+numbers describe the setting, not one key. The keys derive from one random secret kept in the
+output folder (``bench.secret``, 0600) and the cell's name, so a cell computed again, in another
+process or on a Dask worker (``scheduler``), sees the same key and gives the same numbers.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from medveil._atomic import write_json
+from medveil._atomic import atomic_path, write_json
 from medveil.data import ImageDataset, group_split
 from medveil.evaluation.utility import run_one
+from medveil.keys import SECRET_BYTES, derive_secret
 from medveil.report import slug
 from medveil.schemes import Setting
 from medveil.train import TrainConfig
@@ -116,50 +120,117 @@ def _left_out(profile: Profile, setting: Setting, attack: str, data: str) -> boo
                for where, name, given in profile.leave_out)
 
 
-def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Profile, figures: Path) -> dict:
-    """Compute one cell; returns what is cached (the row, and for attacks the figure's file name)."""
+def grid_secret(out_dir: Path) -> bytes:
+    """The output folder's secret that every cell's key derives from, made on first use (0600)."""
+    path = Path(out_dir) / "bench.secret"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            tmp.write_text(secrets.token_hex(SECRET_BYTES))
+            tmp.chmod(0o600)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Profile, figures: Path,
+             secret: bytes) -> dict:
+    """Compute one cell under its key (derived from ``secret`` and the cell's name).
+
+    Returns what is cached: the row, the key's fingerprint and, for attacks, the figure's file name.
+    """
+    name = cell.file_name(dataset.name)
+    key = None if cell.setting.scheme == "plain" else cell.setting.new_key(dataset.channels, derive_secret(secret, name))
+    fingerprint = key.fingerprint if key else None
     if cell.kind == "utility":
         config = TrainConfig(epochs=profile.epochs, seed=cell.seed, progress=False)
-        return {"row": run_one(dataset, split, cell.setting, cell.seed, "cnn", config, augment=False)["row"]}
+        setting = replace(cell.setting, key=key)
+        return {"row": run_one(dataset, split, setting, cell.seed, "cnn", config, augment=False)["row"],
+                "key": fingerprint}
     from medveil.attacks import attack_spec
     from medveil.evaluation.privacy import attack_figure, run_attack
 
-    key = cell.setting.new_key(dataset.channels)
     spec = attack_spec(cell.attack)
     attack = spec.create(key.scheme, key.params, profile.attack_epochs, False, **dict(cell.options))
     row, target, obfuscated, reconstructed = run_attack(attack, spec.capability, key, dataset, cell.attacker_data)
-    figure = figures / cell.file_name(dataset.name).replace(".json", ".png")
+    figure = figures / name.replace(".json", ".png")
     attack_figure(row, target, obfuscated, reconstructed, figure, examples=3)
-    return {"row": row, "figure": figure.name}
+    return {"row": row, "figure": figure.name, "key": fingerprint}
 
 
 def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: bool = True,
-             compute: Callable[..., dict] = run_cell) -> list[dict]:
+             compute: Callable[..., dict] = run_cell, scheduler: str | None = None, workers: int = 2,
+             threads: int | None = None, device: str | None = None) -> list[dict]:
     """Every cell of ``profile`` on ``dataset``: cached results, fresh ones, and failures.
 
-    Returns one record per cell: ``{"cell", "status" ("cached", "done" or "failed"), "result" or
-    "error", "seconds"}``. ``compute`` is the function that runs a cell (replaceable in tests).
+    Returns one record per cell, in :func:`cells_of` order: ``{"cell", "status" ("cached", "done"
+    or "failed"), "result" or "error", "seconds"}``. ``compute`` is the function that runs a cell
+    (replaceable in tests). ``scheduler`` runs the missing cells as Dask tasks, one cell per task
+    (``"local"``: a LocalCluster of ``workers`` processes; or a scheduler's address, whose workers
+    write figures into ``out_dir`` too); this process alone writes the cached cells. ``threads``
+    fixes torch's threads per cell (default: all cores serially, the cores shared out on a
+    LocalCluster); the last digits of a training run depend on it. ``device`` (``auto``, ``cpu``,
+    ``cuda``; default the process default) is where cells train, resolved where they run.
     """
     out_dir = Path(out_dir)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     split = group_split(dataset.labels, dataset.groups)
-    records = []
-    bar = tqdm(cells_of(profile), desc=f"bench {profile.name}", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility seed {cell.seed}'}")
+    secret = grid_secret(out_dir)
+    cells = cells_of(profile)
+    records: list[dict | None] = [None] * len(cells)
+    todo = []
+    for index, cell in enumerate(cells):
         path = out_dir / "cells" / cell.file_name(dataset.name)
         if path.exists():
-            records.append({"cell": cell, "status": "cached", "result": json.loads(path.read_text())})
-            continue
-        started = time.perf_counter()
-        try:
-            result = compute(cell, dataset, split, profile, out_dir / "figures")
-        except Exception as exc:  # reported in the table; the grid goes on
-            records.append({"cell": cell, "status": "failed", "error": f"{exc.__class__.__name__}: {exc}",
-                            "trace": traceback.format_exc(limit=3)})
-            continue
-        result["seconds"] = time.perf_counter() - started
-        write_json(path, result)
-        records.append({"cell": cell, "status": "done", "result": result})
+            records[index] = {"cell": cell, "status": "cached", "result": json.loads(path.read_text())}
+        else:
+            todo.append(index)
+    bar = tqdm(total=len(todo), desc=f"bench {profile.name}", unit="cell", disable=not progress)
+
+    def finish(index: int, outcome: dict) -> None:
+        cell = cells[index]
+        if outcome["status"] == "done":
+            write_json(out_dir / "cells" / cell.file_name(dataset.name), outcome["result"])
+        records[index] = {"cell": cell, **outcome}
+        bar.update()
+
+    shared = (dataset, split, profile, out_dir / "figures")
+    if scheduler is None:
+        for index in todo:
+            bar.set_postfix_str(f"{cells[index].setting.label} {cells[index].attack or f'utility seed {cells[index].seed}'}")
+            finish(index, _computed(compute, cells[index], shared, secret, threads, device))
+    elif todo:
+        from distributed import as_completed
+
+        from medveil.cluster import dask_client, local_threads, scatter_secret
+
+        with dask_client(scheduler, workers) as client:
+            if threads is None and scheduler == "local":
+                threads = local_threads(workers)
+            on_workers = client.scatter(shared, broadcast=True)  # the dataset travels once, not per cell
+            key_source = scatter_secret(client, secret)
+            futures = {client.submit(_computed, compute, cells[index], on_workers, key_source, threads, device,
+                                     pure=False, key=f"medveil-bench-{profile.name}-{index}"): index for index in todo}
+            for future in as_completed(futures):
+                finish(futures.pop(future), future.result())
+    bar.close()
     return records
+
+
+def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: bytes, threads: int | None,
+              device: str | None) -> dict:
+    """``compute(cell, *shared, secret)`` as a record: ``{"status": "done", "result"}`` or
+    ``{"status": "failed", "error", "trace"}``; the same in this process and on a Dask worker."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if device is not None:
+        from medveil.device import set_default_device
+
+        set_default_device(device)
+    started = time.perf_counter()
+    try:
+        result = compute(cell, *shared, secret)
+    except Exception as exc:  # reported in the table; the grid goes on
+        return {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
+    result["seconds"] = time.perf_counter() - started
+    return {"status": "done", "result": result}

@@ -297,32 +297,11 @@ def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_t
     obfuscate_file(Path(src), Path(dst), _worker_schemes[key.fingerprint], overwrite=True, burned_in_text=burned_in_text)
 
 
-@contextmanager
-def dask_client(scheduler: str, workers: int) -> Iterator:
-    """A Dask distributed client: ``"local"`` starts a LocalCluster of ``workers`` single-threaded
-    processes (gone with the block), anything else is a running scheduler's address (``tcp://host:8786``)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
-    if scheduler == "local":
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            yield client
-        return
-    try:
-        client = Client(scheduler, timeout=30)
-    except OSError as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {first_line(exc)}") from None
-    with client:
-        yield client
-
-
 def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_in_text: str) -> Iterator:
     """``(index, error or None)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
-    The key travels to the workers once, under a random name (``hash=False``): no task name, log
-    line or dashboard entry carries it, nor a hash of it; task names carry no file name either.
+    The key travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names carry
+    no file name either.
     A task whose worker dies is rerun elsewhere by Dask; its output is written atomically, so a
     rerun replaces nothing but a temporary.
     """
@@ -330,7 +309,9 @@ def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_i
 
     from distributed import as_completed
 
-    key = client.scatter(scheme.key, broadcast=True, hash=False)
+    from medveil.cluster import scatter_secret
+
+    key = scatter_secret(client, scheme.key)
     run = uuid.uuid4().hex[:8]
     futures = {client.submit(_obfuscate_in_worker, key, str(s), str(d), burned_in_text, pure=False,
                              key=f"medveil-obfuscate-{run}-{i}"): i for i, (s, d) in enumerate(jobs)}
@@ -414,6 +395,8 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
             bar.update()
 
         if scheduler is not None:
+            from medveil.cluster import dask_client
+
             with dask_client(scheduler, workers) as client:
                 jobs = [(src / item[0], dst / item[2]) for item in todo]
                 for index, error in _run_on_dask(client, scheme, jobs, burned_in_text):

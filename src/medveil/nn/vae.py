@@ -60,4 +60,4 @@ class VAELoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets)
         latent, pixels = self.model.mu.out_features, targets[0].numel()
-        return reconstruction + self.beta * self.model.kl * latent / pixels
+        return reconstruction + self.beta * self.model.kl.to(reconstruction.device) * latent / pixels

@@ -72,7 +72,8 @@ class AdversarialEncoder(Scheme):
         side = self.params["size"]
         if image_shape_8bit(images, 1, self.name) != (side, side):
             raise InputError(f"this adversarial key takes images (..., {side}, {side}), got shape {images.shape}")
-        encoded = apply_batched(lambda x: encode(self.encoder, x), images.reshape(-1, 1, side, side))
+        # On the CPU whatever --device says: a key must give the same bytes on every machine.
+        encoded = apply_batched(self.encoder, images.reshape(-1, 1, side, side), call=encode, device="cpu")
         return (encoded * 255).round().astype(np.uint8).reshape(images.shape)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from medveil.keys import Key
 from medveil.report import slug
-from medveil.schemes.base import Scheme, from_key, generate_key, scheme_class
+from medveil.schemes.base import Scheme, from_key, scheme_class
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,14 @@ class Setting:
             return None
         return from_key(self.key if self.key is not None else self.new_key(channels))
 
-    def new_key(self, channels: int = 1) -> Key:
-        """A fresh in-memory key of this setting for images of ``channels`` channels (see :meth:`build_scheme`)."""
+    def new_key(self, channels: int = 1, secret: bytes | None = None) -> Key:
+        """A fresh in-memory key of this setting for images of ``channels`` channels (see :meth:`build_scheme`).
+
+        ``secret``: the key's material, when the run must be able to make the same key again
+        (:func:`medveil.keys.derive_secret`); default new bytes from :mod:`secrets`.
+        """
         params = dict(self.params)
-        if "channels" in scheme_class(self.scheme).validate_params({}):
+        cls = scheme_class(self.scheme)
+        if "channels" in cls.validate_params({}):
             params.setdefault("channels", channels)
-        return generate_key(self.scheme, **params)
+        return Key.new(self.scheme, cls.validate_params(params), secret)

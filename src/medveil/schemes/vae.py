@@ -81,7 +81,9 @@ class VAEObfuscation(Scheme):
 
         images = np.asarray(images)
         shape = self._image_shape(images)
-        recon = apply_batched(lambda x: torch.sigmoid(self.model(x)), channels_first(images.reshape((-1, *shape))))
+        # On the CPU whatever --device says: a key must give the same bytes on every machine.
+        recon = apply_batched(self.model, channels_first(images.reshape((-1, *shape))),
+                              call=lambda model, x: torch.sigmoid(model(x)), device="cpu")
         recon = (recon * 255).round().astype(np.uint8)
         recon = recon[:, 0] if self.params["channels"] == 1 else recon.transpose(0, 2, 3, 1)
         return recon.reshape(images.shape)
