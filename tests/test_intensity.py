@@ -124,3 +124,15 @@ def test_the_8_bit_pair_table_path_matches_numpy_at_odd_sizes_and_offsets(rng):
     shifted = volume[1:]  # an odd address: the one-value-at-a-time kernel
     out = np.empty_like(shifted)
     assert np.array_equal(apply_lut(shifted, lut, out=out), lut[shifted]) and np.array_equal(out, lut[shifted])
+
+
+def test_values_outside_a_narrow_key_are_refused_on_the_volume_path_too(rng):
+    from medveil._lut import KERNEL_MIN_SIZE
+
+    scheme = medveil.from_key(medveil.generate_key("intensity", bits=12, signed=True, levels=300))
+    volume = rng.integers(-2048, 2048, KERNEL_MIN_SIZE + 1).astype(np.int16)
+    mapped = scheme(volume)
+    assert mapped.max() < 300 and np.array_equal(mapped[:1000], scheme(volume[:1000]))
+    volume[12345] = 2048
+    with pytest.raises(InputError, match=r"values span \[-2048, 2048\]"):
+        scheme(volume)

@@ -85,8 +85,11 @@ class IntensityMapping(Scheme):
         self._mapping = (perm % levels).astype(self.out_dtype)
         self._mapping.setflags(write=False)
         # Table indexed by the raw (two's complement) bits of the container, so signed input is a
-        # free view and the hot loop has no offset or branch.
-        self._raw_lut = np.zeros(1 << (8 * self.itemsize), dtype=self.out_dtype)
+        # free view and the hot loop has no offset or branch. Where the key's domain is narrower than
+        # the container, the rest of the table holds a value no key maps to (levels <= 2**bits < the
+        # container's range), and the look-up itself finds out-of-domain input: no separate min/max pass.
+        self._outside = None if bits == 8 * self.itemsize else int(np.iinfo(self.out_dtype).max)
+        self._raw_lut = np.full(1 << (8 * self.itemsize), self._outside or 0, dtype=self.out_dtype)
         self._raw_lut[self._raw_index(np.arange(self.low, self.high + 1))] = self._mapping
 
     @property
@@ -150,11 +153,16 @@ class IntensityMapping(Scheme):
         images = np.asarray(images)
         if not images.dtype.isnative:  # the table is indexed by the stored value, not its bytes
             images = images.astype(images.dtype.newbyteorder("="))
-        self.check_input(images)
+        if images.dtype.kind not in "iu" or images.dtype.itemsize != self.itemsize or images.size == 0:
+            self.check_input(images)  # raises, saying which
         if out is not None and (out.shape != images.shape or out.dtype != self.out_dtype or not out.flags.c_contiguous):
             raise InputError(f"out must be a contiguous {self.out_dtype} array of shape {images.shape}")
         raw = np.ascontiguousarray(images).view(self.out_dtype)
-        return apply_lut(raw, self._raw_lut, out)
+        try:
+            return apply_lut(raw, self._raw_lut, out, invalid=self._outside)
+        except LookupError:
+            self.check_input(images)  # names the values' span and the key the data needs
+            raise
 
     def inverse(self, mapped: np.ndarray) -> np.ndarray:
         """Undo a bijective mapping: the key holder's way back to the stored values.
