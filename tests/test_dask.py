@@ -101,3 +101,57 @@ def test_the_bench_through_dask_gives_the_same_cells_as_a_serial_run(tmp_path, r
     assert len(set(fingerprints)) == len(fingerprints)  # every cell its own key
     figures = sorted(p.name for p in (tmp_path / "dask" / "figures").iterdir())
     assert figures == sorted(p.name for p in (tmp_path / "serial" / "figures").iterdir()) and figures
+
+
+def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng):
+    import io
+
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    scans = make_scans(tmp_path / "scans", rng, 6)
+    for path in sorted(scans.rglob("*.png")):
+        memory.pipe(f"/medveil-test/scans/{path.relative_to(scans).as_posix()}", path.read_bytes())
+    memory.pipe("/medveil-test/scans/b/broken.png", b"not a png")
+    scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
+    local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    try:
+        remote = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+                                burned_in_text="off")
+        assert sorted(remote.done) == sorted(local.done) and len(remote.failed) == 1
+        assert remote.failed[0][1].startswith("memory://medveil-test/scans/b/broken.png: ")  # the URL, not a temporary
+        got = {p[len("/medveil-test/out/"):]: memory.cat_file(p) for p in memory.find("/medveil-test/out")
+               if p.endswith(".png")}
+        assert got == outputs(tmp_path / "local")
+        manifest = memory.cat_file(f"/medveil-test/out/{MANIFEST}").decode()
+        records = sorted((r["source"], r["sha256"], r["output_sha256"]) for r in map(json.loads, manifest.splitlines()[1:]))
+        assert records == manifest_records(tmp_path / "local")
+        again = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+                               burned_in_text="off")
+        assert not again.done and len(again.skipped) == 6
+        Image.open(io.BytesIO(got["a/img001.png"])).verify()
+    finally:
+        memory.rm("/medveil-test", recursive=True)
+    # file:// URLs are local folders, on Dask workers too.
+    url = obfuscate_tree(scans.as_uri(), (tmp_path / "url").as_uri(), scheme, workers=2, progress=False,
+                         burned_in_text="off", scheduler="local")
+    assert url.ok and outputs(tmp_path / "url") == outputs(tmp_path / "local")
+
+
+def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    scans = make_scans(tmp_path / "scans", rng, 4)
+    scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
+    local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    try:
+        mixed = obfuscate_tree(scans, "memory://medveil-test-2/out", scheme, progress=False, burned_in_text="off")
+        assert mixed.ok and len(mixed.done) == 4
+        assert {p[len("/medveil-test-2/out/"):]: memory.cat_file(p) for p in memory.find("/medveil-test-2/out")
+                if p.endswith(".png")} == outputs(tmp_path / "local")
+        memory.pipe("/medveil-test-2/other/x.txt", b"x")
+        with pytest.raises(medveil.errors.InputError, match="not empty and holds no medveil manifest"):
+            obfuscate_tree(scans, "memory://medveil-test-2/other", scheme, progress=False, burned_in_text="off")
+    finally:
+        memory.rm("/medveil-test-2", recursive=True)

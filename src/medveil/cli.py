@@ -207,8 +207,9 @@ def key_rotate(path: KeyPath,
 @app.command()
 @_clean_errors
 def obfuscate(
-    source: Path = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY)."),
-    output: Path = typer.Argument(..., help="Output file, or output folder mirroring the source tree."),
+    source: str = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY); "
+                                 "a folder may be an fsspec URL (memory://, s3://, ...)."),
+    output: str = typer.Argument(..., help="Output file, or output folder mirroring the source tree (or its URL)."),
     key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
     workers: int = typer.Option(1, min=1, help="Worker processes for a folder (with --scheduler local: Dask workers)."),
     scheduler: Optional[str] = typer.Option(None, help="Run a folder on Dask: 'local' (a LocalCluster of --workers "
@@ -221,8 +222,13 @@ def obfuscate(
                        "Clean Pixel Data option), 'off' skips the check."),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
+    from medveil.io.remote import local_path
+
     scheme = from_key(_load_key(key))
-    if source.is_file():
+    source, output = local_path(source), local_path(output)
+    if isinstance(source, Path) and source.is_file():
+        if not isinstance(output, Path):
+            _fail(f"{source}: one file is written to a local path; URLs are for folder runs")
         target = output / output_name(source.name, source) if output.is_dir() else output
         obfuscate_file(source, target, scheme, burned_in_text=burned_in_text)
         typer.echo(f"wrote {target} with {scheme.describe()}")

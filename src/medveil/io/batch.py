@@ -191,10 +191,56 @@ def walk(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path
     return files
 
 
-def _check_disjoint(src: Path, dst: Path) -> None:
-    s, d = src.resolve(), dst.resolve()
-    if s == d or s in d.parents or d in s.parents:
-        raise InputError(f"output folder {dst} must lie outside the input folder {src} (and not contain it)")
+class Folder:
+    """A local folder as a folder run uses it: its files, their digests, and, as the output, the run's manifest.
+
+    :class:`medveil.io.remote.RemoteFolder` is the same for any fsspec URL.
+    """
+
+    remote = False
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def is_dir(self) -> bool:
+        return self.root.is_dir()
+
+    def walk(self, problems: list[tuple[str, str]]) -> list[str]:
+        return [rel.as_posix() for rel in walk(self.root, problems)]
+
+    def location(self, rel: str) -> Path:
+        """Where a worker finds ``rel``."""
+        return self.root / rel
+
+    def output_name(self, rel: str) -> str:
+        return output_name(rel, self.root / rel).as_posix()
+
+    def size(self, rel: str) -> int | None:
+        """The file's size in bytes, or ``None`` if it is not there."""
+        path = self.root / rel
+        return path.stat().st_size if path.is_file() else None
+
+    def sha256(self, rel: str) -> str:
+        return sha256_file(self.root / rel)
+
+    def check_disjoint(self, output: "Folder") -> None:
+        s, d = self.root.resolve(), output.root.resolve()
+        if s == d or s in d.parents or d in s.parents:
+            raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
+
+    @contextmanager
+    def run(self, key: Key) -> Iterator["Manifest"]:
+        """This folder as a run's output: created, locked, cleared of a dead run's temporaries; its manifest."""
+        if self.root.exists() and not (self.root / MANIFEST).exists() and any(p.name != LOCK for p in self.root.iterdir()):
+            raise InputError(f"{self}: output folder is not empty and holds no medveil manifest; choose an empty folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _run_lock(self.root):  # under the lock, temporaries left here are a dead run's, never a live one's
+            for stale in self.root.rglob(f"{TMP_PREFIX}*"):
+                stale.unlink()
+            yield Manifest(self.root / MANIFEST, key)
 
 
 class Manifest:
@@ -234,19 +280,17 @@ class Manifest:
                 continue
             self.entries[entry["source"]] = entry
 
-    def is_done(self, rel: str, source_sha256: str, out_root: Path) -> bool:
+    def is_done(self, rel: str, source_sha256: str, outputs: "Folder") -> bool:
         """The same source bytes were done, and the output is still there, whole and unchanged."""
         entry = self.entries.get(rel)
         if not entry or entry["sha256"] != source_sha256 or "output_sha256" not in entry:
             return False
-        output = out_root / entry["output"]
-        return (output.is_file() and output.stat().st_size == entry["output_size"]
-                and sha256_file(output) == entry["output_sha256"])
+        return (outputs.size(entry["output"]) == entry["output_size"]
+                and outputs.sha256(entry["output"]) == entry["output_sha256"])
 
-    def record(self, rel: str, source_sha256: str, out_rel: str, out_root: Path) -> None:
-        output = out_root / out_rel
+    def record(self, rel: str, source_sha256: str, out_rel: str, outputs: "Folder") -> None:
         entry = {"source": rel, "sha256": source_sha256, "output": out_rel,
-                 "output_size": output.stat().st_size, "output_sha256": sha256_file(output)}
+                 "output_size": outputs.size(out_rel), "output_sha256": outputs.sha256(out_rel)}
         self.entries[rel] = entry
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -291,13 +335,18 @@ def _run_lock(dst: Path) -> Iterator[None]:
 _worker_schemes: dict[str, Scheme] = {}  # per worker process (pool or Dask): each key's scheme, made once
 
 
-def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> None:
+def worker_scheme(key: Key) -> Scheme:
+    """``key``'s scheme, made once per worker process."""
     if key.fingerprint not in _worker_schemes:
         _worker_schemes[key.fingerprint] = from_key(key)
-    obfuscate_file(Path(src), Path(dst), _worker_schemes[key.fingerprint], overwrite=True, burned_in_text=burned_in_text)
+    return _worker_schemes[key.fingerprint]
 
 
-def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_in_text: str) -> Iterator:
+def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> None:
+    obfuscate_file(Path(src), Path(dst), worker_scheme(key), overwrite=True, burned_in_text=burned_in_text)
+
+
+def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text: str) -> Iterator:
     """``(index, error or None)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
     The key travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names carry
@@ -313,7 +362,7 @@ def _run_on_dask(client, scheme: Scheme, jobs: list[tuple[Path, Path]], burned_i
 
     key = scatter_secret(client, scheme.key)
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(_obfuscate_in_worker, key, str(s), str(d), burned_in_text, pure=False,
+    futures = {client.submit(work, key, str(s), str(d), burned_in_text, pure=False,
                              key=f"medveil-obfuscate-{run}-{i}"): i for i, (s, d) in enumerate(jobs)}
     for future in as_completed(futures):
         index = futures.pop(future)  # released: a worker lost later is not made to redo a finished file
@@ -326,8 +375,11 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
 
     Parameters
     ----------
-    src, dst : Path
-        Input and output folders; they must not overlap.
+    src, dst : Path or str
+        Input and output folders; they must not overlap. Either may be an fsspec URL
+        (``memory://scans``, ``s3://bucket/scans``; ``file://`` is a local path): each file is then
+        staged through a local temporary folder where it is processed, and the manifest kept in
+        ``dst`` is rewritten whole as the run goes (see :mod:`medveil.io.remote`).
     scheme : Scheme
         The key-bound scheme to apply.
     workers : int
@@ -343,81 +395,95 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         reach); this process alone keeps the manifest, appending each result as it arrives, so an
         interrupted run resumes as a local one does.
     """
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise InputError(f"{src}: no such folder")
-    _check_disjoint(src, dst)
+    source, output = _folders(src, dst)
+    if not source.is_dir():
+        raise InputError(f"{source}: no such folder")
+    source.check_disjoint(output)
     unwalkable: list[tuple[str, str]] = []
-    files = walk(src, unwalkable)
+    files = source.walk(unwalkable)
     if not files and not unwalkable:
-        raise InputError(f"{src}: folder holds no files")
-    if dst.exists() and not (dst / MANIFEST).exists() and any(p.name != LOCK for p in dst.iterdir()):
-        raise InputError(f"{dst}: output folder is not empty and holds no medveil manifest; choose an empty folder")
-    dst.mkdir(parents=True, exist_ok=True)
-    with _run_lock(dst):  # under the lock, temporaries left in dst are a dead run's, never a live one's
-        for stale in dst.rglob(f"{TMP_PREFIX}*"):
-            stale.unlink()
-        manifest = Manifest(dst / MANIFEST, scheme.key)
-
+        raise InputError(f"{source}: folder holds no files")
+    with output.run(scheme.key) as manifest:
         report = BatchReport(failed=unwalkable)
         todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
         claimed: dict[str, str] = {}
         for rel in files:
-            rel_s = rel.as_posix()
             try:
-                out_rel = output_name(rel, src / rel).as_posix()
+                out_rel = source.output_name(rel)
             except InputError as exc:
-                report.failed.append((rel_s, str(exc)))
+                report.failed.append((rel, str(exc)))
                 continue
             if out_rel in claimed:
-                report.failed.append((rel_s, f"{src / rel}: its output {out_rel} is already that of {claimed[out_rel]}"))
+                report.failed.append((rel, f"{source.location(rel)}: its output {out_rel} is already that of {claimed[out_rel]}"))
                 continue
-            claimed[out_rel] = rel_s
+            claimed[out_rel] = rel
             try:
-                digest = sha256_file(src / rel)
+                digest = source.sha256(rel)
             except OSError as exc:
-                report.failed.append((rel_s, f"{src / rel}: cannot be read ({exc.strerror})"))
+                report.failed.append((rel, f"{source.location(rel)}: cannot be read ({exc.strerror or first_line(exc)})"))
                 continue
-            if manifest.is_done(rel_s, digest, dst):
-                report.skipped.append(rel_s)
+            if manifest.is_done(rel, digest, output):
+                report.skipped.append(rel)
             else:
-                todo.append((rel_s, digest, out_rel))
+                todo.append((rel, digest, out_rel))
 
         bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
-
-        def finish(item: tuple[str, str, str], error: BaseException | None) -> None:
-            rel_s, digest, out_rel = item
+        jobs = [(source.location(rel), output.location(out_rel)) for rel, _, out_rel in todo]
+        work = _obfuscate_in_worker
+        if source.remote:
+            from medveil.io.remote import obfuscate_staged as work
+        for index, error in run_jobs(work, scheme, jobs, burned_in_text, workers, scheduler):
+            rel, digest, out_rel = todo[index]
             if error is None:
-                manifest.record(rel_s, digest, out_rel, dst)
-                report.done.append(rel_s)
+                manifest.record(rel, digest, out_rel, output)
+                report.done.append(rel)
             else:
-                report.failed.append((rel_s, _reason(error)))
+                report.failed.append((rel, _reason(error)))
             bar.update()
-
-        if scheduler is not None:
-            from medveil.cluster import dask_client
-
-            with dask_client(scheduler, workers) as client:
-                jobs = [(src / item[0], dst / item[2]) for item in todo]
-                for index, error in _run_on_dask(client, scheme, jobs, burned_in_text):
-                    finish(todo[index], error)
-        elif workers <= 1 or len(todo) <= 1:
-            for item in todo:
-                try:
-                    obfuscate_file(src / item[0], dst / item[2], scheme, overwrite=True, burned_in_text=burned_in_text)
-                    finish(item, None)
-                except Exception as exc:
-                    finish(item, exc)
-        else:
-            context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(_obfuscate_in_worker, scheme.key, src / item[0], dst / item[2], burned_in_text): item
-                           for item in todo}
-                for future in as_completed(futures):
-                    finish(futures[future], future.exception())
         bar.close()
         return report
+
+
+def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Folder]:
+    """Local folders for paths and ``file://`` URLs; fsspec folders, both of them, where either is another URL."""
+    from medveil.io.remote import is_url, local_path
+
+    src, dst = local_path(src), local_path(dst)
+    if not (is_url(src) or is_url(dst)):
+        return Folder(src), Folder(dst)
+    from medveil.io.remote import RemoteFolder
+
+    return RemoteFolder(src), RemoteFolder(dst)
+
+
+def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, workers: int = 1,
+             scheduler: str | None = None) -> Iterator[tuple[int, BaseException | None]]:
+    """``(index, error or None)`` for each ``work(key, src, dst, burned_in_text)`` of ``jobs`` as it finishes.
+
+    In this process (``workers`` 1), a pool of ``workers`` processes, or Dask (``scheduler``). The
+    key travels to each worker once; ``work`` makes its scheme there, once per key.
+    """
+    if scheduler is not None:
+        from medveil.cluster import dask_client
+
+        with dask_client(scheduler, workers) as client:
+            yield from _run_on_dask(client, work, scheme, jobs, burned_in_text)
+    elif workers <= 1 or len(jobs) <= 1:
+        _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process is the worker
+        for index, (source, target) in enumerate(jobs):
+            try:
+                work(scheme.key, source, target, burned_in_text)
+                yield index, None
+            except Exception as exc:
+                yield index, exc
+    else:
+        context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(work, scheme.key, source, target, burned_in_text): index
+                       for index, (source, target) in enumerate(jobs)}
+            for future in as_completed(futures):
+                yield futures[future], future.exception()
 
 
 def _reason(error: BaseException) -> str:

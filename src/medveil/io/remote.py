@@ -1,0 +1,189 @@
+"""Folder runs where the source or the output is an fsspec URL: ``memory://``, ``s3://``, ``gs://``, ...
+
+``file://`` URLs are local paths and run as local folders do. For any other URL (and for a local
+folder paired with one) each file is staged: the worker copies it into a local temporary folder,
+obfuscates it there with the local code (the readers need real files; a suffix-less DICOM is
+recognised from its first 132 bytes), uploads the result under a temporary name beside its place
+and renames it into place. Where a store's rename is a copy (object stores), a reader still never
+sees a part-written object.
+
+The manifest is kept as a local run keeps it, in a local file, and written whole into the output
+folder (temporary name, then rename) at most every :data:`MANIFEST_EVERY` seconds and when the run
+ends. A run killed in between redoes, on resume, at most the files of those seconds, writing the
+same bytes over them: nothing is lost or listed twice.
+
+Limits: there is no lock (two runs into one remote folder at once are not prevented), and a
+``memory://`` folder lives in one process, so it takes ``--workers 1`` and no Dask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import secrets
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from medveil._atomic import TMP_PREFIX
+from medveil.errors import InputError
+from medveil.io.batch import MANIFEST, Manifest, obfuscate_file, worker_scheme
+from medveil.io.image import is_supported, output_name
+from medveil.keys import Key
+
+MANIFEST_EVERY = 2.0  # seconds between uploads of the manifest during a run
+
+DICOM_HEAD = 132  # the preamble and "DICM": what recognises a suffix-less DICOM file
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    return isinstance(location, str) and "://" in location
+
+
+def local_path(location: str | os.PathLike) -> str | Path:
+    """A ``file://`` URL or a path as a :class:`Path`; any other URL as it is."""
+    if not is_url(location):
+        return Path(location)
+    protocol, _, rest = str(location).partition("://")
+    return Path(rest) if protocol == "file" else location
+
+
+class RemoteFolder:
+    """A folder on any fsspec file system, as a folder run uses it (see :class:`medveil.io.batch.Folder`)."""
+
+    remote = True
+
+    def __init__(self, location: str | os.PathLike):
+        import fsspec
+
+        url = location if is_url(location) else Path(location).resolve().as_uri()
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:  # an unknown protocol, or one whose package is missing
+            raise InputError(f"{url}: {exc}") from None
+        self.root = root.rstrip("/") or "/"
+        self.url = url.rstrip("/")  # as the user wrote it, in messages and in what workers are handed
+
+    def __str__(self) -> str:
+        return self.url
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def is_dir(self) -> bool:
+        return self.fs.isdir(self.root)
+
+    def walk(self, problems: list[tuple[str, str]]) -> list[str]:
+        files = []
+        for path, info in sorted(self.fs.find(self.root, detail=True).items()):
+            rel = path[len(self.root):].lstrip("/")
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if info.get("islink"):
+                problems.append((rel, f"{self.location(rel)}: symbolic link; not followed"))
+            elif info.get("type") == "file":
+                files.append(rel)
+        return files
+
+    def location(self, rel: str) -> str:
+        """The URL a worker reads ``rel`` from or writes it to."""
+        return f"{self.url}/{rel}"
+
+    def output_name(self, rel: str) -> str:
+        if is_supported(rel):
+            return output_name(rel).as_posix()
+        with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
+            head = Path(tmp, posixpath.basename(rel))
+            head.write_bytes(self.fs.cat_file(self._path(rel), start=0, end=DICOM_HEAD))
+            try:
+                return output_name(rel, head).as_posix()
+            except InputError as exc:
+                raise InputError(str(exc).replace(str(head), self.location(rel))) from None
+
+    def size(self, rel: str) -> int | None:
+        try:
+            info = self.fs.info(self._path(rel))
+        except FileNotFoundError:
+            return None
+        return info["size"] if info.get("type") == "file" else None
+
+    def sha256(self, rel: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open(self._path(rel), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def check_disjoint(self, output: "RemoteFolder") -> None:
+        if self.fs.protocol != output.fs.protocol:
+            return
+        s, d = self.root.rstrip("/") + "/", output.root.rstrip("/") + "/"
+        if s.startswith(d) or d.startswith(s):
+            raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
+
+    @contextmanager
+    def run(self, key: Key) -> Iterator[Manifest]:
+        """This folder as a run's output: created, cleared of a dead run's temporaries; its manifest."""
+        manifest_path = self._path(MANIFEST)
+        if self.fs.isdir(self.root) and not self.fs.exists(manifest_path) and self.fs.find(self.root):
+            raise InputError(f"{self}: output folder is not empty and holds no medveil manifest; choose an empty folder")
+        self.fs.makedirs(self.root, exist_ok=True)
+        for path in self.fs.find(self.root):
+            if posixpath.basename(path).startswith(TMP_PREFIX):
+                self.fs.rm(path)
+        with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
+            local = Path(tmp, MANIFEST)
+            if self.fs.exists(manifest_path):
+                self.fs.get_file(manifest_path, str(local))
+            manifest = _UploadedManifest(local, key, lambda: self._upload(local, manifest_path))
+            try:
+                yield manifest
+            finally:
+                manifest.upload()
+
+    def _upload(self, local: Path, path: str) -> None:
+        temporary = posixpath.join(posixpath.dirname(path), f"{TMP_PREFIX}{secrets.token_hex(4)}-{posixpath.basename(path)}")
+        self.fs.put_file(str(local), temporary)
+        self.fs.mv(temporary, path)
+
+
+class _UploadedManifest(Manifest):
+    """A manifest in a local file, copied into the output folder every few seconds as records arrive."""
+
+    def __init__(self, path: Path, key: Key, upload):
+        super().__init__(path, key)
+        self.upload, self._uploaded = upload, 0.0
+
+    def record(self, *args) -> None:
+        super().record(*args)
+        if time.monotonic() - self._uploaded >= MANIFEST_EVERY:
+            self.upload()
+            self._uploaded = time.monotonic()
+
+
+def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> None:
+    """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker)."""
+    from fsspec.core import url_to_fs
+
+    fs_in, path_in = url_to_fs(src)
+    fs_out, path_out = url_to_fs(dst)
+    with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
+        local_in = Path(tmp, "in", posixpath.basename(path_in))
+        local_out = Path(tmp, "out", posixpath.basename(path_out))
+        local_in.parent.mkdir()
+        try:
+            fs_in.get_file(path_in, str(local_in))
+        except OSError as exc:
+            raise InputError(f"{src}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+        try:
+            obfuscate_file(local_in, local_out, worker_scheme(key), overwrite=True, burned_in_text=burned_in_text)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(local_in), src)) from None
+        parent = posixpath.dirname(path_out)
+        fs_out.makedirs(parent, exist_ok=True)
+        temporary = posixpath.join(parent, f"{TMP_PREFIX}{secrets.token_hex(4)}-{posixpath.basename(path_out)}")
+        fs_out.put_file(str(local_out), temporary)
+        fs_out.mv(temporary, path_out)
