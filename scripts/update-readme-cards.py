@@ -1,8 +1,10 @@
-"""Regenerate the README's verdict table from a benchmark's cards.csv (default: docs/results/bench-full).
+"""Regenerate the README's verdict table and recommendation from a benchmark's output (default: docs/results/bench-full).
 
-    .venv/bin/python scripts/update-readme-cards.py [docs/results/bench-full/cards.csv]
+    .venv/bin/python scripts/update-readme-cards.py [docs/results/bench-full]
 
-Replaces what stands between the README's `<!-- cards:begin -->` and `<!-- cards:end -->` markers.
+Replaces what stands between the README's `<!-- cards:begin -->` and `<!-- cards:end -->` markers
+with the table of cards.csv, and between `<!-- recommendation:begin -->` and
+`<!-- recommendation:end -->` with recommendation.md.
 """
 
 import sys
@@ -11,13 +13,16 @@ from pathlib import Path
 from medveil.bench.report import cards_markdown
 
 root = Path(__file__).resolve().parent.parent
-cards = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "docs" / "results" / "bench-full" / "cards.csv"
+results = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "docs" / "results" / "bench-full"
 readme = root / "README.md"
 text = readme.read_text()
-begin, end = "<!-- cards:begin -->", "<!-- cards:end -->"
-if begin not in text or end not in text:
-    raise SystemExit(f"{readme}: the {begin} / {end} markers are missing")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-readme.write_text(f"{head}{begin}\n{cards_markdown(cards)}\n{end}{tail}")
-print(f"{readme}: verdict table from {cards}")
+for name, content in (("cards", cards_markdown(results / "cards.csv")),
+                      ("recommendation", (results / "recommendation.md").read_text().strip())):
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme}: the {begin} / {end} markers are missing")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    text = f"{head}{begin}\n{content}\n{end}{tail}"
+readme.write_text(text)
+print(f"{readme}: verdict table and recommendation from {results}")

@@ -80,6 +80,31 @@ def test_client_refuses_a_model_trained_under_another_key(tmp_path, br35h_subset
         assert len(hospital.predict(job["model_id"], br35h_subset.images[:2])) == 2
 
 
+def test_a_matched_model_learns_the_scheme_from_the_uploaded_public_part(tmp_path, br35h_subset):
+    key = medveil.generate_key("intensity", levels=50)
+    token = Store(tmp_path / "srv").create_token("hospital")
+    with local_server(tmp_path / "srv") as url, Client(url, token, key) as client:
+        dataset = client.upload(br35h_subset, "br35h-subset")
+        assert dataset["scheme"] == {"scheme": "intensity", "params": dict(key.params)}  # public, never the secret
+        job = client.wait(client.train(dataset["id"], epochs=2, model="matched")["id"], poll=0.5)
+        assert job["status"] == "done", job["message"]
+        remote = client.predict(job["model_id"], br35h_subset.images[:10])
+        record = client.model(job["model_id"])
+        archive = png_zip({"no/0.png": br35h_subset.images[0], "yes/0.png": br35h_subset.images[1]})
+        bare = client.http.post("/datasets", files={"archive": ("d.zip", archive, "application/zip")},
+                                data={"fingerprint": key.fingerprint}).json()  # an older client: no public part
+        refused = client.http.post("/jobs", json={"dataset_id": bare["id"], "epochs": 1, "model": "matched"})
+    obfuscated = medveil.from_key(key)(br35h_subset.images)
+    local, result = train_on_images(obfuscated, br35h_subset.labels, "matched", TrainConfig(epochs=2, progress=False),
+                                    scheme="intensity", params=key.params)
+    assert type(local).__name__ == "CodeEmbeddingCNN" and record["val_accuracy"] == pytest.approx(result.best_score)
+    from medveil.classification import model_tensors, predict_probabilities
+
+    local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:10], np.zeros(10)))
+    assert np.allclose([p["probability"] for p in remote], local_p, atol=1e-4)
+    assert bare["scheme"] is None and refused.status_code == 422 and "public scheme" in refused.json()["detail"]
+
+
 @pytest.fixture
 def secured(tmp_path):
     app = create_app(tmp_path / "srv", Limits(max_request_bytes=200_000, max_images=50, max_side=64))

@@ -6,23 +6,28 @@ those with the best validation accuracy.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from medveil import metrics
-from medveil.nn import build_classifier
+from medveil.nn import build_classifier, model_spec
 from medveil.train import TrainConfig, TrainResult, fit, predict, seed_everything
 
 
 def train_classifier(train: Dataset, val: Dataset | None, model_name: str, size: int, channels: int,
-                     config: TrainConfig) -> tuple[torch.nn.Module, TrainResult]:
-    """Train ``model_name`` (``"cnn"`` or ``"resnet"``) on ``(image (C, size, size), label)`` items; returns it and its history.
+                     config: TrainConfig, scheme: str | None = None, params: Mapping[str, Any] | None = None,
+                     ) -> tuple[torch.nn.Module, TrainResult]:
+    """Train ``model_name`` (a registered server model) on ``(image (C, size, size), label)`` items; returns it and its history.
 
-    The initial weights come from ``config.seed`` too, so a run repeats exactly in another process.
+    ``scheme`` and ``params`` are the obfuscation's public name and parameters, for models that
+    learn its structure. The initial weights come from ``config.seed`` too, so a run repeats
+    exactly in another process.
     """
     seed_everything(config.seed)
-    model = build_classifier(model_name, size, in_channels=channels)
+    model = build_classifier(model_name, size, in_channels=channels, scheme=scheme, params=params)
 
     def val_accuracy(outputs, targets):
         return metrics.classification_scores(targets.numpy(), torch.sigmoid(outputs).numpy())["accuracy"]
@@ -45,14 +50,22 @@ def holdout(n: int, fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def train_on_images(images: np.ndarray, labels: np.ndarray, model_name: str, config: TrainConfig,
-                    val_fraction: float = 0.15) -> tuple[torch.nn.Module, TrainResult]:
-    """Train on uint8 images ``(n, S, S[, 3])`` as they are (already obfuscated), validating on a seeded hold-out.
+                    val_fraction: float = 0.15, scheme: str | None = None,
+                    params: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, TrainResult]:
+    """Train on images ``(n, S, S[, 3])`` as they are (already obfuscated), validating on a seeded hold-out.
 
     What the service runs for an uploaded dataset, and what a hospital runs locally to check it.
+    ``scheme`` and ``params``: the obfuscation's public name and parameters (for models that use them).
     """
-    from medveil.data.pipeline import ImageTensors
-
     train_idx, val_idx = holdout(len(images), val_fraction, config.seed)
     channels = 3 if images.ndim == 4 else 1
-    return train_classifier(ImageTensors(images[train_idx], labels[train_idx]), ImageTensors(images[val_idx], labels[val_idx]),
-                            model_name, images.shape[1], channels, config)
+    return train_classifier(model_tensors(model_name, images[train_idx], labels[train_idx]),
+                            model_tensors(model_name, images[val_idx], labels[val_idx]),
+                            model_name, images.shape[1], channels, config, scheme, params)
+
+
+def model_tensors(model_name: str, images: np.ndarray, labels: np.ndarray) -> Dataset:
+    """``images`` and ``labels`` as the server model ``model_name`` takes them (its declared input scaling)."""
+    from medveil.data.pipeline import ImageTensors
+
+    return ImageTensors(images, labels, scale=model_spec(model_name).input)

@@ -333,7 +333,8 @@ def evaluate_utility(
     param: list[str] = typer.Option([], help="NAME=V1,V2,... key parameter values to sweep, e.g. block=1,3,4,5 (repeatable)."),
     seeds: int = typer.Option(3, min=1, help="Runs per setting (each with a fresh key)."),
     epochs: int = typer.Option(30, min=1),
-    model: str = typer.Option("cnn", help="A registered server model: 'cnn' (paper NB's), 'resnet', or a plugin's."),
+    model: str = typer.Option("cnn", help="A registered server model: 'cnn' (paper NB's), 'resnet', 'matched' "
+                               "(learns the scheme's structure from its public parameters), or a plugin's."),
     augment: bool = typer.Option(False, help="Shift/flip/rotate the obfuscated training images."),
     key: Optional[Path] = typer.Option(None, "--key", "-k", help="Evaluate this key (every seed) instead of fresh keys; "
                                        "--scheme, --levels and --param are then not used."),
@@ -680,7 +681,7 @@ def client_upload(ctx: typer.Context,
 @_clean_errors
 def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epochs: int = typer.Option(30, min=1),
                  model: Optional[str] = typer.Option(None, help="Classification: a registered server model ('cnn', the "
-                                                     "default, 'resnet', or a plugin's); segmentation: 'unet'."),
+                                                     "default, 'resnet', 'matched', or a plugin's); segmentation: 'unet'."),
                  wait: bool = typer.Option(False, help="Wait for the job to finish.")):
     """Start a training job on an uploaded dataset."""
     with _client(ctx) as client:

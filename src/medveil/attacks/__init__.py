@@ -3,7 +3,7 @@
 Importing this package registers every built-in attack:
 
 - ciphertext-only: identity, code-cooccurrence, slot-correlation, position-correlation,
-  kerckhoffs-unet, leading-bit, minimum-difference;
+  kerckhoffs-unet, leading-bit, minimum-difference, jigsaw;
 - known-pairs: known-pairs;
 - oracle: chosen-plaintext (and its U-Net refinement), learned-reconstruction;
 
@@ -32,6 +32,7 @@ from medveil.attacks.chosen_plaintext import (
 )
 from medveil.attacks.cooccurrence import CodeCooccurrence
 from medveil.attacks.identity import Identity
+from medveil.attacks.jigsaw import Jigsaw
 from medveil.attacks.kerckhoffs import Kerckhoffs
 from medveil.attacks.known_pairs import (
     KnownPairsBlockKey,
@@ -55,6 +56,7 @@ __all__ = [
     "ChosenPlaintext",
     "CodeCooccurrence",
     "Identity",
+    "Jigsaw",
     "Kerckhoffs",
     "KnownPairsBlockKey",
     "KnownPairsPositions",

@@ -224,6 +224,9 @@ class AttackSpec:
         One line for ``medveil attack list``.
     parameters : tuple of Parameter
         The attack's own options (``medveil attack NAME -p name=value``).
+    images_only : bool
+        It needs nothing but the intercepted images (and its plain data), so an attacker of any
+        threat model can run it: verdicts count it in every threat model's column.
     """
 
     name: str
@@ -233,6 +236,7 @@ class AttackSpec:
     create: Callable[..., Attack]
     summary: str
     parameters: tuple[Parameter, ...] = ()
+    images_only: bool = False
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)

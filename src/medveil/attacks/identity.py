@@ -35,4 +35,5 @@ class Identity(ValueTableAttack):
 
 register_attack(AttackSpec(
     "identity", "ciphertext-only", ("none", "prior"), None, lambda scheme, params, epochs, progress: Identity(),
-    "the obfuscated image itself after the best global remap of its values (what anyone holding it sees)"))
+    "the obfuscated image itself after the best global remap of its values (what anyone holding it sees)",
+    images_only=True))

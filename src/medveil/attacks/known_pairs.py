@@ -14,6 +14,8 @@
   pairs' row and column intensity profiles (plain, resized to the input size, against obfuscated)
   are aligned by dynamic time warping; the alignment is the map, and resampling through its
   inverse undoes it (as the chosen-plaintext attack does with crafted images).
+* ``block-shuffle``: a keyed shuffle per image, so pairs say nothing about another image's; the
+  jigsaw solver (:mod:`medveil.attacks.jigsaw`) with the leaked plain images to orient its result.
 
 All take grayscale 8-bit pairs ``(k, H, W)``, structural colour too.
 """
@@ -157,6 +159,10 @@ def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
     """The known-pairs attack for ``scheme`` with its public ``params``."""
     if scheme == "structural":
         return KnownPairsWarp(params["size"], params["raster"])
+    if scheme == "block-shuffle":
+        from medveil.attacks.jigsaw import Jigsaw
+
+        return Jigsaw(params["block"])  # pairs say nothing of another image's shuffle; their plain side orients it
     if params.get("channels", 1) != 1 or params.get("bits", 8) != 8:
         raise InputError("the known-pairs attacks handle grayscale 8-bit keys")
     if scheme in ("intensity", "vae"):
@@ -169,7 +175,7 @@ def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
 
 
 register_attack(AttackSpec(
-    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth", "structural"),
+    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth", "structural", "block-shuffle"),
     lambda scheme, params, epochs, progress: known_pairs_attack(scheme, params),
     "reads the key's effect off k leaked (plain, obfuscated) pairs: code table, Tanaka block key, SKK negations, "
     "structural warp"))

@@ -28,4 +28,4 @@ class LeadingBit(SingleImageAttack):
 
 register_attack(AttackSpec("leading-bit", "ciphertext-only", ("none",), ("skk", "skk-smooth"),
                            lambda scheme, params, epochs, progress: LeadingBit(),
-                           "give every value one leading bit (Chang & Case; paper LE Algorithm 2)"))
+                           "give every value one leading bit (Chang & Case; paper LE Algorithm 2)", images_only=True))

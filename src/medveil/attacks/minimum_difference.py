@@ -61,4 +61,5 @@ class MinimumDifference(SingleImageAttack):
 
 register_attack(AttackSpec("minimum-difference", "ciphertext-only", ("none",), ("skk", "skk-smooth"),
                            lambda scheme, params, epochs, progress: MinimumDifference(),
-                           "undo each pixel's negation/shuffle to match its neighbour (paper LE Algorithm 3)"))
+                           "undo each pixel's negation/shuffle to match its neighbour (paper LE Algorithm 3)",
+                           images_only=True))

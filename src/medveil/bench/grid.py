@@ -43,6 +43,8 @@ class Profile:
     attacker data)`` triples, the setting given by its scheme (``"tanaka"``) or its label
     (``"intensity levels=256"``), in which ``"*"`` stands for any. ``options`` gives attacks their
     declared parameters (``{"kerckhoffs-unet": {"keys": 32}}``); such cells are cached apart.
+    ``models``: the server models each setting is trained with, where made for its scheme (a model's
+    ``schemes``; plain images: paper NB's CNN, the baseline); a setting's utility is its best model's.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Profile:
     leave_out: frozenset[tuple[str, str, str]] = frozenset()
     attacks: frozenset[str] | None = None
     options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    models: tuple[str, ...] = ("cnn",)
 
     def options_of(self, attack: str) -> dict[str, Any]:
         return dict(dict(self.options).get(attack, ()))
@@ -71,10 +74,11 @@ PROFILES = {
         # no Kerckhoffs training: the demo's ten minutes.
         leave_out=frozenset({("intensity", "learned-reconstruction", "*"), ("tanaka", "learned-reconstruction", "*"),
                              ("*", "learned-reconstruction", "prior"), ("*", "kerckhoffs-unet", "*")})),
-    "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=12, settings=_settings(
+    "full": Profile("full", size=64, epochs=30, seeds=2, attack_epochs=12, models=("cnn", "matched"), settings=_settings(
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 150}), ("intensity", {"levels": 50}),
         ("skk", {}), ("skk-smooth", {"block": 3}), ("skk-smooth", {"block": 4}), ("skk-smooth", {"block": 5}),
-        ("tanaka", {"block": 4}), ("structural", {"size": 32}), ("structural", {"size": 50})),
+        ("tanaka", {"block": 4}), ("structural", {"size": 32}), ("structural", {"size": 50}),
+        ("block-shuffle", {"block": 8})),
         # U-Nets train on prior data only (the stronger attacker: a column reports its strongest data), and
         # none where an attack of the same threat model already decrypts exactly (Tanaka: chosen-plaintext
         # and slot-correlation; SKK: position-correlation; intensity N=256: chosen-plaintext and
@@ -96,9 +100,11 @@ class Cell:
     attack: str = ""
     attacker_data: str = ""
     options: tuple[tuple[str, Any], ...] = ()  # the attack's own parameters, when not its defaults
+    model: str = "cnn"  # utility: the server model
 
     def file_name(self, dataset: str) -> str:
-        tail = [f"seed{self.seed}"] if self.kind == "utility" else [self.attack, self.attacker_data]
+        tail = ([f"seed{self.seed}"] + ([self.model] if self.model != "cnn" else []) if self.kind == "utility"
+                else [self.attack, self.attacker_data])
         return slug(dataset, self.setting.slug, *tail, *(f"{k}{v}" for k, v in self.options)) + ".json"
 
 
@@ -106,7 +112,10 @@ def cells_of(profile: Profile) -> list[Cell]:
     """Utility cells per setting and seed, then one attack cell per applicable registered attack and data."""
     from medveil.attacks import applicable_attacks
 
-    cells = [Cell("utility", s, seed) for s in profile.settings for seed in range(profile.seeds)]
+    from medveil.nn import model_spec
+
+    cells = [Cell("utility", s, seed, model=model) for s in profile.settings for model in profile.models
+             if model_spec(model).schemes is None or s.scheme in model_spec(model).schemes for seed in range(profile.seeds)]
     cells += [Cell("attack", s, attack=spec.name, attacker_data=data,
                    options=tuple(sorted(profile.options_of(spec.name).items()))) for s in profile.settings
               for spec in applicable_attacks(s.scheme, dict(s.params))
@@ -142,7 +151,7 @@ def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Prof
     if cell.kind == "utility":
         config = TrainConfig(epochs=profile.epochs, seed=cell.seed, progress=False)
         setting = replace(cell.setting, key=key)
-        return {"row": run_one(dataset, split, setting, cell.seed, "cnn", config, augment=False)["row"],
+        return {"row": run_one(dataset, split, setting, cell.seed, cell.model, config, augment=False)["row"],
                 "key": fingerprint}
     from medveil.attacks import attack_spec
     from medveil.evaluation.privacy import attack_figure, run_attack
@@ -195,7 +204,8 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
     shared = (dataset, split, profile, out_dir / "figures")
     if scheduler is None:
         for index in todo:
-            bar.set_postfix_str(f"{cells[index].setting.label} {cells[index].attack or f'utility seed {cells[index].seed}'}")
+            cell = cells[index]
+            bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility {cell.model} seed {cell.seed}'}")
             finish(index, _computed(compute, cells[index], shared, secret, threads, device))
     elif todo:
         from distributed import as_completed

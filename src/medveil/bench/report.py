@@ -55,23 +55,29 @@ CARD_COLUMNS = ["dataset", "scheme", "params", "capability", "attack", "attacker
 
 
 def summarise(records: Sequence[dict], settings) -> list[dict]:
-    """Per setting: utility mean ± std, obfuscated-vs-original similarity, strongest attack, failures."""
+    """Per setting: utility mean ± std (of its best server model, and of each), similarity, strongest attack, failures."""
     rows = []
     for setting in settings:
         mine = [r for r in records if r["cell"].setting == setting]
-        utility = [r["result"]["row"] for r in mine if r["cell"].kind == "utility" and "result" in r]
+        utility_rows = [r["result"]["row"] for r in mine if r["cell"].kind == "utility" and "result" in r]
+        by_model = {model: {metric: mean_std(u[metric] for u in utility_rows if u.get("model", "cnn") == model)
+                            for metric in ("accuracy", "f1")}
+                    for model in dict.fromkeys(u.get("model", "cnn") for u in utility_rows)}
+        best_model = max(by_model, key=lambda m: by_model[m]["accuracy"][0], default="cnn")
+        utility = [u for u in utility_rows if u.get("model", "cnn") == best_model]
         attacks = [dict(r["result"]["row"], figure=r["result"].get("figure")) for r in mine
                    if r["cell"].kind == "attack" and "result" in r]
         for a in attacks:  # rows cached before attacks declared their threat model
-            a.setdefault("capability", _capability_of(a["attack"]))
-        entry = {"setting": setting, "runs": len(utility), "attacks": attacks,
+            a.setdefault("capability", getattr(_spec(a["attack"]), "capability", ""))
+        anyone = {a["attack"] for a in attacks if getattr(_spec(a["attack"]), "images_only", False)}
+        entry = {"setting": setting, "runs": len(utility), "attacks": attacks, "model": best_model, "by_model": by_model,
                  "failures": [f"{r['cell'].attack or 'utility'}: {r['error']}" for r in mine if r["status"] == "failed"]}
         entry.update({metric: mean_std(u[metric] for u in utility) for metric in ("accuracy", "f1", "ssim", "psnr")})
         entry["strongest"] = max(attacks, key=lambda a: float(a["ssim"]), default=None)
-        entry["by_capability"] = {cap: max((a for a in attacks if a.get("capability") == cap),
-                                           key=lambda a: float(a["ssim"]), default=None) for cap in CAPABILITIES}
-        entry["linked"] = {cap: _strongest_linkage([a for a in attacks if a.get("capability") == cap])
-                           for cap in CAPABILITIES}
+        # an attack that needs only the intercepted images counts in every threat model's column
+        within = {cap: [a for a in attacks if a.get("capability") == cap or a["attack"] in anyone] for cap in CAPABILITIES}
+        entry["by_capability"] = {cap: max(within[cap], key=lambda a: float(a["ssim"]), default=None) for cap in CAPABILITIES}
+        entry["linked"] = {cap: _strongest_linkage(within[cap]) for cap in CAPABILITIES}
         entry["verdicts"] = {cap: _card_verdict(best, entry["linked"][cap])
                              for cap, best in entry["by_capability"].items() if best}
         rows.append(entry)
@@ -79,14 +85,21 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
 
 
 def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
-    main = [["setting", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB"]
+    main = [["setting", "best server model", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB"]
             + [f"strongest {cap} (SSIM)" for cap in CAPABILITIES] + ["problems"]]
     for e in rows:
         best = [f"{b['attack']}, {_attacker(b['attacker_data'])} ({number(b['ssim'])})" if b else "–"
                 for b in (e["by_capability"][cap] for cap in CAPABILITIES)]
-        main.append([e["setting"].label, pm(e["accuracy"], 100, 1), pm(e["f1"], 100, 1), pm(e["ssim"], 1, 3),
+        main.append([e["setting"].label, e["model"], pm(e["accuracy"], 100, 1), pm(e["f1"], 100, 1), pm(e["ssim"], 1, 3),
                      pm(e["psnr"], 1, 1)]
                     + best + ["; ".join(e["failures"]) or ""])
+    models = list(dict.fromkeys(m for e in rows for m in e["by_model"]))
+    servers = [["setting"] + [f"{m} accuracy %" for m in models] + ["gain of the best over paper NB's CNN (points)"]]
+    for e in rows:
+        cnn = e["by_model"].get("cnn", {}).get("accuracy")
+        gain = (f"{(e['accuracy'][0] - cnn[0]) * 100:+.1f} ({e['model']})" if cnn and len(e["by_model"]) > 1 else "")
+        servers.append([e["setting"].label] + [pm(e["by_model"][m]["accuracy"], 100, 1) if m in e["by_model"] else "–"
+                                               for m in models] + [gain])
     attacks = [["setting", "threat model", "attack", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM",
                 "linkage top-1 (chance)"]]
     for e in rows:
@@ -95,18 +108,20 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
                             str(a["queries"]), number(a["ssim"]), number(a["psnr"], 1), number(a["ms_ssim"]),
                             linkage_text(a)])
     ours = {(e["setting"].scheme, e["setting"].params_text): e for e in rows}
-    published = [["paper", "setting", "metric", "published", "ours"]]
+    published = [["paper", "setting", "metric", "published", "ours, paper NB's CNN", "ours, best server model"]]
     for paper, scheme, params, metric, value in papers.UTILITY:
         if (scheme, params) in ours and metric in ("accuracy", "f1"):
+            entry = ours[(scheme, params)]
+            cnn = entry["by_model"].get("cnn", {}).get(metric)
             published.append([paper, f"{scheme} {params}".strip(), metric, f"{value * 100:.1f}",
-                              pm(ours[(scheme, params)][metric], 100, 1)])
+                              pm(cnn, 100, 1) if cnn else "–", f"{pm(entry[metric], 100, 1)} ({entry['model']})"])
     for params, ref in papers.NB_RECONSTRUCTION.items():
         entry = ours.get(("intensity", params))
         learned = [a for a in (entry["attacks"] if entry else []) if a["attack"] == "learned-reconstruction"]
         if learned:
             published.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", number(ref["ssim"]),
                               number(learned[0]["ssim"])])
-    return {"main": main, "attacks": attacks, "papers": published}
+    return {"main": main, "servers": servers, "attacks": attacks, "papers": published}
 
 
 def _strongest_linkage(attacks: Sequence[dict]) -> dict | None:
@@ -123,13 +138,14 @@ def _card_text(entry: dict) -> str:
     return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
 
 
-def _capability_of(attack: str) -> str:
+def _spec(attack: str):
+    """The registered attack, or ``None`` for one no longer registered (in old cached cells)."""
     from medveil.attacks import attack_spec
 
     try:
-        return attack_spec(attack).capability
-    except InputError:  # an attack no longer registered
-        return ""
+        return attack_spec(attack)
+    except InputError:
+        return None
 
 
 def _card_verdict(best: dict, linked: dict | None) -> str:
@@ -181,6 +197,50 @@ def cards_markdown(cards_csv: Path) -> str:
     return "\n".join(markdown_table(table))
 
 
+TARGET_POINTS = 3  # a recommended setting's accuracy is within this many points of plain images
+
+
+def recommendation(rows: Sequence[dict]) -> list[str]:
+    """Markdown lines naming, from the measured cards, the setting to use under each threat model, or saying none qualifies.
+
+    A setting qualifies under a threat model when the strongest attack of that model stays below
+    the :data:`PARTIAL` SSIM and its reconstructions do not link patients (verdict "holds"), and its
+    best server model's accuracy is within :data:`TARGET_POINTS` of plain images'. Among those, the
+    most accurate is named. Where none qualifies, the closest is named with what keeps it out.
+    """
+    plain = next((e for e in rows if e["setting"].scheme == "plain" and not math.isnan(e["accuracy"][0])), None)
+    if plain is None:
+        return ["No recommendation: the plain baseline has no utility result."]
+    floor = plain["accuracy"][0] - TARGET_POINTS / 100
+    scored = [e for e in rows if e["setting"].scheme != "plain" and not math.isnan(e["accuracy"][0]) and e["verdicts"]]
+
+    def described(e: dict, caps) -> str:
+        verdicts = ", ".join(f"{cap} {e['verdicts'].get(cap, 'untested')} (SSIM {float(e['by_capability'][cap]['ssim']):.2f})"
+                             for cap in caps if e["by_capability"].get(cap))
+        return (f"`{e['setting'].label}` with {e['model']}: accuracy {e['accuracy'][0] * 100:.1f} % "
+                f"({(e['accuracy'][0] - plain['accuracy'][0]) * 100:+.1f} points against plain); {verdicts}")
+
+    lines = [f"Plain images: {plain['accuracy'][0] * 100:.1f} % (paper NB's CNN). A setting qualifies under a threat "
+             f"model when its strongest attack there stays below SSIM {PARTIAL} without linking patients (verdict "
+             f"'holds') and its best server model is within {TARGET_POINTS} points of plain.", ""]
+    for caps, title in [((cap,), cap) for cap in CAPABILITIES] + [(tuple(CAPABILITIES), "every threat model at once")]:
+        holds = [e for e in scored if all(e["verdicts"].get(cap) == "holds" for cap in caps)]
+        useful = [e for e in holds if e["accuracy"][0] >= floor]
+        if useful:
+            lines.append(f"- **{title}**: use {described(max(useful, key=lambda e: e['accuracy'][0]), caps)}.")
+            continue
+        # the closest: the most private of the useful settings, by its worst SSIM over these threat models
+        near = [e for e in scored if e["accuracy"][0] >= floor] or scored
+        worst = {id(e): max(float(e["by_capability"][c]["ssim"]) for c in caps if e["by_capability"].get(c)) for e in near
+                 if any(e["by_capability"].get(c) for c in caps)}
+        closest = min((e for e in near if id(e) in worst), key=lambda e: worst[id(e)], default=None)
+        held = ", ".join(f"`{e['setting'].label}`" for e in holds)
+        why = f"those that hold ({held}) lose more than {TARGET_POINTS} points" if holds else "no setting holds"
+        lines.append(f"- **{title}**: none qualifies ({why}); closest: {described(closest, caps)}."
+                     if closest else f"- **{title}**: none qualifies ({why}).")
+    return lines
+
+
 def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], command: str | None, seconds: float) -> tuple[Path, Path]:
     """``report.md`` and ``report.html`` in ``out_dir``; returns both paths."""
     import torch
@@ -195,8 +255,9 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     environment = (f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
                    f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the cells computed in this run.")
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
-             f"whole; scores are on the test split. Utility: paper NB's CNN, {profile.epochs} epochs, {profile.seeds} seed(s), each with a "
-             f"fresh key; test accuracy and F1. Attacks: the attacker's U-Nets train {profile.attack_epochs} epochs; "
+             f"whole; scores are on the test split. Utility: {', '.join(profile.models)} (the server models), "
+             f"{profile.epochs} epochs, {profile.seeds} seed(s), each with its own key; test accuracy and F1 of each "
+             "setting's best model (plain images: paper NB's CNN). Attacks: the attacker's U-Nets train {profile.attack_epochs} epochs; "
              "'public' data are other public medical images, 'prior' the target's own training split, 'none' "
              "no plain images. Threat models: ciphertext-only (the service: every obfuscated image it holds, no "
              "queries), known-pairs (leaked pairs), oracle (queries to the obfuscation with the key). SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
@@ -204,6 +265,8 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     cards = [(e["setting"].label, _card_text(e), f"accuracy {pm(e['accuracy'], 100, 1)} %" if e["runs"] else "no utility result")
              for e in rows]
     write_cards(out_dir / "cards.csv", dataset.name, rows)
+    recommended = recommendation(rows)
+    (out_dir / "recommendation.md").write_text("\n".join(recommended) + "\n")
     failures = [r for r in records if r["status"] == "failed"]
     thresholds = (f"Verdicts come from the strongest attack in any threat model, by the SSIM of its reconstructions "
                   f"against the originals: ≥ {BROKEN} broken (the images are recovered), ≥ {WEAK} weak (recognisable), "
@@ -213,9 +276,12 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
                   "by some attack's reconstructions is marked 'links'.")
 
     md = [f"# {title}", "", f"Command: `{command}`" if command else "", "", environment, "", setup, "",
-          thresholds, "", "## Privacy cards", ""]
+          thresholds, "", "## Recommendation", ""] + recommended + ["", "## Privacy cards", ""]
     md += [f"- **{label}**: {v}; {acc}." for label, v, acc in cards]
     md += ["", "## Every setting", ""] + markdown_table(tables["main"])
+    md += ["", "## Server models", "", "Test accuracy per server model; a setting's utility above is its best model's. "
+           "'matched' learns the scheme's structure from its public name and parameters (medveil.nn.structured).",
+           ""] + markdown_table(tables["servers"])
     md += ["", "![privacy-utility trade-off](tradeoff.png)", "", "## Every attack", ""] + markdown_table(tables["attacks"])
     md += ["", "## Beside the published figures", "",
            "Other data, models and sizes (see the utility report); compare trends, not digits.", ""] + markdown_table(tables["papers"])
@@ -232,11 +298,15 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
         return "data:image/png;base64," + base64.b64encode((out_dir / name).read_bytes()).decode()
 
     body = [f"<h1>{esc(title)}</h1>", f"<p><code>{esc(command or '')}</code></p>", f"<p>{esc(environment)}</p>",
-            f"<p>{esc(setup)}</p>", f"<p>{esc(thresholds)}</p>", "<h2>Privacy cards</h2>", '<div class="cards">']
+            f"<p>{esc(setup)}</p>", f"<p>{esc(thresholds)}</p>", "<h2>Recommendation</h2>",
+            f"<p>{esc(recommended[0])}</p><ul>",
+            *(f"<li>{esc(line[2:].replace('**', '').replace('`', ''))}</li>" for line in recommended[2:]), "</ul>",
+            "<h2>Privacy cards</h2>", '<div class="cards">']
     for label, v, acc in cards:
         level = v.split(":")[0].split(" ")[0]
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
-    body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]),
+    body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]), "<h2>Server models</h2>",
+             html_table(tables["servers"]),
              f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">', "<h2>Every attack</h2>",
              html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", html_table(tables["papers"]),
              "<h2>Image grids</h2>"]

@@ -60,20 +60,28 @@ class ImageTensors(Dataset):
         is deterministic per key, and vectorised over a batch it costs far less than per item.
     augment : callable, optional
         Applied to the normalised ``(C, H, W)`` tensor.
+    scale : str
+        ``"minmax"`` (paper NB): each image scaled to ``[0, 1]``, colour images with one minimum and
+        maximum over all channels; ``"codes"``: each value divided by its type's largest, so that
+        models that read codes (:mod:`medveil.nn.structured`) get them back exactly.
 
-    Items: ``(float32 tensor (C, H, W) in [0, 1], float32 label tensor)``, C = 1 or 3. Colour
-    images are scaled with one minimum and maximum over all channels.
+    Items: ``(float32 tensor (C, H, W) in [0, 1], float32 label tensor)``, C = 1 or 3.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, scheme: Scheme | None = None, augment=None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, scheme: Scheme | None = None, augment=None,
+                 scale: str = "minmax"):
+        if scale not in ("minmax", "codes"):
+            raise ValueError(f"scale is 'minmax' or 'codes', got {scale!r}")
         self.images = images if scheme is None else scheme(images)
-        self.labels, self.augment = labels, augment
+        self.labels, self.augment, self.scale = labels, augment, scale
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(minmax(self.images[i]))
+        image = self.images[i]
+        x = torch.from_numpy(minmax(image) if self.scale == "minmax"
+                             else image.astype(np.float32) / np.iinfo(image.dtype).max)
         x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]
         if self.augment is not None:
             x = self.augment(x)

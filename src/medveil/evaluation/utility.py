@@ -29,6 +29,7 @@ from medveil._atomic import write_json
 from medveil.data import ImageDataset, group_split, resize_images, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.figures import image_grid, plot_utility
+from medveil.nn import model_spec
 from medveil.classification import predict_probabilities, train_classifier
 from medveil.papers import UTILITY as PAPER_UTILITY
 from medveil.report import markdown_table, mean_std, pm, write_csv
@@ -56,12 +57,14 @@ def run_one(dataset: ImageDataset, split: np.ndarray, setting: Setting, seed: in
     scheme = setting.build_scheme(dataset.channels)
     parts = {name: dataset.subset(split == name) for name in ("train", "val", "test")}
     augmentation = RandomAffine(generator=torch.Generator().manual_seed(seed)) if augment else None
-    train = ImageTensors(parts["train"].images, parts["train"].labels, scheme, augmentation)
-    val = ImageTensors(parts["val"].images, parts["val"].labels, scheme)
-    test = ImageTensors(parts["test"].images, parts["test"].labels, scheme)
+    scale = model_spec(model_name).input
+    train = ImageTensors(parts["train"].images, parts["train"].labels, scheme, augmentation, scale)
+    val = ImageTensors(parts["val"].images, parts["val"].labels, scheme, scale=scale)
+    test = ImageTensors(parts["test"].images, parts["test"].labels, scheme, scale=scale)
 
     started = time.perf_counter()
-    model, result = train_classifier(train, val, model_name, test.images.shape[1], dataset.channels, config)
+    model, result = train_classifier(train, val, model_name, test.images.shape[1], dataset.channels, config,
+                                     scheme.name if scheme else None, scheme.key.params if scheme else None)
     probabilities, labels = predict_probabilities(model, test)
     scores = metrics.classification_scores(labels, probabilities)
     similarity = {"ssim": math.nan, "psnr": math.nan}

@@ -7,7 +7,7 @@ The sigmoid + binary cross-entropy of paper NB is applied as ``BCEWithLogitsLoss
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -81,11 +81,22 @@ class SmallResNet(nn.Module):
 @dataclass(frozen=True)
 class ModelSpec:
     """A server model: ``build(size, in_channels, num_outputs) -> nn.Module`` taking ``(B, C, size, size)``
-    floats in ``[0, 1]`` and giving logits as :class:`SeedCNN` does; ``summary`` is one line for people."""
+    floats in ``[0, 1]`` and giving logits as :class:`SeedCNN` does; ``summary`` is one line for people.
+
+    ``input``: ``"minmax"`` (paper NB: each image scaled to ``[0, 1]``) or ``"codes"`` (each value
+    divided by its type's largest, so the model can read the exact codes back). ``uses_scheme``:
+    ``build`` also takes the obfuscation's public scheme name and parameters
+    (``build(size, in_channels, num_outputs, scheme, params)``; ``scheme`` is ``None`` for plain images).
+    ``schemes``: the schemes it is made for (``None``: any images, plain ones included); the
+    benchmark trains it on those only.
+    """
 
     name: str
-    build: Callable[[int, int, int], nn.Module]
+    build: Callable[..., nn.Module]
     summary: str
+    input: str = "minmax"
+    uses_scheme: bool = False
+    schemes: tuple[str, ...] | None = None
 
 
 _MODELS: Registry[ModelSpec] = Registry("model", "medveil.models")
@@ -100,9 +111,22 @@ def available_models() -> list[str]:
     return _MODELS.names()
 
 
-def build_classifier(name: str, size: int, in_channels: int = 1, num_outputs: int = 1) -> nn.Module:
-    """The registered model ``name`` (``"cnn"``: paper NB's, ``"resnet"``, or a plugin's) for ``size`` images."""
-    return _MODELS[name].build(size, in_channels, num_outputs)
+def model_spec(name: str) -> ModelSpec:
+    """The registered server model ``name``; a one-line error names the choices."""
+    return _MODELS[name]
+
+
+def build_classifier(name: str, size: int, in_channels: int = 1, num_outputs: int = 1, scheme: str | None = None,
+                     params: Mapping[str, Any] | None = None) -> nn.Module:
+    """The registered model ``name`` (``"cnn"``: paper NB's, ``"resnet"``, ``"matched"``, or a plugin's) for ``size`` images.
+
+    ``scheme`` and ``params``: the public name and parameters of the obfuscation the images went
+    through (``None`` for plain images), for models that learn its structure.
+    """
+    spec = _MODELS[name]
+    if spec.uses_scheme:
+        return spec.build(size, in_channels, num_outputs, scheme, dict(params or {}))
+    return spec.build(size, in_channels, num_outputs)
 
 
 register_model(ModelSpec("cnn", lambda size, channels, outputs: SeedCNN(size, channels, num_outputs=outputs),

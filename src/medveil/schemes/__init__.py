@@ -12,11 +12,13 @@ from medveil.schemes.adversarial import AdversarialEncoder
 from medveil.schemes.intensity import IntensityMapping
 from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
 from medveil.schemes.setting import Setting
+from medveil.schemes.shuffle import BlockShuffle
 from medveil.schemes.structural import StructuralDeidentification
 from medveil.schemes.vae import VAEObfuscation
 
 __all__ = [
     "AdversarialEncoder",
+    "BlockShuffle",
     "IntensityMapping",
     "SKK",
     "SKKSmooth",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -84,7 +85,9 @@ class Client:
     def _upload(self, members: dict[str, np.ndarray], name: str, task: str) -> dict:
         files = {"archive": ("dataset.zip", _zip(members), "application/zip")}
         return self._call("POST", "/datasets", files=files,
-                          data={"fingerprint": self.key.fingerprint, "name": name, "task": task})
+                          data={"fingerprint": self.key.fingerprint, "name": name, "task": task,
+                                # public by Kerckhoffs: lets the server pick a model that learns the scheme's structure
+                                "scheme": json.dumps({"scheme": self.key.scheme, "params": dict(self.key.params)})})
 
     def upload(self, dataset: ImageDataset, name: str = "") -> dict:
         """Obfuscate ``dataset`` and upload it as ``CLASS/FILE.png``; returns the server's dataset record."""

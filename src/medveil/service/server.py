@@ -17,6 +17,7 @@ start-up and resumes from its last epoch's checkpoint.
 
 import base64
 import io
+import json
 import queue
 import threading
 import zipfile
@@ -262,12 +263,35 @@ class Worker:
             if dataset["task"] == "segmentation":
                 model, result = train_segmentation_on_images(images, labels, len(dataset["classes"]), config)
             else:
-                model, result = train_on_images(images, labels, job["model"], config)
+                model, result = train_on_images(images, labels, job["model"], config,
+                                                **_scheme_arguments(dataset["scheme"]))
             model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
             self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
             checkpoint.unlink(missing_ok=True)
         except Exception as exc:  # the job fails, the server goes on
             self.store.update_job(job_id, status="failed", message=f"{exc.__class__.__name__}: {exc}")
+
+
+def _public_scheme(text: str) -> str:
+    """The key's public part as uploaded (JSON ``{"scheme": name, "params": {...}}``, or empty), checked and normalised."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise _error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}}") from None
+    if (len(text) > 4096 or not isinstance(value, dict) or set(value) != {"scheme", "params"}
+            or not isinstance(value["scheme"], str) or not isinstance(value["params"], dict)):
+        raise _error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}} (≤ 4 KB)")
+    return json.dumps(value, sort_keys=True)
+
+
+def _scheme_arguments(stored: str) -> dict:
+    """``scheme`` and ``params`` for a server model, from a dataset's or model's stored public part."""
+    if not stored:
+        return {}
+    value = json.loads(stored)
+    return {"scheme": value["scheme"], "params": value["params"]}
 
 
 def _job_view(job: dict) -> dict:
@@ -277,7 +301,8 @@ def _job_view(job: dict) -> dict:
 
 
 def _dataset_view(d: dict) -> dict:
-    return {k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes")}
+    return {**{k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes")},
+            "scheme": json.loads(d["scheme"]) if d["scheme"] else None}
 
 
 def _model_view(m: dict) -> dict:
@@ -340,16 +365,18 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/datasets", status_code=201, responses=_responses(400, 401, 411, 413, 415, 422))
     def upload_dataset(who: Tenant, archive: Annotated[UploadFile, File()], fingerprint: Annotated[str, Form()],
-                       name: Annotated[str, Form()] = "", task: Annotated[str, Form()] = "classification") -> dict:
+                       name: Annotated[str, Form()] = "", task: Annotated[str, Form()] = "classification",
+                       scheme: Annotated[str, Form()] = "") -> dict:
         if archive.content_type not in ZIP_TYPES:
             raise _error(415, f"archive must be application/zip, got {archive.content_type}")
         if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
             raise _error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
         if task not in TASKS:
             raise _error(400, f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        scheme = _public_scheme(scheme)
         quota_left = limits.max_tenant_bytes - store.stored_bytes(who)
         images, labels, classes = read_archive(archive.file, limits, quota_left, task)
-        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task))
+        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
 
     @app.get("/datasets", responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:
@@ -361,7 +388,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/jobs", status_code=202, responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
-        from medveil.nn import available_models
+        from medveil.nn import available_models, model_spec
         from medveil.segmentation import SEGMENTER
 
         dataset = owned(store.dataset(who, request.dataset_id), "dataset")
@@ -371,6 +398,9 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
             model, choices = request.model or "cnn", available_models()
         if model not in choices:
             raise _error(422, f"a {dataset['task']} job trains one of {', '.join(choices)}, not {model!r}")
+        if dataset["task"] == "classification" and model_spec(model).uses_scheme and not dataset["scheme"]:
+            raise _error(422, f"{model} learns the obfuscation's structure from the key's public scheme and parameters, "
+                              "which this dataset was uploaded without (medveil client upload sends them)")
         job = store.add_job(who, request.dataset_id, model, request.epochs)
         worker.queue.put(job["id"])
         return _job_view(job)
@@ -400,16 +430,15 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         with loaded_lock:
             if record["id"] not in loaded:
                 net = (build_segmenter(len(record["classes"])) if record["task"] == "segmentation" else
-                       build_classifier(record["model"], record["size"], in_channels=record["channels"]))
+                       build_classifier(record["model"], record["size"], in_channels=record["channels"],
+                                        **_scheme_arguments(record["scheme"])))
                 net.load_state_dict(torch.load(store.model_path(record["id"]), weights_only=True))
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]
 
     @app.post("/models/{model_id}/predict", responses=_responses(400, 401, 404, 411, 413, 422))
     def predict(who: Tenant, model_id: str, files: Annotated[list[UploadFile], File()]) -> dict:
-        import torch
-
-        from medveil.data.pipeline import ImageTensors
+        from medveil.classification import model_tensors, predict_probabilities
 
         record = owned(store.model(who, model_id), "model")
         if len(files) > limits.max_predict_images:
@@ -431,10 +460,8 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
             return {"predictions": [{"file": f.filename, "mask_png": base64.b64encode(_png_bytes(m)).decode(),
                                      "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
                                     for f, m in zip(files, masks)]}
-        data = ImageTensors(images, np.zeros(len(images)))
-        with torch.no_grad():
-            logits = network(record)(torch.stack([data[i][0] for i in range(len(data))]))
-        probabilities = torch.sigmoid(logits).numpy()
+        probabilities, _ = predict_probabilities(network(record), model_tensors(record["model"], images,
+                                                                                np.zeros(len(images))))
         return {"predictions": [{"file": f.filename, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}
                                 for f, p in zip(files, probabilities)]}
 

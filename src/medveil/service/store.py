@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, da
 # Columns added after the first release, so that an existing data folder keeps working.
 MIGRATIONS = (("datasets", "bits", "INTEGER NOT NULL DEFAULT 8"), ("models", "bits", "INTEGER NOT NULL DEFAULT 8"),
               ("datasets", "task", "TEXT NOT NULL DEFAULT 'classification'"),
-              ("models", "task", "TEXT NOT NULL DEFAULT 'classification'"))
+              ("models", "task", "TEXT NOT NULL DEFAULT 'classification'"),
+              # the key's public part, JSON {"scheme", "params"}: for server models that learn its structure
+              ("datasets", "scheme", "TEXT NOT NULL DEFAULT ''"), ("models", "scheme", "TEXT NOT NULL DEFAULT ''"))
 
 _JSON_COLUMNS = {"classes"}
 
@@ -98,15 +100,15 @@ class Store:
 
     # datasets
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
-                    classes: list[str], task: str = "classification") -> dict:
+                    classes: list[str], task: str = "classification", scheme: str = "") -> dict:
         dataset_id = new_id()
         with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
             np.savez(tmp, images=images, labels=labels)
         channels = 3 if images.ndim == 4 else 1
         self._query("INSERT INTO datasets (id, tenant, name, fingerprint, images, size, channels, classes, created, bits, "
-                    "task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
-                     time.time(), 8 * images.dtype.itemsize, task))
+                     time.time(), 8 * images.dtype.itemsize, task, scheme))
         return self.dataset(tenant, dataset_id)
 
     def stored_bytes(self, tenant: str) -> int:
@@ -164,10 +166,10 @@ class Store:
         with atomic_path(self.model_path(model_id), mode=0o600) as tmp:
             torch.save(state, tmp)
         self._query("INSERT INTO models (id, tenant, dataset_id, job_id, fingerprint, model, size, channels, classes, "
-                    "val_accuracy, created, bits, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "val_accuracy, created, bits, task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
                      dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_score, time.time(),
-                     dataset["bits"], dataset["task"]))
+                     dataset["bits"], dataset["task"], dataset["scheme"]))
         return model_id
 
     def model_path(self, model_id: str) -> Path:
