@@ -75,3 +75,16 @@ def test_block_shuffle_through_the_cli(tmp_path, rng):
     assert result.exit_code == 0, result.output
     original, shuffled = (np.asarray(Image.open(p / "a.png")) for p in (tmp_path / "in", tmp_path / "out"))
     assert canonical(to_blocks(original, 4)) == canonical(to_blocks(shuffled, 4))
+
+
+def test_block_shuffle_links_to_a_plain_gallery_without_solving_anything(rng):
+    from medveil.evaluation.privacy import attack_images
+
+    images = np.stack([gaussian_filter(rng.normal(size=(40, 40)), 2) for _ in range(8)])
+    images = ((images - images.min()) / np.ptp(images) * 255).astype(np.uint8)
+    target = np.concatenate([images, images])  # every "patient" twice: a gallery image and a probe
+    groups = np.concatenate([np.arange(8), np.arange(8)])
+    key = medveil.generate_key("block-shuffle", block=8)
+    attack = attack_spec("jigsaw").create("block-shuffle", dict(key.params), 1, False)
+    row, *_ = attack_images(attack, "ciphertext-only", key, target, target[:0], "test", "none", target_groups=groups)
+    assert row["linkage_top1"] == 1.0 and row["linkage_chance"] == 1 / 8

@@ -69,10 +69,17 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
 
 def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
                   thresholds: Sequence[float] = ()) -> Path:
-    """Utility against privacy loss: ``(label, attack SSIM, accuracy %, accuracy std)`` per point."""
+    """Utility against privacy loss: ``(label, attack SSIM, accuracy %, accuracy std)`` per point, and the frontier.
+
+    The frontier joins the points no other point beats on both axes (less recovered and more accurate).
+    """
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for label, x, y, err in points:
         ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", capsize=3)  # one seed: no error bar
+    front = pareto_front([(x, y) for _, x, y, _ in points])
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", color="black", lw=0.8, alpha=0.6, label="frontier")
+        ax.legend(loc="lower left", fontsize=8)
     ax.set_xlim(-0.05, 1.05)
     ax.autoscale_view()  # labels are measured against the final limits
     # Labels of nearby points would print over each other: each steps down until its box is free.
@@ -93,6 +100,15 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ``(loss, gain)`` points that no other has both lower loss and higher gain than, by increasing loss."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
 
 
 def plot_pair_distributions(scores: Sequence[tuple[str, np.ndarray]], same: np.ndarray, path: Path) -> Path:

@@ -14,8 +14,9 @@ turned eight ways. The solver is greedy, as Gallagher's (CVPR 2012) is at heart:
    plain data of the hospital's kind (``prior``), the attacker keeps the one of the eight that
    correlates best with the mean of its images; with none it keeps the solver's.
 
-Featureless pieces (background) fit anywhere; they are placed last, where they cost least. The
-attack needs nothing but each image, so it runs under ciphertext-only and, for the known-pairs
+Featureless pieces (background) fit anywhere; they are placed last, where they cost least.
+Linkage needs no solving at all: the blocks' means and spreads, sorted, are the same before and
+after the shuffle (:meth:`Jigsaw.linkage_features`). The attack needs nothing but each image, so it runs under ciphertext-only and, for the known-pairs
 column, with the leaked plain images as its data (:func:`medveil.attacks.known_pairs.known_pairs_attack`).
 Takes ``(n, H, W)`` uint8, returns the same shape.
 """
@@ -137,6 +138,17 @@ class Jigsaw(Attack):
         if obfuscated.ndim != 3:
             raise InputError(f"{self.name} takes grayscale images (n, H, W), got shape {obfuscated.shape}")
         return np.stack([self._solve(image) for image in obfuscated])
+
+    def linkage_features(self, images: np.ndarray) -> np.ndarray:
+        """What block-shuffle leaves unchanged, per image ``(n, H, W)``: its blocks' means and spreads, sorted.
+
+        The blocks are the originals', only moved and turned, so these are the same for an image and
+        its obfuscation: matched against a plain gallery, they re-identify without solving anything.
+        """
+        blocks = np.stack([to_blocks(image, self.block) for image in images]).astype(np.float64)
+        means, spreads = blocks.mean(axis=(2, 3)), blocks.std(axis=(2, 3))
+        order = np.argsort(means, axis=1)
+        return np.concatenate([np.take_along_axis(means, order, 1), np.take_along_axis(spreads, order, 1)], axis=1)
 
     def _solve(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape

@@ -86,7 +86,9 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
 
     With ``target_groups`` (a patient proxy per target image), the row also scores linkage: each
     probe's reconstruction matched against the plain gallery (:func:`linkage_sets`,
-    :func:`medveil.metrics.linkage_topk`); empty where no group has two images."""
+    :func:`medveil.metrics.linkage_topk`); empty where no group has two images. An attack with a
+    ``linkage_features`` method (features that the obfuscation leaves unchanged) is also scored by
+    matching those of the obfuscated probe with the gallery's; the row keeps the better linkage."""
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own)
@@ -118,6 +120,11 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
         if len(probes):
             scores = metrics.linkage_topk(reconstructed[probes], target[gallery], target_groups[probes],
                                           target_groups[gallery])
+            features = getattr(attack, "linkage_features", None)
+            if features is not None:
+                direct = metrics.linkage_topk(features(obfuscated[probes]), features(target[gallery]),
+                                              target_groups[probes], target_groups[gallery])
+                scores = max(scores, direct, key=lambda s: s["linkage_top1"])
             row.update({k: scores[k] for k in ("linkage_top1", "linkage_top5", "linkage_chance")})
     return row, target, obfuscated, reconstructed
 
