@@ -84,7 +84,7 @@ def test_the_bench_through_dask_gives_the_same_cells_as_a_serial_run(tmp_path, r
     data = tiny_dataset(tmp_path / "d", rng)
     profile = Profile("test", size=48, epochs=1, seeds=1, attack_epochs=1, settings=(
         Setting("plain"), Setting("intensity", (("levels", 50),)), Setting("skk")),
-        attacks=frozenset({"code-cooccurrence", "leading-bit", "known-pairs"}))
+        attacks=frozenset({"code-cooccurrence", "leading-bit", "known-pairs", "chosen-plaintext"}))  # oracle: a child process
     serial = run_grid(data, profile, tmp_path / "serial", progress=False, threads=1)
     (tmp_path / "dask").mkdir()
     shutil.copy(tmp_path / "serial" / "bench.secret", tmp_path / "dask" / "bench.secret")  # the same keys

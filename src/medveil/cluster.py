@@ -1,7 +1,9 @@
 """Dask distributed, for work beyond one process: folder obfuscation and the benchmark grid.
 
 ``"local"`` starts a LocalCluster on this machine; anything else is the address of a running
-scheduler (``tcp://host:8786``) whose workers reach the same folders as this process. Secrets go to
+scheduler (``tcp://host:8786``) whose workers reach the same folders as this process. Workers must
+not be daemonic processes where they run the benchmark's oracle attacks, which start a child
+process (start them with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``; a LocalCluster is made so). Secrets go to
 the workers with :func:`scatter_secret`, never as task arguments: Dask names and logs tasks by their
 arguments' hashes, and shows them on its dashboard.
 """
@@ -21,11 +23,14 @@ def dask_client(scheduler: str, workers: int) -> Iterator:
     """A Dask distributed client: ``"local"`` starts a LocalCluster of ``workers`` single-threaded
     processes (gone with the block), anything else is a running scheduler's address (``tcp://host:8786``)."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise InputError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
     if scheduler == "local":
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        # Oracle attacks keep the key in a child process (BlackBox): a daemonic worker may not start one.
+        with dask.config.set({"distributed.worker.daemon": False}), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             yield client
         return
