@@ -70,10 +70,11 @@ def ct_slice(rng: np.random.Generator) -> pydicom.Dataset:
 
 def scheduling_overhead(tasks: int = 2000) -> float:
     """Seconds per no-op task on a 2-worker LocalCluster, submitted one by one and gathered as completed."""
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    from medveil.cluster import dask_client
+
+    with dask_client("local", 2) as client:
         client.gather(client.map(int, range(10), pure=False))  # workers warm
         started = time.perf_counter()
         for _ in as_completed([client.submit(int, i, pure=False) for i in range(tasks)]):

@@ -23,7 +23,7 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     raises, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(4)}-{path.name}")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         yield tmp
         if mode is not None:
@@ -34,6 +34,11 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temporary_name(name: str) -> str:
+    """The name a file called ``name`` is written under before it is renamed into place."""
+    return f"{TMP_PREFIX}{secrets.token_hex(4)}-{name}"
 
 
 def _fsync(path: Path) -> None:

@@ -111,11 +111,11 @@ class Cell:
 def cells_of(profile: Profile) -> list[Cell]:
     """Utility cells per setting and seed, then one attack cell per applicable registered attack and data."""
     from medveil.attacks import applicable_attacks
-
     from medveil.nn import model_spec
 
+    made_for = {model: model_spec(model).schemes for model in profile.models}
     cells = [Cell("utility", s, seed, model=model) for s in profile.settings for model in profile.models
-             if model_spec(model).schemes is None or s.scheme in model_spec(model).schemes for seed in range(profile.seeds)]
+             if made_for[model] is None or s.scheme in made_for[model] for seed in range(profile.seeds)]
     cells += [Cell("attack", s, attack=spec.name, attacker_data=data,
                    options=tuple(sorted(profile.options_of(spec.name).items()))) for s in profile.settings
               for spec in applicable_attacks(s.scheme, dict(s.params))
@@ -206,7 +206,7 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
         for index in todo:
             cell = cells[index]
             bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility {cell.model} seed {cell.seed}'}")
-            finish(index, _computed(compute, cells[index], shared, secret, threads, device))
+            finish(index, _computed(compute, cell, shared, secret, threads, device))
     elif todo:
         from distributed import as_completed
 

@@ -60,11 +60,11 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
     for setting in settings:
         mine = [r for r in records if r["cell"].setting == setting]
         utility_rows = [r["result"]["row"] for r in mine if r["cell"].kind == "utility" and "result" in r]
-        by_model = {model: {metric: mean_std(u[metric] for u in utility_rows if u.get("model", "cnn") == model)
+        by_model = {model: {metric: mean_std(u[metric] for u in utility_rows if u["model"] == model)
                             for metric in ("accuracy", "f1")}
-                    for model in dict.fromkeys(u.get("model", "cnn") for u in utility_rows)}
+                    for model in dict.fromkeys(u["model"] for u in utility_rows)}
         best_model = max(by_model, key=lambda m: by_model[m]["accuracy"][0], default="cnn")
-        utility = [u for u in utility_rows if u.get("model", "cnn") == best_model]
+        utility = [u for u in utility_rows if u["model"] == best_model]
         attacks = [dict(r["result"]["row"], figure=r["result"].get("figure")) for r in mine
                    if r["cell"].kind == "attack" and "result" in r]
         for a in attacks:  # rows cached before attacks declared their threat model
@@ -231,9 +231,9 @@ def recommendation(rows: Sequence[dict]) -> list[str]:
             continue
         # the closest: the most private of the useful settings, by its worst SSIM over these threat models
         near = [e for e in scored if e["accuracy"][0] >= floor] or scored
-        worst = {id(e): max(float(e["by_capability"][c]["ssim"]) for c in caps if e["by_capability"].get(c)) for e in near
-                 if any(e["by_capability"].get(c) for c in caps)}
-        closest = min((e for e in near if id(e) in worst), key=lambda e: worst[id(e)], default=None)
+        attacked = [e for e in near if any(e["by_capability"].get(c) for c in caps)]
+        closest = min(attacked, key=lambda e: max(float(e["by_capability"][c]["ssim"]) for c in caps
+                                                  if e["by_capability"].get(c)), default=None)
         held = ", ".join(f"`{e['setting'].label}`" for e in holds)
         why = f"those that hold ({held}) lose more than {TARGET_POINTS} points" if holds else "no setting holds"
         lines.append(f"- **{title}**: none qualifies ({why}); closest: {described(closest, caps)}."

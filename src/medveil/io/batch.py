@@ -132,10 +132,15 @@ def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return sha256_stream(fh)
+
+
+def sha256_stream(fh) -> str:
+    """The SHA-256 (hex) of what a binary file object holds from where it stands, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 

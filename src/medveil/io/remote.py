@@ -18,19 +18,17 @@ Limits: there is no lock (two runs into one remote folder at once are not preven
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
-import secrets
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from medveil._atomic import TMP_PREFIX
+from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
-from medveil.io.batch import MANIFEST, Manifest, obfuscate_file, worker_scheme
+from medveil.io.batch import MANIFEST, Manifest, obfuscate_file, sha256_stream, worker_scheme
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
 
@@ -111,11 +109,8 @@ class RemoteFolder:
         return info["size"] if info.get("type") == "file" else None
 
     def sha256(self, rel: str) -> str:
-        digest = hashlib.sha256()
         with self.fs.open(self._path(rel), "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+            return sha256_stream(fh)
 
     def check_disjoint(self, output: "RemoteFolder") -> None:
         if self.fs.protocol != output.fs.protocol:
@@ -138,16 +133,21 @@ class RemoteFolder:
             local = Path(tmp, MANIFEST)
             if self.fs.exists(manifest_path):
                 self.fs.get_file(manifest_path, str(local))
-            manifest = _UploadedManifest(local, key, lambda: self._upload(local, manifest_path))
+            manifest = _UploadedManifest(local, key, lambda: put_atomic(self.fs, local, manifest_path))
             try:
                 yield manifest
             finally:
                 manifest.upload()
 
-    def _upload(self, local: Path, path: str) -> None:
-        temporary = posixpath.join(posixpath.dirname(path), f"{TMP_PREFIX}{secrets.token_hex(4)}-{posixpath.basename(path)}")
-        self.fs.put_file(str(local), temporary)
-        self.fs.mv(temporary, path)
+
+
+def put_atomic(fs, local: Path, path: str) -> None:
+    """Upload ``local`` to ``path`` on ``fs`` under a temporary name beside it, then rename it into place."""
+    parent = posixpath.dirname(path)
+    fs.makedirs(parent, exist_ok=True)
+    temporary = posixpath.join(parent, temporary_name(posixpath.basename(path)))
+    fs.put_file(str(local), temporary)
+    fs.mv(temporary, path)
 
 
 class _UploadedManifest(Manifest):
@@ -182,8 +182,4 @@ def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> None:
             obfuscate_file(local_in, local_out, worker_scheme(key), overwrite=True, burned_in_text=burned_in_text)
         except InputError as exc:
             raise InputError(str(exc).replace(str(local_in), src)) from None
-        parent = posixpath.dirname(path_out)
-        fs_out.makedirs(parent, exist_ok=True)
-        temporary = posixpath.join(parent, f"{TMP_PREFIX}{secrets.token_hex(4)}-{posixpath.basename(path_out)}")
-        fs_out.put_file(str(local_out), temporary)
-        fs_out.mv(temporary, path_out)
+        put_atomic(fs_out, local_out, path_out)

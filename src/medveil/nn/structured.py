@@ -155,38 +155,42 @@ class BlockBagNet(nn.Module):
         return out.squeeze(1) if self.num_outputs == 1 else out
 
 
-FAMILIES = ("intensity", "vae", "skk", "skk-smooth", "tanaka", "block-shuffle")  # the schemes with a model of their own
+def _code_embedding(size, channels, outputs, scheme, params) -> nn.Module:
+    return CodeEmbeddingCNN(params.get("levels", 256), size, channels, num_outputs=outputs)
+
+
+def _per_position(size, channels, outputs, scheme, params) -> nn.Module:
+    return PerPositionCNN(size, channels, num_outputs=outputs)
+
+
+def _patch_embedding(size, channels, outputs, scheme, params) -> nn.Module:
+    return PatchEmbeddingNet(params.get("block", 4), size, channels, num_outputs=outputs)
+
+
+def _block_bag(size, channels, outputs, scheme, params) -> nn.Module:
+    return BlockBagNet(params.get("block", 8), size, channels, num_outputs=outputs)
+
+
+# Each family's model: ``build(size, channels, outputs, scheme, params)`` from the public parameters.
+FAMILY_MODELS = {"intensity": _code_embedding, "vae": _code_embedding, "skk": _per_position, "skk-smooth": _per_position,
+                 "tanaka": _patch_embedding, "block-shuffle": _block_bag}
 
 
 def matched_model(size: int, channels: int, outputs: int, scheme: str | None, params: Mapping[str, Any]) -> nn.Module:
     """The structure-aware model for a scheme's family, chosen from its public name and parameters only
-    (paper NB's CNN on codes for a scheme outside :data:`FAMILIES`)."""
-    if scheme in ("intensity", "vae") and params.get("bits", 8) <= 8:
-        return CodeEmbeddingCNN(params.get("levels", 256), size, channels, num_outputs=outputs)
-    if scheme in ("skk", "skk-smooth"):
-        return PerPositionCNN(size, channels, num_outputs=outputs)
-    if scheme == "tanaka":
-        return PatchEmbeddingNet(params.get("block", 4), size, channels, num_outputs=outputs)
-    if scheme == "block-shuffle":
-        return BlockBagNet(params.get("block", 8), size, channels, num_outputs=outputs)
-    return SeedCNN(size, channels, num_outputs=outputs)
+    (paper NB's CNN on codes for 16-bit codes or a scheme outside :data:`FAMILY_MODELS`)."""
+    build = FAMILY_MODELS.get(scheme) if params.get("bits", 8) <= 8 else None
+    return build(size, channels, outputs, scheme, params) if build else SeedCNN(size, channels, num_outputs=outputs)
 
 
 register_model(ModelSpec(
     "matched", matched_model, "the structure-aware model for the scheme's family: code embedding (intensity, vae), "
     "per-position affine (skk, skk-smooth), nibble patch embedding (tanaka), bag of turned blocks (block-shuffle), "
     "else paper NB's CNN on codes",
-    input="codes", uses_scheme=True, schemes=FAMILIES))
-register_model(ModelSpec(
-    "code-embedding", lambda size, channels, outputs, scheme, params: CodeEmbeddingCNN(
-        params.get("levels", 256), size, channels, num_outputs=outputs),
-    "a learned vector per code (the key's levels), then paper NB's CNN", input="codes", uses_scheme=True,
-    schemes=("intensity", "vae")))
-register_model(ModelSpec(
-    "per-position", lambda size, channels, outputs: PerPositionCNN(size, channels, num_outputs=outputs),
-    "a learned affine map per pixel position, then paper NB's CNN", input="codes", schemes=("skk", "skk-smooth")))
-register_model(ModelSpec(
-    "patch-embedding", lambda size, channels, outputs, scheme, params: PatchEmbeddingNet(
-        params.get("block", 4), size, channels, num_outputs=outputs),
-    "nibble planes, a block-sized patch embedding, convolutions over the patch grid", input="codes", uses_scheme=True,
-    schemes=("tanaka",)))
+    input="codes", uses_scheme=True, schemes=tuple(FAMILY_MODELS)))
+for _name, _build, _summary in (
+        ("code-embedding", _code_embedding, "a learned vector per code (the key's levels), then paper NB's CNN"),
+        ("per-position", _per_position, "a learned affine map per pixel position, then paper NB's CNN"),
+        ("patch-embedding", _patch_embedding, "nibble planes, a block-sized patch embedding, convolutions over the patch grid")):
+    register_model(ModelSpec(_name, _build, _summary, input="codes", uses_scheme=True,
+                             schemes=tuple(f for f, b in FAMILY_MODELS.items() if b is _build)))

@@ -264,7 +264,7 @@ class Worker:
                 model, result = train_segmentation_on_images(images, labels, len(dataset["classes"]), config)
             else:
                 model, result = train_on_images(images, labels, job["model"], config,
-                                                **_scheme_arguments(dataset["scheme"]))
+                                                **(dataset["scheme"] or {}))  # scheme=, params=
             model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
             self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
             checkpoint.unlink(missing_ok=True)
@@ -272,26 +272,18 @@ class Worker:
             self.store.update_job(job_id, status="failed", message=f"{exc.__class__.__name__}: {exc}")
 
 
-def _public_scheme(text: str) -> str:
-    """The key's public part as uploaded (JSON ``{"scheme": name, "params": {...}}``, or empty), checked and normalised."""
+def _public_scheme(text: str) -> dict | None:
+    """The key's public part as uploaded (JSON ``{"scheme": name, "params": {...}}``, or empty), checked."""
     if not text:
-        return ""
+        return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        raise _error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}}") from None
+        value = None
     if (len(text) > 4096 or not isinstance(value, dict) or set(value) != {"scheme", "params"}
             or not isinstance(value["scheme"], str) or not isinstance(value["params"], dict)):
         raise _error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}} (≤ 4 KB)")
-    return json.dumps(value, sort_keys=True)
-
-
-def _scheme_arguments(stored: str) -> dict:
-    """``scheme`` and ``params`` for a server model, from a dataset's or model's stored public part."""
-    if not stored:
-        return {}
-    value = json.loads(stored)
-    return {"scheme": value["scheme"], "params": value["params"]}
+    return value
 
 
 def _job_view(job: dict) -> dict:
@@ -301,8 +293,8 @@ def _job_view(job: dict) -> dict:
 
 
 def _dataset_view(d: dict) -> dict:
-    return {**{k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes")},
-            "scheme": json.loads(d["scheme"]) if d["scheme"] else None}
+    return {k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes",
+                              "scheme")}
 
 
 def _model_view(m: dict) -> dict:
@@ -431,7 +423,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
             if record["id"] not in loaded:
                 net = (build_segmenter(len(record["classes"])) if record["task"] == "segmentation" else
                        build_classifier(record["model"], record["size"], in_channels=record["channels"],
-                                        **_scheme_arguments(record["scheme"])))
+                                        **(record["scheme"] or {})))
                 net.load_state_dict(torch.load(store.model_path(record["id"]), weights_only=True))
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]

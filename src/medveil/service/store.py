@@ -44,10 +44,10 @@ CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, da
 MIGRATIONS = (("datasets", "bits", "INTEGER NOT NULL DEFAULT 8"), ("models", "bits", "INTEGER NOT NULL DEFAULT 8"),
               ("datasets", "task", "TEXT NOT NULL DEFAULT 'classification'"),
               ("models", "task", "TEXT NOT NULL DEFAULT 'classification'"),
-              # the key's public part, JSON {"scheme", "params"}: for server models that learn its structure
-              ("datasets", "scheme", "TEXT NOT NULL DEFAULT ''"), ("models", "scheme", "TEXT NOT NULL DEFAULT ''"))
+              # the key's public part, JSON {"scheme", "params"} or null: for server models that learn its structure
+              ("datasets", "scheme", "TEXT NOT NULL DEFAULT 'null'"), ("models", "scheme", "TEXT NOT NULL DEFAULT 'null'"))
 
-_JSON_COLUMNS = {"classes"}
+_JSON_COLUMNS = {"classes", "scheme"}
 
 
 def hash_token(token: str) -> str:
@@ -100,7 +100,7 @@ class Store:
 
     # datasets
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
-                    classes: list[str], task: str = "classification", scheme: str = "") -> dict:
+                    classes: list[str], task: str = "classification", scheme: dict | None = None) -> dict:
         dataset_id = new_id()
         with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
             np.savez(tmp, images=images, labels=labels)
@@ -108,7 +108,7 @@ class Store:
         self._query("INSERT INTO datasets (id, tenant, name, fingerprint, images, size, channels, classes, created, bits, "
                     "task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
-                     time.time(), 8 * images.dtype.itemsize, task, scheme))
+                     time.time(), 8 * images.dtype.itemsize, task, json.dumps(scheme)))
         return self.dataset(tenant, dataset_id)
 
     def stored_bytes(self, tenant: str) -> int:
@@ -169,7 +169,7 @@ class Store:
                     "val_accuracy, created, bits, task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, job["tenant"], dataset["id"], job["id"], dataset["fingerprint"], job["model"],
                      dataset["size"], dataset["channels"], json.dumps(dataset["classes"]), val_score, time.time(),
-                     dataset["bits"], dataset["task"], dataset["scheme"]))
+                     dataset["bits"], dataset["task"], json.dumps(dataset["scheme"])))
         return model_id
 
     def model_path(self, model_id: str) -> Path:
