@@ -98,7 +98,7 @@ def test_ms_ssim(rng):
     a = rng.integers(0, 256, (2, 64, 64)).astype(np.uint8)
     assert metrics.ms_ssim(a, a) == pytest.approx([1.0, 1.0])
     assert (metrics.ms_ssim(a, 255 - a) < 0.2).all()
-    with pytest.raises(medveil.InputError, match="at least 33x33"):
+    with pytest.raises(medveil.InputError, match="at least 33 pixels a side"):
         metrics.ms_ssim(a[:, :20, :20], a[:, :20, :20])
 
 

@@ -93,13 +93,15 @@ def _changed(module, before):
     return any(not torch.equal(p, q) for p, q in zip(module.parameters(), before))
 
 
-def test_alternating_updates_move_encoder_and_segmenter_then_only_the_discriminator():
+@pytest.mark.parametrize("dims", [2, 3])
+def test_alternating_updates_move_encoder_and_segmenter_then_only_the_discriminator(dims):
     torch.manual_seed(0)
-    net = PrivacyNet(classes=3, width=4, depth=1)
+    net = PrivacyNet(classes=3, width=4, depth=1, dims=dims)
     opt_es = torch.optim.Adam([*net.encoder.parameters(), *net.segmenter.parameters()], lr=1e-2)
     opt_d = torch.optim.Adam(net.discriminator.parameters(), lr=1e-2)
-    xi, xj = torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)
-    yi, yj = torch.randint(0, 3, (4, 16, 16)), torch.randint(0, 3, (4, 16, 16))
+    side = (16,) * dims
+    xi, xj = torch.rand(4, 1, *side), torch.rand(4, 1, *side)
+    yi, yj = torch.randint(0, 3, (4, *side)), torch.randint(0, 3, (4, *side))
     same = torch.tensor([1.0, 0.0, 1.0, 0.0])
 
     e, s, d = _snapshot(net.encoder), _snapshot(net.segmenter), _snapshot(net.discriminator)
@@ -135,13 +137,13 @@ def test_encoder_as_a_scheme_is_deterministic_per_weights_and_bound_to_its_key(t
 
 
 def test_evaluation_end_to_end_writes_results_and_resumes_from_cache(tmp_path, simulated):
-    from medveil.evaluation.privacynet import COLUMNS, evaluate_privacynet
+    from medveil.evaluation.privacynet import columns, evaluate_privacynet
 
     config = PrivacyNetConfig(epochs=1, pretrain_epochs=1, width=4, depth=1, progress=False)
     rows = evaluate_privacynet(simulated, [1.0], 1, tmp_path / "out", tmp_path / "keys", config, attack_epochs=1)
     with open(tmp_path / "out" / "results.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert list(table[0]) == COLUMNS and [r["lambda"] for r in table] == ["plain", "1"]
+    assert list(table[0]) == columns(simulated) and [r["lambda"] for r in table] == ["plain", "1"]
     assert math.isnan(rows[0]["reid_dadv_acc"]) and 0 <= rows[1]["reid_dadv_acc"] <= 1
     assert all(0 <= rows[i]["dice_overall"] <= 1 and 0 < rows[i]["reid_map"] <= 1 for i in range(2))
     with open(tmp_path / "out" / "attacks.csv") as fh:
@@ -179,7 +181,7 @@ def test_cli_rejects_bad_triples_and_lambdas_with_one_line(tmp_path):
 @pytest.mark.parametrize(("images", "subjects", "message"), [
     ((8, 50, 50), [0, 0, 1, 1, 2, 2, 3, 3], "divisible by"),  # the U-Nets halve the side twice
     ((8, 48, 40), [0, 0, 1, 1, 2, 2, 3, 3], "square"),
-    ((8, 32, 32), [0, 0, 1, 1, 2, 2, 3, 3], "at least 33x33"),  # too small for MS-SSIM
+    ((8, 32, 32), [0, 0, 1, 1, 2, 2, 3, 3], "at least 33 pixels a side"),  # too small for MS-SSIM
     ((8, 48, 48), [0, 1, 2, 3, 4, 5, 6, 7], "same-subject"),  # one image per subject: nothing to re-identify
 ])
 def test_unusable_triples_fail_before_any_training(tmp_path, images, subjects, message):

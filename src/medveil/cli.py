@@ -371,21 +371,31 @@ def evaluate_privacynet(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for results.csv, attacks.csv, report.md and figures."),
     keys: Path = typer.Option(Path("out/privacynet-keys"), help="Folder for the trained encoders' keys (secret; keep "
                               "them out of the report)."),
-    data: Optional[Path] = typer.Option(None, help="Your own .npz of images (n,H,W) uint8, masks (n,H,W) and subjects "
-                                        "(n,); default: simulated MNI152 subjects."),
+    data: Optional[Path] = typer.Option(None, help="Your own triples: an .npz of images (n,H,W) or volumes (n,D,H,W) "
+                                        "uint8, masks and subjects (n,), or a NIfTI folder (images/, labels/, "
+                                        "subjects.csv); default: simulated MNI152 subjects."),
+    dims: int = typer.Option(2, min=2, max=3, help="2: axial slices; 3: volumes (paper PN), trained on patches."),
     subjects: int = typer.Option(80, min=4, help="Simulated subjects."),
     scans: int = typer.Option(3, min=2, help="Simulated scans per subject."),
-    size: int = typer.Option(64, help="Simulated image side (at least 33, divisible by 4)."),
+    size: int = typer.Option(64, help="Simulated image or volume side (at least 33, divisible by 4)."),
+    identity: str = typer.Option("anatomy,extracerebral", help="Where simulated volumes' identity lives "
+                                 "(comma-separated: anatomy, extracerebral); --dims 3 only."),
+    patch: int = typer.Option(32, min=8, help="Side of the training patches and sliding windows (--dims 3; paper "
+                              "PN: 64 on a GPU)."),
+    width: int = typer.Option(16, min=1, help="Channels of the U-Nets' first level."),
     lambdas: str = typer.Option("1,3,10", help="Comma-separated λ values (weight of the adversarial loss)."),
     seeds: int = typer.Option(1, min=1),
     epochs: int = typer.Option(20, min=1, help="Adversarial epochs."),
+    lr: float = typer.Option(1e-4, min=1e-6, help="Adam learning rate of the adversarial phase (paper PN: 1e-4)."),
     pretrain_epochs: int = typer.Option(10, min=1, help="Epochs of pre-training, and of training D_new."),
+    pretrain_lr: float = typer.Option(1e-3, min=1e-6, help="Adam learning rate of pre-training and D_new."),
     attack_epochs: int = typer.Option(12, min=1, help="Epochs of the reconstruction attacker's U-Net."),
     progress: bool = typer.Option(True),
     device: Device = "auto",
 ):
     """Train Privacy-Net's encoder, segmenter and discriminator per λ; report Dice, re-identification and attacks."""
     from medveil.data.segmentation import SegmentationData, simulate_subjects
+    from medveil.data.volumes import THREE_CLASSES, load_nifti_folder, merge_classes, simulate_volumes
     from medveil.evaluation.privacynet import evaluate_privacynet as run
     from medveil.privacynet import PrivacyNetConfig
 
@@ -394,9 +404,22 @@ def evaluate_privacynet(
         lambda_values = [float(v) for v in lambdas.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated numbers, got {lambdas!r}") from None
-    triples = SegmentationData.load(data) if data else simulate_subjects(subjects, scans, size)
-    config = PrivacyNetConfig(epochs=epochs, pretrain_epochs=pretrain_epochs, progress=progress)
-    rows = run(triples, lambda_values, seeds, output, keys, config, attack_epochs, command=_command_line())
+    transfer = None
+    if data is not None:
+        triples = load_nifti_folder(data)[0] if data.is_dir() else SegmentationData.load(data)
+    elif dims == 3:
+        sources = tuple(v.strip() for v in identity.split(",") if v.strip())
+        triples = simulate_volumes(subjects, scans, size, sources)
+        # Paper PN's transfer set: another site's scanner (contrast, noise), three classes, new subjects.
+        site = simulate_volumes(max(8, subjects // 3), 2, size, sources, seed=1, contrast=1.5, noise=0.05)
+        transfer = SegmentationData(site.images, merge_classes(site.masks, site.class_names), site.subjects, site.name,
+                                    THREE_CLASSES)
+    else:
+        triples = simulate_subjects(subjects, scans, size)
+    config = PrivacyNetConfig(epochs=epochs, lr=lr, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr, width=width,
+                              patch=patch, progress=progress)
+    rows = run(triples, lambda_values, seeds, output, keys, config, attack_epochs, command=_command_line(),
+               transfer=transfer)
     for row in rows:
         typer.echo(f"λ={row['lambda']:<6} seed {row['seed']}  Dice {row['dice_overall']:.3f}  re-id: MS-SSIM "
                    f"{row['reid_msssim_acc']:.3f}  D_adv {row['reid_dadv_acc']:.3f}  D_new {row['reid_dnew_acc']:.3f}  "

@@ -57,10 +57,11 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
 MS_SSIM_MIN_SIDE = 2 * 16 + 1  # five scales with the smallest (3-pixel) window
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, volumes: bool = False) -> np.ndarray:
     """MS-SSIM (five scales, standard weights; pytorch-msssim) of each pair in two ``(n, H, W)`` stacks.
 
-    Colour stacks ``(n, H, W, 3)`` score the mean over channels.
+    Colour stacks ``(n, H, W, 3)`` score the mean over channels; with ``volumes`` the stacks are
+    ``(n, D, H, W)`` volumes, scored with 3-D windows (pytorch-msssim's 5-D path).
 
     The library requires images wider than 16 × (window - 1) pixels; the standard 11-pixel window
     thus needs 161 pixels. Smaller images use the largest odd window that fits (3 for 64×64, 7 for
@@ -70,28 +71,30 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarr
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     _check_pair(a, b)
-    colour = a.ndim == 4
-    side = min(a.shape[1:3])
-    win_size = max((w for w in range(3, 12, 2) if side > (w - 1) * 16), default=None)
+    colour = a.ndim == 4 and not volumes
+    spatial = a.shape[1:4] if volumes else a.shape[1:3]
+    win_size = max((w for w in range(3, 12, 2) if min(spatial) > (w - 1) * 16), default=None)
     if win_size is None:
-        raise InputError(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE} pixels, "
-                         f"got {a.shape[1]}x{a.shape[2]}")
+        raise InputError(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} pixels a side, "
+                         f"got {'x'.join(map(str, spatial))}")
     x, y = (torch.from_numpy(v.astype(np.float32)) for v in (a, b))
     x, y = (v.permute(0, 3, 1, 2) if colour else v[:, None] for v in (x, y))
     return _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size).numpy().astype(np.float64)
 
 
-def mean_pair_scores(originals: np.ndarray, others: np.ndarray, with_ms_ssim: bool = True) -> dict[str, float]:
+def mean_pair_scores(originals: np.ndarray, others: np.ndarray, with_ms_ssim: bool = True,
+                     volumes: bool = False) -> dict[str, float]:
     """Mean SSIM, PSNR (over finite values) and, if asked, MS-SSIM over pairs of 8-bit images.
 
-    ``(n, H, W)`` grayscale or ``(n, H, W, 3)`` colour (SSIM averaged over channels).
+    ``(n, H, W)`` grayscale or ``(n, H, W, 3)`` colour (SSIM averaged over channels); with
+    ``volumes``, ``(n, D, H, W)`` volumes (3-D SSIM and MS-SSIM windows).
     """
-    channel_axis = -1 if originals.ndim == 4 else None
+    channel_axis = -1 if originals.ndim == 4 and not volumes else None
     ssims = [ssim(a, b, 255, channel_axis) for a, b in zip(originals, others)]
     psnrs = [p for p in (psnr(a, b, 255) for a, b in zip(originals, others)) if math.isfinite(p)]
     scores = {"ssim": float(np.mean(ssims)), "psnr": float(np.mean(psnrs)) if psnrs else math.inf}
     if with_ms_ssim:
-        scores["ms_ssim"] = float(np.mean(ms_ssim(originals, others)))
+        scores["ms_ssim"] = float(np.mean(ms_ssim(originals, others, volumes=volumes)))
     return scores
 
 

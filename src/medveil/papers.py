@@ -41,3 +41,13 @@ PN_REIDENTIFICATION = {"plain": "0.970 / – / 0.953 / 0.850", "1": "0.564, 0.52
 # Paper SD, Table 2 (CIFAR-10, 10,000 test images, output 224×224, α = 0.5): input size -> SDIM.
 SD_SDIM = {32: 0.00170, 36: -0.02860, 42: -0.07035, 46: -0.11305, 48: -0.12955, 50: -0.14175,
            52: -0.13635, 54: -0.12900, 58: -0.13925, 62: -0.11015, 64: -0.10495, 75: -0.12190, 100: -0.04995}
+
+# Paper PN, Table 4 (MRBrainS, three classes; encoder and segmenter trained on PPMI): GM / WM / CSF / overall,
+# without and with retraining the segmenter on the new site's encoded images, by λ.
+PN_TRANSFER = {"fixed": {"1": (0.768, 0.822, 0.804, 0.796), "3": (0.767, 0.852, 0.798, 0.804),
+                         "10": (0.757, 0.798, 0.768, 0.772)},
+               "retrained": {"1": (0.819, 0.827, 0.823, 0.821), "3": (0.794, 0.807, 0.831, 0.814),
+                             "10": (0.780, 0.747, 0.797, 0.790)}}
+# Paper PN, Table 5 (PPMI test images degraded, encoder trained at λ = 1 on clean images): overall Dice.
+# Its "low res." is 2×2×2 (printed as cm³; from 1 mm images we read it as a halved resolution).
+PN_ROBUSTNESS = {"noise 15 dB": 0.808, "noise 10 dB": 0.797, "half resolution": 0.759}

@@ -1,6 +1,6 @@
-"""Privacy-Net training (paper PN), in 2-D: what makes an :class:`~medveil.schemes.AdversarialEncoder` key.
+"""Privacy-Net training (paper PN), in 2-D or 3-D: what makes an :class:`~medveil.schemes.AdversarialEncoder` key.
 
-Three networks train together on images with tissue masks and subject ids
+Three networks train together on images or volumes with tissue masks and subject ids
 (:class:`~medveil.data.segmentation.SegmentationData`):
 
 * the **encoder** E, a U-Net whose sigmoid output is an image of the input's size;
@@ -15,8 +15,11 @@ Algorithm 1 (Adam, lr 1e-4): :func:`update_encoder_segmenter` moves E and S only
 :func:`pretrain` initialises E as an auto-encoder and trains S and D on the plain images
 (paper PN, section 3.3), with the one training loop at lr 1e-3 to save CPU time.
 
-Paper PN works on 3-D patches with 3-D U-Nets and a 3-D DenseNet discriminator on a GPU. This
-2-D version runs on a CPU; a 3-D one needs 3-D networks and nothing else here changes.
+On volumes ``(n, D, H, W)`` all three networks are 3-D (paper PN; its discriminator is a 3-D
+DenseNet, ours the small Siamese CNN) and train on cubes of side ``config.patch`` cropped at one
+random place per batch (for a pair, the same place in both volumes, so D compares like with
+like); whole volumes go through E and S by sliding windows (:func:`medveil.patches.sliding_window`).
+Images train whole.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.device import resolve_device
 from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
+from medveil.patches import RandomPatches, crop, random_corner, whole_volume
 from medveil.schemes.adversarial import encode
 from medveil.train import TrainConfig, apply_batched, fit, seed_everything
 
@@ -53,6 +57,7 @@ class PrivacyNetConfig:
     pretrain_lr: float = 1e-3
     width: int = 16
     depth: int = 2
+    patch: int = 32  # side of the training cubes for volumes (paper PN: 64); images train whole
     seed: int = 0
     progress: bool = True
 
@@ -60,11 +65,11 @@ class PrivacyNetConfig:
 class PrivacyNet(nn.Module):
     """The encoder, segmenter and discriminator trained together."""
 
-    def __init__(self, classes: int, width: int = 16, depth: int = 2):
+    def __init__(self, classes: int, width: int = 16, depth: int = 2, dims: int = 2):
         super().__init__()
-        self.encoder = UNet(1, 1, width, depth)
-        self.segmenter = UNet(1, classes, width, depth)
-        self.discriminator = SiameseDiscriminator(width)
+        self.encoder = UNet(1, 1, width, depth, dims)
+        self.segmenter = UNet(1, classes, width, depth, dims)
+        self.discriminator = SiameseDiscriminator(width, dims=dims)
 
 
 def update_encoder_segmenter(net: PrivacyNet, optimizer: torch.optim.Optimizer, xi, xj, yi, yj, same,
@@ -72,7 +77,7 @@ def update_encoder_segmenter(net: PrivacyNet, optimizer: torch.optim.Optimizer, 
     """One step of E and S on ``L_seg(i) + L_seg(j) - λ L_dis`` (paper PN eq. 5); ``optimizer`` holds E's and S's parameters."""
     optimizer.zero_grad()
     ei, ej = encode(net.encoder, xi), encode(net.encoder, xj)
-    seg_loss = GeneralisedDiceLoss()
+    seg_loss = segmentation_loss(yi.dim() - 1)
     seg = seg_loss(net.segmenter(ei), yi) + seg_loss(net.segmenter(ej), yj)
     dis = nn.functional.binary_cross_entropy_with_logits(net.discriminator.compare(ei, ej), same)
     (seg - lam * dis).backward()
@@ -95,26 +100,48 @@ def update_discriminator(net: PrivacyNet, optimizer: torch.optim.Optimizer, xi, 
     return {"dis_loss": loss.item(), "dis_accuracy": pair_accuracy(logits, same)}
 
 
+def segmentation_loss(dims: int) -> GeneralisedDiceLoss:
+    """S's loss: paper PN's generalised Dice, plus cross-entropy for volumes (see :class:`~medveil.nn.GeneralisedDiceLoss`)."""
+    return GeneralisedDiceLoss(cross_entropy=1.0 if dims == 3 else 0.0)
+
+
 def check_trainable(data: SegmentationData, config: PrivacyNetConfig) -> None:
-    """Raise :class:`InputError` unless ``data``'s images are square with a side the U-Nets can halve ``depth`` times."""
-    height, width = data.images.shape[1:]
-    if height != width or height % 2**config.depth:
-        raise InputError(f"{data.name}: Privacy-Net needs square images with a side divisible by "
-                         f"2**depth = {2**config.depth}, got {height}x{width}")
+    """Raise :class:`InputError` unless the U-Nets can halve ``data``'s images (square) or volumes,
+    and for volumes the training cubes, ``depth`` times."""
+    step = 2**config.depth
+    if data.dims == 2:
+        height, width = data.shape
+        if height != width or height % step:
+            raise InputError(f"{data.name}: Privacy-Net needs square images with a side divisible by "
+                             f"2**depth = {step}, got {height}x{width}")
+    elif any(n % step for n in (*data.shape, config.patch)) or config.patch > min(data.shape):
+        raise InputError(f"{data.name}: Privacy-Net needs volume sides and a patch side divisible by 2**depth = {step}, "
+                         f"and the patch no larger than the volume; got {'x'.join(map(str, data.shape))} "
+                         f"and patch {config.patch}")
+
+
+def training_patch(data: SegmentationData, config: PrivacyNetConfig) -> int | None:
+    """The side of the cubes the networks train on and slide over: ``config.patch`` for volumes, None for images."""
+    return config.patch if data.dims == 3 else None
 
 
 def pretrain(data: SegmentationData, config: PrivacyNetConfig) -> PrivacyNet:
-    """E as an auto-encoder, S and D on the plain images of ``data``."""
+    """E as an auto-encoder, S and D on the plain images (or patches of the volumes) of ``data``."""
     check_trainable(data, config)
     seed_everything(config.seed)
-    net = PrivacyNet(len(data.class_names), config.width, config.depth)
-    steps = TrainConfig(epochs=config.pretrain_epochs, batch_size=32, lr=config.pretrain_lr, seed=config.seed,
-                        progress=config.progress)
-    net.encoder, _ = train_reconstructor(data.images, data.images, steps, config.width, depth=config.depth)
+    net = PrivacyNet(len(data.class_names), config.width, config.depth, data.dims)
+    patch = training_patch(data, config)
+    steps = TrainConfig(epochs=config.pretrain_epochs, batch_size=32 if patch is None else 4, lr=config.pretrain_lr,
+                        seed=config.seed, progress=config.progress)
+    net.encoder, _ = train_reconstructor(data.images, data.images, steps, config.width, depth=config.depth, patch=patch)
     train_idx, val_idx = holdout(len(data), 0.15, config.seed)
-    fit(net.segmenter, SegmentationTensors(data.images[train_idx], data.masks[train_idx]),
-        SegmentationTensors(data.images[val_idx], data.masks[val_idx]), GeneralisedDiceLoss(), steps)
-    train_discriminator(data.images, data.subjects, steps, model=net.discriminator)
+
+    def tissues(selection: np.ndarray, fixed: bool):
+        tensors = SegmentationTensors(data.images[selection], data.masks[selection])
+        return tensors if patch is None else RandomPatches(tensors, patch, 3, fixed, config.seed)
+
+    fit(net.segmenter, tissues(train_idx, False), tissues(val_idx, True), segmentation_loss(data.dims), steps)
+    train_discriminator(data.images, data.subjects, steps, model=net.discriminator, patch=patch)
     return net
 
 
@@ -122,8 +149,9 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
     """Paper PN's alternating training from ``net`` (left untouched; a trained copy is returned) on ``data``.
 
     Each epoch draws fresh balanced pairs (:func:`~medveil.data.segmentation.subject_pairs`) and,
-    per batch of ``config.batch_pairs`` pairs, updates E and S, then D. Returns the trained copy
-    and one record of mean losses and D's training accuracy per epoch.
+    per batch of ``config.batch_pairs`` pairs, updates E and S, then D (for volumes, on cubes cropped
+    at one random place per batch). Returns the trained copy and one record of mean losses and D's
+    training accuracy per epoch.
     """
     seed_everything(config.seed)
     net = copy.deepcopy(net)
@@ -134,6 +162,9 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
     tensors = SegmentationTensors(data.images, data.masks)
     images, masks = tensors.images.to(device), tensors.masks.to(device)
     rng = np.random.default_rng(config.seed)  # pair sampling and order, not key material
+    patch = training_patch(data, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    cut = (lambda *xs: xs) if patch is None else _cropper(data.shape, patch, generator)
     history = []
     for epoch in tqdm(range(config.epochs), desc=f"privacy-net λ={config.lam:g}", unit="epoch", disable=not config.progress):
         pairs = subject_pairs(data.subjects, seed=int(rng.integers(2**32)))
@@ -141,8 +172,9 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
         totals: dict[str, float] = {}
         for start in range(0, len(pairs), config.batch_pairs):
             i, j, same = torch.from_numpy(pairs[start:start + config.batch_pairs]).T
-            xi, xj, same = images[i], images[j], same.float().to(device)
-            record = update_encoder_segmenter(net, opt_es, xi, xj, masks[i], masks[j], same, config.lam)
+            xi, xj, yi, yj = cut(images[i], images[j], masks[i], masks[j])
+            same = same.float().to(device)
+            record = update_encoder_segmenter(net, opt_es, xi, xj, yi, yj, same, config.lam)
             record |= update_discriminator(net, opt_d, xi, xj, same)
             for name, value in record.items():
                 totals[name] = totals.get(name, 0.0) + value * len(i)
@@ -151,7 +183,18 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
     return net, history
 
 
-def segment(segmenter: nn.Module, images: np.ndarray) -> np.ndarray:
-    """The segmenter's label map ``(n, H, W)`` uint8 for uint8 images ``(n, H, W)`` (encoded or plain)."""
+def _cropper(shape: tuple[int, ...], patch: int, generator: torch.Generator):
+    """A function cropping its tensors' trailing axes at one fresh random corner per call."""
+    def cut(*tensors):
+        corner = random_corner(shape, patch, generator)
+        return tuple(crop(t, corner, patch) for t in tensors)
+    return cut
+
+
+def segment(segmenter: nn.Module, images: np.ndarray, patch: int | None = None) -> np.ndarray:
+    """The segmenter's label map ``(n, H, W)`` uint8 for uint8 images ``(n, H, W)`` (encoded or plain);
+    with ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side."""
     segmenter.eval()
-    return apply_batched(segmenter, images[:, None]).argmax(axis=1).astype(np.uint8)
+    outputs = apply_batched(segmenter, images[:, None], batch_size=256 if patch is None else 4,
+                            call=lambda m, x: whole_volume(m, x, patch))
+    return outputs.argmax(axis=1).astype(np.uint8)

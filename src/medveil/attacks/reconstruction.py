@@ -14,7 +14,8 @@ import torch
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.data.pipeline import ImagePairs, channels_first
 from medveil.nn import UNet
-from medveil.train import TrainConfig, fit, predict
+from medveil.patches import RandomPatches, whole_volume
+from medveil.train import TrainConfig, apply_batched, fit, predict
 
 
 def attacker_training(epochs: int = 20, progress: bool = True) -> TrainConfig:
@@ -28,20 +29,35 @@ class _SigmoidMSE(torch.nn.Module):
 
 
 def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainConfig, width: int = 16,
-                        val_fraction: float = 0.1, depth: int = 1) -> tuple[UNet, list[dict]]:
-    """Fit a U-Net from ``inputs`` (n, H, W[, C]) uint8 to ``targets`` (n, H, W[, C']) uint8; returns it and its history."""
+                        val_fraction: float = 0.1, depth: int = 1, patch: int | None = None) -> tuple[UNet, list[dict]]:
+    """Fit a U-Net from ``inputs`` (n, H, W[, C]) uint8 to ``targets`` (n, H, W[, C']) uint8; returns it and its history.
+
+    With ``patch``, inputs and targets are volumes ``(n, D, H, W)``: a 3-D U-Net trains on random
+    patches of that side (:class:`~medveil.patches.RandomPatches`).
+    """
     n_val = max(1, int(len(inputs) * val_fraction))
     order = np.random.default_rng(config.seed).permutation(len(inputs))  # data order, not key material
     val_idx, train_idx = order[:n_val], order[n_val:]
-    model = UNet(in_channels=channels_first(inputs[:1]).shape[1], out_channels=channels_first(targets[:1]).shape[1],
-                 width=width, depth=depth)
-    result = fit(model, ImagePairs(inputs[train_idx], targets[train_idx]), ImagePairs(inputs[val_idx], targets[val_idx]),
-                 _SigmoidMSE(), config)
+    volumes = patch is not None
+
+    def data(selection: np.ndarray, fixed: bool):
+        pairs = ImagePairs(inputs[selection], targets[selection], volumes=volumes)
+        return RandomPatches(pairs, patch, 3, fixed, config.seed) if volumes else pairs
+
+    channels = (lambda a: 1) if volumes else (lambda a: channels_first(a[:1]).shape[1])
+    model = UNet(channels(inputs), channels(targets), width=width, depth=depth, dims=3 if volumes else 2)
+    result = fit(model, data(train_idx, False), data(val_idx, True), _SigmoidMSE(), config)
     return model, result.history
 
 
-def run_reconstructor(model: UNet, inputs: np.ndarray) -> np.ndarray:
-    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs."""
+def run_reconstructor(model: UNet, inputs: np.ndarray, patch: int | None = None) -> np.ndarray:
+    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs;
+    with ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side."""
+    if patch is not None:
+        model.eval()
+        outputs = apply_batched(model, inputs[:, None], batch_size=4,
+                                call=lambda m, x: whole_volume(m, x, patch))
+        return (torch.sigmoid(torch.from_numpy(outputs[:, 0])).numpy() * 255).round().astype(np.uint8)
     outputs, _ = predict(model, ImagePairs(inputs))
     images = (torch.sigmoid(outputs).numpy() * 255).round().astype(np.uint8)
     return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
@@ -52,21 +68,22 @@ class LearnedReconstruction(Attack):
 
     name = "learned-reconstruction"
 
-    def __init__(self, config: TrainConfig | None = None, width: int = 16):
+    def __init__(self, config: TrainConfig | None = None, width: int = 16, patch: int | None = None):
         self.config = config or attacker_training()
         self.width = width
+        self.patch = patch  # set: volumes, a 3-D U-Net on patches of this side
         self.model: UNet | None = None
         self.history: list[dict] = []
 
     def fit(self, view: AttackerView) -> "LearnedReconstruction":
         obfuscated = view.require_oracle(self.name)(view.own)
-        self.model, self.history = train_reconstructor(obfuscated, view.own, self.config, self.width)
+        self.model, self.history = train_reconstructor(obfuscated, view.own, self.config, self.width, patch=self.patch)
         return self
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("fit the attack first")
-        return run_reconstructor(self.model, obfuscated)
+        return run_reconstructor(self.model, obfuscated, self.patch)
 
 
 register_attack(AttackSpec(

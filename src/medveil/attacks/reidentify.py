@@ -8,8 +8,8 @@ Three attackers, each on image pairs with subject ids:
   subjects' pairs (:func:`discriminator_accuracy`);
 * retrieval with that discriminator's embedding: mean average precision (:func:`retrieval_map`).
 
-Images are ``(n, H, W)`` uint8 throughout; pairs are the ``(i, j, same)`` rows of
-:func:`medveil.data.segmentation.subject_pairs`.
+Images are ``(n, H, W)`` uint8 throughout, or volumes ``(n, D, H, W)``; pairs are the ``(i, j, same)``
+rows of :func:`medveil.data.segmentation.subject_pairs`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from torch.utils.data import Dataset
 from medveil import metrics
 from medveil.data.segmentation import subject_pairs
 from medveil.nn import SiameseDiscriminator, pair_accuracy
+from medveil.patches import RandomPatches
 from medveil.train import TrainConfig, apply_batched, fit, predict, seed_everything
 
 
 class PairTensors(Dataset):
-    """Items ``(pair (2, H, W) float in [0, 1], same (float 0/1))`` from uint8 images and ``(k, 3)`` pairs."""
+    """Items ``(pair (2, H, W) float in [0, 1], same (float 0/1))`` from uint8 images (or volumes: ``(2, D, H, W)``)
+    and ``(k, 3)`` pairs."""
 
     def __init__(self, images: np.ndarray, pairs: np.ndarray):
         self.images = torch.from_numpy(images.astype(np.float32) / 255)
@@ -39,29 +41,33 @@ class PairTensors(Dataset):
         return torch.stack([self.images[i], self.images[j]]), same.float()
 
 
-def msssim_reidentification(images: np.ndarray, pairs: np.ndarray) -> tuple[float, np.ndarray]:
-    """Best-threshold accuracy of MS-SSIM as a same-subject test, and the pairs' MS-SSIM ``(k,)``."""
-    scores = metrics.ms_ssim(images[pairs[:, 0]], images[pairs[:, 1]])
+def msssim_reidentification(images: np.ndarray, pairs: np.ndarray, volumes: bool = False) -> tuple[float, np.ndarray]:
+    """Best-threshold accuracy of MS-SSIM (3-D with ``volumes``) as a same-subject test, and the pairs' MS-SSIM ``(k,)``."""
+    scores = metrics.ms_ssim(images[pairs[:, 0]], images[pairs[:, 1]], volumes=volumes)
     return metrics.best_threshold_accuracy(scores, pairs[:, 2]), scores
 
 
 def train_discriminator(images: np.ndarray, subjects: np.ndarray, config: TrainConfig,
-                        model: SiameseDiscriminator | None = None, val_fraction: float = 0.15) -> SiameseDiscriminator:
+                        model: SiameseDiscriminator | None = None, val_fraction: float = 0.15,
+                        patch: int | None = None) -> SiameseDiscriminator:
     """Train ``model`` (a new one, seeded by ``config.seed``, by default) on balanced pairs of ``images``.
 
     A ``val_fraction`` of the subjects is held out for choosing the best epoch (by pair accuracy).
+    Volumes ``(n, D, H, W)`` get a 3-D discriminator; with ``patch`` it trains on pairs of patches
+    cropped at one random place (:class:`~medveil.patches.RandomPatches`).
     """
     ids = np.unique(subjects)
     held_out = np.random.default_rng(config.seed).choice(ids, max(2, int(round(len(ids) * val_fraction))), replace=False)
     val = np.isin(subjects, held_out)
     if model is None:
         seed_everything(config.seed)
-        model = SiameseDiscriminator()
+        model = SiameseDiscriminator(dims=images.ndim - 1)
 
-    def data(selection: np.ndarray) -> PairTensors:
-        return PairTensors(images[selection], subject_pairs(subjects[selection], config.seed))
+    def data(selection: np.ndarray, fixed: bool):
+        pairs = PairTensors(images[selection], subject_pairs(subjects[selection], config.seed))
+        return pairs if patch is None else RandomPatches(pairs, patch, images.ndim - 1, fixed, config.seed)
 
-    fit(model, data(~val), data(val), torch.nn.BCEWithLogitsLoss(), config, score_fn=pair_accuracy)
+    fit(model, data(~val, False), data(val, True), torch.nn.BCEWithLogitsLoss(), config, score_fn=pair_accuracy)
     model.eval()
     return model
 

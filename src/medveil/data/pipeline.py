@@ -91,12 +91,15 @@ class ImageTensors(Dataset):
 class ImagePairs(Dataset):
     """``(input, target)`` float tensors ``(C, H, W)`` in ``[0, 1]`` from uint8 arrays ``(n, H, W[, C])``.
 
-    Without targets, the target is the input's first channel (a placeholder for prediction).
+    With ``volumes`` the arrays are single-channel volumes ``(n, D, H, W)`` and the tensors
+    ``(1, D, H, W)``. Without targets, the target is the input's first channel (a placeholder for
+    prediction).
     """
 
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None):
-        self.inputs = torch.from_numpy(channels_first(inputs).astype(np.float32) / 255)
-        self.targets = None if targets is None else torch.from_numpy(channels_first(targets).astype(np.float32) / 255)
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None, volumes: bool = False):
+        layout = (lambda a: a[:, None]) if volumes else channels_first
+        self.inputs = torch.from_numpy(layout(inputs).astype(np.float32) / 255)
+        self.targets = None if targets is None else torch.from_numpy(layout(targets).astype(np.float32) / 255)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -106,7 +109,8 @@ class ImagePairs(Dataset):
 
 
 class SegmentationTensors(Dataset):
-    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from ``(n, H, W)`` arrays.
+    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from ``(n, H, W)`` arrays
+    (volumes ``(n, D, H, W)`` give ``(1, D, H, W)`` and ``(D, H, W)``).
 
     Images are uint8 or uint16 (16-bit codes), scaled by their type's largest value.
     """

@@ -1,7 +1,9 @@
 """Images with tissue masks and subject identities, for the adversarial encoder (paper PN).
 
-:class:`SegmentationData` is the interface: ``(image, mask, subject)`` triples. Users bring
-their own as a ``.npz`` file (:meth:`SegmentationData.load`); the toolkit ships one simulation.
+:class:`SegmentationData` is the interface: ``(image, mask, subject)`` triples, 2-D images or 3-D
+volumes. Users bring their own as a ``.npz`` file (:meth:`SegmentationData.load`) or, for
+volumes, a NIfTI folder (:func:`medveil.data.volumes.load_nifti_folder`); the toolkit ships a
+2-D simulation (below) and a 3-D one (:mod:`medveil.data.volumes`).
 
 No brain MRI set with subject ids and tissue labels ships offline, so :func:`simulate_subjects`
 makes one from nilearn's MNI152 2009a template (T1 plus grey- and white-matter probability maps):
@@ -40,7 +42,8 @@ _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 @dataclass(frozen=True)
 class SegmentationData:
-    """``images`` (n, H, W) uint8, ``masks`` (n, H, W) uint8 class indices into ``class_names``, ``subjects`` (n,) int."""
+    """``images`` (n, H, W) or volumes (n, D, H, W) uint8, ``masks`` of the same shape (uint8 class
+    indices into ``class_names``), ``subjects`` (n,) int."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -50,8 +53,9 @@ class SegmentationData:
 
     def __post_init__(self):
         images, masks, subjects = self.images, self.masks, self.subjects
-        if images.ndim != 3:
-            raise InputError(f"{self.name}: segmentation images must be (n, H, W), got shape {images.shape}")
+        if images.ndim not in (3, 4):
+            raise InputError(f"{self.name}: segmentation images must be (n, H, W) or volumes (n, D, H, W), "
+                             f"got shape {images.shape}")
         if images.dtype != np.uint8:
             raise InputError(f"{self.name}: segmentation images must be uint8, got {images.dtype}")
         if masks.shape != images.shape:
@@ -65,8 +69,14 @@ class SegmentationData:
         return len(self.images)
 
     @property
-    def size(self) -> int:
-        return self.images.shape[1]
+    def shape(self) -> tuple[int, ...]:
+        """One image's shape: ``(H, W)``, or ``(D, H, W)`` for volumes."""
+        return self.images.shape[1:]
+
+    @property
+    def dims(self) -> int:
+        """2 for images, 3 for volumes."""
+        return self.images.ndim - 1
 
     def subset(self, selection: np.ndarray) -> "SegmentationData":
         return SegmentationData(self.images[selection], self.masks[selection], self.subjects[selection],
@@ -85,7 +95,8 @@ class SegmentationData:
 
     @classmethod
     def load(cls, path: str | Path) -> "SegmentationData":
-        """Triples from a ``.npz`` holding ``images`` (n, H, W) uint8, ``masks`` and ``subjects`` (and optionally ``class_names``)."""
+        """Triples from a ``.npz`` holding ``images`` (n, H, W) or (n, D, H, W) uint8, ``masks`` and ``subjects``
+        (and optionally ``class_names``)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -114,23 +125,35 @@ def subject_pairs(subjects: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.stack([i[chosen], j[chosen], same[chosen].astype(np.int64)], axis=1)
 
 
-def _template_slices(levels: range) -> tuple[np.ndarray, np.ndarray]:
-    """T1 ``(L, X, Y)`` in [0, 1] and class probabilities ``(L, 4, X, Y)`` of the template's axial ``levels``."""
+def template_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """nilearn's MNI152 2009a T1, grey- and white-matter maps ``(197, 233, 189)`` at 1 mm, each scaled to [0, 1]."""
     def volume(kind: str) -> np.ndarray:
         path = package_path("nilearn", "datasets", "data", _TEMPLATE.format(kind))
-        return np.asarray(nib.load(path).dataobj, dtype=np.float32)[:, :, list(levels)].transpose(2, 0, 1)
+        data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        return data / data.max()
 
-    t1, gm, wm = volume("t1"), volume("gm"), volume("wm")
-    t1, gm, wm = t1 / t1.max(), gm / gm.max(), wm / wm.max()
-    head = np.stack([ndimage.binary_closing(ndimage.binary_fill_holes(s > 0.1), iterations=3) for s in gm + wm])
+    return volume("t1"), volume("gm"), volume("wm")
+
+
+def intracranial(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
+    """The head mask of the tissue maps (GM + WM > 0.1, holes filled, closed), slice by slice along the last axis."""
+    planes = np.moveaxis(gm + wm, -1, 0)
+    mask = np.stack([ndimage.binary_closing(ndimage.binary_fill_holes(s > 0.1), iterations=3) for s in planes])
+    return np.moveaxis(mask, 0, -1)
+
+
+def _template_slices(levels: range) -> tuple[np.ndarray, np.ndarray]:
+    """T1 ``(L, X, Y)`` in [0, 1] and class probabilities ``(L, 4, X, Y)`` of the template's axial ``levels``."""
+    t1, gm, wm = (v[:, :, list(levels)].transpose(2, 0, 1) for v in template_volumes())
+    head = intracranial(gm.transpose(1, 2, 0), wm.transpose(1, 2, 0)).transpose(2, 0, 1)
     csf = np.clip(head - gm - wm, 0, 1)
     background = 1.0 - head
     return t1, np.stack([background, csf, gm, wm], axis=1)
 
 
-def _smooth_field(rng: np.random.Generator, size: int, amplitude: float, sigma: float) -> np.ndarray:
-    """A ``(2, size, size)`` displacement field whose largest component is about ``amplitude`` pixels."""
-    field = np.stack([ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma) for _ in range(2)])
+def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float, sigma: float) -> np.ndarray:
+    """A ``(len(shape), *shape)`` displacement field whose largest component is about ``amplitude`` pixels."""
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma) for _ in shape])
     return field * (amplitude / max(np.abs(field).max(), 1e-9))
 
 
@@ -155,16 +178,16 @@ def simulate_subjects(subjects: int = 60, scans: int = 3, size: int = 64, seed: 
     for subject in range(subjects):
         level = int(rng.integers(len(levels)))
         anatomy = _rotation_scale(rng.uniform(-10, 10), tuple(rng.uniform(0.88, 1.12, 2)))
-        warp = _smooth_field(rng, size, rng.uniform(2.0, 4.0), size / 8).reshape(2, -1)
+        warp = smooth_field(rng, (size, size), rng.uniform(2.0, 4.0), size / 8).reshape(2, -1)
         gamma = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
         for _ in range(scans):
             jitter = _rotation_scale(rng.uniform(-2, 2), (1.0, 1.0))
-            points = jitter @ anatomy @ (grid + warp + _smooth_field(rng, size, 0.6, size / 8).reshape(2, -1))
+            points = jitter @ anatomy @ (grid + warp + smooth_field(rng, (size, size), 0.6, size / 8).reshape(2, -1))
             points = points + rng.uniform(-1, 1, (2, 1))
             coords = points * extent + centre[:, None]
             sample = lambda plane: ndimage.map_coordinates(plane, coords, order=1, mode="constant").reshape(size, size)
             image = sample(t1[level]) ** gamma
-            bias = np.exp(_smooth_field(rng, size, np.log(1.12), size / 3))[0]
+            bias = np.exp(smooth_field(rng, (size, size), np.log(1.12), size / 3))[0]
             noisy = np.hypot(image * bias + rng.normal(0, 0.03, image.shape), rng.normal(0, 0.03, image.shape))
             lo, hi = np.percentile(noisy, (0.5, 99.5))
             image = (np.clip((noisy - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)

@@ -78,7 +78,7 @@ def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset,
 def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
                   attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
                   leaked: np.ndarray | None = None, target_groups: np.ndarray | None = None,
-                  ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+                  volumes: bool = False) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``;
     for ciphertext-only attacks the plain ``(images, labels)`` the service holds obfuscated (``target``
     alone when not given); for known-pairs the ``leaked`` plain images, whose obfuscated versions go
@@ -86,7 +86,8 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
 
     With ``target_groups`` (a patient proxy per target image), the row also scores linkage: each
     probe's reconstruction matched against the plain gallery (:func:`linkage_sets`,
-    :func:`medveil.metrics.linkage_topk`); empty where no group has two images. An attack with a
+    :func:`medveil.metrics.linkage_topk`); empty where no group has two images. With ``volumes``,
+    ``target`` and ``own`` are ``(n, D, H, W)`` volumes and scored in 3-D. An attack with a
     ``linkage_features`` method (features that the obfuscation leaves unchanged) is also scored by
     matching those of the obfuscated probe with the gallery's; the row keeps the better linkage."""
     scheme = from_key(key)
@@ -113,7 +114,7 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     reconstructed = attack.reconstruct(obfuscated)
     row = {"dataset": dataset_name, "scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params),
            "attack": attack.name, "capability": capability, "attacker_data": attacker_data, "queries": queries,
-           **metrics.mean_pair_scores(target, reconstructed),
+           **metrics.mean_pair_scores(target, reconstructed, volumes=volumes),
            "linkage_top1": "", "linkage_top5": "", "linkage_chance": ""}
     if target_groups is not None:
         gallery, probes = linkage_sets(target_groups)

@@ -1,5 +1,8 @@
 """Privacy-Net evaluation (paper PN, Tables 2-3): segmentation utility against re-identification.
 
+Images (2-D) or volumes (3-D, paper PN's setting: networks trained on patches, applied by sliding
+windows; see :mod:`medveil.privacynet`); every score below is computed on whole images or volumes.
+
 Subjects are split 70/30 (no subject on both sides). Per seed, the networks are pre-trained once
 on the plain training images (:func:`~medveil.privacynet.pretrain`); that gives the
 ``plain`` row: S trained on, and D trained without any encoder (so it is the non-encoded D_new).
@@ -12,7 +15,16 @@ is scored on the test subjects through its key (the encoder as the hospital runs
   MS-SSIM, D_adv (the discriminator trained with the encoder), D_new (a new discriminator trained
   from scratch on the fixed encoded training images) and the retrieval mAP of D_new's embedding;
 * for the first seed, the learned U-Net reconstruction attack against the encoder as a black box,
-  with the plain training images as the attacker's prior data, and with public images.
+  with the plain training images as the attacker's prior data, and with public images (for volumes,
+  the transfer experiment's other site: no public head volumes ship offline).
+
+On volumes two more of paper PN's experiments run for every setting (plain and each λ):
+
+* robustness (its Table 5): Dice of the same E and S on the test volumes degraded by Rician noise
+  at 15 and 10 dB SNR and by halving the resolution (:mod:`medveil.data.volumes`);
+* transfer (its Table 4), given a ``transfer`` set from another site with three classes: Dice of
+  the fixed E and S with S's outputs merged into three classes (nuclei into GM, both CSFs into
+  CSF), then of S retrained on the new site's encoded training volumes (E stays fixed).
 
 A reference row, ``tissue labels``, re-identifies pairs from the true label maps alone (MS-SSIM
 and a new D, trained the same way). Whatever S can read off an encoded image, a D_new can read
@@ -46,19 +58,20 @@ from medveil.attacks.reidentify import discriminator_accuracy, msssim_reidentifi
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.public import public_medical_images
 from medveil.data.segmentation import SegmentationData, subject_pairs
+from medveil.data.volumes import lower_resolution, merge_classes, rician_noise
 from medveil.errors import InputError
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
-from medveil.nn import GeneralisedDiceLoss
-from medveil.papers import PN_DICE, PN_REIDENTIFICATION
-from medveil.privacynet import PrivacyNetConfig, check_trainable, pretrain, segment, train_privacynet
+from medveil.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
+from medveil.patches import RandomPatches
+from medveil.privacynet import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
+                                train_privacynet, training_patch)
 from medveil.report import markdown_table, mean_std, number, pm, slug, write_csv
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.train import TrainConfig, fit
 
-COLUMNS = ["lambda", "seed", "dice_overall", "dice_gm", "dice_wm", "dice_csf", "reid_msssim_acc", "reid_dadv_acc",
-           "reid_dnew_acc", "reid_map"]
+REID_COLUMNS = ["reid_msssim_acc", "reid_dadv_acc", "reid_dnew_acc", "reid_map"]
 
 EXAMPLES = 3
 LABELS_ROW = "tissue labels"  # the report's reference row; not in results.csv
@@ -68,21 +81,81 @@ def _label(lam: float | None) -> str:
     return "plain" if lam is None else f"{lam:g}"
 
 
-def _scores(segmenter, images: np.ndarray, data: SegmentationData, pairs: np.ndarray) -> dict:
-    dice = metrics.dice_scores(segment(segmenter, images), data.masks, data.class_names)
-    msssim_acc, msssim = msssim_reidentification(images, pairs)
+def columns(data: SegmentationData) -> list[str]:
+    """results.csv's columns: Dice overall and per tissue class (background left out), then re-identification."""
+    return ["lambda", "seed", "dice_overall", *[f"dice_{c}" for c in data.class_names[1:]], *REID_COLUMNS]
+
+
+def _view(image: np.ndarray) -> np.ndarray:
+    """What a figure shows of an image: itself, or a volume's middle axial slice, anterior up."""
+    return image if image.ndim == 2 else np.rot90(image[:, :, image.shape[2] // 2])
+
+
+def _scores(segmenter, images: np.ndarray, data: SegmentationData, pairs: np.ndarray, patch: int | None) -> dict:
+    dice = metrics.dice_scores(segment(segmenter, images, patch), data.masks, data.class_names)
+    msssim_acc, msssim = msssim_reidentification(images, pairs, volumes=data.dims == 3)
     return {"dice": dice, "reid_msssim_acc": msssim_acc, "pair_msssim": msssim.tolist()}
 
 
-def _run_plain(net, train: SegmentationData, test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig) -> dict:
+DEGRADATIONS = {"noise 15 dB": lambda v, rng: rician_noise(v, 15, rng), "noise 10 dB": lambda v, rng: rician_noise(v, 10, rng),
+                "half resolution": lambda v, rng: lower_resolution(v, 2)}
+
+
+def _robustness(encode: Callable, segmenter, test: SegmentationData, patch: int, seed: int) -> dict:
+    """Dice of ``segmenter`` on ``encode``d test volumes after each of :data:`DEGRADATIONS`."""
+    rng = np.random.default_rng(seed)  # simulated degradation, not key material
+    return {name: metrics.dice_scores(segment(segmenter, encode(degrade(test.images, rng)), patch), test.masks,
+                                      test.class_names) for name, degrade in DEGRADATIONS.items()}
+
+
+def _transfer(encode: Callable, segmenter, source_names: tuple[str, ...], transfer: SegmentationData,
+              config: PrivacyNetConfig) -> dict:
+    """Dice on another site's volumes: S fixed (outputs merged into the site's classes), then S retrained there."""
+    patch = config.patch
+    site_train, site_test = transfer.split_by_subject((0.7, 0.3), seed=0)
+    encoded_train, encoded_test = encode(site_train.images), encode(site_test.images)
+    merged = merge_classes(segment(segmenter, encoded_test, patch), source_names, transfer.class_names)
+    fixed = metrics.dice_scores(merged, site_test.masks, transfer.class_names)
+    retrained = copy.deepcopy(segmenter)
+    old = retrained.out
+    retrained.out = type(old)(old.in_channels, len(transfer.class_names), 1)
+    with torch.no_grad():  # each new class starts from the first old class merged into it
+        rows = [int(merge_classes(np.arange(len(source_names)), source_names, transfer.class_names).tolist().index(c))
+                for c in range(len(transfer.class_names))]
+        retrained.out.weight.copy_(old.weight[rows])
+        retrained.out.bias.copy_(old.bias[rows])
+    fit(retrained, RandomPatches(SegmentationTensors(encoded_train, site_train.masks), patch, 3, seed=config.seed), None,
+        segmentation_loss(3), TrainConfig(epochs=config.pretrain_epochs, batch_size=4, lr=config.pretrain_lr,
+                                          seed=config.seed, progress=config.progress))
+    return {"fixed": fixed,
+            "retrained": metrics.dice_scores(segment(retrained, encoded_test, patch), site_test.masks, transfer.class_names)}
+
+
+def _volume_experiments(encode: Callable, segmenter, train: SegmentationData, test: SegmentationData,
+                        transfer: SegmentationData | None, config: PrivacyNetConfig) -> dict:
+    """Robustness and transfer (volumes only; nothing for images)."""
+    if train.dims != 3:
+        return {}
+    out = {"robustness": _robustness(encode, segmenter, test, config.patch, config.seed)}
+    if transfer is not None:
+        out["transfer"] = _transfer(encode, segmenter, train.class_names, transfer, config)
+    return out
+
+
+def _run_plain(net, train: SegmentationData, test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig,
+               transfer: SegmentationData | None) -> dict:
     """The non-encoded baseline: S trained on plain images as long as the encoded runs train theirs."""
     segmenter = copy.deepcopy(net.segmenter)  # pre-trained; now the adversarial phase's schedule, without E and D
-    fit(segmenter, SegmentationTensors(train.images, train.masks), None, GeneralisedDiceLoss(),
+    patch = training_patch(train, config)
+    tensors = SegmentationTensors(train.images, train.masks)
+    fit(segmenter, tensors if patch is None else RandomPatches(tensors, patch, 3, seed=config.seed), None,
+        segmentation_loss(train.dims),
         TrainConfig(epochs=config.epochs, batch_size=2 * config.batch_pairs, lr=config.lr, seed=config.seed,
                     progress=config.progress))
-    out = _scores(segmenter, test.images, test, pairs)
+    out = _scores(segmenter, test.images, test, pairs, patch)
     out |= {"reid_dadv_acc": math.nan, "reid_dnew_acc": discriminator_accuracy(net.discriminator, test.images, pairs),
-            "reid_map": retrieval_map(net.discriminator, test.images, test.subjects)}
+            "reid_map": retrieval_map(net.discriminator, test.images, test.subjects),
+            **_volume_experiments(lambda v: v, segmenter, train, test, transfer, config)}
     return out
 
 
@@ -98,37 +171,41 @@ def _run_labels(train: SegmentationData, test: SegmentationData, pairs: np.ndarr
 def _new_discriminator_scores(train_images: np.ndarray, train: SegmentationData, test_images: np.ndarray,
                               test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig) -> dict:
     """D_new: a discriminator trained from scratch on fixed training images, scored on the test pairs."""
-    new = train_discriminator(train_images, train.subjects, TrainConfig(epochs=config.pretrain_epochs, batch_size=32,
-                              lr=config.pretrain_lr, seed=config.seed, progress=config.progress))
+    # On whole images or volumes: the attacker holds them whole.
+    new = train_discriminator(train_images, train.subjects, TrainConfig(
+        epochs=config.pretrain_epochs, batch_size=32 if train.dims == 2 else 8, lr=config.pretrain_lr, seed=config.seed,
+        progress=config.progress))
     return {"reid_dnew_acc": discriminator_accuracy(new, test_images, pairs),
             "reid_map": retrieval_map(new, test_images, test.subjects)}
 
 
 def _run_setting(base, lam: float | None, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
-                 config: PrivacyNetConfig, keys_dir: Path) -> dict:
+                 config: PrivacyNetConfig, keys_dir: Path, transfer: SegmentationData | None) -> dict:
     """The plain baseline (``lam`` None) or one λ, from the pre-trained ``base``, with its run time in seconds."""
     started = time.perf_counter()
-    result = (_run_plain(base, train, test, pairs, config) if lam is None else
-              _run_lambda(base, lam, train, test, pairs, config, keys_dir))
+    result = (_run_plain(base, train, test, pairs, config, transfer) if lam is None else
+              _run_lambda(base, lam, train, test, pairs, config, keys_dir, transfer))
     return result | {"seconds": time.perf_counter() - started}
 
 
 def _run_lambda(base, lam: float, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
-                config: PrivacyNetConfig, keys_dir: Path) -> dict:
+                config: PrivacyNetConfig, keys_dir: Path, transfer: SegmentationData | None) -> dict:
     config = replace(config, lam=lam)
     net, history = train_privacynet(base, train, config)
     key_path = _key_path(keys_dir, train, lam, config.seed)
     for stale in (key_path, key_path.with_name(key_path.name + WEIGHTS_SUFFIX)):
         stale.unlink(missing_ok=True)  # an interrupted run's key for a result that was never recorded
-    key = create_adversarial_key(net.encoder, key_path, train.size, lam)
+    patch = training_patch(train, config)
+    key = create_adversarial_key(net.encoder, key_path, train.shape[0] if patch is None else patch, lam)
     encoder = from_key(key)
     encoded_train, encoded_test = encoder(train.images), encoder(test.images)
-    out = _scores(net.segmenter, encoded_test, test, pairs)
+    out = _scores(net.segmenter, encoded_test, test, pairs, patch)
     out |= {"reid_dadv_acc": discriminator_accuracy(net.discriminator, encoded_test, pairs),
             **_new_discriminator_scores(encoded_train, train, encoded_test, test, pairs, config), "history": history,
             "key_fingerprint": key.fingerprint,
-            "examples": {"encoded": encoded_test[:EXAMPLES].tolist(),
-                         "predicted": segment(net.segmenter, encoded_test[:EXAMPLES]).tolist()}}
+            "examples": {"encoded": [_view(v).tolist() for v in encoded_test[:EXAMPLES]],
+                         "predicted": [_view(v).tolist() for v in segment(net.segmenter, encoded_test[:EXAMPLES], patch)]},
+            **_volume_experiments(encoder, net.segmenter, train, test, transfer, config)}
     return out
 
 
@@ -137,20 +214,33 @@ def _key_path(keys_dir: Path, data: SegmentationData, lam: float, seed: int) -> 
 
 
 def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: int, figures_dir: Path,
-             progress: bool) -> list[dict]:
-    """The learned reconstruction with prior data (the plain training images) and with public images.
+             config: PrivacyNetConfig, transfer: SegmentationData | None) -> list[dict]:
+    """The learned reconstruction with prior data (the plain training images) and with public ones.
 
-    Both attackers get about the same number of optimisation steps: ``epochs`` passes over the
-    larger public set, and proportionally more passes over the smaller prior set.
+    Public images are other medical images for 2-D; for volumes (no public head volumes ship
+    offline) the other site's volumes of the transfer experiment, when given. Both attackers get
+    about the same number of optimisation steps: ``epochs`` passes over the larger set, and
+    proportionally more passes over the smaller one. On volumes the attacker's U-Net is 3-D and
+    trains on patches, as the encoder did.
     """
-
-    public = public_medical_images(test.size)
+    patch = training_patch(train, config)
+    sources = [("prior", train.images)]
+    if patch is None:
+        sources.append(("public", public_medical_images(test.shape[0])))
+    elif transfer is not None:
+        sources.append(("public", transfer.images))
+    largest = max(len(own) for _, own in sources)
     rows = []
-    for attacker_data, own in (("prior", train.images), ("public", public)):
-        passes = epochs * max(1, round(len(public) / len(own)))
-        attack = LearnedReconstruction(attacker_training(passes, progress=progress))
-        row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name, attacker_data)
-        attack_figure(row, target, obfuscated, reconstructed, figures_dir / _attack_figure_name(row), examples=3)
+    for attacker_data, own in sources:
+        passes = epochs * max(1, round(largest / len(own)))
+        training = attacker_training(passes, progress=config.progress)
+        if patch is not None:
+            training = replace(training, batch_size=8)
+        attack = LearnedReconstruction(training, width=16 if patch is None else config.width, patch=patch)
+        row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name,
+                                                               attacker_data, volumes=patch is not None)
+        views = [np.stack([_view(v) for v in a[:3]]) for a in (target, obfuscated, reconstructed)]
+        attack_figure(row, *views, figures_dir / _attack_figure_name(row), examples=3)
         rows.append(row)
     return rows
 
@@ -160,12 +250,17 @@ def _attack_figure_name(row: dict) -> str:
 
 
 def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds: int, out_dir: Path, keys_dir: Path,
-                        config: PrivacyNetConfig, attack_epochs: int = 12, command: str | None = None) -> list[dict]:
-    """Run (or load from cache) the plain baseline and every λ for every seed; write the report. Returns the rows."""
+                        config: PrivacyNetConfig, attack_epochs: int = 12, command: str | None = None,
+                        transfer: SegmentationData | None = None) -> list[dict]:
+    """Run (or load from cache) the plain baseline and every λ for every seed; write the report. Returns the rows.
+
+    ``transfer``: volumes from another site, labelled with classes that ``data``'s merge into
+    (:func:`medveil.data.volumes.merge_classes`), for the transfer experiment.
+    """
     check_trainable(data, config)  # bad input fails here, not after an hour of training
-    if data.size < metrics.MS_SSIM_MIN_SIDE:
+    if min(data.shape) < metrics.MS_SSIM_MIN_SIDE:
         raise InputError(f"{data.name}: re-identification by MS-SSIM needs images of at least "
-                         f"{metrics.MS_SSIM_MIN_SIDE}x{metrics.MS_SSIM_MIN_SIDE} pixels, got {data.size}x{data.size}")
+                         f"{metrics.MS_SSIM_MIN_SIDE} pixels a side, got {'x'.join(map(str, data.shape))}")
     train, test = data.split_by_subject((0.7, 0.3), seed=0)
     pairs = subject_pairs(test.subjects, seed=0)
     if not pairs[:, 2].any() or pairs[:, 2].all():
@@ -181,7 +276,7 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
         paths = {lam: out_dir / "runs" / f"lambda-{_label(lam)}-seed{seed}.json" for lam in [None, *lambdas]}
         base = None if all(path.exists() for path in paths.values()) else pretrain(train, seeded)
         for lam, path in paths.items():
-            runs[_label(lam), seed] = _cached(path, lambda: _run_setting(base, lam, train, test, pairs, seeded, keys_dir))
+            runs[_label(lam), seed] = _cached(path, lambda: _run_setting(base, lam, train, test, pairs, seeded, keys_dir, transfer))
     label_rows = [{"lambda": LABELS_ROW, "seed": seed,
                    **_cached(out_dir / "runs" / f"labels-seed{seed}.json",
                              lambda: _run_labels(train, test, pairs, replace(config, seed=seed)))}
@@ -190,13 +285,13 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     for lam in lambdas:  # against the first seed's encoders, loaded from their key files
         attack_rows += _cached(out_dir / "runs" / f"attacks-lambda-{lam:g}.json",
                                lambda: _attacks(Key.load(_key_path(keys_dir, train, lam, 0)), train, test, attack_epochs,
-                                                out_dir / "figures", config.progress))
-    rows = [_row(label, seed, run) for (label, seed), run in runs.items()]
-    write_csv(out_dir / "results.csv", rows, COLUMNS)
+                                                out_dir / "figures", config, transfer))
+    rows = [_row(label, seed, run, data) for (label, seed), run in runs.items()]
+    write_csv(out_dir / "results.csv", rows, columns(data))
     write_csv(out_dir / "attacks.csv", attack_rows, ATTACK_COLUMNS)
     _figures(runs, test, pairs, [_label(lam) for lam in lambdas], out_dir / "figures")
     _report(out_dir, rows + label_rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
-            time.perf_counter() - started, command)
+            time.perf_counter() - started, command, _volume_sections(runs, ["plain", *map(_label, lambdas)]))
     return rows
 
 
@@ -210,11 +305,10 @@ def _cached(path: Path, compute: Callable[[], dict | list]) -> dict | list:
     return json.loads(path.read_text())
 
 
-def _row(label: str, seed: int, run: dict) -> dict:
+def _row(label: str, seed: int, run: dict, data: SegmentationData) -> dict:
     dice = run["dice"]
-    return {"lambda": label, "seed": seed, "dice_overall": dice["overall"], "dice_gm": dice.get("gm", math.nan),
-            "dice_wm": dice.get("wm", math.nan), "dice_csf": dice.get("csf", math.nan),
-            **{k: run[k] for k in ("reid_msssim_acc", "reid_dadv_acc", "reid_dnew_acc", "reid_map")}}
+    return {"lambda": label, "seed": seed, "dice_overall": dice["overall"],
+            **{f"dice_{c}": dice.get(c, math.nan) for c in data.class_names[1:]}, **{k: run[k] for k in REID_COLUMNS}}
 
 
 def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: list[str], folder: Path) -> None:
@@ -223,13 +317,14 @@ def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: lis
     shown = [lam for lam in lambdas if (lam, 0) in runs]
     rows = []
     for k in range(min(EXAMPLES, len(test))):
-        row = [test.images[k], test.masks[k]]
+        row = [_view(test.images[k]), _view(test.masks[k])]
         for lam in shown:
             row += [np.array(runs[lam, 0]["examples"]["encoded"][k]), np.array(runs[lam, 0]["examples"]["predicted"][k])]
         rows.append(row)
     titles = ["original", "tissue labels"] + [t for lam in shown for t in (f"encoded λ={lam}", f"segmented λ={lam}")]
+    where = "" if test.dims == 2 else ", middle axial slice of each volume"
     image_grid(rows, titles, [f"subject {test.subjects[k]}" for k in range(len(rows))], folder / "examples.png",
-               title="Privacy-Net on simulated MNI152 subjects (test subjects, seed 0)")
+               title=f"Privacy-Net on {test.name} (test subjects, seed 0{where})")
     distributions = [(f"λ={lam}" if lam != "plain" else "plain images", np.array(runs[lam, 0]["pair_msssim"]))
                      for lam in ["plain", *shown] if (lam, 0) in runs]
     plot_pair_distributions(distributions, pairs[:, 2], folder / "msssim.png")
@@ -239,28 +334,78 @@ def _over_seeds(rows: list[dict], label: str, column: str) -> tuple[float, float
     return mean_std(r.get(column, math.nan) for r in rows if r["lambda"] == label)
 
 
+def _volume_sections(runs: dict, labels: list[str]) -> list[str]:
+    """The report's robustness and transfer tables (mean Dice over seeds), beside paper PN's Tables 5 and 4."""
+    def dice(label: str, *path: str) -> dict[str, float] | None:
+        found = [run for (lab, _), run in runs.items() if lab == label]
+        for step in path:
+            found = [run[step] for run in found if step in run]
+        return {name: float(np.mean([d[name] for d in found])) for name in found[0]} if found else None
+
+    def has(label: str, part: str) -> bool:
+        return any(part in run for (lab, _), run in runs.items() if lab == label)
+
+    robustness = [(label, name, dice(label, *path), number(PN_ROBUSTNESS[name]) if label == "1" and name in PN_ROBUSTNESS
+                   else "")
+                  for label in labels if has(label, "robustness")
+                  for name, path in [("clean", ("dice",)), *[(name, ("robustness", name)) for name in DEGRADATIONS]]]
+    transfer = [(label, kind, dice(label, "transfer", kind),
+                 " / ".join(map(str, PN_TRANSFER[kind][label])) if label in PN_TRANSFER[kind] else "")
+                for label in labels if has(label, "transfer") for kind in ("fixed", "retrained")]
+    robustness_intro = [
+        "## Robustness (paper PN, Table 5): Dice on degraded test volumes", "",
+        "E and S as trained on clean volumes; the test volumes get Rician noise at 15 or 10 dB SNR (σ = mean head "
+        "intensity / 10^(SNR/20)) or half their resolution (2×2×2 blocks averaged). Paper PN reports λ = 1 only; its "
+        "overall Dice is in the last column.", ""]
+    transfer_intro = [
+        "## Transfer to another site (paper PN, Table 4): three classes", "",
+        "E fixed. `fixed`: S as trained, its outputs merged into three classes (nuclei into GM, both CSFs into CSF); "
+        "`retrained`: S retrained on the new site's encoded training volumes. Paper PN: MRBrainS, GM / WM / CSF / "
+        "overall.", ""]
+    return (_dice_table(robustness_intro, "test volumes", "paper PN (λ = 1)", robustness)
+            + _dice_table(transfer_intro, "S", "paper PN GM / WM / CSF / overall", transfer))
+
+
+def _dice_table(intro: list[str], variant: str, paper: str, rows: list[tuple[str, str, dict, str]]) -> list[str]:
+    """``intro`` and a table of ``(λ, variant, Dice scores, paper's figure)`` rows; nothing without rows."""
+    if not rows:
+        return []
+    classes = [c for c in rows[0][2] if c != "overall"]
+    table = [["λ", variant, "Dice overall", *classes, paper]] + [
+        [label, name, number(scores["overall"]), *[number(scores[c]) for c in classes], quoted]
+        for label, name, scores, quoted in rows]
+    return intro + markdown_table(table) + [""]
+
+
 def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: list[str], data: SegmentationData,
             train: SegmentationData, test: SegmentationData, config: PrivacyNetConfig, seconds: float,
-            command: str | None) -> Path:
+            command: str | None, volume_sections: list[str]) -> Path:
     labels = ["plain", *lambdas]
     seeds = len({r["seed"] for r in rows})
+    names = columns(data)
+    dice_names = [c.removeprefix("dice_") for c in names[3:-len(REID_COLUMNS)]]
+    simulation = ("`medveil.data.segmentation` (MNI152 template, per-subject anatomy, per-scan noise, bias and jitter)"
+                  if data.dims == 2 else
+                  "`medveil.data.volumes` (MNI152 template in 3-D; identity sources in the data name; per-scan noise, "
+                  "bias and jitter)")
+    training = "whole images" if data.dims == 2 else f"{config.patch}³ patches, whole volumes by sliding windows"
     lines = [
         "# Privacy-Net: segmentation utility against re-identification", "",
         f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
         f"{platform.machine()}, {torch.get_num_threads()} threads; {seconds / 60:.1f} min for what this run computed.",
         "", f"Command: `{command}`" if command else "", "",
         f"Data: {data.name}, {len(np.unique(data.subjects))} subjects × {len(data) // len(np.unique(data.subjects))} scans "
-        f"at {data.size}×{data.size}; {len(np.unique(train.subjects))} subjects train, {len(np.unique(test.subjects))} test "
-        f"({len(test)} images, {len(subject_pairs(test.subjects))} balanced test pairs). Simulation: "
-        "`medveil.data.segmentation` (MNI152 template, per-subject anatomy, per-scan noise, bias and jitter).",
-        f"Training: pre-training {config.pretrain_epochs} epochs (lr {config.pretrain_lr:g}), adversarial "
-        f"{config.epochs} epochs (Adam lr {config.lr:g}, {config.batch_pairs} pairs per step); {seeds} seed(s), "
-        "mean ± std over seeds.", "",
+        f"at {'×'.join(map(str, data.shape))}; {len(np.unique(train.subjects))} subjects train, "
+        f"{len(np.unique(test.subjects))} test ({len(test)} {'images' if data.dims == 2 else 'volumes'}, "
+        f"{len(subject_pairs(test.subjects))} balanced test pairs). Simulation: {simulation}.",
+        f"Training ({training}; U-Nets width {config.width}, depth {config.depth}): pre-training "
+        f"{config.pretrain_epochs} epochs (lr {config.pretrain_lr:g}), adversarial {config.epochs} epochs (Adam lr "
+        f"{config.lr:g}, {config.batch_pairs} pairs per step); {seeds} seed(s), mean ± std over seeds.", "",
         "## Segmentation (Dice on test subjects) and re-identification (test pairs, 0.5 = chance)", "",
     ]
     lines += markdown_table(
-        [["λ", "Dice overall", "GM", "WM", "CSF", "MS-SSIM threshold acc", "D_adv acc", "D_new acc", "mAP (D_new)"]]
-        + [[label] + [pm(_over_seeds(rows, label, c), 1, 3) for c in COLUMNS[2:]] for label in [*labels, LABELS_ROW]])
+        [["λ", "Dice overall", *dice_names, "MS-SSIM threshold acc", "D_adv acc", "D_new acc", "mAP (D_new)"]]
+        + [[label] + [pm(_over_seeds(rows, label, c), 1, 3) for c in names[2:]] for label in [*labels, LABELS_ROW]])
     lines += ["", f"`{LABELS_ROW}`: the same re-identification attacks on the true label maps instead of images. "
               "Whatever S reads off an encoded image a new discriminator can read too, so an encoder that keeps "
               "the segmentation is not expected to push D_new far below this row."]
@@ -270,12 +415,13 @@ def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: l
         return " / ".join(number(_over_seeds(rows, label, c)[0]) for c in columns)
 
     lines += markdown_table(
-        [["λ", "paper Dice overall / GM / WM / CSF int. / ext.", "ours Dice overall / GM / WM / CSF",
+        [["λ", "paper Dice overall / GM / WM / CSF int. / ext.", f"ours Dice overall / {' / '.join(dice_names)}",
           "paper re-id (MS-SSIM / D_adv / D_new / mAP)", "ours"]]
-        + [[label, " / ".join(map(str, PN_DICE[label])), means(label, COLUMNS[2:6]), PN_REIDENTIFICATION[label],
-            means(label, COLUMNS[6:])] for label in labels if label in PN_DICE])
+        + [[label, " / ".join(map(str, PN_DICE[label])), means(label, names[2:-len(REID_COLUMNS)]),
+            PN_REIDENTIFICATION[label], means(label, REID_COLUMNS)] for label in labels if label in PN_DICE])
     lines += ["", "Paper PN's encoded rows of Table 2 print three numbers for four columns in our copy; they are "
               "quoted as printed. Its non-encoded MS-SSIM and D_new accuracies are 0.970 and 0.953.", ""]
+    lines += volume_sections
     if attack_rows:
         lines += ["## Learned reconstruction against the encoder as a black box (seed 0)", ""]
         lines += markdown_table([["λ", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]] + [

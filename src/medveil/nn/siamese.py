@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medveil.nn.unet import layers
+
 
 class SiameseDiscriminator(nn.Module):
     """Does a pair of images show the same subject?
@@ -12,28 +14,31 @@ class SiameseDiscriminator(nn.Module):
     One CNN backbone embeds each image (four 3×3 conv + batch norm + ReLU + max-pool stages, global
     average pooling, a linear layer to ``embedding`` features); two fully connected layers on
     ``|e_i - e_j|`` and ``e_i * e_j`` give one logit. Paper PN uses a 3-D DenseNet backbone; this
-    small 2-D one trains on a CPU.
+    small one trains on a CPU, on images (``dims=2``) or volumes (``dims=3``: every shape below
+    gains a depth axis, ``(B, 2, D, H, W)``).
 
     ``forward`` takes a pair packed as two channels, ``(B, 2, H, W)`` in ``[0, 1]`` (so the one
     training loop can feed it like any image model), and returns ``(B,)`` logits (sigmoid: the
     probability of "same subject"). :meth:`embed` maps ``(B, 1, H, W)`` to ``(B, embedding)``.
     """
 
-    def __init__(self, width: int = 16, embedding: int = 64):
+    def __init__(self, width: int = 16, embedding: int = 64, dims: int = 2):
         super().__init__()
+        conv, norm, pool, _ = layers(dims)
         chans = [1, width, 2 * width, 4 * width, 4 * width]
-        layers = []
+        stages = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
-        self.backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(chans[-1], embedding))
+            stages += [conv(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True), pool(2)]
+        average = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.dims = dims
+        self.backbone = nn.Sequential(*stages, average, nn.Flatten(), nn.Linear(chans[-1], embedding))
         self.head = nn.Sequential(nn.Linear(2 * embedding, embedding), nn.ReLU(inplace=True), nn.Linear(embedding, 1))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def compare(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Logits for pairs of ``(B, 1, H, W)`` batches."""
+        """Logits for pairs of ``(B, 1, H, W)`` (or ``(B, 1, D, H, W)``) batches."""
         both = self.embed(torch.cat([a, b]))
         ea, eb = both[: len(a)], both[len(a):]
         return self.head(torch.cat([(ea - eb).abs(), ea * eb], dim=1)).squeeze(1)

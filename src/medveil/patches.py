@@ -1,0 +1,99 @@
+"""Patches of volumes: random crops for training, sliding windows for whole-volume inference (paper PN).
+
+Paper PN trains its 3-D networks on 64³ patches and applies them to whole volumes. Here:
+
+* :class:`RandomPatches` wraps a dataset of ``(input, target)`` tensors and crops both, at one
+  random corner, to a cube of side ``patch`` over their trailing ``dims`` axes (targets without
+  those axes, such as a pair's same/different label, pass through);
+* :func:`sliding_window` runs a fully convolutional network over a whole ``(B, C, D, H, W)``
+  batch window by window and stitches the windows' interiors ("overlap-tile", as the U-Net paper
+  does), so that the result equals one whole-volume pass wherever the network's receptive field
+  fits inside the margin and its pooling grid is aligned (window starts are multiples of
+  ``align``). MONAI's ``sliding_window_inference`` blends overlapping windows instead; blending
+  mixes in values computed near a window's edge, which never equal the whole-volume pass.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+def window_starts(length: int, patch: int, margin: int, align: int = 1) -> list[int]:
+    """Starts of windows of ``patch`` along an axis of ``length`` whose interiors (``margin`` off each
+    inner side) tile it; starts are multiples of ``align`` (``length`` and ``patch`` should be too)."""
+    if length <= patch:
+        return [0]
+    step = max(align, (patch - 2 * margin) // align * align)
+    starts = list(range(0, length - patch, step))
+    return starts + [length - patch]
+
+
+def sliding_window(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, patch: int,
+                   margin: int | None = None, align: int = 1) -> torch.Tensor:
+    """``function`` over ``x`` ``(B, C, *spatial)`` in windows of side ``patch``; returns ``(B, C', *spatial)``.
+
+    ``function`` must keep the spatial shape (a U-Net, an encoder). Axes shorter than ``patch``
+    are zero-padded to it and cropped back. ``margin`` (default ``patch // 4``) voxels of each
+    window face that is not on the volume's border are dropped when stitching.
+    """
+    margin = patch // 4 if margin is None else margin
+    spatial = x.shape[2:]
+    padding = [max(0, patch - n) for n in spatial]
+    if any(padding):
+        x = torch.nn.functional.pad(x, [p for n in reversed(padding) for p in (0, n)])
+    shape = x.shape[2:]
+    out = None
+    for corner in np.stack(np.meshgrid(*[window_starts(n, patch, margin, align) for n in shape], indexing="ij"),
+                           -1).reshape(-1, len(shape)):
+        window = tuple(slice(int(c), int(c) + min(patch, n)) for c, n in zip(corner, shape))
+        y = function(x[(..., *window)])
+        if out is None:
+            out = y.new_empty((*y.shape[:2], *shape))
+        keep = tuple(slice(0 if w.start == 0 else margin, (w.stop - w.start) if w.stop == n else (w.stop - w.start) - margin)
+                     for w, n in zip(window, shape))
+        out[(..., *(slice(w.start + k.start, w.start + k.stop) for w, k in zip(window, keep)))] = y[(..., *keep)]
+    return out[(..., *(slice(0, n) for n in spatial))]
+
+
+def random_corner(shape: tuple[int, ...], patch: int, generator: torch.Generator | None = None) -> tuple[int, ...]:
+    """A uniformly random corner of a cube of side ``patch`` inside ``shape`` (0 where an axis is shorter)."""
+    return tuple(int(torch.randint(0, max(n - patch, 0) + 1, (1,), generator=generator)) for n in shape)
+
+
+def crop(x: torch.Tensor, corner: tuple[int, ...], patch: int) -> torch.Tensor:
+    """``x``'s trailing ``len(corner)`` axes cropped to side ``patch`` at ``corner``."""
+    return x[(..., *(slice(c, c + patch) for c in corner))]
+
+
+class RandomPatches(Dataset):
+    """``dataset``'s items cropped to cubes of side ``patch`` over their trailing ``dims`` axes.
+
+    Input and target share the corner. A fresh corner per item and epoch, or with ``fixed`` one
+    corner per index (seeded by ``seed`` and the index), for validation sets that must not change
+    between epochs.
+    """
+
+    def __init__(self, dataset: Dataset, patch: int, dims: int = 3, fixed: bool = False, seed: int = 0):
+        self.dataset, self.patch, self.dims, self.fixed, self.seed = dataset, patch, dims, fixed, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + i) if self.fixed else None
+        corner = random_corner(tuple(x.shape[-self.dims:]), self.patch, generator)
+        cropped = crop(x, corner, self.patch)
+        return cropped, (crop(y, corner, self.patch) if y.dim() >= self.dims else y)
+
+
+def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> torch.Tensor:
+    """A :class:`~medveil.nn.UNet` over a whole batch: directly, or with ``patch`` by sliding windows of
+    that side, started on its pooling grid."""
+    if patch is None:
+        return unet(x)
+    return sliding_window(unet, x, patch, align=2 ** len(unet.up))
