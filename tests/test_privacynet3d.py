@@ -130,6 +130,8 @@ def test_volumes_round_trip_through_nifti_with_their_affine(tmp_path, volumes):
     assert np.array_equal(loaded.images, volumes.images) and np.array_equal(loaded.masks, volumes.masks)
     assert np.array_equal(loaded.subjects, volumes.subjects) and loaded.class_names == volumes.class_names
     assert np.allclose(affines[0], np.diag([4.2, 4.2, 4.2, 1]))
+    nib.Nifti1Image(volumes.masks[0], np.eye(4)).to_filename(tmp_path / "set" / "labels" / "0000.nii.gz")
+    assert np.allclose(load_nifti_folder(tmp_path / "set")[1][0], np.diag([4.2, 4.2, 4.2, 1]))  # the image's affine
     (tmp_path / "set" / "images" / "0001.nii.gz").write_bytes(b"junk")
     with pytest.raises(medveil.InputError, match=r"0001.nii.gz: not a readable NIfTI"):
         load_nifti_folder(tmp_path / "set")

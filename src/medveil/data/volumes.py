@@ -239,22 +239,22 @@ def load_nifti_folder(folder: str | Path) -> tuple[SegmentationData, list[np.nda
         raise InputError(f"{table}: needs columns file and subject and at least one row")
     images, masks, affines = [], [], []
     for row in rows:
-        volumes = []
+        loaded = []
         for sub in ("images", "labels"):
             path = folder / sub / row["file"]
             try:
                 img = nib.load(path)
-                volumes.append(np.asarray(img.dataobj))
+                loaded.append((np.asarray(img.dataobj), img.affine))
             except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
                 raise InputError(f"{path}: not a readable NIfTI volume ({exc})") from None
-            if volumes[-1].ndim != 3:
-                raise InputError(f"{path}: expected a 3-D volume, got shape {volumes[-1].shape}")
-        image, mask = volumes
+            if loaded[-1][0].ndim != 3:
+                raise InputError(f"{path}: expected a 3-D volume, got shape {loaded[-1][0].shape}")
+        (image, affine), (mask, _) = loaded
         if image.dtype != np.uint8:
             raise InputError(f"{folder / 'images' / row['file']}: volumes must be uint8, got {image.dtype}")
         images.append(image)
         masks.append(mask.astype(np.uint8))
-        affines.append(img.affine)
+        affines.append(affine)
     if len({v.shape for v in images}) > 1:
         raise InputError(f"{folder}: volumes differ in shape ({', '.join(sorted({str(v.shape) for v in images}))})")
     try:
