@@ -126,11 +126,12 @@ def subject_pairs(subjects: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def template_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """nilearn's MNI152 2009a T1, grey- and white-matter maps ``(197, 233, 189)`` at 1 mm, each scaled to [0, 1]."""
+    """nilearn's MNI152 2009a T1, grey- and white-matter maps ``(197, 233, 189)`` at 1 mm, float32 as stored.
+
+    Callers scale them over the part they use (the slice simulation over its slices only)."""
     def volume(kind: str) -> np.ndarray:
         path = package_path("nilearn", "datasets", "data", _TEMPLATE.format(kind))
-        data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-        return data / data.max()
+        return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
     return volume("t1"), volume("gm"), volume("wm")
 
@@ -145,6 +146,7 @@ def intracranial(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
 def _template_slices(levels: range) -> tuple[np.ndarray, np.ndarray]:
     """T1 ``(L, X, Y)`` in [0, 1] and class probabilities ``(L, 4, X, Y)`` of the template's axial ``levels``."""
     t1, gm, wm = (v[:, :, list(levels)].transpose(2, 0, 1) for v in template_volumes())
+    t1, gm, wm = t1 / t1.max(), gm / gm.max(), wm / wm.max()
     head = intracranial(gm.transpose(1, 2, 0), wm.transpose(1, 2, 0)).transpose(2, 0, 1)
     csf = np.clip(head - gm - wm, 0, 1)
     background = 1.0 - head

@@ -56,7 +56,7 @@ _SKULL, _SCALP = 0.08, 0.85  # T1 intensities relative to white matter
 @lru_cache(maxsize=1)
 def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The template's T1, GM and WM maps and its intracranial mask."""
-    t1, gm, wm = template_volumes()
+    t1, gm, wm = (v / v.max() for v in template_volumes())
     return t1, gm, wm, intracranial(gm, wm)
 
 
