@@ -395,7 +395,7 @@ def evaluate_privacynet(
 ):
     """Train Privacy-Net's encoder, segmenter and discriminator per λ; report Dice, re-identification and attacks."""
     from medveil.data.segmentation import SegmentationData, simulate_subjects
-    from medveil.data.volumes import THREE_CLASSES, load_nifti_folder, merge_classes, simulate_volumes
+    from medveil.data.volumes import load_nifti_folder, simulate_other_site, simulate_volumes
     from medveil.evaluation.privacynet import evaluate_privacynet as run
     from medveil.privacynet import PrivacyNetConfig
 
@@ -410,10 +410,7 @@ def evaluate_privacynet(
     elif dims == 3:
         sources = tuple(v.strip() for v in identity.split(",") if v.strip())
         triples = simulate_volumes(subjects, scans, size, sources)
-        # Paper PN's transfer set: another site's scanner (contrast, noise), three classes, new subjects.
-        site = simulate_volumes(max(8, subjects // 3), 2, size, sources, seed=1, contrast=1.5, noise=0.05)
-        transfer = SegmentationData(site.images, merge_classes(site.masks, site.class_names), site.subjects, site.name,
-                                    THREE_CLASSES)
+        transfer = simulate_other_site(max(8, subjects // 3), size, sources)
     else:
         triples = simulate_subjects(subjects, scans, size)
     config = PrivacyNetConfig(epochs=epochs, lr=lr, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr, width=width,

@@ -15,9 +15,9 @@ Paper PN trains its 3-D networks on 64³ patches and applies them to whole volum
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -45,18 +45,20 @@ def sliding_window(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     padding = [max(0, patch - n) for n in spatial]
     if any(padding):
         x = torch.nn.functional.pad(x, [p for n in reversed(padding) for p in (0, n)])
-    shape = x.shape[2:]
     out = None
-    for corner in np.stack(np.meshgrid(*[window_starts(n, patch, margin, align) for n in shape], indexing="ij"),
-                           -1).reshape(-1, len(shape)):
-        window = tuple(slice(int(c), int(c) + min(patch, n)) for c, n in zip(corner, shape))
-        y = function(x[(..., *window)])
+    for tiles in itertools.product(*[_tiles(n, patch, margin, align) for n in x.shape[2:]]):
+        y = function(x[(..., *(slice(start, start + patch) for start, _, _ in tiles))])
         if out is None:
-            out = y.new_empty((*y.shape[:2], *shape))
-        keep = tuple(slice(0 if w.start == 0 else margin, (w.stop - w.start) if w.stop == n else (w.stop - w.start) - margin)
-                     for w, n in zip(window, shape))
-        out[(..., *(slice(w.start + k.start, w.start + k.stop) for w, k in zip(window, keep)))] = y[(..., *keep)]
+            out = y.new_empty((*y.shape[:2], *x.shape[2:]))
+        out[(..., *(slice(lo, hi) for _, lo, hi in tiles))] = y[(..., *(slice(lo - start, hi - start) for start, lo, hi in tiles))]
     return out[(..., *(slice(0, n) for n in spatial))]
+
+
+def _tiles(length: int, patch: int, margin: int, align: int) -> list[tuple[int, int, int]]:
+    """Along one axis (at least ``patch`` long): each window's start and the ``[lo, hi)`` it contributes,
+    its interior, reaching the axis' ends where the window does."""
+    return [(start, start if start == 0 else start + margin, length if start + patch == length else start + patch - margin)
+            for start in window_starts(length, patch, margin, align)]
 
 
 def random_corner(shape: tuple[int, ...], patch: int, generator: torch.Generator | None = None) -> tuple[int, ...]:
@@ -67,6 +69,13 @@ def random_corner(shape: tuple[int, ...], patch: int, generator: torch.Generator
 def crop(x: torch.Tensor, corner: tuple[int, ...], patch: int) -> torch.Tensor:
     """``x``'s trailing ``len(corner)`` axes cropped to side ``patch`` at ``corner``."""
     return x[(..., *(slice(c, c + patch) for c in corner))]
+
+
+def random_crop(tensors, patch: int, dims: int = 3, generator: torch.Generator | None = None) -> tuple:
+    """``tensors`` cropped at one random corner to side ``patch`` over their trailing ``dims`` axes (the
+    first one's shape picks the corner); tensors with fewer axes, such as labels, pass through."""
+    corner = random_corner(tuple(tensors[0].shape[-dims:]), patch, generator)
+    return tuple(crop(t, corner, patch) if t.dim() >= dims else t for t in tensors)
 
 
 class RandomPatches(Dataset):
@@ -84,11 +93,8 @@ class RandomPatches(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        x, y = self.dataset[i]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + i) if self.fixed else None
-        corner = random_corner(tuple(x.shape[-self.dims:]), self.patch, generator)
-        cropped = crop(x, corner, self.patch)
-        return cropped, (crop(y, corner, self.patch) if y.dim() >= self.dims else y)
+        return random_crop(self.dataset[i], self.patch, self.dims, generator)
 
 
 def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> torch.Tensor:

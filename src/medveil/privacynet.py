@@ -40,7 +40,7 @@ from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.device import resolve_device
 from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
-from medveil.patches import RandomPatches, crop, random_corner, whole_volume
+from medveil.patches import RandomPatches, random_crop, whole_volume
 from medveil.schemes.adversarial import encode
 from medveil.train import TrainConfig, apply_batched, fit, seed_everything
 
@@ -164,7 +164,7 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
     rng = np.random.default_rng(config.seed)  # pair sampling and order, not key material
     patch = training_patch(data, config)
     generator = torch.Generator().manual_seed(config.seed)
-    cut = (lambda *xs: xs) if patch is None else _cropper(data.shape, patch, generator)
+    cut = (lambda *xs: xs) if patch is None else (lambda *xs: random_crop(xs, patch, 3, generator))
     history = []
     for epoch in tqdm(range(config.epochs), desc=f"privacy-net λ={config.lam:g}", unit="epoch", disable=not config.progress):
         pairs = subject_pairs(data.subjects, seed=int(rng.integers(2**32)))
@@ -181,14 +181,6 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
         history.append({"epoch": epoch, **{name: value / len(pairs) for name, value in totals.items()}})
     net.to("cpu").eval()
     return net, history
-
-
-def _cropper(shape: tuple[int, ...], patch: int, generator: torch.Generator):
-    """A function cropping its tensors' trailing axes at one fresh random corner per call."""
-    def cut(*tensors):
-        corner = random_corner(shape, patch, generator)
-        return tuple(crop(t, corner, patch) for t in tensors)
-    return cut
 
 
 def segment(segmenter: nn.Module, images: np.ndarray, patch: int | None = None) -> np.ndarray:

@@ -16,8 +16,9 @@ turned eight ways. The solver is greedy, as Gallagher's (CVPR 2012) is at heart:
 
 Featureless pieces (background) fit anywhere; they are placed last, where they cost least.
 Linkage needs no solving at all: the blocks' means and spreads, sorted, are the same before and
-after the shuffle (:meth:`Jigsaw.linkage_features`). The attack needs nothing but each image, so it runs under ciphertext-only and, for the known-pairs
-column, with the leaked plain images as its data (:func:`medveil.attacks.known_pairs.known_pairs_attack`).
+after the shuffle (:meth:`Jigsaw.linkage_features`). The attack needs nothing but each image, so
+it runs under ciphertext-only and, for the known-pairs column, with the leaked plain images as its
+data (:func:`medveil.attacks.known_pairs.known_pairs_attack`).
 Takes ``(n, H, W)`` uint8, returns the same shape.
 """
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
-from medveil.data.pipeline import ImagePairs, channels_first
+from medveil.data.pipeline import ImagePairs
 from medveil.nn import UNet
 from medveil.patches import RandomPatches, whole_volume
 from medveil.train import TrainConfig, apply_batched, fit, predict
@@ -44,8 +44,8 @@ def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainCo
         pairs = ImagePairs(inputs[selection], targets[selection], volumes=volumes)
         return RandomPatches(pairs, patch, 3, fixed, config.seed) if volumes else pairs
 
-    channels = (lambda a: 1) if volumes else (lambda a: channels_first(a[:1]).shape[1])
-    model = UNet(channels(inputs), channels(targets), width=width, depth=depth, dims=3 if volumes else 2)
+    first = data(order[:1], True)[0]
+    model = UNet(first[0].shape[0], first[1].shape[0], width=width, depth=depth, dims=3 if volumes else 2)
     result = fit(model, data(train_idx, False), data(val_idx, True), _SigmoidMSE(), config)
     return model, result.history
 
@@ -53,13 +53,14 @@ def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainCo
 def run_reconstructor(model: UNet, inputs: np.ndarray, patch: int | None = None) -> np.ndarray:
     """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs;
     with ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side."""
-    if patch is not None:
+    if patch is None:
+        # predict's DataLoader draws from torch's global generator, which the next U-Net's initial
+        # weights come from: keeping it keeps every later attack in a process as it was.
+        outputs = predict(model, ImagePairs(inputs))[0].numpy()
+    else:
         model.eval()
-        outputs = apply_batched(model, inputs[:, None], batch_size=4,
-                                call=lambda m, x: whole_volume(m, x, patch))
-        return (torch.sigmoid(torch.from_numpy(outputs[:, 0])).numpy() * 255).round().astype(np.uint8)
-    outputs, _ = predict(model, ImagePairs(inputs))
-    images = (torch.sigmoid(outputs).numpy() * 255).round().astype(np.uint8)
+        outputs = apply_batched(model, inputs[:, None], batch_size=4, call=lambda m, x: whole_volume(m, x, patch))
+    images = (torch.sigmoid(torch.from_numpy(outputs)).numpy() * 255).round().astype(np.uint8)
     return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
 
 

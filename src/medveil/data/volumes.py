@@ -197,6 +197,15 @@ def lower_resolution(volumes: np.ndarray, factor: int = 2) -> np.ndarray:
     return coarse
 
 
+def simulate_other_site(subjects: int, size: int, identity: tuple[str, ...] = IDENTITY_SOURCES,
+                        seed: int = 1) -> SegmentationData:
+    """Paper PN's transfer set: new subjects from another site's scanner (contrast exponent 1.5, noise 5 %),
+    labelled with three classes (:data:`THREE_CLASSES`), ``subjects × 2`` volumes."""
+    site = simulate_volumes(subjects, 2, size, identity, seed=seed, contrast=1.5, noise=0.05)
+    return SegmentationData(site.images, merge_classes(site.masks, site.class_names), site.subjects, site.name,
+                            THREE_CLASSES)
+
+
 def save_nifti_folder(data: SegmentationData, folder: str | Path, spacing: float = 1.0) -> Path:
     """Write ``data``'s volumes as ``images/<k>.nii.gz``, ``labels/<k>.nii.gz`` and ``subjects.csv`` under ``folder``."""
     import nibabel as nib

@@ -119,9 +119,9 @@ def _transfer(encode: Callable, segmenter, source_names: tuple[str, ...], transf
     retrained = copy.deepcopy(segmenter)
     old = retrained.out
     retrained.out = type(old)(old.in_channels, len(transfer.class_names), 1)
+    into = merge_classes(np.arange(len(source_names)), source_names, transfer.class_names)  # old class -> new class
+    rows = [int(np.flatnonzero(into == c)[0]) for c in range(len(transfer.class_names))]
     with torch.no_grad():  # each new class starts from the first old class merged into it
-        rows = [int(merge_classes(np.arange(len(source_names)), source_names, transfer.class_names).tolist().index(c))
-                for c in range(len(transfer.class_names))]
         retrained.out.weight.copy_(old.weight[rows])
         retrained.out.bias.copy_(old.bias[rows])
     fit(retrained, RandomPatches(SegmentationTensors(encoded_train, site_train.masks), patch, 3, seed=config.seed), None,

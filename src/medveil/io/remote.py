@@ -140,7 +140,6 @@ class RemoteFolder:
                 manifest.upload()
 
 
-
 def put_atomic(fs, local: Path, path: str) -> None:
     """Upload ``local`` to ``path`` on ``fs`` under a temporary name beside it, then rename it into place."""
     parent = posixpath.dirname(path)

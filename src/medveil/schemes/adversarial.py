@@ -60,8 +60,8 @@ class AdversarialEncoder(Scheme):
         if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam < 0:
             raise ParameterError(f"lam must be a number of at least 0, got {lam!r}")
         # 2-D keys written before volumes existed carry no dims; they must load unchanged.
-        return {**({"dims": 3} if dims == 3 else {}), side_name: side, "width": int_param(params, "width", 16, 1, 256), "depth": depth,
-                "lam": float(lam), **weights}
+        return {**({"dims": 3} if dims == 3 else {}), side_name: side, "width": int_param(params, "width", 16, 1, 256),
+                "depth": depth, "lam": float(lam), **weights}
 
     def __init__(self, key: Key):
         from medveil.nn import UNet
@@ -100,9 +100,8 @@ def create_adversarial_key(encoder, path: str | os.PathLike, size: int, lam: flo
     ``size``: the image side for a 2-D encoder, the sliding-window side for a 3-D one. Returns the
     key as loaded from ``path``.
     """
-    side = "size" if encoder.dims == 2 else "patch"
-    params = {**({"dims": 3} if encoder.dims == 3 else {}), side: size, "width": encoder.out.in_channels, "depth": len(encoder.up),
-              "lam": float(lam)}
+    params = {"dims": encoder.dims, "size" if encoder.dims == 2 else "patch": size, "width": encoder.out.in_channels,
+              "depth": len(encoder.up), "lam": float(lam)}
     return save_key_with_weights(encoder, path, AdversarialEncoder.name, WEIGHTS_SUFFIX,
                                  AdversarialEncoder.validate_params, params)
 
