@@ -133,6 +133,30 @@ def test_emptied_or_truncated_outputs_are_redone_on_resume(tmp_path, scans, key8
         k: v for k, v in whole.items() if k != MANIFEST}
 
 
+def test_what_a_power_cut_can_leave_is_found_and_redone_once(tmp_path, scans, key8):
+    """Outputs and records are not synced one by one; a power cut may lose records or leave outputs short."""
+    out = tmp_path / "out"
+    run(scans, out, key8)
+    whole = tree_hashes(out)
+    header, *records = (out / MANIFEST).read_text().splitlines(keepends=True)
+    lost, torn = json.loads(records[-1])["source"], json.loads(records[-2])["source"]
+    (out / MANIFEST).write_text(header + "".join(records[:-2]) + records[-2][:30])  # one record torn, one lost
+    short = json.loads(records[0])
+    (out / short["output"]).write_bytes(b"")
+    report = run(scans, out, key8)
+    assert sorted(report.done) == sorted({lost, torn, short["source"]}) and report.ok
+    assert {k: v for k, v in tree_hashes(out).items() if k != MANIFEST} == {
+        k: v for k, v in whole.items() if k != MANIFEST}
+    lines = (out / MANIFEST).read_text().splitlines()[1:]
+    assert sum(not line.endswith("}") for line in lines) == 1  # the torn record kept its own line
+    latest = {entry["source"]: entry for entry in map(json.loads, (line for line in lines if line.endswith("}")))}
+    assert len(latest) == 7
+    for entry in latest.values():
+        assert entry["sha256"] == hashlib.sha256((scans / entry["source"]).read_bytes()).hexdigest()
+        assert entry["output_sha256"] == hashlib.sha256((out / entry["output"]).read_bytes()).hexdigest()
+    assert len(run(scans, out, key8).skipped) == 7
+
+
 def test_suffixless_dicom_in_a_folder_run_from_any_directory(tmp_path, dicom_dir, monkeypatch):
     scans = tmp_path / "scans"
     scans.mkdir()

@@ -92,6 +92,31 @@ def test_phi_nested_at_any_depth_is_gone_and_dates_stay_valid(tmp_path, dicom_di
     assert frame.StudyDate != "20190304" and frame.FrameAcquisitionDateTime.endswith("101112.5")
 
 
+@pytest.mark.parametrize("name", ["nested", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "SC_rgb_jpeg.dcm"])
+def test_obfuscating_and_writing_leave_the_image_read_as_it_was(tmp_path, dicom_dir, name):
+    """De-identification and the writer share the header's undecoded elements instead of deep-copying it."""
+    from medveil.io import write_image
+    from medveil.io.batch import obfuscate_image
+
+    src = tmp_path / "in.dcm"
+    if name == "nested":
+        with_nested_phi(dicom_dir / "CT_small.dcm", src)
+    else:
+        shutil.copy(dicom_dir / name, src)
+    image = read_image(src)
+    bits = min(image.bits, 16)
+    key = medveil.generate_key("intensity", bits=bits, signed=image.pixels.dtype.kind == "i", levels=64)
+    out = obfuscate_image(image, medveil.from_key(key), burned_in_text="off")
+    write_image(tmp_path / "out.dcm", out)
+    pristine = pydicom.dcmread(src)
+    assert image.meta == pristine and image.meta.file_meta == pristine.file_meta
+    assert [(d, e.tag, e.value) for d, e in every_element(image.meta)] == \
+        [(d, e.tag, e.value) for d, e in every_element(pristine)]
+    write_image(tmp_path / "again.dcm", out)  # the output header, too, survives being written
+    assert (tmp_path / "out.dcm").read_bytes() == (tmp_path / "again.dcm").read_bytes()
+    assert pydicom.dcmread(tmp_path / "out.dcm").preamble == b"\0" * 128  # the source's may hold anything
+
+
 def test_no_original_uid_survives_and_references_follow_their_targets(tmp_path, dicom_dir):
     source = pydicom.dcmread(dicom_dir / "CT_small.dcm")
     derived = pydicom.dcmread(dicom_dir / "CT_small.dcm")

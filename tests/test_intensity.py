@@ -112,18 +112,21 @@ def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
     assert np.array_equal(apply_lut(small, lut), lut[small])
 
 
-def test_the_8_bit_pair_table_path_matches_numpy_at_odd_sizes_and_offsets(rng):
+@pytest.mark.parametrize("path", ["take", "kernel"])
+def test_the_8_bit_pair_table_path_matches_numpy_at_odd_sizes_and_offsets(rng, path):
     from medveil._lut import KERNEL_MIN_SIZE, apply_lut, pair_table
 
     lut = rng.integers(0, 256, 256).astype(np.uint8)
     pairs = pair_table(lut)
     two = np.array([3, 250], np.uint8)
     assert np.array_equal(pairs[two.view(np.uint16)].view(np.uint8), lut[two])
-    volume = rng.integers(0, 256, KERNEL_MIN_SIZE + 7).astype(np.uint8)  # odd: the last value maps on its own
+    size = KERNEL_MIN_SIZE + 7 if path == "kernel" else 2048 * 2048 + 7  # odd: the last value maps on its own
+    volume = rng.integers(0, 256, size).astype(np.uint8)
     assert np.array_equal(apply_lut(volume, lut), lut[volume])
-    shifted = volume[1:]  # an odd address: the one-value-at-a-time kernel
+    shifted = volume[1:]  # an odd address: one value at a time
     out = np.empty_like(shifted)
     assert np.array_equal(apply_lut(shifted, lut, out=out), lut[shifted]) and np.array_equal(out, lut[shifted])
+    assert np.array_equal(apply_lut(volume[:1], lut), lut[volume[:1]])
 
 
 def test_values_outside_a_narrow_key_are_refused_on_the_volume_path_too(rng):

@@ -13,14 +13,16 @@ TMP_PREFIX = ".medveil-tmp-"  # what interrupted writes leave behind; safe to de
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
 
     The temporary name is ``path``'s with a dotted :data:`TMP_PREFIX` (folder walks skip it; its
-    suffix is kept, for writers that choose the format by suffix); it is synced to disk before it
-    is renamed, and the folder after. ``mode``
-    (e.g. ``0o600`` for key material) is set before the file appears under its name. If the block
-    raises, the temporary file is removed and ``path`` is left as it was.
+    suffix is kept, for writers that choose the format by suffix). ``durable`` syncs it to disk
+    before it is renamed, and the folder after, so that ``path`` survives a power cut as well as a
+    killed process; without it, a power cut may leave ``path`` old, empty or short (folder runs
+    check their outputs' digests on resume instead). ``mode`` (e.g. ``0o600`` for key material) is
+    set before the file appears under its name. If the block raises, the temporary file is removed
+    and ``path`` is left as it was.
     """
     path = Path(path)
     tmp = path.with_name(temporary_name(path.name))
@@ -28,9 +30,11 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         yield tmp
         if mode is not None:
             os.chmod(tmp, mode)
-        _fsync(tmp)  # the bytes reach the disk before the name does
+        if durable:
+            _fsync(tmp)  # the bytes reach the disk before the name does
         os.replace(tmp, path)
-        _fsync(path.parent)
+        if durable:
+            _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

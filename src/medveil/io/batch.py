@@ -7,6 +7,11 @@ size and SHA-256, and the key's fingerprint. Re-running the same command after a
 what is done (same source bytes, output present with the recorded size and hash) and does the rest; a run with another key into the same output
 folder is refused. Files that fail are reported with a one-line reason at the end while the
 others complete.
+
+A killed run (even by SIGKILL) loses nothing: an output is renamed into place whole and its record
+appended after. Outputs and records are not synced to disk one by one (that would cost more than
+the obfuscation), so a power cut may lose the last ones or leave an output short: the resume
+check, which compares each recorded output's size and SHA-256, finds those and does them again.
 """
 
 from __future__ import annotations
@@ -83,10 +88,13 @@ def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalIma
     raise InputError(f"text still readable after masking ({burned_in.describe(boxes)}); refused")
 
 
-def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse") -> MedicalImage:
+def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
+                    copy: bool = True) -> MedicalImage:
     """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
 
-    ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels.
+    ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels. ``copy``
+    False lets de-identification change ``image.meta`` itself instead of a copy (for a caller that
+    read the image and keeps no other use of it).
     """
     _check_mappable(image)
     image, masked = screen_text(image, burned_in_text)
@@ -94,7 +102,7 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     fmt = format_named(image.format)
     meta = image.meta
     if fmt.deidentify is not None and meta is not None:
-        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked)
+        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy)
     return image.replace(
         pixels=pixels,
         bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
@@ -103,16 +111,17 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     )
 
 
-def write_atomic(path: Path, image: MedicalImage) -> None:
-    """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
-    with atomic_path(path) as tmp:
+def write_atomic(path: Path, image: MedicalImage, durable: bool = True) -> None:
+    """Write ``image`` to a temporary file beside ``path`` and rename it into place (see :func:`atomic_path`)."""
+    with atomic_path(path, durable=durable) as tmp:
         write_image(tmp, image)
 
 
 def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False,
-                   burned_in_text: str = "refuse") -> None:
+                   burned_in_text: str = "refuse", durable: bool = True) -> None:
     """Obfuscate one file into ``dst`` (written atomically); refuses to overwrite unless asked.
 
+    ``durable`` syncs ``dst`` to disk before returning (see :func:`medveil._atomic.atomic_path`).
     Every failure is an :class:`InputError` of one line naming ``src``.
     """
     src, dst = Path(src), Path(dst)
@@ -122,13 +131,37 @@ def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False
         raise InputError(f"{src}: output would replace the original")
     image = read_image(src)
     try:
-        out = obfuscate_image(image, scheme, burned_in_text)
+        out = obfuscate_image(image, scheme, burned_in_text, copy=False)  # the image read here is ours
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dst, out)
+        write_atomic(dst, out, durable)
     except MedveilError as exc:
         raise InputError(f"{src}: {exc}") from None
     except Exception as exc:  # pydicom, nibabel and the OS raise anything from ValueError to OSError
         raise InputError(f"{src}: {exc.__class__.__name__}: {first_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a folder run's worker reports for one file: digests of the bytes it read and wrote."""
+
+    source_sha256: str
+    output_size: int
+    output_sha256: str
+
+
+def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str,
+                       name: str | None = None) -> Written:
+    """:func:`obfuscate_file` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
+
+    Both digests are taken in the worker, so they spread over the workers with the rest of the
+    work; ``name`` (default ``src``) is what an unreadable file's error calls it.
+    """
+    try:
+        source_sha256 = sha256_file(src)
+    except OSError as exc:
+        raise InputError(f"{name or src}: cannot be read ({exc.strerror or first_line(exc)})") from None
+    obfuscate_file(src, dst, scheme, overwrite=True, burned_in_text=burned_in_text, durable=False)
+    return Written(source_sha256, dst.stat().st_size, sha256_file(dst))
 
 
 def sha256_file(path: Path) -> str:
@@ -268,7 +301,11 @@ class Manifest:
 
     def _load(self, header: dict) -> None:
         with open(self.path) as fh:
-            lines = fh.read().splitlines()
+            text = fh.read()
+        if not text.endswith("\n"):  # a record torn by a power cut: the next one starts on a line of its own
+            with open(self.path, "a") as fh:
+                fh.write("\n")
+        lines = text.splitlines()
         try:
             found = json.loads(lines[0])
         except (IndexError, json.JSONDecodeError):
@@ -293,14 +330,13 @@ class Manifest:
         return (outputs.size(entry["output"]) == entry["output_size"]
                 and outputs.sha256(entry["output"]) == entry["output_sha256"])
 
-    def record(self, rel: str, source_sha256: str, out_rel: str, outputs: "Folder") -> None:
-        entry = {"source": rel, "sha256": source_sha256, "output": out_rel,
-                 "output_size": outputs.size(out_rel), "output_sha256": outputs.sha256(out_rel)}
+    def record(self, rel: str, out_rel: str, written: Written) -> None:
+        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :meth:`is_done` later."""
+        entry = {"source": rel, "sha256": written.source_sha256, "output": out_rel,
+                 "output_size": written.output_size, "output_sha256": written.output_sha256}
         self.entries[rel] = entry
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())  # the record never claims an output the disk may not hold
 
 
 def _init_worker(parent: int) -> None:
@@ -347,17 +383,17 @@ def worker_scheme(key: Key) -> Scheme:
     return _worker_schemes[key.fingerprint]
 
 
-def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> None:
-    obfuscate_file(Path(src), Path(dst), worker_scheme(key), overwrite=True, burned_in_text=burned_in_text)
+def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> Written:
+    return obfuscate_recorded(Path(src), Path(dst), worker_scheme(key), burned_in_text)
 
 
 def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text: str) -> Iterator:
-    """``(index, error or None)`` for each of ``jobs`` as Dask workers finish them, in any order.
+    """``(index, result, error)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
     The key travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names carry
     no file name either.
-    A task whose worker dies is rerun elsewhere by Dask; its output is written atomically, so a
-    rerun replaces nothing but a temporary.
+    A task whose worker dies is rerun elsewhere by Dask; its outputs are written atomically, so a
+    rerun replaces nothing but temporaries and its own files, with the same bytes.
     """
     import uuid
 
@@ -367,11 +403,45 @@ def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text
 
     key = scatter_secret(client, scheme.key)
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(work, key, str(s), str(d), burned_in_text, pure=False,
-                             key=f"medveil-obfuscate-{run}-{i}"): i for i, (s, d) in enumerate(jobs)}
+    workers = len(client.scheduler_info()["workers"])
+    futures = {client.submit(_work_batch, work, key, batch, burned_in_text, pure=False,
+                             key=f"medveil-obfuscate-{run}-{i}"): batch for i, batch in enumerate(_batches(jobs, workers))}
     for future in as_completed(futures):
-        index = futures.pop(future)  # released: a worker lost later is not made to redo a finished file
-        yield index, future.exception()
+        yield from _outcomes(future, futures.pop(future))  # released: a worker lost later redoes no finished file
+
+
+def _batches(jobs: list[tuple], workers: int) -> list[list[tuple]]:
+    """``(index, source, target)`` for ``jobs``, cut into tasks of several files each.
+
+    A task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so each
+    carries up to :data:`BATCH_FILES`, while every worker still gets :data:`BATCHES_PER_WORKER`
+    tasks or more to balance the load.
+    """
+    size = max(1, min(BATCH_FILES, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
+    numbered = [(index, str(source), str(target)) for index, (source, target) in enumerate(jobs)]
+    return [numbered[start:start + size] for start in range(0, len(numbered), size)]
+
+
+BATCH_FILES = 32
+BATCHES_PER_WORKER = 16
+
+
+def _outcomes(future, batch: list[tuple]) -> list[tuple]:
+    """A finished batch's ``(index, result, error)``; every file of it fails with the task where the task
+    itself failed (a worker that crashed on one of its files, say), as a failed file does."""
+    error = future.exception()
+    return future.result() if error is None else [(index, None, error) for index, _, _ in batch]
+
+
+def _work_batch(work, key: Key, batch: list[tuple], burned_in_text: str) -> list[tuple]:
+    """``(index, result, error)`` for each ``(index, source, target)`` of ``batch``, run one after another."""
+    outcomes = []
+    for index, source, target in batch:
+        try:
+            outcomes.append((index, work(key, source, target, burned_in_text), None))
+        except Exception as exc:
+            outcomes.append((index, None, exc))
+    return outcomes
 
 
 def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
@@ -410,7 +480,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         raise InputError(f"{source}: folder holds no files")
     with output.run(scheme.key) as manifest:
         report = BatchReport(failed=unwalkable)
-        todo: list[tuple[str, str, str]] = []  # (source rel, sha256, output rel)
+        todo: list[tuple[str, str]] = []  # (source rel, output rel)
         claimed: dict[str, str] = {}
         for rel in files:
             try:
@@ -422,25 +492,26 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
                 report.failed.append((rel, f"{source.location(rel)}: its output {out_rel} is already that of {claimed[out_rel]}"))
                 continue
             claimed[out_rel] = rel
-            try:
-                digest = source.sha256(rel)
-            except OSError as exc:
-                report.failed.append((rel, f"{source.location(rel)}: cannot be read ({exc.strerror or first_line(exc)})"))
-                continue
-            if manifest.is_done(rel, digest, output):
-                report.skipped.append(rel)
-            else:
-                todo.append((rel, digest, out_rel))
+            if rel in manifest.entries:  # only a resume hashes here; workers hash what they obfuscate
+                try:
+                    digest = source.sha256(rel)
+                except OSError as exc:
+                    report.failed.append((rel, f"{source.location(rel)}: cannot be read ({exc.strerror or first_line(exc)})"))
+                    continue
+                if manifest.is_done(rel, digest, output):
+                    report.skipped.append(rel)
+                    continue
+            todo.append((rel, out_rel))
 
         bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
-        jobs = [(source.location(rel), output.location(out_rel)) for rel, _, out_rel in todo]
+        jobs = [(source.location(rel), output.location(out_rel)) for rel, out_rel in todo]
         work = _obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
-        for index, error in run_jobs(work, scheme, jobs, burned_in_text, workers, scheduler):
-            rel, digest, out_rel = todo[index]
+        for index, written, error in run_jobs(work, scheme, jobs, burned_in_text, workers, scheduler):
+            rel, out_rel = todo[index]
             if error is None:
-                manifest.record(rel, digest, out_rel, output)
+                manifest.record(rel, out_rel, written)
                 report.done.append(rel)
             else:
                 report.failed.append((rel, _reason(error)))
@@ -462,8 +533,10 @@ def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Fo
 
 
 def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, workers: int = 1,
-             scheduler: str | None = None) -> Iterator[tuple[int, BaseException | None]]:
-    """``(index, error or None)`` for each ``work(key, src, dst, burned_in_text)`` of ``jobs`` as it finishes.
+             scheduler: str | None = None) -> Iterator[tuple[int, Written | None, BaseException | None]]:
+    """``(index, result, error)`` for each ``work(key, src, dst, burned_in_text)`` of ``jobs`` as it finishes.
+
+    ``result`` is what ``work`` returned, or None where it raised ``error``.
 
     In this process (``workers`` 1), a pool of ``workers`` processes, or Dask (``scheduler``). The
     key travels to each worker once; ``work`` makes its scheme there, once per key.
@@ -476,19 +549,15 @@ def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, worke
     elif workers <= 1 or len(jobs) <= 1:
         _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process is the worker
         for index, (source, target) in enumerate(jobs):
-            try:
-                work(scheme.key, source, target, burned_in_text)
-                yield index, None
-            except Exception as exc:
-                yield index, exc
+            yield from _work_batch(work, scheme.key, [(index, source, target)], burned_in_text)
     else:
         context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(work, scheme.key, source, target, burned_in_text): index
-                       for index, (source, target) in enumerate(jobs)}
+            futures = {pool.submit(_work_batch, work, scheme.key, batch, burned_in_text): batch
+                       for batch in _batches(jobs, workers)}
             for future in as_completed(futures):
-                yield futures[future], future.exception()
+                yield from _outcomes(future, futures[future])
 
 
 def _reason(error: BaseException) -> str:

@@ -56,44 +56,67 @@ def declares_burned_in_text(ds: pydicom.Dataset) -> bool:
     return str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
 
 
-def _as_little_endian(ds: pydicom.Dataset) -> None:
-    """Decode every element so pydicom lets a big-endian dataset be written little endian."""
-    def touch(dataset):
-        for element in dataset:
+def _as_little_endian(ds: pydicom.Dataset, character_set) -> None:
+    """Decode, at every depth, the elements not read as explicit VR little endian, so pydicom writes them so.
+
+    The others stay as read (decoding a whole header costs more than the rest of a file's obfuscation);
+    each element is checked, because files exist whose transfer syntax says explicit VR while their
+    elements are implicit. ``character_set`` is the one the elements were read in.
+    """
+    def decode(dataset):
+        for element in list(dataset.elements()):
+            explicit_little = not element.is_raw or (not element.is_implicit_VR and element.is_little_endian)
+            if explicit_little and element.VR != "SQ":
+                continue
+            element = dataset[element.tag]
             if element.VR == "SQ":
                 for item in element.value:
-                    touch(item)
-    touch(ds)
-    ds.set_original_encoding(False, True, ds.original_character_set)
+                    decode(item)
+    ds.set_original_encoding(None, None, character_set)  # how the raw elements read, for pydicom's decoding
+    decode(ds)
+    ds.set_original_encoding(False, True, character_set)
 
 
-def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False) -> pydicom.Dataset:
+def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True) -> pydicom.Dataset:
     """:func:`medveil.io.dicom_profile.deidentify`."""
     from medveil.io import dicom_profile
 
-    return dicom_profile.deidentify(ds, secret, text_masked=text_masked)
+    return dicom_profile.deidentify(ds, secret, text_masked=text_masked, copy=copy)
+
+
+# Set by write_dicom or by pydicom's set_pixel_data: replaced in the output header, never edited.
+_PIXEL_DESCRIPTION = (
+    "RescaleSlope", "RescaleIntercept", "RescaleType", "ImageType", "NumberOfFrames", "Rows", "Columns",
+    "SamplesPerPixel", "PlanarConfiguration", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
+    "PixelRepresentation", "PixelData",
+)
 
 
 def write_dicom(path: Path, image: MedicalImage) -> None:
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 
-    ds = copy.deepcopy(image.meta)
-    if ds.get("PatientIdentityRemoved") != "YES":
+    meta = image.meta
+    if meta.get("PatientIdentityRemoved") != "YES":
         raise InputError("refusing to write a DICOM header that was not de-identified")
-    for keyword in _VALUE_DEPENDENT:
+    # A new header over the same elements, not a deep copy (which cost a tenth of a folder run):
+    # every element this function or set_pixel_data sets is taken out first and set anew, so
+    # image.meta keeps its own. The source's 128-byte preamble, which may hold anything, is not kept.
+    ds = pydicom.Dataset(dict(meta.items()))
+    for keyword in _VALUE_DEPENDENT + _PIXEL_DESCRIPTION:
         if keyword in ds:
-            delattr(ds, keyword)
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            del ds[keyword]
+    if "RescaleSlope" in meta or "RescaleIntercept" in meta:
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
-    if "ImageType" in ds:
-        image_type = list(ds.ImageType) if isinstance(ds.ImageType, pydicom.multival.MultiValue) else [ds.ImageType]
+    if "ImageType" in meta:
+        image_type = list(meta.ImageType) if isinstance(meta.ImageType, pydicom.multival.MultiValue) else [meta.ImageType]
         ds.ImageType = ["DERIVED"] + image_type[1:]
-    photometric = str(ds.PhotometricInterpretation)
+    photometric = str(meta.PhotometricInterpretation)
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pixel_array converted it on read
-    _as_little_endian(ds)
-    ds.ensure_file_meta()
+    _as_little_endian(ds, meta.original_character_set)
+    ds.file_meta = pydicom.dataset.FileMetaDataset(copy.deepcopy(meta.file_meta)) if "file_meta" in dir(meta) \
+        else pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.set_pixel_data(image.pixels, photometric, image.bits, generate_instance_uid=False)
     ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID"))

@@ -31,8 +31,10 @@ import hmac
 
 import pydicom
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 PROFILE_VERSION = "dicomfields_2026c"
@@ -139,39 +141,66 @@ class _Walker:
         return _shift_date(value, self.days, vr) if value else value
 
     def clean(self, ds: Dataset) -> None:
-        for tag in list(ds.keys()):
-            element = ds[tag]
-            tag_int = int(tag)
-            group = tag_int >> 16
-            if element.tag.is_private or 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and group % 2 == 0):
+        # Elements are decoded only where their value changes: decoding all of a header costs more
+        # than the rest of a file's obfuscation, and kept elements are written back as read.
+        for raw in list(ds.elements()):
+            tag = raw.tag
+            group = tag >> 16
+            if tag.is_private or 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and group % 2 == 0):
                 del ds[tag]  # private data, curves and overlays (graphics can carry text) go whole
                 continue
-            action, vr = profile_action(tag_int), element.VR
-            if tag_int in (_PATIENT_NAME, _PATIENT_ID):
-                element.value = self.pseudonym
-            elif tag_int in _BIRTH:
-                element.value = None
+            action, vr = profile_action(tag), raw.VR or _vr(ds, tag)
+            if tag in (_PATIENT_NAME, _PATIENT_ID):
+                ds[tag].value = self.pseudonym
+            elif tag in _BIRTH:
+                ds[tag].value = None
             elif vr == "SQ":
                 if action == "X":
                     del ds[tag]
                 elif action == "Z":
-                    element.value = []
+                    ds[tag].value = []
                 else:
-                    for item in element.value:
+                    for item in ds[tag].value:
                         self.clean(item)
             elif vr == "UI":
                 if action == "X":
                     del ds[tag]
                 else:
-                    element.value = self.uid(element.value)
+                    ds[tag].value = self.uid(ds[tag].value)
             elif vr in ("DA", "DT"):
-                element.value = self.date(element.value, vr)
+                ds[tag].value = self.date(ds[tag].value, vr)
             elif action == "X":
                 del ds[tag]
             elif action in ("Z", "U") or (vr == "PN" and action is None):
-                element.value = None
+                ds[tag].value = None
             elif action == "D":
-                element.value = _dummy(vr)
+                ds[tag].value = _dummy(vr)
+
+
+def _vr(ds: Dataset, tag: BaseTag) -> str:
+    """The VR of an element read with implicit VR: the dictionary's, or what pydicom decodes."""
+    return dictionary_VR(tag) if dictionary_has_tag(tag) else ds[tag].VR
+
+
+def copy_dataset(ds: Dataset) -> Dataset:
+    """A deep copy of ``ds`` that shares its tags and undecoded elements, at any depth, instead of copying them.
+
+    Both are immutable (an int, a tuple of bytes and numbers), and undecoded elements are most of a
+    header as read; ``copy.deepcopy`` would rebuild each of them field by field.
+    """
+    memo: dict[int, object] = {}
+
+    def share_raw(dataset: Dataset) -> None:
+        for element in dataset.values():  # as stored: raw elements stay raw
+            memo[id(element.tag)] = element.tag
+            if element.is_raw:
+                memo[id(element)] = element
+            elif element.VR == "SQ":
+                for item in element.value:
+                    share_raw(item)
+
+    share_raw(ds)
+    return copy.deepcopy(ds, memo)
 
 
 def _code_item(key: str) -> Dataset:
@@ -181,8 +210,8 @@ def _code_item(key: str) -> Dataset:
     return item
 
 
-def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False) -> Dataset:
-    """A de-identified copy of ``ds``; ``ds`` itself is not changed.
+def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True) -> Dataset:
+    """A de-identified copy of ``ds``; ``ds`` itself is not changed unless ``copy`` is False.
 
     Parameters
     ----------
@@ -193,8 +222,12 @@ def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False) -> Data
     text_masked : bool
         The pixels had their burned-in text masked: records the Clean Pixel Data option and sets
         BurnedInAnnotation to NO.
+    copy : bool
+        False de-identifies ``ds`` itself and returns it: for a caller that read it and has no other
+        use for it (a folder run), which saves a copy of the header per file.
     """
-    ds = copy.deepcopy(ds)
+    if copy:
+        ds = copy_dataset(ds)
     patient = str(ds.get("PatientID", "") or ds.get("PatientName", ""))
     _Walker(secret, patient).clean(ds)
     file_meta = getattr(ds, "file_meta", None)

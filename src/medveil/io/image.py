@@ -83,7 +83,7 @@ class Format:
     read: Callable[[Path], MedicalImage]
     write: Callable[[Path, MedicalImage], None] | None
     writes_as: str  # format obfuscated output is written in
-    # (meta, key material, text_masked=bool) -> de-identified copy of meta
+    # (meta, key material, text_masked=bool, copy=bool) -> de-identified meta; copy=False may change meta itself
     deidentify: Callable[..., Any] | None = None
     sniff: Callable[[Path], bool] | None = None  # recognises files without a known suffix
     declares_burned_in_text: Callable[[Any], bool] | None = None  # meta says the pixels hold text

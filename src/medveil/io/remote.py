@@ -28,7 +28,7 @@ from typing import Iterator
 
 from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
-from medveil.io.batch import MANIFEST, Manifest, obfuscate_file, sha256_stream, worker_scheme
+from medveil.io.batch import MANIFEST, Manifest, Written, obfuscate_recorded, sha256_stream, worker_scheme
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
 
@@ -163,7 +163,7 @@ class _UploadedManifest(Manifest):
             self._uploaded = time.monotonic()
 
 
-def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> None:
+def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> Written:
     """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker)."""
     from fsspec.core import url_to_fs
 
@@ -178,7 +178,8 @@ def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> None:
         except OSError as exc:
             raise InputError(f"{src}: cannot be read ({exc.__class__.__name__}: {exc})") from None
         try:
-            obfuscate_file(local_in, local_out, worker_scheme(key), overwrite=True, burned_in_text=burned_in_text)
+            written = obfuscate_recorded(local_in, local_out, worker_scheme(key), burned_in_text, name=src)
         except InputError as exc:
             raise InputError(str(exc).replace(str(local_in), src)) from None
         put_atomic(fs_out, local_out, path_out)
+        return written
