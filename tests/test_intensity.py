@@ -112,15 +112,19 @@ def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
     assert np.array_equal(apply_lut(small, lut), lut[small])
 
 
-@pytest.mark.parametrize("path", ["take", "kernel"])
-def test_the_8_bit_pair_table_path_matches_numpy_at_odd_sizes_and_offsets(rng, path):
+@pytest.mark.parametrize("path", ["take", "pair kernel", "permuting kernel"])
+def test_each_8_bit_path_matches_numpy_at_odd_sizes_and_offsets(rng, path, monkeypatch):
+    from medveil import _lut_kernels
     from medveil._lut import KERNEL_MIN_SIZE, apply_lut, pair_table
 
+    if path == "permuting kernel" and not _lut_kernels.PERMUTES_BYTES:
+        pytest.skip("this CPU has no AVX-512 VBMI (the pair kernel runs instead)")
+    monkeypatch.setattr(_lut_kernels, "PERMUTES_BYTES", path == "permuting kernel")
     lut = rng.integers(0, 256, 256).astype(np.uint8)
     pairs = pair_table(lut)
     two = np.array([3, 250], np.uint8)
     assert np.array_equal(pairs[two.view(np.uint16)].view(np.uint8), lut[two])
-    size = KERNEL_MIN_SIZE + 7 if path == "kernel" else 2048 * 2048 + 7  # odd: the last value maps on its own
+    size = KERNEL_MIN_SIZE + 7 if "kernel" in path else 2048 * 2048 + 7  # odd: the tail maps value by value
     volume = rng.integers(0, 256, size).astype(np.uint8)
     assert np.array_equal(apply_lut(volume, lut), lut[volume])
     shifted = volume[1:]  # an odd address: one value at a time

@@ -9,6 +9,8 @@ needs for an image, so the compiled loop (:mod:`medveil._lut_kernels`) loads onl
 large enough to win it back: a volume. Either way an 8-bit table is applied two pixels at a time
 through a 64 K-entry table of byte pairs (128 KB, stays in L2): half the loads and stores, which
 takes NumPy's take on a 2048x2048 radiograph from 0.4 to 1 GB/s and the loop to 4 GB/s a thread.
+On a CPU with AVX-512 VBMI the compiled 8-bit loop maps 64 pixels per instruction triple instead,
+faster than memcpy.
 """
 
 from __future__ import annotations
@@ -54,11 +56,14 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
         if invalid is not None and (out == invalid).any():
             raise LookupError("a value outside the table's domain")
         return out
-    from medveil._lut_kernels import gather_counting, gather_parallel
+    from medveil._lut_kernels import PERMUTES_BYTES, gather_bytes_permuting, gather_counting, gather_parallel
 
     if invalid is not None:
         if gather_counting(flat_src, np.ascontiguousarray(lut), flat_out, lut.dtype.type(invalid)):
             raise LookupError("a value outside the table's domain")
+        return out
+    if PERMUTES_BYTES and lut.dtype == np.uint8 and src.dtype == np.uint8:
+        gather_bytes_permuting(flat_src, np.ascontiguousarray(lut), flat_out)
         return out
     if by_pairs:
         _gather_pairs(gather_parallel, flat_src, lut, flat_out)
