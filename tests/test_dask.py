@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import medveil
-from medveil.io import obfuscate_tree
+from medveil.io import batch, obfuscate_tree
 from medveil.io.batch import MANIFEST
 
 distributed = pytest.importorskip("distributed")
@@ -35,7 +35,7 @@ def manifest_records(root):
     return sorted((r["source"], r["sha256"], r["output_sha256"]) for r in records)
 
 
-def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rng):
+def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rng, monkeypatch):
     scans = make_scans(tmp_path / "scans", rng, 8)
     scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
     local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
@@ -44,9 +44,16 @@ def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rn
     assert local.ok and remote.ok and sorted(remote.done) == sorted(local.done)
     assert outputs(tmp_path / "dask") == outputs(tmp_path / "local")
     assert manifest_records(tmp_path / "dask") == manifest_records(tmp_path / "local")
+    (tmp_path / "dask" / local.done[0]).write_bytes(b"")  # an output a power cut left empty
+
+    def reads_here(path):  # workers read the files; this process only keeps the manifest
+        raise AssertionError(f"the client read {path}")
+
+    monkeypatch.setattr(batch, "sha256_file", reads_here)
     again = obfuscate_tree(scans, tmp_path / "dask", scheme, workers=2, progress=False, burned_in_text="off",
                            scheduler="local")
-    assert not again.done and len(again.skipped) == 8  # resumes as a local run does
+    assert again.done == [local.done[0]] and len(again.skipped) == 7  # resumes as a local run does
+    assert outputs(tmp_path / "dask") == outputs(tmp_path / "local")
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract to make each file take long enough")
@@ -144,7 +151,7 @@ def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
     memory = fsspec.filesystem("memory")
     scans = make_scans(tmp_path / "scans", rng, 4)
     scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
-    local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
     try:
         mixed = obfuscate_tree(scans, "memory://medveil-test-2/out", scheme, progress=False, burned_in_text="off")
         assert mixed.ok and len(mixed.done) == 4

@@ -149,17 +149,32 @@ class Written:
     output_sha256: str
 
 
-def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str,
-                       name: str | None = None) -> Written:
+def still_done(record: dict | None, source_sha256: str, output_size, output_sha256) -> bool:
+    """A manifest ``record`` covers these source bytes, and its output is still there, whole and unchanged.
+
+    ``output_size()`` (None where the output is missing) and ``output_sha256()`` read the output
+    only if the record matches the source.
+    """
+    return (record is not None and record["sha256"] == source_sha256 and "output_sha256" in record
+            and output_size() == record["output_size"] and output_sha256() == record["output_sha256"])
+
+
+def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str, record: dict | None = None,
+                       name: str | None = None) -> Written | None:
     """:func:`obfuscate_file` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
 
-    Both digests are taken in the worker, so they spread over the workers with the rest of the
-    work; ``name`` (default ``src``) is what an unreadable file's error calls it.
+    Returns None, writing nothing, where the manifest's ``record`` of this file is still good (see
+    :func:`still_done`). The digests are taken here, so they spread over the workers with the rest
+    of the work, and the process that keeps the manifest reads no file; ``name`` (default ``src``)
+    is what an unreadable file's error calls it.
     """
     try:
         source_sha256 = sha256_file(src)
     except OSError as exc:
         raise InputError(f"{name or src}: cannot be read ({exc.strerror or first_line(exc)})") from None
+    if still_done(record, source_sha256, lambda: dst.stat().st_size if dst.is_file() else None,
+                  lambda: sha256_file(dst)):
+        return None
     obfuscate_file(src, dst, scheme, overwrite=True, burned_in_text=burned_in_text, durable=False)
     return Written(source_sha256, dst.stat().st_size, sha256_file(dst))
 
@@ -256,14 +271,6 @@ class Folder:
     def output_name(self, rel: str) -> str:
         return output_name(rel, self.root / rel).as_posix()
 
-    def size(self, rel: str) -> int | None:
-        """The file's size in bytes, or ``None`` if it is not there."""
-        path = self.root / rel
-        return path.stat().st_size if path.is_file() else None
-
-    def sha256(self, rel: str) -> str:
-        return sha256_file(self.root / rel)
-
     def check_disjoint(self, output: "Folder") -> None:
         s, d = self.root.resolve(), output.root.resolve()
         if s == d or s in d.parents or d in s.parents:
@@ -322,16 +329,8 @@ class Manifest:
                 continue
             self.entries[entry["source"]] = entry
 
-    def is_done(self, rel: str, source_sha256: str, outputs: "Folder") -> bool:
-        """The same source bytes were done, and the output is still there, whole and unchanged."""
-        entry = self.entries.get(rel)
-        if not entry or entry["sha256"] != source_sha256 or "output_sha256" not in entry:
-            return False
-        return (outputs.size(entry["output"]) == entry["output_size"]
-                and outputs.sha256(entry["output"]) == entry["output_sha256"])
-
     def record(self, rel: str, out_rel: str, written: Written) -> None:
-        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :meth:`is_done` later."""
+        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :func:`still_done` later."""
         entry = {"source": rel, "sha256": written.source_sha256, "output": out_rel,
                  "output_size": written.output_size, "output_sha256": written.output_sha256}
         self.entries[rel] = entry
@@ -383,8 +382,9 @@ def worker_scheme(key: Key) -> Scheme:
     return _worker_schemes[key.fingerprint]
 
 
-def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str) -> Written:
-    return obfuscate_recorded(Path(src), Path(dst), worker_scheme(key), burned_in_text)
+def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str,
+                         record: dict | None) -> Written | None:
+    return obfuscate_recorded(Path(src), Path(dst), worker_scheme(key), burned_in_text, record)
 
 
 def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text: str) -> Iterator:
@@ -411,14 +411,14 @@ def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text
 
 
 def _batches(jobs: list[tuple], workers: int) -> list[list[tuple]]:
-    """``(index, source, target)`` for ``jobs``, cut into tasks of several files each.
+    """``(index, source, target, record)`` for ``jobs``, cut into tasks of several files each.
 
     A task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so each
     carries up to :data:`BATCH_FILES`, while every worker still gets :data:`BATCHES_PER_WORKER`
     tasks or more to balance the load.
     """
     size = max(1, min(BATCH_FILES, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
-    numbered = [(index, str(source), str(target)) for index, (source, target) in enumerate(jobs)]
+    numbered = [(index, str(source), str(target), record) for index, (source, target, record) in enumerate(jobs)]
     return [numbered[start:start + size] for start in range(0, len(numbered), size)]
 
 
@@ -430,15 +430,15 @@ def _outcomes(future, batch: list[tuple]) -> list[tuple]:
     """A finished batch's ``(index, result, error)``; every file of it fails with the task where the task
     itself failed (a worker that crashed on one of its files, say), as a failed file does."""
     error = future.exception()
-    return future.result() if error is None else [(index, None, error) for index, _, _ in batch]
+    return future.result() if error is None else [(index, None, error) for index, *_ in batch]
 
 
 def _work_batch(work, key: Key, batch: list[tuple], burned_in_text: str) -> list[tuple]:
-    """``(index, result, error)`` for each ``(index, source, target)`` of ``batch``, run one after another."""
+    """``(index, result, error)`` for each ``(index, source, target, record)`` of ``batch``, one after another."""
     outcomes = []
-    for index, source, target in batch:
+    for index, source, target, record in batch:
         try:
-            outcomes.append((index, work(key, source, target, burned_in_text), None))
+            outcomes.append((index, work(key, source, target, burned_in_text, record), None))
         except Exception as exc:
             outcomes.append((index, None, exc))
     return outcomes
@@ -480,7 +480,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         raise InputError(f"{source}: folder holds no files")
     with output.run(scheme.key) as manifest:
         report = BatchReport(failed=unwalkable)
-        todo: list[tuple[str, str]] = []  # (source rel, output rel)
+        todo: list[tuple[str, str]] = []  # (source rel, output rel); workers skip what is still done
         claimed: dict[str, str] = {}
         for rel in files:
             try:
@@ -492,32 +492,31 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
                 report.failed.append((rel, f"{source.location(rel)}: its output {out_rel} is already that of {claimed[out_rel]}"))
                 continue
             claimed[out_rel] = rel
-            if rel in manifest.entries:  # only a resume hashes here; workers hash what they obfuscate
-                try:
-                    digest = source.sha256(rel)
-                except OSError as exc:
-                    report.failed.append((rel, f"{source.location(rel)}: cannot be read ({exc.strerror or first_line(exc)})"))
-                    continue
-                if manifest.is_done(rel, digest, output):
-                    report.skipped.append(rel)
-                    continue
             todo.append((rel, out_rel))
 
         bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
-        jobs = [(source.location(rel), output.location(out_rel)) for rel, out_rel in todo]
+        jobs = [(source.location(rel), output.location(out_rel), _record_for(manifest.entries.get(rel), out_rel))
+                for rel, out_rel in todo]
         work = _obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
         for index, written, error in run_jobs(work, scheme, jobs, burned_in_text, workers, scheduler):
             rel, out_rel = todo[index]
-            if error is None:
+            if error is not None:
+                report.failed.append((rel, _reason(error)))
+            elif written is None:
+                report.skipped.append(rel)
+            else:
                 manifest.record(rel, out_rel, written)
                 report.done.append(rel)
-            else:
-                report.failed.append((rel, _reason(error)))
             bar.update()
         bar.close()
         return report
+
+
+def _record_for(entry: dict | None, out_rel: str) -> dict | None:
+    """The manifest's record of a file, for its worker's resume check, if it names the output this run writes."""
+    return entry if entry is not None and entry.get("output") == out_rel else None
 
 
 def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Folder]:
@@ -534,7 +533,7 @@ def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Fo
 
 def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, workers: int = 1,
              scheduler: str | None = None) -> Iterator[tuple[int, Written | None, BaseException | None]]:
-    """``(index, result, error)`` for each ``work(key, src, dst, burned_in_text)`` of ``jobs`` as it finishes.
+    """``(index, result, error)`` for each ``work(key, src, dst, burned_in_text, record)`` of ``jobs`` as it finishes.
 
     ``result`` is what ``work`` returned, or None where it raised ``error``.
 
@@ -548,8 +547,8 @@ def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, worke
             yield from _run_on_dask(client, work, scheme, jobs, burned_in_text)
     elif workers <= 1 or len(jobs) <= 1:
         _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process is the worker
-        for index, (source, target) in enumerate(jobs):
-            yield from _work_batch(work, scheme.key, [(index, source, target)], burned_in_text)
+        for index, job in enumerate(jobs):
+            yield from _work_batch(work, scheme.key, [(index, *job)], burned_in_text)
     else:
         context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,

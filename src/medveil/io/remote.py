@@ -28,7 +28,8 @@ from typing import Iterator
 
 from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
-from medveil.io.batch import MANIFEST, Manifest, Written, obfuscate_recorded, sha256_stream, worker_scheme
+from medveil.io.batch import (MANIFEST, Manifest, Written, obfuscate_recorded, sha256_file, sha256_stream, still_done,
+                              worker_scheme)
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
 
@@ -101,17 +102,6 @@ class RemoteFolder:
             except InputError as exc:
                 raise InputError(str(exc).replace(str(head), self.location(rel))) from None
 
-    def size(self, rel: str) -> int | None:
-        try:
-            info = self.fs.info(self._path(rel))
-        except FileNotFoundError:
-            return None
-        return info["size"] if info.get("type") == "file" else None
-
-    def sha256(self, rel: str) -> str:
-        with self.fs.open(self._path(rel), "rb") as fh:
-            return sha256_stream(fh)
-
     def check_disjoint(self, output: "RemoteFolder") -> None:
         if self.fs.protocol != output.fs.protocol:
             return
@@ -163,8 +153,11 @@ class _UploadedManifest(Manifest):
             self._uploaded = time.monotonic()
 
 
-def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> Written:
-    """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker)."""
+def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str, record: dict | None) -> Written | None:
+    """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker).
+
+    Returns None, writing nothing, where the manifest's ``record`` of it is still good.
+    """
     from fsspec.core import url_to_fs
 
     fs_in, path_in = url_to_fs(src)
@@ -177,9 +170,25 @@ def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str) -> Writt
             fs_in.get_file(path_in, str(local_in))
         except OSError as exc:
             raise InputError(f"{src}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+        if record is not None and still_done(record, sha256_file(local_in), lambda: _size(fs_out, path_out),
+                                             lambda: _sha256(fs_out, path_out)):
+            return None
         try:
             written = obfuscate_recorded(local_in, local_out, worker_scheme(key), burned_in_text, name=src)
         except InputError as exc:
             raise InputError(str(exc).replace(str(local_in), src)) from None
         put_atomic(fs_out, local_out, path_out)
         return written
+
+
+def _size(fs, path: str) -> int | None:
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return info["size"] if info.get("type") == "file" else None
+
+
+def _sha256(fs, path: str) -> str:
+    with fs.open(path, "rb") as fh:
+        return sha256_stream(fh)
