@@ -42,6 +42,8 @@ from medveil.schemes import Scheme, from_key
 MANIFEST = "medveil-manifest.jsonl"
 LOCK = ".medveil-lock"  # hidden, so walks and the emptiness check pass over it
 MANIFEST_VERSION = 1
+BATCH_FILES = 32  # files per task at most, for the pool and Dask (see _batches)
+BATCHES_PER_WORKER = 16
 
 
 def _check_mappable(image: MedicalImage) -> None:
@@ -420,10 +422,6 @@ def _batches(jobs: list[tuple], workers: int) -> list[list[tuple]]:
     size = max(1, min(BATCH_FILES, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
     numbered = [(index, str(source), str(target), record) for index, (source, target, record) in enumerate(jobs)]
     return [numbered[start:start + size] for start in range(0, len(numbered), size)]
-
-
-BATCH_FILES = 32
-BATCHES_PER_WORKER = 16
 
 
 def _outcomes(future, batch: list[tuple]) -> list[tuple]:

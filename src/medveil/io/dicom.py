@@ -61,7 +61,8 @@ def _as_little_endian(ds: pydicom.Dataset, character_set) -> None:
 
     The others stay as read (decoding a whole header costs more than the rest of a file's obfuscation);
     each element is checked, because files exist whose transfer syntax says explicit VR while their
-    elements are implicit. ``character_set`` is the one the elements were read in.
+    elements are implicit. ``character_set`` is the one the elements were read in, which pydicom
+    compares with the dataset's own before it writes raw elements as they are.
     """
     def decode(dataset):
         for element in list(dataset.elements()):
@@ -72,7 +73,6 @@ def _as_little_endian(ds: pydicom.Dataset, character_set) -> None:
             if element.VR == "SQ":
                 for item in element.value:
                     decode(item)
-    ds.set_original_encoding(None, None, character_set)  # how the raw elements read, for pydicom's decoding
     decode(ds)
     ds.set_original_encoding(False, True, character_set)
 
@@ -115,8 +115,8 @@ def write_dicom(path: Path, image: MedicalImage) -> None:
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pixel_array converted it on read
     _as_little_endian(ds, meta.original_character_set)
-    ds.file_meta = pydicom.dataset.FileMetaDataset(copy.deepcopy(meta.file_meta)) if "file_meta" in dir(meta) \
-        else pydicom.dataset.FileMetaDataset()
+    file_meta = getattr(meta, "file_meta", None)
+    ds.file_meta = copy.deepcopy(file_meta) if file_meta is not None else pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.set_pixel_data(image.pixels, photometric, image.bits, generate_instance_uid=False)
     ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID"))
