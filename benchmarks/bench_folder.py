@@ -12,7 +12,8 @@ files as a PACS export has), then times:
   process, ``--workers 2`` and ``--scheduler local --workers 2`` (a Dask LocalCluster);
 
 and prints each time and its speed as a ratio of each copy's (1.0 = as fast as copying), and Dask's
-against ``--workers 2``. Every method starts after ``sync``, so none pays for writing back what
+against ``--workers 2``, with the CPU seconds each took (user and system, all its processes; the
+kernel's writing back of the outputs is not in it). Every method starts after ``sync``, so none pays for writing back what
 the one before it left in the page cache. Burned-in
 text screening is off (``--burned-in-text off``): it runs Tesseract on every plane, which is what
 the other benchmark, bench_burned_in.py, measures. Also prints the cold start of ``medveil
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -105,11 +107,21 @@ def plain_copy_process(src: Path, dst: Path, fmt: str) -> None:
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
-def timed(action) -> float:
+def timed(action) -> tuple[float, float]:
+    """Wall seconds of ``action``, and the CPU seconds (user and system) it took in this process and its children.
+
+    The kernel's writing back of dirty pages runs in its own threads and is in neither figure.
+    """
     os.sync()  # what earlier runs left to write back is not charged to this one
+    cpu = cpu_seconds()
     started = time.perf_counter()
     action()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
+
+
+def cpu_seconds() -> float:
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in used)
 
 
 def run_cli(*args: str) -> None:
@@ -131,7 +143,7 @@ def main() -> None:
         one = tmp / "one.png"
         Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(one)
         cold = min(timed(lambda: run_cli("obfuscate", "--key", str(keys[8]), "--burned-in-text", "off", str(one),
-                                         str(tmp / f"one-out{i}.png"))) for i in range(3))
+                                         str(tmp / f"one-out{i}.png")))[0] for i in range(3))
         print(f"cold start, one 64x64 PNG through `medveil obfuscate`: {cold:.2f} s wall (best of 3; goal <= 0.5)")
         print(f"Dask LocalCluster scheduling overhead: {scheduling_overhead() * 1e3:.2f} ms per task (2 workers)")
         summary = []
@@ -154,14 +166,15 @@ def main() -> None:
             print(f"\n{fmt}: {count} files, {size:.0f} MB")
             times = {}
             for name, method in methods.items():
-                best = float("inf")
+                best, cpu = float("inf"), 0.0
                 for r in range(args.repeat):
                     dst = tmp / f"{fmt}-{len(times)}-{r}"
-                    best = min(best, timed(lambda: method(dst)))
+                    best, cpu = min((best, cpu), timed(lambda: method(dst)))
                     shutil.rmtree(dst)
                 times[name] = best
                 print(f"  {name:32s} {best:7.2f} s  {size / best:7.1f} MB/s  {times['copy'] / best:5.2f}x copy  "
-                      f"{times.get('copy, new process', best) / best:5.2f}x copy in a new process")
+                      f"{times.get('copy, new process', best) / best:5.2f}x copy in a new process  "
+                      f"(CPU {cpu:6.2f} s)")
             dask_vs_pool = times["medveil --workers 2"] / times["medveil Dask local, 2 workers"]
             print(f"  Dask local / --workers 2: {dask_vs_pool:.2f}x; Dask overhead over the pool "
                   f"{(times['medveil Dask local, 2 workers'] - times['medveil --workers 2']) / count * 1e3:.2f} ms per file")
