@@ -238,6 +238,8 @@ def load_nifti_folder(folder: str | Path) -> tuple[SegmentationData, list[np.nda
     """
     import nibabel as nib
 
+    from medveil.io.nifti import read_nifti
+
     folder = Path(folder)
     table = folder / "subjects.csv"
     if not table.is_file():
@@ -252,10 +254,10 @@ def load_nifti_folder(folder: str | Path) -> tuple[SegmentationData, list[np.nda
         for sub in ("images", "labels"):
             path = folder / sub / row["file"]
             try:
-                img = nib.load(path)
-                loaded.append((np.asarray(img.dataobj), img.affine))
-            except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+                volume = read_nifti(path)
+            except (OSError, ValueError, InputError, nib.filebasedimages.ImageFileError) as exc:
                 raise InputError(f"{path}: not a readable NIfTI volume ({exc})") from None
+            loaded.append((volume.pixels, volume.meta.affine))
             if loaded[-1][0].ndim != 3:
                 raise InputError(f"{path}: expected a 3-D volume, got shape {loaded[-1][0].shape}")
         (image, affine), (mask, _) = loaded

@@ -383,7 +383,7 @@ def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: l
     labels = ["plain", *lambdas]
     seeds = len({r["seed"] for r in rows})
     names = columns(data)
-    dice_names = [c.removeprefix("dice_") for c in names[3:-len(REID_COLUMNS)]]
+    dice_names = list(data.class_names[1:])
     simulation = ("`medveil.data.segmentation` (MNI152 template, per-subject anatomy, per-scan noise, bias and jitter)"
                   if data.dims == 2 else
                   "`medveil.data.volumes` (MNI152 template in 3-D; identity sources in the data name; per-scan noise, "
