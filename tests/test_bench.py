@@ -65,3 +65,14 @@ def test_bench_options_reach_their_attack_and_are_cached_apart():
     assert kerckhoffs and all(dict(c.options) == {"keys": 32} and c.file_name("d").endswith("-keys32.json")
                               for c in kerckhoffs)
     assert all(not c.options for c in cells if c.attack != "kerckhoffs-unet")
+
+
+def test_a_card_whose_images_hold_but_whose_patients_link_says_links():
+    from medveil.bench.report import _card_text
+
+    strongest = {"ssim": 0.17, "attack": "kerckhoffs-unet", "attacker_data": "prior"}
+    entry = {"setting": Setting("block-shuffle", (("block", 8),)), "strongest": strongest,
+             "by_capability": {"ciphertext-only": strongest}, "verdicts": {"ciphertext-only": "links"}}
+    assert _card_text(entry).startswith("links: no image recovered (best: kerckhoffs-unet (prior data), SSIM 0.17), but")
+    entry["verdicts"] = {"ciphertext-only": "holds"}
+    assert _card_text(entry).startswith("holds against the attacks tried here")

@@ -105,6 +105,29 @@ def test_a_matched_model_learns_the_scheme_from_the_uploaded_public_part(tmp_pat
     assert bare["scheme"] is None and refused.status_code == 422 and "public scheme" in refused.json()["detail"]
 
 
+@pytest.mark.parametrize("scheme, params, family", [
+    ("warp-smooth", {"size": 16, "raster": SIZE}, "PerPositionCNN"),
+    ("block-shuffle", {"block": 8, "remap": 1, "noise": 4}, "BlockBagNet")])
+def test_medveil_s_own_schemes_run_through_the_service_with_their_family_model(tmp_path, br35h_subset, scheme, params,
+                                                                               family):
+    key = medveil.generate_key(scheme, **params)
+    token = Store(tmp_path / "srv").create_token("hospital")
+    with local_server(tmp_path / "srv") as url, Client(url, token, key) as client:
+        dataset = client.upload(br35h_subset, "br35h-subset")
+        assert dataset["scheme"] == {"scheme": scheme, "params": dict(key.params)}
+        job = client.wait(client.train(dataset["id"], epochs=1, model="matched")["id"], poll=0.5)
+        assert job["status"] == "done", job["message"]
+        remote = client.predict(job["model_id"], br35h_subset.images[:6])
+    obfuscated = medveil.from_key(key)(br35h_subset.images)
+    local, _ = train_on_images(obfuscated, br35h_subset.labels, "matched", TrainConfig(epochs=1, progress=False),
+                               scheme=scheme, params=key.params)
+    from medveil.classification import model_tensors, predict_probabilities
+
+    local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:6], np.zeros(6)))
+    assert type(local).__name__ == family
+    assert np.allclose([p["probability"] for p in remote], local_p, atol=1e-4)
+
+
 @pytest.fixture
 def secured(tmp_path):
     app = create_app(tmp_path / "srv", Limits(max_request_bytes=200_000, max_images=50, max_side=64))

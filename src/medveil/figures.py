@@ -68,34 +68,46 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
 
 
 def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
-                  thresholds: Sequence[float] = ()) -> Path:
-    """Utility against privacy loss: ``(label, attack SSIM, accuracy %, accuracy std)`` per point, and the frontier.
+                  thresholds: Sequence[float] = (), loss: str = "ssim") -> Path:
+    """Utility against privacy loss: ``(label, loss, accuracy %, accuracy std)`` per point, and the frontier.
 
-    The frontier joins the points no other point beats on both axes (less recovered and more accurate).
+    ``loss``: ``"ssim"`` (what the strongest attack recovers, 0-1) or ``"linkage"`` (its top-1
+    re-identification as a multiple of chance, on a log axis). The frontier joins the points no
+    other point beats on both axes (less lost and more accurate); ``thresholds`` are drawn as lines.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for label, x, y, err in points:
         ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", capsize=3)  # one seed: no error bar
     front = pareto_front([(x, y) for _, x, y, _ in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="black", lw=0.8, alpha=0.6, label="frontier")
+    for threshold in thresholds:
+        ax.axvline(threshold, color="grey", lw=0.6, ls=":",
+                   label=f"limit: {threshold:g}× chance" if loss == "linkage" else None)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
-    ax.set_xlim(-0.05, 1.05)
+    if loss == "linkage":
+        ax.set_xscale("log")
+        ax.set_xlim(1, 2 * max([x for _, x, _, _ in points] + [1]))
+    else:
+        ax.set_xlim(-0.05, 1.05)
     ax.autoscale_view()  # labels are measured against the final limits
-    # Labels of nearby points would print over each other: each steps down until its box is free.
+    # Labels of nearby points would print over each other: each takes the nearest free place, right or
+    # left of its point, then further below or above.
     renderer = fig.canvas.get_renderer()
     taken = []
     for label, x, y, _ in sorted(points, key=lambda p: (-p[2], p[1])):
-        for step in range(len(points) + 1):
-            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * step), fontsize=8)
+        places = [(side * 5, 4 + direction * 10 * step, "left" if side > 0 else "right")
+                  for step in range(len(points) + 1) for direction in (-1, 1) for side in (1, -1)]
+        for dx, dy, align in places:
+            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=align)
             box = text.get_window_extent(renderer)
             if not any(box.overlaps(other) for other in taken):
                 break
             text.remove()
         taken.append(box)
-    for threshold in thresholds:
-        ax.axvline(threshold, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("what the strongest attack recovers (mean SSIM to the originals)")
+    ax.set_xlabel("what the strongest attack recovers (mean SSIM to the originals)" if loss == "ssim" else
+                  "patients re-identified by the strongest attack (top-1, × chance)")
     ax.set_ylabel("test accuracy % (utility)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -81,6 +81,10 @@ class KeyStream:
         """``n`` uniform 64-bit unsigned integers."""
         return np.frombuffer(self.read(8 * n), dtype=">u8").astype(np.uint64)
 
+    def uniform(self, n: int) -> np.ndarray:
+        """``n`` uniform floats in [0, 1), 53 random bits each."""
+        return (self.uint64(n) >> np.uint64(11)).astype(np.float64) / 2.0**53
+
     def below(self, bounds: np.ndarray | int) -> np.ndarray:
         """Uniform integers ``0 <= x < bound`` for each bound (int64 array), without modulo bias.
 

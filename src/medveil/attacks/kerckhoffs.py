@@ -90,7 +90,7 @@ class Kerckhoffs(Attack):
 # Schemes whose keys are drawn, not trained (vae and adversarial keys carry trained weights).
 register_attack(AttackSpec(
     "kerckhoffs-unet", "ciphertext-only", ("public", "prior"),
-    ("intensity", "tanaka", "skk", "skk-smooth", "structural", "block-shuffle"),
+    ("intensity", "tanaka", "skk", "skk-smooth", "structural", "block-shuffle", "warp-smooth"),
     lambda scheme, params, epochs, progress, keys=FRESH_KEYS: Kerckhoffs(scheme, params, attacker_training(epochs, progress),
                                                                          keys=keys),
     "U-Net trained on the attacker's images under many fresh keys of the public scheme, fed the set's statistics",

@@ -14,6 +14,9 @@
   pairs' row and column intensity profiles (plain, resized to the input size, against obfuscated)
   are aligned by dynamic time warping; the alignment is the map, and resampling through its
   inverse undoes it (as the chosen-plaintext attack does with crafted images).
+* ``warp-smooth``: skk-smooth's per-position affine fits, from the obfuscated value straight to the
+  plain one: structural's warp is close to a stretch, so a position of the raster keeps showing
+  nearly the same place of the plain image.
 * ``block-shuffle``: a keyed shuffle per image, so pairs say nothing about another image's; the
   jigsaw solver (:mod:`medveil.attacks.jigsaw`) with the leaked plain images to orient its result.
 
@@ -144,6 +147,9 @@ class KnownPairsPositions(PositionMapAttack):
 
     def fit(self, view: AttackerView) -> "KnownPairsPositions":
         plain, obfuscated = (a.astype(np.float64) for a in view.require_pairs(self.name))
+        if plain.shape != obfuscated.shape:
+            raise InputError(f"per-position maps need plain and obfuscated images of one shape, got {plain.shape[1:]} "
+                             f"and {obfuscated.shape[1:]}")
         if not self.affine:
             self.undo_negations((plain != obfuscated).any(axis=0))
             return self
@@ -162,20 +168,21 @@ def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
     if scheme == "block-shuffle":
         from medveil.attacks.jigsaw import Jigsaw
 
-        return Jigsaw(params["block"])  # pairs say nothing of another image's shuffle; their plain side orients it
+        return Jigsaw.for_key_params(params)  # pairs say nothing of another image's shuffle; their plain side orients it
     if params.get("channels", 1) != 1 or params.get("bits", 8) != 8:
         raise InputError("the known-pairs attacks handle grayscale 8-bit keys")
     if scheme in ("intensity", "vae"):
         return KnownPairsTable(params.get("levels", DOMAIN))
     if scheme == "tanaka":
         return KnownPairsBlockKey(params["block"])
-    if scheme in ("skk", "skk-smooth"):
-        return KnownPairsPositions(affine=scheme == "skk-smooth")
+    if scheme in ("skk", "skk-smooth", "warp-smooth"):
+        return KnownPairsPositions(affine=scheme != "skk")
     raise SchemeMismatchError(f"no known-pairs attack for the '{scheme}' scheme")
 
 
 register_attack(AttackSpec(
-    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth", "structural", "block-shuffle"),
+    NAME, "known-pairs", ("none",), ("intensity", "vae", "tanaka", "skk", "skk-smooth", "structural", "block-shuffle",
+                                        "warp-smooth"),
     lambda scheme, params, epochs, progress: known_pairs_attack(scheme, params),
     "reads the key's effect off k leaked (plain, obfuscated) pairs: code table, Tanaka block key, SKK negations, "
     "structural warp"))

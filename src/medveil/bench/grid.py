@@ -78,7 +78,8 @@ PROFILES = {
         ("plain", {}), ("intensity", {"levels": 256}), ("intensity", {"levels": 150}), ("intensity", {"levels": 50}),
         ("skk", {}), ("skk-smooth", {"block": 3}), ("skk-smooth", {"block": 4}), ("skk-smooth", {"block": 5}),
         ("tanaka", {"block": 4}), ("structural", {"size": 32}), ("structural", {"size": 50}),
-        ("block-shuffle", {"block": 8})),
+        ("block-shuffle", {"block": 8}), ("block-shuffle", {"block": 8, "remap": 1, "noise": 6}),
+        ("block-shuffle", {"block": 8, "remap": 1, "noise": 16}), ("warp-smooth", {"size": 32, "block": 4})),
         # U-Nets train on prior data only (the stronger attacker: a column reports its strongest data), and
         # none where an attack of the same threat model already decrypts exactly (Tanaka: chosen-plaintext
         # and slot-correlation; SKK: position-correlation; intensity N=256: chosen-plaintext and

@@ -135,7 +135,11 @@ def _card_text(entry: dict) -> str:
         return "nothing hidden (the baseline)"
     per = [f"{cap}: {level} (SSIM {float(entry['by_capability'][cap]['ssim']):.2f})"
            for cap, level in entry["verdicts"].items()]
-    return verdict(entry["strongest"]) + (" — " + "; ".join(per) if per else "")
+    head = verdict(entry["strongest"])
+    if verdict_level(entry["strongest"]) == "holds" and "links" in entry["verdicts"].values():
+        head = "links: no image recovered" + head.removeprefix("holds against the attacks tried here") + \
+               f", but patients are re-identified at more than {LINKAGE_FACTOR}x chance"
+    return head + (" — " + "; ".join(per) if per else "")
 
 
 def _spec(attack: str):
@@ -252,6 +256,15 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     points = [(e["setting"].label, float(e["strongest"]["ssim"]) if e["strongest"] else 1.0,  # plain: the images
                e["accuracy"][0] * 100, e["accuracy"][1] * 100) for e in rows if not math.isnan(e["accuracy"][0])]
     plot_tradeoff(points, out_dir / "tradeoff.png", f"{dataset.name}, {profile.size}×{profile.size}", (PARTIAL, WEAK, BROKEN))
+    linked = [(e, max((a for a in e["linked"].values() if a), key=lambda a: float(a["linkage_top1"]), default=None))
+              for e in rows]
+    chance = max((float(a["linkage_chance"]) for _, a in linked if a), default=None)
+    if chance:  # plain images link by definition: every probe's own group is the most alike
+        link_points = [(e["setting"].label, float(a["linkage_top1"]) / float(a["linkage_chance"]) if a else 1 / chance,
+                        e["accuracy"][0] * 100, e["accuracy"][1] * 100) for e, a in linked
+                       if not math.isnan(e["accuracy"][0]) and (a or e["setting"].scheme == "plain")]
+        plot_tradeoff(link_points, out_dir / "tradeoff-linkage.png",
+                      f"{dataset.name}, {profile.size}×{profile.size}: linkage", (LINKAGE_FACTOR,), loss="linkage")
     environment = (f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
                    f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the cells computed in this run.")
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
@@ -282,7 +295,11 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     md += ["", "## Server models", "", "Test accuracy per server model; a setting's utility above is its best model's. "
            "'matched' learns the scheme's structure from its public name and parameters (medveil.nn.structured).",
            ""] + markdown_table(tables["servers"])
-    md += ["", "![privacy-utility trade-off](tradeoff.png)", "", "## Every attack", ""] + markdown_table(tables["attacks"])
+    md += ["", "![privacy-utility trade-off](tradeoff.png)"]
+    if chance:
+        md += ["", f"Re-identification against utility: a setting must sit left of the line ({LINKAGE_FACTOR}× chance) "
+               "not to link patients.", "", "![linkage-utility trade-off](tradeoff-linkage.png)"]
+    md += ["", "## Every attack", ""] + markdown_table(tables["attacks"])
     md += ["", "## Beside the published figures", "",
            "Other data, models and sizes (see the utility report); compare trends, not digits.", ""] + markdown_table(tables["papers"])
     md += ["", "## Image grids (original | obfuscated | reconstructed)", ""]
@@ -307,7 +324,9 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
     body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]), "<h2>Server models</h2>",
              html_table(tables["servers"]),
-             f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">', "<h2>Every attack</h2>",
+             f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">',
+             *([f'<img src="{inline("tradeoff-linkage.png")}" alt="linkage-utility trade-off">'] if chance else []),
+             "<h2>Every attack</h2>",
              html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", html_table(tables["papers"]),
              "<h2>Image grids</h2>"]
     body += [f'<figure><img src="{inline("figures/" + a["figure"])}" alt="{esc(a["attack"])}"><figcaption>{esc(e["setting"].label)}: '
@@ -320,7 +339,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
              "th{background:#f2f2f2}.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border-radius:6px;padding:6px 12px;"
              "width:320px;border:1px solid #ccc}.card h3{margin:4px 0}.broken{background:#fbe3e3}.weak{background:#fdf0d8}"
-             ".partial{background:#fdfbd8}.holds{background:#e3f4e3}img{max-width:100%}figure{margin:1em 0}")
+             ".partial{background:#fdfbd8}.links{background:#efe6f7}.holds{background:#e3f4e3}img{max-width:100%}figure{margin:1em 0}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     (out_dir / "report.html").write_text(page)

@@ -88,8 +88,9 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     probe's reconstruction matched against the plain gallery (:func:`linkage_sets`,
     :func:`medveil.metrics.linkage_topk`); empty where no group has two images. With ``volumes``,
     ``target`` and ``own`` are ``(n, D, H, W)`` volumes and scored in 3-D. An attack with a
-    ``linkage_features`` method (features that the obfuscation leaves unchanged) is also scored by
-    matching those of the obfuscated probe with the gallery's; the row keeps the better linkage."""
+    ``linkage_features(images, plain)`` method (features that the obfuscation leaves unchanged, or
+    changes in a way the attacker can simulate on its plain images) is also scored by matching those
+    of the obfuscated probe with the gallery's; the row keeps the better linkage."""
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own)
@@ -123,7 +124,8 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
                                           target_groups[gallery])
             features = getattr(attack, "linkage_features", None)
             if features is not None:
-                direct = metrics.linkage_topk(features(obfuscated[probes]), features(target[gallery]),
+                direct = metrics.linkage_topk(features(obfuscated[probes], plain=False),
+                                              features(target[gallery], plain=True),
                                               target_groups[probes], target_groups[gallery])
                 scores = max(scores, direct, key=lambda s: s["linkage_top1"])
             row.update({k: scores[k] for k in ("linkage_top1", "linkage_top5", "linkage_chance")})

@@ -130,13 +130,20 @@ class BlockBagNet(nn.Module):
     vectors are averaged, so a block's feature does not depend on its turn; the blocks' features
     are pooled by mean and maximum over the bag, so the order does not matter either; then a
     two-layer head. Exactly invariant to :class:`~medveil.schemes.BlockShuffle` (a property test).
+
+    ``standardise`` (for block-shuffle's ``remap``, whose per-block curves leave a block's level and
+    contrast meaningless): each block is centred and divided by ``sqrt(variance + standardise**2)``
+    first, ``standardise`` being the noise's spread in input units, so a block that holds only
+    noise stays faint instead of being blown up to the contrast of one with content.
     """
 
-    def __init__(self, block: int, size: int = 64, in_channels: int = 1, width: int = 16, num_outputs: int = 1):
+    def __init__(self, block: int, size: int = 64, in_channels: int = 1, width: int = 16, num_outputs: int = 1,
+                 standardise: float | None = None):
         super().__init__()
         if size % block:
             raise ValueError(f"a block bag needs a size divisible by the block {block}, got {size}")
         self.block = block
+        self.standardise = standardise
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.SELU(), nn.Conv2d(width, width, 3, padding=1), nn.SELU(),
             nn.AvgPool2d(2) if block >= 4 else nn.Identity(), nn.Conv2d(width, 2 * width, 3, padding=1), nn.SELU(),
@@ -148,6 +155,9 @@ class BlockBagNet(nn.Module):
         b, c, h, w = x.shape
         m = self.block
         blocks = x.unfold(2, m, m).unfold(3, m, m).permute(0, 2, 3, 1, 4, 5).reshape(-1, c, m, m)
+        if self.standardise is not None:
+            centred = blocks - blocks.mean(dim=(1, 2, 3), keepdim=True)
+            blocks = centred / (centred.square().mean(dim=(1, 2, 3), keepdim=True) + self.standardise**2 + 1e-6).sqrt()
         turned = [torch.rot90(blocks, k, (2, 3)) for k in range(4)]
         turned += [t.flip(3) for t in turned]
         features = torch.stack([self.encoder(t) for t in turned]).mean(0).reshape(b, (h // m) * (w // m), -1)
@@ -168,12 +178,13 @@ def _patch_embedding(size, channels, outputs, scheme, params) -> nn.Module:
 
 
 def _block_bag(size, channels, outputs, scheme, params) -> nn.Module:
-    return BlockBagNet(params.get("block", 8), size, channels, num_outputs=outputs)
+    standardise = params.get("noise", 0) / 255 if params.get("remap") else None
+    return BlockBagNet(params.get("block", 8), size, channels, num_outputs=outputs, standardise=standardise)
 
 
 # Each family's model: ``build(size, channels, outputs, scheme, params)`` from the public parameters.
 FAMILY_MODELS = {"intensity": _code_embedding, "vae": _code_embedding, "skk": _per_position, "skk-smooth": _per_position,
-                 "tanaka": _patch_embedding, "block-shuffle": _block_bag}
+                 "warp-smooth": _per_position, "tanaka": _patch_embedding, "block-shuffle": _block_bag}
 
 
 def matched_model(size: int, channels: int, outputs: int, scheme: str | None, params: Mapping[str, Any]) -> nn.Module:
@@ -185,7 +196,7 @@ def matched_model(size: int, channels: int, outputs: int, scheme: str | None, pa
 
 register_model(ModelSpec(
     "matched", matched_model, "the structure-aware model for the scheme's family: code embedding (intensity, vae), "
-    "per-position affine (skk, skk-smooth), nibble patch embedding (tanaka), bag of turned blocks (block-shuffle), "
+    "per-position affine (skk, skk-smooth, warp-smooth), nibble patch embedding (tanaka), bag of turned blocks (block-shuffle), "
     "else paper NB's CNN on codes",
     input="codes", uses_scheme=True, schemes=tuple(FAMILY_MODELS)))
 for _name, _build, _summary in (

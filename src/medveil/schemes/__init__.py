@@ -9,6 +9,7 @@ from medveil.schemes.base import (
     scheme_class,
 )
 from medveil.schemes.adversarial import AdversarialEncoder
+from medveil.schemes.composed import WarpSmooth
 from medveil.schemes.intensity import IntensityMapping
 from medveil.schemes.learnable import SKK, SKKSmooth, Tanaka
 from medveil.schemes.setting import Setting
@@ -24,6 +25,7 @@ __all__ = [
     "SKKSmooth",
     "Tanaka",
     "VAEObfuscation",
+    "WarpSmooth",
     "Scheme",
     "Setting",
     "StructuralDeidentification",

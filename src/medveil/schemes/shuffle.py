@@ -20,6 +20,21 @@ pieces and the harder that is, and the less a block shows. Deterministic per key
 same image gives the same output; a changed pixel gives an unrelated shuffle. Not invertible,
 even by the key holder (nobody needs to: the service predicts on shuffled images).
 
+Two options go further, each drawn per image and block from the same keyed stream:
+
+* ``remap=1``: each block's values go through a monotone curve of their own, ``lo + (hi - lo) ·
+  (x / 255) ** γ`` with γ in [1/2, 2] and an output range ``[lo, hi]`` at least 64 wide. The
+  image's histogram, and its blocks' means and spreads (what links a plain block-shuffle to its
+  patient) are then the key's draw, not the image's; what stays is each block's inner order of
+  values.
+* ``noise=σ``: Gaussian noise of σ grey levels on every pixel, after the remap, so that order
+  carries less too where a block is smooth.
+
+Both cost the server what they take away: a block's absolute brightness (``remap``) and its
+faint texture (``noise``). Neither stops linkage on Br35H: the blocks' texture, sorted, still
+re-identifies patients, less the more noise (:meth:`medveil.attacks.jigsaw.Jigsaw.linkage_features`;
+figures in docs/results/README.md).
+
 8-bit images ``(..., H, W)`` (``channels=1``) or ``(..., H, W, 3)``, H and W divisible by M; output
 ``uint8``, same shape.
 """
@@ -31,10 +46,12 @@ import hashlib
 import numpy as np
 
 from medveil.errors import InputError
+from medveil.keys import KeyStream
 from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
 TURNS = 8  # the dihedral group of the square: 4 rotations, each with or without a mirror
+MIN_SPAN = 64  # the narrowest output range a remapped block gets, in grey levels
 
 
 def turn(blocks: np.ndarray, which: int, colour: bool = False) -> np.ndarray:
@@ -61,23 +78,28 @@ def from_blocks(blocks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 @register
 class BlockShuffle(Scheme):
-    """Per-image keyed block order and block turns (see the module docstring). Params: ``block`` M, ``channels``."""
+    """Per-image keyed block order and block turns, optionally with per-block remaps and noise (see the module
+    docstring). Params: ``block`` M, ``channels``, ``remap`` (0 or 1), ``noise`` σ in grey levels."""
 
     name = "block-shuffle"
-    parameters = (Parameter("block", int, 8, "block size M"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
+    background_params = Scheme.background_params | {"remap", "noise"}
+    parameters = (Parameter("block", int, 8, "block size M"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),
+                  Parameter("remap", int, 0, "1: a keyed monotone curve per image and block"),
+                  Parameter("noise", int, 0, "keyed Gaussian noise of this many grey levels per pixel"))
 
     @classmethod
     def validate_params(cls, params):
-        check_params(params, {"block", "channels"}, cls.name)
-        return {"block": int_param(params, "block", 8, low=2), "channels": int_param(params, "channels", 1, allowed=(1, 3))}
+        check_params(params, {"block", "channels", "remap", "noise"}, cls.name)
+        valid = {"block": int_param(params, "block", 8, low=2), "channels": int_param(params, "channels", 1, allowed=(1, 3))}
+        # Left out at 0, so that keys made before these options existed stay canonical.
+        valid.update({name: value for name, value in (("remap", int_param(params, "remap", 0, allowed=(0, 1))),
+                                                      ("noise", int_param(params, "noise", 0, low=0, high=64))) if value})
+        return valid
 
-    def image_key(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(order, turns)`` for one image: output block ``i`` is input block ``order[i]`` under ``turn(·, turns[i])``."""
-        m = self.params["block"]
-        blocks = (image.shape[0] // m) * (image.shape[1] // m)
+    def image_key(self, image: np.ndarray) -> KeyStream:
+        """The keyed stream of one image, from its content and shape; :meth:`__call__` draws everything from it."""
         digest = hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).hexdigest()
-        stream = self.key.stream(f"image/{digest}")
-        return stream.permutation(blocks), stream.below(np.full(blocks, TURNS))
+        return self.key.stream(f"image/{digest}")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -88,11 +110,32 @@ class BlockShuffle(Scheme):
                              f"{shape[0]}x{shape[1]}")
         flat = images.reshape(-1, *shape)
         out = np.empty_like(flat)
+        colour = self.params["channels"] == 3
         for index, image in enumerate(flat):
-            order, turns = self.image_key(image)
+            stream = self.image_key(image)
+            count = (shape[0] // m) * (shape[1] // m)
+            order, turns = stream.permutation(count), stream.below(np.full(count, TURNS))
             blocks = to_blocks(image, m)[order]
             for which in range(1, TURNS):
                 chosen = turns == which
-                blocks[chosen] = turn(blocks[chosen], which, colour=self.params["channels"] == 3)
+                blocks[chosen] = turn(blocks[chosen], which, colour=colour)
+            if self.params.get("remap") or self.params.get("noise"):
+                blocks = self._disguise(blocks, stream)
             out[index] = from_blocks(blocks, *shape[:2])
         return out.reshape(images.shape)
+
+    def _disguise(self, blocks: np.ndarray, stream: KeyStream) -> np.ndarray:
+        """``remap`` and ``noise`` on one image's blocks ``(P, M, M[, C])`` uint8, drawn from its ``stream``."""
+        values = blocks.astype(np.float64)
+        per_block = (len(blocks),) + (1,) * (blocks.ndim - 1)
+        if self.params.get("remap"):
+            gamma, low, width = (stream.uniform(len(blocks)) for _ in range(3))
+            gamma = np.exp2(2 * gamma - 1)  # in [1/2, 2], as likely below 1 as above
+            span = MIN_SPAN + width * (255 - MIN_SPAN)
+            low = low * (255 - span)
+            values = (low.reshape(per_block) + span.reshape(per_block) * (values / 255) ** gamma.reshape(per_block))
+        if self.params.get("noise"):
+            # A keyed seed for NumPy's generator: the noise is as secret as the stream it comes from.
+            noise = np.random.Generator(np.random.PCG64(np.frombuffer(stream.read(32), dtype=np.uint32)))
+            values = values + noise.normal(0.0, self.params["noise"], values.shape)
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
