@@ -25,14 +25,17 @@ Takes ``(n, H, W)`` uint8, returns the same shape.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.errors import InputError
-from medveil.schemes.base import from_key, generate_key
-from medveil.schemes.shuffle import TURNS, from_blocks, to_blocks, turn
+from medveil.keys import Key
+from medveil.schemes.shuffle import TURNS, BlockShuffle, from_blocks, to_blocks, turn
 
 NAME = "jigsaw"
+ATTACKER_SECRET = hashlib.sha256(b"jigsaw-attacker").digest()  # any key of the attacker's own; fixed, so runs repeat
 
 
 def edge_dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +164,8 @@ class Jigsaw(Attack):
         0.71.)
         """
         if plain and self.noise:
-            own_key = generate_key("block-shuffle", block=self.block, remap=self.remap, noise=self.noise)
-            images = from_key(own_key)(images)
+            params = BlockShuffle.validate_params({"block": self.block, "remap": self.remap, "noise": self.noise})
+            images = BlockShuffle(Key.new(BlockShuffle.name, params, ATTACKER_SECRET))(images)
         blocks = np.stack([to_blocks(image, self.block) for image in images]).astype(np.float64)
         centred = blocks - blocks.mean(axis=(2, 3), keepdims=True)
         variance = np.maximum((centred**2).mean(axis=(2, 3)), 1e-9)
