@@ -40,19 +40,20 @@ def test_block_shuffle_keeps_every_block_and_is_deterministic_per_key_and_image(
         scheme(images[:, :30])
 
 
-def smooth_images(rng, n, side=40, sigma=2.0):
-    fields = np.stack([gaussian_filter(rng.normal(size=(side, side)), sigma) for _ in range(n)])
+def smooth_images(rng, sigmas, side):
+    """One smooth random field per blur width in ``sigmas``, ``(len(sigmas), side, side)`` uint8 spanning 0-255."""
+    fields = np.stack([gaussian_filter(rng.normal(size=(side, side)), sigma) for sigma in sigmas])
     return ((fields - fields.min()) / np.ptp(fields) * 255).astype(np.uint8)
 
 
 def test_remap_and_noise_change_each_block_under_the_same_shuffle(rng):
-    images = smooth_images(rng, 3, 32)
+    images = smooth_images(rng, [2.0] * 3, 32)
     secret = b"k" * 32
     shuffled, remapped, noisy = (medveil.from_key(Key.new("block-shuffle", {"block": 8, "channels": 1, **extra}, secret))(images)
                                  for extra in ({}, {"remap": 1}, {"remap": 1, "noise": 4}))
     assert np.array_equal(medveil.from_key(Key.new("block-shuffle", {"block": 8, "channels": 1, "remap": 1}, secret))(images),
                           remapped)  # deterministic per key and image
-    for image, before, after in zip(images, to_blocks_all(shuffled), to_blocks_all(remapped)):
+    for before, after in zip((to_blocks(i, 8) for i in shuffled), (to_blocks(i, 8) for i in remapped)):
         # the same blocks in the same places, each through an increasing curve of its own
         order = np.argsort(before.reshape(len(before), -1), axis=1, kind="stable")
         ranked = np.take_along_axis(after.reshape(len(after), -1).astype(int), order, axis=1)
@@ -62,10 +63,6 @@ def test_remap_and_noise_change_each_block_under_the_same_shuffle(rng):
     assert not np.array_equal(np.bincount(remapped.ravel(), minlength=256), np.bincount(images.ravel(), minlength=256))
     difference = noisy.astype(float) - remapped
     assert 3 < difference.std() < 5 and abs(difference.mean()) < 0.5
-
-
-def to_blocks_all(images):
-    return [to_blocks(image, 8) for image in images]
 
 
 def test_block_shuffle_options_are_checked_and_left_out_when_off():
@@ -105,8 +102,7 @@ def test_the_standardising_block_bag_ignores_each_block_s_level_and_contrast(rng
 
 
 def test_the_jigsaw_puts_a_smooth_image_back_together(rng):
-    field = gaussian_filter(rng.normal(size=(48, 48)), 4)
-    image = ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
+    image = smooth_images(rng, [4], 48)[0]
     shuffled = medveil.from_key(medveil.generate_key("block-shuffle", block=8))(image[None])
     attack = attack_spec("jigsaw").create("block-shuffle", {"block": 8, "channels": 1}, 1, False)
     attack.fit(AttackerView("block-shuffle", {}, own=image[None]))  # prior data: orients the result
@@ -138,8 +134,7 @@ def test_block_shuffle_through_the_cli(tmp_path, rng):
 def test_block_shuffle_links_to_a_plain_gallery_without_solving_anything(rng, options):
     from medveil.evaluation.privacy import attack_images
 
-    images = np.stack([gaussian_filter(rng.normal(size=(40, 40)), sigma) for sigma in np.linspace(0.8, 3, 8)])
-    images = ((images - images.min()) / np.ptp(images) * 255).astype(np.uint8)
+    images = smooth_images(rng, np.linspace(0.8, 3, 8), 40)
     target = np.concatenate([images, images])  # every "patient" twice: a gallery image and a probe
     groups = np.concatenate([np.arange(8), np.arange(8)])
     key = Key.new("block-shuffle", {"block": 8, "channels": 1, **options}, b"s" * 32)

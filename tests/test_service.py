@@ -5,6 +5,7 @@ import io
 import json
 import time
 import zipfile
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -80,28 +81,45 @@ def test_client_refuses_a_model_trained_under_another_key(tmp_path, br35h_subset
         assert len(hospital.predict(job["model_id"], br35h_subset.images[:2])) == 2
 
 
-def test_a_matched_model_learns_the_scheme_from_the_uploaded_public_part(tmp_path, br35h_subset):
-    key = medveil.generate_key("intensity", levels=50)
+def train_matched_remotely_and_locally(tmp_path, subset, key, epochs, predicted, while_serving=None):
+    """Upload ``subset`` under ``key``, train the matched model on the service and the same one here.
+
+    Returns ``dataset`` and ``record`` (the service's records), ``remote`` and ``local_p`` (the two
+    models' probabilities for the first ``predicted`` images), the ``local`` model, its training
+    ``result``, and ``extra``: what ``while_serving(client)`` returned.
+    """
     token = Store(tmp_path / "srv").create_token("hospital")
     with local_server(tmp_path / "srv") as url, Client(url, token, key) as client:
-        dataset = client.upload(br35h_subset, "br35h-subset")
-        assert dataset["scheme"] == {"scheme": "intensity", "params": dict(key.params)}  # public, never the secret
-        job = client.wait(client.train(dataset["id"], epochs=2, model="matched")["id"], poll=0.5)
+        dataset = client.upload(subset, "br35h-subset")
+        job = client.wait(client.train(dataset["id"], epochs=epochs, model="matched")["id"], poll=0.5)
         assert job["status"] == "done", job["message"]
-        remote = client.predict(job["model_id"], br35h_subset.images[:10])
+        remote = [p["probability"] for p in client.predict(job["model_id"], subset.images[:predicted])]
         record = client.model(job["model_id"])
-        archive = png_zip({"no/0.png": br35h_subset.images[0], "yes/0.png": br35h_subset.images[1]})
-        bare = client.http.post("/datasets", files={"archive": ("d.zip", archive, "application/zip")},
-                                data={"fingerprint": key.fingerprint}).json()  # an older client: no public part
-        refused = client.http.post("/jobs", json={"dataset_id": bare["id"], "epochs": 1, "model": "matched"})
-    obfuscated = medveil.from_key(key)(br35h_subset.images)
-    local, result = train_on_images(obfuscated, br35h_subset.labels, "matched", TrainConfig(epochs=2, progress=False),
-                                    scheme="intensity", params=key.params)
-    assert type(local).__name__ == "CodeEmbeddingCNN" and record["val_accuracy"] == pytest.approx(result.best_score)
+        extra = while_serving(client) if while_serving else None
+    obfuscated = medveil.from_key(key)(subset.images)
+    local, result = train_on_images(obfuscated, subset.labels, "matched", TrainConfig(epochs=epochs, progress=False),
+                                    scheme=key.scheme, params=key.params)
     from medveil.classification import model_tensors, predict_probabilities
 
-    local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:10], np.zeros(10)))
-    assert np.allclose([p["probability"] for p in remote], local_p, atol=1e-4)
+    local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:predicted], np.zeros(predicted)))
+    return SimpleNamespace(dataset=dataset, record=record, remote=remote, local_p=local_p, local=local, result=result,
+                           extra=extra)
+
+
+def test_a_matched_model_learns_the_scheme_from_the_uploaded_public_part(tmp_path, br35h_subset):
+    key = medveil.generate_key("intensity", levels=50)
+
+    def upload_without_the_public_part(client):  # an older client
+        archive = png_zip({"no/0.png": br35h_subset.images[0], "yes/0.png": br35h_subset.images[1]})
+        bare = client.http.post("/datasets", files={"archive": ("d.zip", archive, "application/zip")},
+                                data={"fingerprint": key.fingerprint}).json()
+        return bare, client.http.post("/jobs", json={"dataset_id": bare["id"], "epochs": 1, "model": "matched"})
+
+    run = train_matched_remotely_and_locally(tmp_path, br35h_subset, key, 2, 10, upload_without_the_public_part)
+    bare, refused = run.extra
+    assert run.dataset["scheme"] == {"scheme": "intensity", "params": dict(key.params)}  # public, never the secret
+    assert type(run.local).__name__ == "CodeEmbeddingCNN" and run.record["val_accuracy"] == pytest.approx(run.result.best_score)
+    assert np.allclose(run.remote, run.local_p, atol=1e-4)
     assert bare["scheme"] is None and refused.status_code == 422 and "public scheme" in refused.json()["detail"]
 
 
@@ -111,21 +129,10 @@ def test_a_matched_model_learns_the_scheme_from_the_uploaded_public_part(tmp_pat
 def test_medveil_s_own_schemes_run_through_the_service_with_their_family_model(tmp_path, br35h_subset, scheme, params,
                                                                                family):
     key = medveil.generate_key(scheme, **params)
-    token = Store(tmp_path / "srv").create_token("hospital")
-    with local_server(tmp_path / "srv") as url, Client(url, token, key) as client:
-        dataset = client.upload(br35h_subset, "br35h-subset")
-        assert dataset["scheme"] == {"scheme": scheme, "params": dict(key.params)}
-        job = client.wait(client.train(dataset["id"], epochs=1, model="matched")["id"], poll=0.5)
-        assert job["status"] == "done", job["message"]
-        remote = client.predict(job["model_id"], br35h_subset.images[:6])
-    obfuscated = medveil.from_key(key)(br35h_subset.images)
-    local, _ = train_on_images(obfuscated, br35h_subset.labels, "matched", TrainConfig(epochs=1, progress=False),
-                               scheme=scheme, params=key.params)
-    from medveil.classification import model_tensors, predict_probabilities
-
-    local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:6], np.zeros(6)))
-    assert type(local).__name__ == family
-    assert np.allclose([p["probability"] for p in remote], local_p, atol=1e-4)
+    run = train_matched_remotely_and_locally(tmp_path, br35h_subset, key, 1, 6)
+    assert run.dataset["scheme"] == {"scheme": scheme, "params": dict(key.params)}
+    assert type(run.local).__name__ == family
+    assert np.allclose(run.remote, run.local_p, atol=1e-4)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 import medveil
 from medveil.errors import ParameterError, SchemeMismatchError
 from medveil.keys import Key
-from medveil.metrics import ssim
 from medveil.schemes import SKKSmooth, StructuralDeidentification, WarpSmooth
 
 
@@ -31,7 +30,7 @@ def test_warp_smooth_is_structural_then_skk_smooth_each_under_a_key_of_its_own(i
     secrets = {key.secret, scheme.structural.key.secret, scheme.smooth.key.secret}
     assert len(secrets) == 3  # neither stage's key is the file's, nor the other's
     drawn = scheme.structural(images)
-    assert ssim(drawn[0], np.asarray(Image.fromarray(images[0]).resize((32, 32))), 255) > ssim(out[0], drawn[0], 255)
+    assert np.abs(out.astype(int) - drawn).mean() > 15  # skk-smooth changes the drawing: half its positions negated
 
 
 def test_warp_smooth_refuses_other_keys_and_bad_parameters():

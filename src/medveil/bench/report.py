@@ -27,8 +27,8 @@ BROKEN, WEAK, PARTIAL = 0.9, 0.5, 0.3
 LINKAGE_FACTOR = 2  # linkage top-1 above this many times chance: the patients are re-identified
 
 
-def verdict(strongest: dict | None) -> str:
-    """One line on what the strongest attack achieved."""
+def verdict(strongest: dict | None, links: bool = False) -> str:
+    """One line on what the strongest attack achieved; ``links``: some attack re-identifies patients."""
     if strongest is None:
         return "no attack result"
     ssim, name = strongest["ssim"], f"{strongest['attack']} ({_attacker(strongest['attacker_data'])})"
@@ -38,6 +38,9 @@ def verdict(strongest: dict | None) -> str:
         return f"weak: {name} recovers recognisable images (SSIM {ssim:.2f})"
     if ssim >= PARTIAL:
         return f"partial: {name} recovers the coarse structure (SSIM {ssim:.2f})"
+    if links:
+        return (f"links: no image recovered (best: {name}, SSIM {ssim:.2f}), but patients are re-identified at "
+                f"more than {LINKAGE_FACTOR}x chance")
     return f"holds against the attacks tried here (best: {name}, SSIM {ssim:.2f})"
 
 
@@ -135,10 +138,7 @@ def _card_text(entry: dict) -> str:
         return "nothing hidden (the baseline)"
     per = [f"{cap}: {level} (SSIM {float(entry['by_capability'][cap]['ssim']):.2f})"
            for cap, level in entry["verdicts"].items()]
-    head = verdict(entry["strongest"])
-    if verdict_level(entry["strongest"]) == "holds" and "links" in entry["verdicts"].values():
-        head = "links: no image recovered" + head.removeprefix("holds against the attacks tried here") + \
-               f", but patients are re-identified at more than {LINKAGE_FACTOR}x chance"
+    head = verdict(entry["strongest"], links="links" in entry["verdicts"].values())
     return head + (" — " + "; ".join(per) if per else "")
 
 
@@ -256,8 +256,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     points = [(e["setting"].label, float(e["strongest"]["ssim"]) if e["strongest"] else 1.0,  # plain: the images
                e["accuracy"][0] * 100, e["accuracy"][1] * 100) for e in rows if not math.isnan(e["accuracy"][0])]
     plot_tradeoff(points, out_dir / "tradeoff.png", f"{dataset.name}, {profile.size}×{profile.size}", (PARTIAL, WEAK, BROKEN))
-    linked = [(e, max((a for a in e["linked"].values() if a), key=lambda a: float(a["linkage_top1"]), default=None))
-              for e in rows]
+    linked = [(e, _strongest_linkage(e["attacks"])) for e in rows]
     chance = max((float(a["linkage_chance"]) for _, a in linked if a), default=None)
     if chance:  # plain images link by definition: every probe's own group is the most alike
         link_points = [(e["setting"].label, float(a["linkage_top1"]) / float(a["linkage_chance"]) if a else 1 / chance,

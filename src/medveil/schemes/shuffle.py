@@ -111,9 +111,9 @@ class BlockShuffle(Scheme):
         flat = images.reshape(-1, *shape)
         out = np.empty_like(flat)
         colour = self.params["channels"] == 3
+        count = (shape[0] // m) * (shape[1] // m)
         for index, image in enumerate(flat):
             stream = self.image_key(image)
-            count = (shape[0] // m) * (shape[1] // m)
             order, turns = stream.permutation(count), stream.below(np.full(count, TURNS))
             blocks = to_blocks(image, m)[order]
             for which in range(1, TURNS):
