@@ -162,3 +162,11 @@ def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
             obfuscate_tree(scans, "memory://medveil-test-2/other", scheme, progress=False, burned_in_text="off")
     finally:
         memory.rm("/medveil-test-2", recursive=True)
+
+
+def test_local_workers_keep_image_sized_arrays_off_mmap():
+    from medveil.cluster import WORKER_MALLOC, dask_client
+
+    with dask_client("local", 1) as client:
+        environs = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC})
+    assert list(environs.values()) == [{name: str(value) for name, value in WORKER_MALLOC.items()}]

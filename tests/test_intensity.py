@@ -112,7 +112,7 @@ def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
     assert np.array_equal(apply_lut(small, lut), lut[small])
 
 
-@pytest.mark.parametrize("path", ["take", "pair kernel", "permuting kernel"])
+@pytest.mark.parametrize("path", ["translate", "pair kernel", "permuting kernel"])
 def test_each_8_bit_path_matches_numpy_at_odd_sizes_and_offsets(rng, path, monkeypatch):
     from medveil import _lut_kernels
     from medveil._lut import KERNEL_MIN_SIZE, apply_lut, pair_table
@@ -131,6 +131,9 @@ def test_each_8_bit_path_matches_numpy_at_odd_sizes_and_offsets(rng, path, monke
     out = np.empty_like(shifted)
     assert np.array_equal(apply_lut(shifted, lut, out=out), lut[shifted]) and np.array_equal(out, lut[shifted])
     assert np.array_equal(apply_lut(volume[:1], lut), lut[volume[:1]])
+    image = volume[:4096 * 3].reshape(64, 192)[:, ::3]  # not contiguous
+    mapped = apply_lut(image, lut)
+    assert mapped.shape == image.shape and mapped.flags.writeable and np.array_equal(mapped, lut[image])
 
 
 def test_values_outside_a_narrow_key_are_refused_on_the_volume_path_too(rng):

@@ -4,13 +4,14 @@
 through the generic gather path with int64 index conversion; a compiled loop over the raw
 unsigned values reaches memcpy-like speed. See ``benchmarks/bench_intensity.py``.
 
-Loading numba and the cached parallel loop costs 0.3-1.5 s per process, far more than NumPy's take
-needs for an image, so the compiled loop (:mod:`medveil._lut_kernels`) loads only once an array is
-large enough to win it back: a volume. Either way an 8-bit table is applied two pixels at a time
-through a 64 K-entry table of byte pairs (128 KB, stays in L2): half the loads and stores, which
-takes NumPy's take on a 2048x2048 radiograph from 0.4 to 1 GB/s and the loop to 4 GB/s a thread.
-On a CPU with AVX-512 VBMI the compiled 8-bit loop maps 64 pixels per instruction triple instead,
-faster than memcpy.
+Loading numba and the cached parallel loop costs 0.3-1.5 s per process, far more than an image
+needs, so the compiled loop (:mod:`medveil._lut_kernels`) loads only once an array is large enough to
+win it back: a volume. Below that, an 8-bit table goes through ``bytearray.translate`` (CPython's
+byte loop: 2.4 GB/s on a 2048x2048 radiograph, against 0.4-0.7 for NumPy's lut[x], or 1 through a table of
+byte pairs) and a 16-bit one through NumPy's take. In the compiled loop an 8-bit table is applied two
+pixels at a time through a 64 K-entry table of byte pairs (128 KB, stays in L2): half the loads and
+stores, 4 GB/s a thread. On a CPU with AVX-512 VBMI it maps 64 pixels per instruction triple
+instead, faster than memcpy.
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
     if values.dtype not in (np.uint8, np.uint16) or lut.size != 1 << (8 * values.itemsize):
         raise ValueError("apply_lut needs uint8/uint16 values and a table covering their whole range")
     src = np.ascontiguousarray(values)
+    bytes_to_bytes = invalid is None and lut.dtype == np.uint8 and src.dtype == np.uint8
+    if bytes_to_bytes and src.size < KERNEL_MIN_SIZE:
+        mapped = np.frombuffer(bytearray(src).translate(lut.tobytes()), np.uint8).reshape(src.shape)
+        if out is None:
+            return mapped
+        out[...] = mapped
+        return out
     if out is None:
         out = np.empty(src.shape, dtype=lut.dtype)
     flat_src, flat_out = src.reshape(-1), out.reshape(-1)
-    by_pairs = (invalid is None and lut.dtype == np.uint8 and src.dtype == np.uint8
-                and _even_addresses(flat_src, flat_out))
     if src.size < KERNEL_MIN_SIZE:
-        if by_pairs:
-            _gather_pairs(_take, flat_src, lut, flat_out)
-            return out
         _take(flat_src, lut, flat_out)
         if invalid is not None and (out == invalid).any():
             raise LookupError("a value outside the table's domain")
@@ -62,10 +65,10 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
         if gather_counting(flat_src, np.ascontiguousarray(lut), flat_out, lut.dtype.type(invalid)):
             raise LookupError("a value outside the table's domain")
         return out
-    if PERMUTES_BYTES and lut.dtype == np.uint8 and src.dtype == np.uint8:
+    if PERMUTES_BYTES and bytes_to_bytes:
         gather_bytes_permuting(flat_src, np.ascontiguousarray(lut), flat_out)
         return out
-    if by_pairs:
+    if bytes_to_bytes and _even_addresses(flat_src, flat_out):
         _gather_pairs(gather_parallel, flat_src, lut, flat_out)
         return out
     gather_parallel(flat_src, np.ascontiguousarray(lut), flat_out)

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import stat
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -341,9 +342,12 @@ class Manifest:
 
 
 def _init_worker(parent: int) -> None:
-    import numba
-
-    numba.set_num_threads(1)  # parallelism comes from the processes
+    # Parallelism comes from the processes. Importing numba just to say so would cost each worker
+    # ~0.3 s; it reads this when (if ever) a volume loads the compiled loop.
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(1)
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = "1"
 
     def exit_with_parent() -> None:  # a SIGKILLed run must not leave its workers behind
         while os.getppid() == parent:
@@ -492,7 +496,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
             claimed[out_rel] = rel
             todo.append((rel, out_rel))
 
-        bar = tqdm(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
+        bar = _Bar(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
         jobs = [(source.location(rel), output.location(out_rel), _record_for(manifest.entries.get(rel), out_rel))
                 for rel, out_rel in todo]
         work = _obfuscate_in_worker
@@ -538,23 +542,41 @@ def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, worke
     In this process (``workers`` 1), a pool of ``workers`` processes, or Dask (``scheduler``). The
     key travels to each worker once; ``work`` makes its scheme there, once per key.
     """
+    _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process's own work and forked workers'
     if scheduler is not None:
         from medveil.cluster import dask_client
 
         with dask_client(scheduler, workers) as client:
             yield from _run_on_dask(client, work, scheme, jobs, burned_in_text)
     elif workers <= 1 or len(jobs) <= 1:
-        _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process is the worker
         for index, job in enumerate(jobs):
             yield from _work_batch(work, scheme.key, [(index, *job)], burned_in_text)
     else:
-        context = multiprocessing.get_context("spawn")  # numba's thread pool is not fork-safe
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+        with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_work_batch, work, scheme.key, batch, burned_in_text): batch
                        for batch in _batches(jobs, workers)}
             for future in as_completed(futures):
                 yield from _outcomes(future, futures[future])
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How to start a folder run's worker processes: fork where that is safe, spawn where not.
+
+    A forked worker starts in milliseconds with this process's imports; a spawned one imports
+    medveil anew (~0.4 s each, which made two workers slower than one on a 200 MB folder). Fork is
+    unsafe once another thread runs (it may hold a lock the child inherits held) or once numba or
+    torch is loaded (their thread pools do not survive a fork), so those processes spawn. A forked
+    worker shares the output folder's lock (:func:`_run_lock`): a killed run's folder stays locked
+    until its workers, which follow it within half a second, have stopped writing.
+    """
+    if threading.active_count() > 1 or not {"numba", "torch"}.isdisjoint(sys.modules):
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("fork")
+
+
+class _Bar(tqdm):
+    monitor_interval = 0  # no monitor thread, so a folder run can fork its workers (pool_context)
 
 
 def _reason(error: BaseException) -> str:
