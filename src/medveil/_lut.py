@@ -55,7 +55,8 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
         out = np.empty(src.shape, dtype=lut.dtype)
     flat_src, flat_out = src.reshape(-1), out.reshape(-1)
     if src.size < KERNEL_MIN_SIZE:
-        _take(flat_src, lut, flat_out)
+        # "wrap" skips the bounds check (every index is in range) and writes into out unbuffered: 1.5-2x "raise"
+        np.take(lut, flat_src, out=flat_out, mode="wrap")
         if invalid is not None and (out == invalid).any():
             raise LookupError("a value outside the table's domain")
         return out
@@ -69,22 +70,12 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
         gather_bytes_permuting(flat_src, np.ascontiguousarray(lut), flat_out)
         return out
     if bytes_to_bytes and _even_addresses(flat_src, flat_out):
-        _gather_pairs(gather_parallel, flat_src, lut, flat_out)
+        whole = flat_src.size - flat_src.size % 2  # two bytes at a time through the pair table: half the loads and stores
+        gather_parallel(flat_src[:whole].view(np.uint16), _pair_table_of(lut.tobytes()), flat_out[:whole].view(np.uint16))
+        flat_out[whole:] = lut[flat_src[whole:]]
         return out
     gather_parallel(flat_src, np.ascontiguousarray(lut), flat_out)
     return out
-
-
-def _take(src: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
-    # "wrap" skips the bounds check (every index is in range) and writes into out unbuffered: 1.5-2x "raise"
-    np.take(lut, src, out=out, mode="wrap")
-
-
-def _gather_pairs(gather, flat_src: np.ndarray, lut: np.ndarray, flat_out: np.ndarray) -> None:
-    """``gather(src, table, out)`` two bytes at a time through the pair table: half the loads and stores."""
-    whole = flat_src.size - flat_src.size % 2
-    gather(flat_src[:whole].view(np.uint16), _pair_table_of(lut.tobytes()), flat_out[:whole].view(np.uint16))
-    flat_out[whole:] = lut[flat_src[whole:]]
 
 
 def pair_table(lut: np.ndarray) -> np.ndarray:
