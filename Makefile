@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
-	# Programs from Debian: tesseract reads burned-in text, dciodvfy (dicom3tools) validates DICOM in
-	# the tests. Installed where apt-get and root are at hand; elsewhere install them yourself
-	# (without tesseract, obfuscate needs --burned-in-text off; the validation test skips, saying why).
+	# From Debian: Tesseract's English model reads burned-in text, dciodvfy (dicom3tools) validates
+	# DICOM in the tests. Installed where apt-get and root are at hand; elsewhere install them yourself
+	# (without the model, obfuscate needs --burned-in-text off; the tests that need either skip, saying why).
 	bash scripts/install-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip

@@ -3,7 +3,7 @@
     python benchmarks/bench_burned_in.py [--images 60] [--repeats 5]
 
 Cost: one 512×512 16-bit CT-like DICOM slice obfuscated end to end (read, map, de-identify, write)
-with ``--burned-in-text off`` (the baseline) and ``refuse`` (one Tesseract call); prints seconds per
+with ``--burned-in-text off`` (the baseline) and ``refuse`` (Tesseract reads one page); prints seconds per
 image for each and the ratio.
 
 Detection: real Br35H slices (spread over the set) with a patient name and record number drawn at
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if not burned_in.tesseract_available():
-        raise SystemExit("tesseract is not installed (Debian tesseract-ocr)")
+        raise SystemExit("no Tesseract English model (Debian tesseract-ocr-eng)")
     cost(args.repeats)
     detection(args.images)
 

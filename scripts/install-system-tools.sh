@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian programs medveil calls: tesseract (burned-in text) and dciodvfy from dicom3tools (tests).
+# From Debian: Tesseract's English model (burned-in text; tesserocr's wheel carries the library, not
+# the model) and dciodvfy from dicom3tools (tests).
 set -u
-tools="tesseract-ocr tesseract-ocr-eng dicom3tools"
-if command -v tesseract >/dev/null && command -v dciodvfy >/dev/null; then
+tools="tesseract-ocr-eng dicom3tools"
+if ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && command -v dciodvfy >/dev/null; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -1,9 +1,10 @@
 """De-identification a hospital can trust: every depth, every UID, dates, burned-in text, NIfTI, validity."""
 
 import datetime
-import os
+import multiprocessing
 import shutil
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +26,7 @@ from medveil.io.dicom_profile import METHOD_CODES
 from conftest import package_dir
 
 needs_tesseract = pytest.mark.skipif(not burned_in.tesseract_available(),
-                                     reason="tesseract is not installed (Debian tesseract-ocr; make install adds it)")
+                                     reason="no Tesseract English model (Debian tesseract-ocr-eng; make install adds it)")
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
                                     reason="dciodvfy is not installed (Debian dicom3tools; make install adds it)")
 
@@ -334,28 +335,23 @@ def test_text_on_a_later_page_of_a_long_stack_names_its_plane(monkeypatch):
     assert boxes and {box.plane for box in boxes} == {3}
 
 
-def fake_tesseract(folder, body: str) -> None:
-    program = folder / "tesseract"
-    program.write_text("#!/bin/sh\n" + body)
-    program.chmod(0o755)
+
+def test_without_tesseracts_model_screening_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(burned_in, "TESSDATA_FOLDERS", ())
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    with pytest.raises(InputError, match="needs Tesseract's English model .*tesseract-ocr-eng"):
+        burned_in.find_text(np.zeros((1, 64, 64), np.uint8))
 
 
-def test_tesseract_runs_with_one_openmp_thread_and_its_words_are_read(tmp_path, monkeypatch):
-    # Stands in for the program: records its OpenMP limit and answers with one confident word
-    # in the first tile (page coordinates: the 16-pixel gap, then the plane enlarged 3x).
-    fake_tesseract(tmp_path, f'echo "$OMP_THREAD_LIMIT" > {tmp_path}/limit\ncat > /dev/null\n'
-                             'printf "level\\tpage_num\\tblock_num\\tpar_num\\tline_num\\tword_num\\tleft\\ttop'
-                             '\\twidth\\theight\\tconf\\ttext\\n'
-                             '1\\t1\\t0\\t0\\t0\\t0\\t0\\t0\\t800\\t400\\t-1\\t\\n'
-                             '5\\t1\\t1\\t1\\t1\\t1\\t46\\t34\\t60\\t15\\t91.5\\tDOE^JOHN\\n"\n')
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    boxes = burned_in.find_text(np.zeros((1, 128, 128), np.uint8))
-    assert (tmp_path / "limit").read_text().strip() == "1"
-    assert boxes == [burned_in.TextBox(plane=0, top=6, left=10, height=5, width=20, text="DOE^JOHN", confidence=91.5)]
+def _words_in_child(planes):
+    return read_words(planes)
 
 
-def test_a_failing_tesseract_is_a_one_line_input_error(tmp_path, monkeypatch):
-    fake_tesseract(tmp_path, 'cat > /dev/null\necho "Error in pixReadMem: Unknown format" >&2\nexit 1\n')
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    with pytest.raises(InputError, match="^tesseract failed: Error in pixReadMem: Unknown format$"):
-        burned_in.find_text(np.zeros((1, 128, 128), np.uint8))
+@needs_tesseract
+def test_a_forked_worker_reads_text_with_its_own_engine():
+    plane = np.full((128, 128), 40, np.uint8)
+    plane[30:100, 30:100] = 120
+    text = draw_text(plane, [(4, 4, "DOE^JOHN"), (4, 108, "MRN 4711")])[None]
+    assert "4711" in read_words(text)  # the parent's engine is loaded before the fork
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_words_in_child, text).result(timeout=60) == read_words(text)

@@ -5,15 +5,18 @@ legible after obfuscation; header de-identification cannot reach it. This module
 the *plain* pixels, before any scheme runs, so a file is refused or masked while the text is still
 what a reader would see.
 
-Tesseract (Debian's ``tesseract-ocr``) is the detector, as in Microsoft Presidio's DICOM image
-redactor. It runs with one OpenMP thread: its default threads spin against each other and against
-our own workers (a 64×64 image took 2.2–3.4 s instead of 0.31–0.34 s on a 2-core machine; tesseract
-issue #3109). pytesseract, which Presidio uses, cannot set the program's environment, so this module
-runs the program itself and reads its TSV. Tesseract reads dark text on white best, and annotations are drawn
-bright, so each plane is shown to it twice: scaled to 8 bits over its own range and inverted, and
-with only its brightest values in black (text drawn at the top of the range stands alone there, away
-from the anatomy that confuses page layout). Small planes are enlarged. Every view of every plane is
-tiled into pages of up to 16 megapixels, so a volume costs a Tesseract call per page, not per slice. A word counts as text when
+Tesseract is the detector, as in Microsoft Presidio's DICOM image redactor. It runs in this process
+through tesserocr, whose wheel carries the library (Tesseract 5.5), with the English model of
+Debian's ``tesseract-ocr-eng``, loaded once per process. Calling the ``tesseract`` program instead,
+as pytesseract does, loads the model for every image (0.1 s of the 0.16 s a 512×512 slice took),
+and the program's OpenMP threads spin against each other and against our workers (tesseract issue
+#3109); the wheel's library has none.
+
+Tesseract reads dark text on white best, and annotations are drawn bright, so each plane is shown
+to it twice: scaled to 8 bits over its own range and inverted, and with only its brightest values in
+black (text drawn at the top of the range stands alone there, away from the anatomy that confuses
+page layout). Small planes are enlarged. Every view of every plane is tiled into pages of up to 16
+megapixels, so a volume costs a Tesseract pass per page, not per slice. A word counts as text when
 Tesseract is confident of it and it has at least :data:`MIN_CHARACTERS` letters or digits, so the
 speckle of anatomy is not reported; the other words on a text line go with it (a name Tesseract
 half-reads still sits beside the word it read well). Measured detection rates are in
@@ -23,12 +26,11 @@ half-reads still sits beside the word it read well). Measured detection rates ar
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
-import shutil
-import subprocess
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,9 @@ _PAD = 2  # pixels added around a word's box when masking
 _PAGE_PIXELS = 16_000_000  # planes go to Tesseract in pages of at most this many pixels
 
 POLICIES = ("refuse", "mask", "off")
+# Where Debian, Fedora, Homebrew and a source build put the models; TESSDATA_PREFIX comes first.
+TESSDATA_FOLDERS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
+                    "/usr/share/tessdata", "/usr/local/share/tessdata", "/opt/homebrew/share/tessdata")
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,26 @@ class TextBox:
     confidence: float
 
 
+def tessdata() -> str | None:
+    """The folder holding Tesseract's English model (``eng.traineddata``), or None where there is none."""
+    folders = ([os.environ["TESSDATA_PREFIX"]] if "TESSDATA_PREFIX" in os.environ else []) + list(TESSDATA_FOLDERS)
+    return next((folder for folder in folders if Path(folder, "eng.traineddata").is_file()), None)
+
+
 def tesseract_available() -> bool:
-    return shutil.which("tesseract") is not None
+    return tessdata() is not None
+
+
+_engines: dict[int, tuple] = {}  # per process (a forked worker must not share its parent's): engine, lock
+
+
+def _engine() -> tuple:
+    """This process's Tesseract and the lock that serialises its use (one image at a time per engine)."""
+    if os.getpid() not in _engines:
+        from tesserocr import PSM, PyTessBaseAPI
+
+        _engines[os.getpid()] = PyTessBaseAPI(path=tessdata(), lang="eng", psm=PSM.SPARSE_TEXT), threading.Lock()
+    return _engines[os.getpid()]
 
 
 def _views(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +133,8 @@ def find_text(planes: np.ndarray) -> list[TextBox]:
         Boxes in each plane's own pixel coordinates; empty when no text was found.
     """
     if not tesseract_available():
-        raise InputError("burned-in text detection needs the tesseract program (apt-get install tesseract-ocr); "
+        raise InputError("burned-in text detection needs Tesseract's English model (apt-get install "
+                         "tesseract-ocr-eng, or set TESSDATA_PREFIX to the folder holding eng.traineddata); "
                          "or pass --burned-in-text off if you know the images hold no text")
     if planes.ndim == 4:
         planes = planes.mean(axis=-1)
@@ -124,43 +148,42 @@ def find_text(planes: np.ndarray) -> list[TextBox]:
     return boxes
 
 
-def _tesseract_words(page: np.ndarray) -> list[dict]:
-    """Tesseract's TSV rows for an 8-bit ``page``, one dict per row, its boxes as ints."""
+def _words(page: np.ndarray) -> list[tuple[int, str, float, tuple[int, int, int, int]]]:
+    """``(line, text, confidence, (left, top, right, bottom))`` for each word Tesseract reads on an 8-bit ``page``."""
     from PIL import Image
+    from tesserocr import RIL, iterate_level
 
-    png = io.BytesIO()
-    Image.fromarray(page).save(png, format="PNG", compress_level=1)
-    run = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11", "tsv"], input=png.getvalue(),
-                         capture_output=True, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
-    if run.returncode:
-        reason = run.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {run.returncode}"]
-        raise InputError(f"tesseract failed: {reason[-1]}")
-    header, *rows = run.stdout.decode().splitlines()
-    names = header.split("\t")
-    words = [dict(zip(names, row.split("\t"))) for row in rows if row]
-    for word in words:
-        for name in ("block_num", "par_num", "line_num", "left", "top", "width", "height"):
-            word[name] = int(word[name])
-        word.setdefault("text", "")
+    engine, lock = _engine()
+    words = []
+    with lock:
+        engine.SetImage(Image.fromarray(page))
+        engine.Recognize()
+        found = engine.GetIterator()
+        line = -1
+        for word in iterate_level(found, RIL.WORD) if found is not None else ():
+            if word.Empty(RIL.WORD):  # a page with nothing on it still yields one empty word
+                continue
+            line += word.IsAtBeginningOf(RIL.TEXTLINE)
+            words.append((line, word.GetUTF8Text(RIL.WORD), word.Confidence(RIL.WORD), word.BoundingBox(RIL.WORD)))
     return words
 
 
 def _read_page(planes: np.ndarray) -> list[TextBox]:
     page, scale, th, tw, columns = _page(planes)
-    words = _tesseract_words(page)
-    text_lines = {(w["block_num"], w["par_num"], w["line_num"]) for w in words
-                  if float(w["conf"]) >= MIN_CONFIDENCE and sum(ch.isalnum() for ch in w["text"]) >= MIN_CHARACTERS}
+    words = _words(page)
+    text_lines = {line for line, text, confidence, _ in words
+                  if confidence >= MIN_CONFIDENCE and sum(ch.isalnum() for ch in text) >= MIN_CHARACTERS}
     boxes = []
-    for w in words:
-        if (w["block_num"], w["par_num"], w["line_num"]) not in text_lines or not any(ch.isalnum() for ch in w["text"]):
+    for line, text, confidence, (left, top, right, bottom) in words:
+        if line not in text_lines or not any(ch.isalnum() for ch in text):
             continue
-        row, col = (w["top"] - _GAP) // th, (w["left"] - _GAP) // tw
+        row, col = (top - _GAP) // th, (left - _GAP) // tw
         index = (row * columns + col) // 2
         if row < 0 or col < 0 or col >= columns or index >= planes.shape[0]:
             continue
-        y0, x0 = w["top"] - _GAP - row * th, w["left"] - _GAP - col * tw
-        boxes.append(TextBox(index, y0 // scale, x0 // scale, math.ceil(w["height"] / scale),
-                             math.ceil(w["width"] / scale), w["text"], float(w["conf"])))
+        y0, x0 = top - _GAP - row * th, left - _GAP - col * tw
+        boxes.append(TextBox(index, y0 // scale, x0 // scale, math.ceil((bottom - top) / scale),
+                             math.ceil((right - left) / scale), text, confidence))
     return boxes
 
 
