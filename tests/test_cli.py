@@ -88,14 +88,14 @@ def test_samples_and_inspect(tmp_path):
 
 
 def test_obfuscating_a_png_loads_no_library_it_does_not_use(tmp_path, rng):
-    # torch takes about a second to import, numba's kernel 1-1.5 s, pydicom and SciPy a few tenths: a keygen or
-    # an intensity run on a PNG should pay for none of them
+    # torch takes about a second to import, numba's kernel 1-1.5 s, pydicom and SciPy a few tenths, pydantic
+    # (Typer 0.29 builds every option through it) 0.1 s: a keygen or an intensity run on a PNG pays for none
     scans = make_scans(tmp_path / "scans", rng, n=1)
     medveil("keygen", "--levels", 50, "-o", tmp_path / "k.key")
     code = ("import sys; from medveil.cli import app; sys.argv = ['medveil', 'obfuscate', '--key', sys.argv[1], "
             "'--burned-in-text', 'off', sys.argv[2], sys.argv[3]]\n"
             "try:\n    app()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'numba', 'pydicom', 'nibabel', 'scipy', 'distributed') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numba', 'pydicom', 'nibabel', 'scipy', 'distributed', 'tifffile', 'pydantic') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code, tmp_path / "k.key", scans / "s0.png", tmp_path / "o.png"],
                           capture_output=True, text=True, check=True)
     assert (tmp_path / "o.png").is_file() and done.stdout.strip().splitlines()[-1] == "[]", done.stdout

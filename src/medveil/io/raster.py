@@ -1,12 +1,13 @@
-"""PNG, JPEG and TIFF. Pillow for PNG/JPEG, tifffile for TIFF (16-bit, signed and multi-page)."""
+"""PNG, JPEG and TIFF. Pillow for PNG/JPEG, tifffile for TIFF (16-bit, signed and multi-page).
+
+Each library loads when a file of its format does: a run over other formats does not pay for it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 
 from medveil.errors import InputError
 from medveil.io.image import Format, MedicalImage, register_format
@@ -15,6 +16,8 @@ _PIL_MODES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint1
 
 
 def _read_pil(path: Path, fmt: str) -> MedicalImage:
+    from PIL import Image
+
     with Image.open(path) as im:
         im.load()  # decode now so truncation is reported here
         if im.mode in ("1", "P", "PA", "LA"):
@@ -46,6 +49,8 @@ def read_jpeg(path: Path) -> MedicalImage:
 
 
 def write_png(path: Path, image: MedicalImage) -> None:
+    from PIL import Image
+
     pixels = image.pixels
     if pixels.dtype == np.uint16 and pixels.ndim == 2:
         Image.fromarray(pixels).save(path, format="PNG")  # Pillow writes I;16 as 16-bit grayscale
@@ -56,6 +61,8 @@ def write_png(path: Path, image: MedicalImage) -> None:
 
 
 def read_tiff(path: Path) -> MedicalImage:
+    import tifffile
+
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         pixels = series.asarray()
@@ -67,6 +74,8 @@ def read_tiff(path: Path) -> MedicalImage:
 
 
 def write_tiff(path: Path, image: MedicalImage) -> None:
+    import tifffile
+
     photometric = "rgb" if image.channel_axis is not None else "minisblack"
     tifffile.imwrite(path, image.pixels, photometric=photometric, compression="zlib")
 

@@ -30,7 +30,6 @@ import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from PIL import Image
 
 from medveil.errors import InputError, ParameterError
 from medveil.plugins import Parameter
@@ -44,6 +43,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
 def vectorize(image: np.ndarray) -> str:
     """SVG text of vtracer's colour tracing of one ``(H, W)`` or ``(H, W, 3)`` uint8 image."""
     import vtracer
+    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(image).convert("RGB").save(buffer, "PNG", compress_level=0)
@@ -74,6 +74,7 @@ def shift_coordinates(svg: str, transform: Callable[[np.ndarray], np.ndarray], w
 def rasterize(svg: str, output: int, channels: int) -> np.ndarray:
     """Render ``svg`` (its whole canvas) at ``output``×``output`` on black; uint8 ``(output, output[, 3])``."""
     import resvg_py
+    from PIL import Image
 
     png = resvg_py.svg_to_bytes(svg_string=svg, width=output, height=output, background="#000000",
                                 skip_system_fonts=True)
@@ -128,6 +129,8 @@ class StructuralDeidentification(Scheme):
 
     def deidentify(self, image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """One image through the pipeline; ``transform`` replaces the key's map (identity: vectorization only)."""
+        from PIL import Image
+
         size, raster, channels = self.params["size"], self.params["raster"], self.params["channels"]
         resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
         svg = shift_coordinates(vectorize(resized), transform or self.encrypt_coordinates, size, size)
