@@ -6,6 +6,7 @@ import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 import medveil
 from medveil.io import batch, obfuscate_tree
+from medveil.io import remote as remote_io
 from medveil.io.batch import MANIFEST
 
 distributed = pytest.importorskip("distributed")
@@ -120,7 +122,7 @@ def test_the_bench_through_dask_gives_the_same_cells_as_a_serial_run(tmp_path, r
     assert figures == sorted(p.name for p in (tmp_path / "serial" / "figures").iterdir()) and figures
 
 
-def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng):
+def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng, monkeypatch):
     import io
 
     import fsspec
@@ -147,6 +149,20 @@ def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng):
                                burned_in_text="off")
         assert not again.done and len(again.skipped) == 6
         Image.open(io.BytesIO(got["a/img001.png"])).verify()
+        memory.pipe("/medveil-test/out/a/img001.png", b"changed")
+        hashed, sha256_file = [], batch.sha256_file
+
+        def counted(path):
+            hashed.append(Path(path))
+            return sha256_file(path)
+
+        for module in (batch, remote_io):
+            monkeypatch.setattr(module, "sha256_file", counted)
+        redo = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+                              burned_in_text="off")
+        assert redo.done == ["a/img001.png"] and len(redo.skipped) == 5
+        staged_sources = [path for path in hashed if path.parent.name == "in"]
+        assert len(staged_sources) == 7 == len(set(staged_sources))  # each source (broken.png too) hashed once
     finally:
         memory.rm("/medveil-test", recursive=True)
     # file:// URLs are local folders, on Dask workers too.

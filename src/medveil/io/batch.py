@@ -163,16 +163,17 @@ def still_done(record: dict | None, source_sha256: str, output_size, output_sha2
 
 
 def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str, record: dict | None = None,
-                       name: str | None = None) -> Written | None:
+                       name: str | None = None, source_sha256: str | None = None) -> Written | None:
     """:func:`obfuscate_file` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
 
     Returns None, writing nothing, where the manifest's ``record`` of this file is still good (see
     :func:`still_done`). The digests are taken here, so they spread over the workers with the rest
     of the work, and the process that keeps the manifest reads no file; ``name`` (default ``src``)
-    is what an unreadable file's error calls it.
+    is what an unreadable file's error calls it; ``source_sha256`` is ``src``'s digest where the
+    caller took it already.
     """
     try:
-        source_sha256 = sha256_file(src)
+        source_sha256 = source_sha256 or sha256_file(src)
     except OSError as exc:
         raise InputError(f"{name or src}: cannot be read ({exc.strerror or first_line(exc)})") from None
     if still_done(record, source_sha256, lambda: dst.stat().st_size if dst.is_file() else None,

@@ -170,11 +170,12 @@ def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str, record: 
             fs_in.get_file(path_in, str(local_in))
         except OSError as exc:
             raise InputError(f"{src}: cannot be read ({exc.__class__.__name__}: {exc})") from None
-        if record is not None and still_done(record, sha256_file(local_in), lambda: _size(fs_out, path_out),
-                                             lambda: _sha256(fs_out, path_out)):
+        source_sha256 = sha256_file(local_in)
+        if still_done(record, source_sha256, lambda: _size(fs_out, path_out), lambda: _sha256(fs_out, path_out)):
             return None
         try:
-            written = obfuscate_recorded(local_in, local_out, worker_scheme(key), burned_in_text, name=src)
+            written = obfuscate_recorded(local_in, local_out, worker_scheme(key), burned_in_text, name=src,
+                                         source_sha256=source_sha256)
         except InputError as exc:
             raise InputError(str(exc).replace(str(local_in), src)) from None
         put_atomic(fs_out, local_out, path_out)
