@@ -335,16 +335,11 @@ def test_text_on_a_later_page_of_a_long_stack_names_its_plane(monkeypatch):
     assert boxes and {box.plane for box in boxes} == {3}
 
 
-
 def test_without_tesseracts_model_screening_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(burned_in, "TESSDATA_FOLDERS", ())
     monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
     with pytest.raises(InputError, match="needs Tesseract's English model .*tesseract-ocr-eng"):
         burned_in.find_text(np.zeros((1, 64, 64), np.uint8))
-
-
-def _words_in_child(planes):
-    return read_words(planes)
 
 
 @needs_tesseract
@@ -354,4 +349,4 @@ def test_a_forked_worker_reads_text_with_its_own_engine():
     text = draw_text(plane, [(4, 4, "DOE^JOHN"), (4, 108, "MRN 4711")])[None]
     assert "4711" in read_words(text)  # the parent's engine is loaded before the fork
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        assert pool.submit(_words_in_child, text).result(timeout=60) == read_words(text)
+        assert pool.submit(read_words, text).result(timeout=60) == read_words(text)
