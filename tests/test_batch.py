@@ -10,7 +10,7 @@ from PIL import Image
 import medveil
 from medveil.errors import InputError
 from medveil.io import batch, obfuscate_tree, read_image
-from medveil.io.batch import MANIFEST
+from medveil.io.batch import default_manifest
 
 
 def tree_hashes(root):
@@ -30,6 +30,8 @@ def scans(tmp_path, rng, dicom_dir):
 
 
 def run(src, dst, key, **kwargs):
+    """A folder run that mirrors the names (the tests of pseudonyms say keep_names=False)."""
+    kwargs.setdefault("keep_names", True)
     return obfuscate_tree(src, dst, medveil.from_key(key), progress=False, **kwargs)
 
 
@@ -45,23 +47,23 @@ def test_tree_is_mirrored_and_originals_untouched(tmp_path, scans, key8):
 
 def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path, scans, key8, monkeypatch):
     out = tmp_path / "out"
-    real = batch.obfuscate_file
+    real = batch.Gate.write
     calls = []
 
-    def dies_on_fourth(src, dst, scheme, overwrite=False, **options):
+    def dies_on_fourth(gate, src, dst, overwrite=False, durable=True):
         calls.append(src)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return real(src, dst, scheme, overwrite, **options)
+        return real(gate, src, dst, overwrite, durable)
 
-    monkeypatch.setattr(batch, "obfuscate_file", dies_on_fourth)
+    monkeypatch.setattr(batch.Gate, "write", dies_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         run(scans, out, key8)
-    monkeypatch.setattr(batch, "obfuscate_file", real)
+    monkeypatch.setattr(batch.Gate, "write", real)
 
     report = run(scans, out, key8)
     assert len(report.skipped) == 3 and len(report.done) == 4 and report.ok
-    lines = (out / MANIFEST).read_text().splitlines()
+    lines = default_manifest(out).read_text().splitlines()
     sources = [json.loads(line)["source"] for line in lines[1:]]
     assert sorted(sources) == sorted(set(sources)) and len(sources) == 7
     again = run(scans, out, key8)
@@ -80,7 +82,7 @@ def test_changed_source_is_redone_and_stale_temporaries_removed(tmp_path, scans,
 
 def test_other_key_into_same_output_is_refused(tmp_path, scans, key8):
     run(scans, tmp_path / "out", key8)
-    with pytest.raises(InputError, match="was written with key"):
+    with pytest.raises(InputError, match="records a run with key"):
         run(scans, tmp_path / "out", medveil.generate_key("intensity", levels=50))
 
 
@@ -116,7 +118,6 @@ def test_workers_give_the_same_output(tmp_path, scans, key8):
     report = run(scans, tmp_path / "two", key8, workers=2)
     assert report.ok
     one, two = tree_hashes(tmp_path / "one"), tree_hashes(tmp_path / "two")
-    one.pop(MANIFEST), two.pop(MANIFEST)
     assert one == two
 
 
@@ -130,11 +131,9 @@ def test_the_cli_forks_its_workers_and_they_give_the_same_output(tmp_path, scans
     assert started.stdout.split() == ["fork", "spawn"]  # a process with torch's thread pool spawns them
     key8.save(tmp_path / "k.key")
     subprocess.run([sys.executable, "-m", "medveil.cli", "obfuscate", "--key", str(tmp_path / "k.key"), "--workers", "2",
-                    "--no-progress", str(scans), str(tmp_path / "forked")], check=True, capture_output=True)
+                    "--no-progress", "--keep-names", str(scans), str(tmp_path / "forked")], check=True, capture_output=True)
     run(scans, tmp_path / "one", key8)
     one, forked = tree_hashes(tmp_path / "one"), tree_hashes(tmp_path / "forked")
-    for tree in one, forked:
-        del tree[MANIFEST], tree[batch.LOCK]  # records come in any order; the lock holds its run's pid
     assert one == forked
 
 
@@ -147,8 +146,7 @@ def test_emptied_or_truncated_outputs_are_redone_on_resume(tmp_path, scans, key8
     cut.write_bytes(cut.read_bytes()[:40])
     report = run(scans, out, key8)
     assert sorted(report.done) == ["a/deep/img1.png", "arr.npy"] and len(report.skipped) == 5
-    assert {k: v for k, v in tree_hashes(out).items() if k != MANIFEST} == {
-        k: v for k, v in whole.items() if k != MANIFEST}
+    assert tree_hashes(out) == whole
 
 
 def test_what_a_power_cut_can_leave_is_found_and_redone_once(tmp_path, scans, key8):
@@ -156,17 +154,16 @@ def test_what_a_power_cut_can_leave_is_found_and_redone_once(tmp_path, scans, ke
     out = tmp_path / "out"
     run(scans, out, key8)
     whole = tree_hashes(out)
-    header, *records = (out / MANIFEST).read_text().splitlines(keepends=True)
+    header, *records = default_manifest(out).read_text().splitlines(keepends=True)
     lost, torn = json.loads(records[-1])["source"], json.loads(records[-2])["source"]
-    (out / MANIFEST).write_text(header + "".join(records[:-2]) + records[-2][:30])  # one record torn, one lost
+    default_manifest(out).write_text(header + "".join(records[:-2]) + records[-2][:30])  # one record torn, one lost
     short = json.loads(records[0])
     (out / short["output"]).write_bytes(b"")
     report = run(scans, out, key8)
     assert sorted(report.done) == sorted({lost, torn, short["source"]}) and report.ok
-    assert {k: v for k, v in tree_hashes(out).items() if k != MANIFEST} == {
-        k: v for k, v in whole.items() if k != MANIFEST}
-    lines = (out / MANIFEST).read_text().splitlines()[1:]
-    assert sum(not line.endswith("}") for line in lines) == 1  # the torn record kept its own line
+    assert tree_hashes(out) == whole
+    lines = default_manifest(out).read_text().splitlines()[1:]
+    assert all(line.endswith("}") for line in lines)  # the torn record is gone from the file
     latest = {entry["source"]: entry for entry in map(json.loads, (line for line in lines if line.endswith("}")))}
     assert len(latest) == 7
     for entry in latest.values():
@@ -202,9 +199,8 @@ def test_links_fifos_and_unreadable_entries_are_listed_not_followed(tmp_path, sc
 
 def test_an_empty_manifest_left_by_a_full_disk_does_not_lock_the_folder(tmp_path, scans, key8):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / MANIFEST).write_bytes(b"")
-    assert run(scans, out, key8).ok and len(json.loads((out / MANIFEST).read_text().splitlines()[0])) == 4
+    default_manifest(out).write_bytes(b"")
+    assert run(scans, out, key8).ok and len(json.loads(default_manifest(out).read_text().splitlines()[0])) == 4
 
 
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, scans, key8):
@@ -212,7 +208,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(t
 
     out = tmp_path / "out"
     out.mkdir()
-    with open(out / batch.LOCK, "a+") as held:
+    with open(f"{default_manifest(out)}.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("4242")
         held.flush()
@@ -287,14 +283,15 @@ def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_once(tmp_path, rn
     filler = small_tmpfs / "filler"
     filler.write_bytes(bytes(200 * 1024))  # leaves room for some outputs, not all
     out = small_tmpfs / "out"
-    args = ["obfuscate", "--key", str(tmp_path / "k.key"), "--burned-in-text", "off", "--no-progress", str(scans), str(out)]
+    args = ["obfuscate", "--key", str(tmp_path / "k.key"), "--burned-in-text", "off", "--no-progress", "--keep-names",
+            str(scans), str(out)]
     first = CliRunner().invoke(app, args)
     assert first.exit_code in (1, 2) and "Traceback" not in first.output
     assert any("No space left" in line for line in first.output.splitlines())
     filler.unlink()
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
-    sources = [json.loads(line)["source"] for line in (out / MANIFEST).read_text().splitlines()[1:]]
+    sources = [json.loads(line)["source"] for line in default_manifest(out).read_text().splitlines()[1:]]
     assert sorted(set(sources)) == sorted(p.name for p in scans.iterdir())
     for rel in sources:
         assert np.array_equal(read_image(out / rel).pixels, medveil.from_key(key8)(read_image(scans / rel).pixels))

@@ -118,7 +118,7 @@ def test_block_shuffle_through_the_cli(tmp_path, rng):
     assert runner.invoke(app, ["keygen", "--scheme", "block-shuffle", "-p", "block=4", "-o", str(key)]).exit_code == 0
     (tmp_path / "in").mkdir()
     Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
-    result = runner.invoke(app, ["obfuscate", "--key", str(key), "--burned-in-text", "off", str(tmp_path / "in"),
+    result = runner.invoke(app, ["obfuscate", "--key", str(key), "--burned-in-text", "off", "--keep-names", str(tmp_path / "in"),
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     original, shuffled = (np.asarray(Image.open(p / "a.png")) for p in (tmp_path / "in", tmp_path / "out"))

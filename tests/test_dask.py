@@ -15,7 +15,7 @@ from PIL import Image
 import medveil
 from medveil.io import batch, obfuscate_tree
 from medveil.io import remote as remote_io
-from medveil.io.batch import MANIFEST
+from medveil.io.batch import default_manifest
 
 distributed = pytest.importorskip("distributed")
 
@@ -33,7 +33,7 @@ def outputs(root):
 
 
 def manifest_records(root):
-    records = [json.loads(line) for line in (root / MANIFEST).read_text().splitlines()[1:]]
+    records = [json.loads(line) for line in default_manifest(root).read_text().splitlines()[1:]]
     return sorted((r["source"], r["sha256"], r["output_sha256"]) for r in records)
 
 
@@ -46,7 +46,8 @@ def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rn
     assert local.ok and remote.ok and sorted(remote.done) == sorted(local.done)
     assert outputs(tmp_path / "dask") == outputs(tmp_path / "local")
     assert manifest_records(tmp_path / "dask") == manifest_records(tmp_path / "local")
-    (tmp_path / "dask" / local.done[0]).write_bytes(b"")  # an output a power cut left empty
+    shipped = {r["source"]: r["output"] for r in map(json.loads, default_manifest(tmp_path / "dask").read_text().splitlines()[1:])}
+    (tmp_path / "dask" / shipped[local.done[0]]).write_bytes(b"")  # an output a power cut left empty
 
     def reads_here(path):  # workers read the files; this process only keeps the manifest
         raise AssertionError(f"the client read {path}")
@@ -72,14 +73,14 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, 
                 time.sleep(0.2)
                 return fast(*args, **kwargs)
 
-            fast, batch.obfuscate_file = batch.obfuscate_file, slow
+            fast, batch.Gate.write = batch.Gate.write, slow
 
         client.run(slow_files)
         result = {}
         run = threading.Thread(target=lambda: result.update(report=obfuscate_tree(
             scans, tmp_path / "out", scheme, progress=False, burned_in_text="off", scheduler=cluster.scheduler_address)))
         run.start()
-        manifest = tmp_path / "out" / MANIFEST
+        manifest = default_manifest(tmp_path / "out")
         deadline = time.monotonic() + 120
         while not (manifest.exists() and len(manifest.read_text().splitlines()) > 3) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -134,22 +135,25 @@ def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng, mon
     memory.pipe("/medveil-test/scans/b/broken.png", b"not a png")
     scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
     local = obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
+    kept = tmp_path / "memory.manifest.jsonl"  # the record stays local; nothing but outputs is uploaded
     try:
-        remote = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+        remote = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False, manifest=kept,
                                 burned_in_text="off")
         assert sorted(remote.done) == sorted(local.done) and len(remote.failed) == 1
         assert remote.failed[0][1].startswith("memory://medveil-test/scans/b/broken.png: ")  # the URL, not a temporary
         got = {p[len("/medveil-test/out/"):]: memory.cat_file(p) for p in memory.find("/medveil-test/out")
                if p.endswith(".png")}
         assert got == outputs(tmp_path / "local")
-        manifest = memory.cat_file(f"/medveil-test/out/{MANIFEST}").decode()
+        assert all(p.endswith(".png") for p in memory.find("/medveil-test/out"))
+        manifest = kept.read_text()
         records = sorted((r["source"], r["sha256"], r["output_sha256"]) for r in map(json.loads, manifest.splitlines()[1:]))
         assert records == manifest_records(tmp_path / "local")
-        again = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+        again = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False, manifest=kept,
                                burned_in_text="off")
         assert not again.done and len(again.skipped) == 6
-        Image.open(io.BytesIO(got["a/img001.png"])).verify()
-        memory.pipe("/medveil-test/out/a/img001.png", b"changed")
+        named = {json.loads(line)["source"]: json.loads(line)["output"] for line in manifest.splitlines()[1:]}
+        Image.open(io.BytesIO(got[named["a/img001.png"]])).verify()
+        memory.pipe(f"/medveil-test/out/{named['a/img001.png']}", b"changed")
         hashed, sha256_file = [], batch.sha256_file
 
         def counted(path):
@@ -158,7 +162,7 @@ def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng, mon
 
         for module in (batch, remote_io):
             monkeypatch.setattr(module, "sha256_file", counted)
-        redo = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False,
+        redo = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False, manifest=kept,
                               burned_in_text="off")
         assert redo.done == ["a/img001.png"] and len(redo.skipped) == 5
         staged_sources = [path for path in hashed if path.parent.name == "in"]
@@ -179,13 +183,17 @@ def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
     scheme = medveil.from_key(medveil.generate_key("intensity", levels=50))
     obfuscate_tree(scans, tmp_path / "local", scheme, progress=False, burned_in_text="off")
     try:
-        mixed = obfuscate_tree(scans, "memory://medveil-test-2/out", scheme, progress=False, burned_in_text="off")
+        with pytest.raises(medveil.errors.InputError, match="needs --manifest"):
+            obfuscate_tree(scans, "memory://medveil-test-2/out", scheme, progress=False, burned_in_text="off")
+        mixed = obfuscate_tree(scans, "memory://medveil-test-2/out", scheme, progress=False, burned_in_text="off",
+                               manifest=tmp_path / "mixed.jsonl")
         assert mixed.ok and len(mixed.done) == 4
         assert {p[len("/medveil-test-2/out/"):]: memory.cat_file(p) for p in memory.find("/medveil-test-2/out")
                 if p.endswith(".png")} == outputs(tmp_path / "local")
         memory.pipe("/medveil-test-2/other/x.txt", b"x")
-        with pytest.raises(medveil.errors.InputError, match="not empty and holds no medveil manifest"):
-            obfuscate_tree(scans, "memory://medveil-test-2/other", scheme, progress=False, burned_in_text="off")
+        with pytest.raises(medveil.errors.InputError, match="not empty and its manifest"):
+            obfuscate_tree(scans, "memory://medveil-test-2/other", scheme, progress=False, burned_in_text="off",
+                           manifest=tmp_path / "other.jsonl")
     finally:
         memory.rm("/medveil-test-2", recursive=True)
 

@@ -98,7 +98,7 @@ def test_phi_nested_at_any_depth_is_gone_and_dates_stay_valid(tmp_path, dicom_di
 def test_obfuscating_and_writing_leave_the_image_read_as_it_was(tmp_path, dicom_dir, name):
     """De-identification and the writer share the header's undecoded elements instead of deep-copying it."""
     from medveil.io import write_image
-    from medveil.io.batch import obfuscate_image
+    from medveil.io.gate import obfuscate_image
 
     src = tmp_path / "in.dcm"
     if name == "nested":

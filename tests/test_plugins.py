@@ -42,7 +42,7 @@ def test_a_plugin_joins_keygen_obfuscate_attacks_evaluate_and_the_bench(plugin_p
         (tmp_path / "scans" / label).mkdir(parents=True)
         for i in range(8):
             Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "scans" / label / f"{i}.png")
-    done = run(plugin_path, "obfuscate", "--key", "toy.key", "--no-progress", "--burned-in-text", "off", "scans", "obf",
+    done = run(plugin_path, "obfuscate", "--key", "toy.key", "--no-progress", "--burned-in-text", "off", "--keep-names", "scans", "obf",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     original = np.asarray(Image.open(tmp_path / "scans" / "no" / "0.png"))

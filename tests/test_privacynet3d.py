@@ -166,7 +166,7 @@ def test_3d_encoder_as_a_scheme_obfuscates_nifti_volumes_and_keeps_the_affine(tm
     (tmp_path / "in").mkdir()
     nib.Nifti1Image(volumes.images[0], affine).to_filename(tmp_path / "in" / "head.nii.gz")
     # OCR reads letters into the simulation's noise (a false positive noted on the volumes issue); no text here
-    result = CliRunner().invoke(app, ["obfuscate", str(tmp_path / "in"), str(tmp_path / "out"), "--key",
+    result = CliRunner().invoke(app, ["obfuscate", "--keep-names", str(tmp_path / "in"), str(tmp_path / "out"), "--key",
                                       str(tmp_path / "vol.key"), "--burned-in-text", "off"])
     assert result.exit_code == 0, result.output
     out = nib.load(tmp_path / "out" / "head.nii.gz")

@@ -51,7 +51,7 @@ def test_warp_smooth_through_the_cli(tmp_path, images):
     assert made.exit_code == 0, made.output
     (tmp_path / "in").mkdir()
     Image.fromarray(images[0]).save(tmp_path / "in" / "a.png")
-    result = runner.invoke(app, ["obfuscate", "--key", str(key), "--burned-in-text", "off", str(tmp_path / "in"),
+    result = runner.invoke(app, ["obfuscate", "--key", str(key), "--burned-in-text", "off", "--keep-names", str(tmp_path / "in"),
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     written = np.asarray(Image.open(tmp_path / "out" / "a.png"))

@@ -17,7 +17,7 @@ import typer
 
 from medveil.data import copy_samples
 from medveil.errors import KeyEncryptedError, MedveilError
-from medveil.io import obfuscate_file, obfuscate_tree, output_name, read_image
+from medveil.io import Gate, obfuscate_tree, output_name, read_image
 from medveil.keys import PASSPHRASE_ENV, Key
 from medveil.schemes import available_schemes, from_key, generate_key, scheme_class
 
@@ -220,23 +220,34 @@ def obfuscate(
         "refuse", help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: "
                        "'refuse' fails the file, 'mask' blanks the text before obfuscating (DICOM records the "
                        "Clean Pixel Data option), 'off' skips the check."),
+    keep_names: bool = typer.Option(False, "--keep-names", help="Folders: write outputs under the sources' own "
+                                    "relative paths. Default: keyed pseudonyms (folder and file names can hold "
+                                    "PHI); the manifest maps them back."),
+    manifest: Optional[Path] = typer.Option(None, help="Folders: the run's record (sources, digests, pseudonyms), "
+                                            "kept in the hospital. Default: OUTPUT.manifest.jsonl beside the "
+                                            "output folder; needed for a URL output."),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
+    from medveil.io.gate import check_policy
     from medveil.io.remote import local_path
 
+    check_policy(burned_in_text)
     scheme = from_key(_load_key(key))
     source, output = local_path(source), local_path(output)
     if isinstance(source, Path) and source.is_file():
         if not isinstance(output, Path):
             _fail(f"{source}: one file is written to a local path; URLs are for folder runs")
-        target = output / output_name(source.name, source) if output.is_dir() else output
-        obfuscate_file(source, target, scheme, burned_in_text=burned_in_text)
+        gate = Gate(scheme, burned_in_text, keep_names)
+        target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
+        gate.write(source, target)
         typer.echo(f"wrote {target} with {scheme.describe()}")
         return
     report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
-                            burned_in_text=burned_in_text, scheduler=scheduler)
+                            burned_in_text=burned_in_text, scheduler=scheduler, keep_names=keep_names,
+                            manifest=manifest)
+    hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
     typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
-               f"{len(report.failed)} failed -> {output} with {scheme.describe()}")
+               f"{len(report.failed)} failed{hidden} -> {output} with {scheme.describe()}")
     for _, message in report.failed:
         typer.echo(f"failed: {message}", err=True)
     if not report.ok:
@@ -266,7 +277,8 @@ def compare(
         if not originals.is_dir():
             _fail(f"{originals}: no such file or folder")
         rows, problems = metrics.compare_trees(originals, others)
-        pairs = [(originals / r["file"], others / output_name(r["file"], originals / r["file"])) for r in rows]
+        counterpart = metrics.counterparts(originals, others)
+        pairs = [(originals / r["file"], counterpart(r["file"])) for r in rows]
     for row in rows:
         typer.echo(json.dumps(row) if as_json else f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
     if rows:
@@ -671,14 +683,19 @@ def client_options(
     server: str = typer.Option(..., help="Server URL, e.g. http://127.0.0.1:8000."),
     token: str = typer.Option(..., envvar="MEDVEIL_TOKEN", help="Access token (or set MEDVEIL_TOKEN)."),
     key: Path = typer.Option(..., "--key", "-k", help="The hospital's key; it never leaves this machine."),
+    burned_in_text: str = typer.Option("refuse", help="Text OCR reads in a file's pixels: 'refuse' fails the "
+                                       "command, 'mask' blanks it before obfuscating, 'off' skips the check."),
 ):
-    ctx.obj = {"server": server, "token": token, "key": key}
+    from medveil.io.gate import check_policy
+
+    ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": check_policy(burned_in_text)}
 
 
 def _client(ctx: typer.Context):
     from medveil.service.client import Client
 
-    return Client(ctx.obj["server"], ctx.obj["token"], _load_key(ctx.obj["key"]))
+    return Client(ctx.obj["server"], ctx.obj["token"], _load_key(ctx.obj["key"]),
+                  burned_in_text=ctx.obj["burned_in_text"])
 
 
 @client_app.command("upload")
@@ -688,7 +705,8 @@ def client_upload(ctx: typer.Context,
                   masks: Optional[Path] = typer.Option(None, help="Segmentation: label maps at the same relative paths "
                                                        "as the images (class indices, 0 = background; sent unobfuscated)."),
                   size: int = typer.Option(64, min=8, help="Images are resized to size x size before obfuscation."),
-                  name: str = typer.Option("", help="A name for the dataset on the server.")):
+                  name: str = typer.Option("", help="A name for the dataset on the server (default: the folder's "
+                                           "keyed pseudonym; its own name may hold PHI).")):
     """Obfuscate a labelled folder with the key and upload it (classification, or segmentation with --masks)."""
     with _client(ctx) as client:
         record = (client.upload_segmentation_folder(folder, masks, size, name) if masks is not None
@@ -742,14 +760,14 @@ def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
         if record["task"] == "segmentation" and output is None:
             _fail(f"model {model_id} segments: give -o FOLDER for its label maps")
         images = client.read_images(files, record["size"], rgb=record["channels"] == 3)
-        for f, p in zip(files, client.predict(model_id, images, [f.name for f in files])):
+        for f, p in zip(files, client.predict(model_id, images)):  # file names stay here; the server sees numbers
             if "mask" not in p:
-                typer.echo(f"{p['file']}: {p['class']} (p={p['probability']:.3f})")
+                typer.echo(f"{f}: {p['class']} (p={p['probability']:.3f})")
                 continue
             output.mkdir(parents=True, exist_ok=True)
             target = output / f"{f.name.split('.')[0]}.mask.png"
             Image.fromarray(p["mask"]).save(target)
-            typer.echo(f"{p['file']}: {target} (pixels per class: {', '.join(map(str, p['pixels']))})")
+            typer.echo(f"{f}: {target} (pixels per class: {', '.join(map(str, p['pixels']))})")
 
 
 @app.command()

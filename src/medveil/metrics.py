@@ -9,6 +9,7 @@ CT in 16-bit containers shrinks every difference and makes any two scans look al
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -249,18 +250,20 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]:
     """Compare each supported file below ``originals`` with its counterpart below ``others``.
 
-    Counterparts are found by relative path, with the renaming obfuscation applies (JPEG -> PNG).
-    Returns ``(rows, problems)``: one row ``{"file", "ssim", "psnr"}`` per pair, and one line per
-    file that is missing or unreadable.
+    Counterparts are found through the folder run's manifest (``others.manifest.jsonl`` beside
+    ``others``) where there is one, since outputs carry keyed pseudonyms; otherwise by relative path,
+    with the renaming obfuscation applies (JPEG -> PNG). Returns ``(rows, problems)``: one row
+    ``{"file", "ssim", "psnr"}`` per pair, and one line per file that is missing or unreadable.
     """
     originals, others = Path(originals), Path(others)
     rows, unwalkable = [], []
     files = walk(originals, unwalkable)
     problems = [reason for _, reason in unwalkable]
+    counterpart_of = counterparts(originals, others)
     for rel in files:
         if not is_supported(originals / rel):
             continue
-        counterpart = others / output_name(rel, originals / rel)
+        counterpart = counterpart_of(rel)
         if not counterpart.is_file():
             problems.append(f"{counterpart}: missing (counterpart of {originals / rel})")
             continue
@@ -271,3 +274,24 @@ def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]
             continue
         rows.append({"file": rel.as_posix(), **scores})
     return rows, problems
+
+
+def counterparts(originals: Path, others: Path):
+    """A function giving, for a relative path below ``originals``, its counterpart's path below ``others``.
+
+    Through the manifest of the folder run that wrote ``others`` where it is beside it; else by name.
+    """
+    from medveil.io.batch import default_manifest
+
+    originals, others = Path(originals), Path(others)
+    manifest = default_manifest(others)
+    if manifest.is_file():
+        named = {}
+        for line in manifest.read_text().splitlines()[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            named[entry["source"]] = entry["output"]
+        return lambda rel: others / named.get(Path(rel).as_posix(), output_name(rel, originals / rel))
+    return lambda rel: others / output_name(rel, originals / rel)

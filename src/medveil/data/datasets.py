@@ -86,13 +86,15 @@ def _to_8bit(pixels: np.ndarray, channel_axis: int | None, mode: str) -> np.ndar
     return np.asarray(Image.fromarray(pixels, "RGB" if channel_axis is not None else "L").convert(mode))
 
 
-def _read_plane(path: Path, size: int, rgb: bool, stored: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_plane(path: Path, size: int, rgb: bool, stored: bool, read=read_image) -> tuple[np.ndarray, np.ndarray]:
     """The middle plane of an image file at ``size``×``size``, and as 8-bit gray (unresized, for thumbnails).
 
     The plane is 8-bit gray, 8-bit RGB (``rgb``) or, with ``stored``, the file's own stored samples
     (any integer type: 12- and 16-bit CT/MR keep their values), resized bilinearly with anti-aliasing.
+    ``read`` (path -> MedicalImage) reads the file: :meth:`medveil.io.gate.Gate.read` where the plane
+    leaves the hospital.
     """
-    image = read_image(path)
+    image = read(path)
     plane = image.middle_plane()
     gray = _to_8bit(plane, image.channel_axis, "L")
     if not stored:
@@ -106,9 +108,12 @@ def _read_plane(path: Path, size: int, rgb: bool, stored: bool) -> tuple[np.ndar
     return np.rint(resized).astype(plane.dtype), gray
 
 
-def load_image(path: Path, size: int, rgb: bool = False, stored: bool = False) -> np.ndarray:
-    """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), or its stored samples, ``size``×``size``."""
-    return _read_plane(Path(path), size, rgb, stored)[0]
+def load_image(path: Path, size: int, rgb: bool = False, stored: bool = False, read=read_image) -> np.ndarray:
+    """One image file prepared as the dataset loaders do: 8-bit gray (or RGB), or its stored samples, ``size``×``size``.
+
+    ``read`` as in :func:`load_folder`.
+    """
+    return _read_plane(Path(path), size, rgb, stored, read)[0]
 
 
 def load_mask(path: Path, size: int) -> np.ndarray:
@@ -167,13 +172,16 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = DUPLICATE_T
 
 
 def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, name: str | None = None,
-                threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False, stored: bool = False) -> ImageDataset:
+                threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False, stored: bool = False,
+                read=read_image) -> ImageDataset:
     """A class-per-subfolder dataset: ``root/<class>/**/<image>``, any supported format.
 
     ``classes`` fixes the order of class indices (default: sorted subfolder names). ``rgb`` keeps
     colour (grayscale files become three equal channels); ``stored`` keeps every file's stored
     samples (one integer type for the whole folder, e.g. int16 CT) instead of 8-bit display values.
-    Near-duplicate groups are always found on 8-bit grayscale thumbnails.
+    Near-duplicate groups are always found on 8-bit grayscale thumbnails. ``read`` (path ->
+    MedicalImage) reads each file: :meth:`medveil.io.gate.Gate.read` for a folder that leaves the
+    hospital (the service client's), so every file is checked and screened for burned-in text.
     """
     root = Path(root)
     if not root.is_dir():
@@ -187,7 +195,7 @@ def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, nam
         if not found:
             raise InputError(f"{root / cls}: no images")
         for rel in found:
-            pixels, gray = _read_plane(root / cls / rel, size, rgb, stored)
+            pixels, gray = _read_plane(root / cls / rel, size, rgb, stored, read)
             images.append(pixels)
             thumbs.append(_resized(gray, THUMBNAIL))
             labels.append(label)

@@ -1,17 +1,22 @@
-"""Obfuscate one file or a whole folder tree, safely.
+"""Pass a whole folder tree through the gate (:mod:`medveil.io.gate`), safely.
 
-A folder run mirrors the source tree into a separate output folder and never writes inside the
-source. Every output is written to a temporary name and renamed into place, and a JSON-lines
-manifest in the output folder records ``source -> output`` with the source's SHA-256, the output's
-size and SHA-256, and the key's fingerprint. Re-running the same command after an interruption skips
-what is done (same source bytes, output present with the recorded size and hash) and does the rest; a run with another key into the same output
-folder is refused. Files that fail are reported with a one-line reason at the end while the
-others complete.
+A folder run writes every file it passes into a separate output folder, the folder that is shipped,
+under its keyed pseudonym (or, with ``keep_names``, its own relative path), and never writes inside
+the source. Every output is written to a temporary name and renamed into place. The run's record,
+a JSON-lines manifest of ``source -> output`` with the source's SHA-256, the output's size and
+SHA-256 and the key's fingerprint, is the hospital's map back from pseudonyms to sources: it lives
+outside the shipped folder (``OUTPUT.manifest.jsonl`` beside it by default), so nothing shipped names
+or fingerprints a source. Re-running the same command after an interruption skips what is done
+(same source bytes, output present with the recorded size and hash) and does the rest; a run with
+another key into the same output folder is refused. Files that fail are reported with a one-line
+reason at the end while the others complete.
 
 A killed run (even by SIGKILL) loses nothing: an output is renamed into place whole and its record
 appended after. Outputs and records are not synced to disk one by one (that would cost more than
 the obfuscation), so a power cut may lose the last ones or leave an output short: the resume
 check, which compares each recorded output's size and SHA-256, finds those and does them again.
+A record that cannot be appended (a full disk) fails its file, is cut back so no torn line stays,
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -33,114 +38,18 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from medveil import burned_in
 from medveil._atomic import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io.image import MedicalImage, first_line, format_named, output_name, read_image, write_image
+from medveil.io.gate import Gate, check_policy
+from medveil.io.image import first_line, output_name
 from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
 
-MANIFEST = "medveil-manifest.jsonl"
-LOCK = ".medveil-lock"  # hidden, so walks and the emptiness check pass over it
+MANIFEST_SUFFIX = ".manifest.jsonl"  # the record beside the output folder: OUTPUT.manifest.jsonl
+LOCK_SUFFIX = ".lock"  # and its lock, MANIFEST.lock
 MANIFEST_VERSION = 1
 BATCH_FILES = 32  # files per task at most, for the pool and Dask (see _batches)
 BATCHES_PER_WORKER = 16
-
-
-def _check_mappable(image: MedicalImage) -> None:
-    if image.bits == 1:
-        raise InputError("1-bit samples (a binary mask such as a DICOM SEG): mapping two values hides nothing; "
-                         "not obfuscated")
-    if image.pixels.dtype.kind in "iu" and image.pixels.dtype.itemsize > 2:
-        raise InputError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
-                         "of at most 16 bits; not obfuscated")
-
-
-def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalImage, bool]:
-    """Look for text burned into ``image``'s plain pixels and apply ``policy`` to it.
-
-    ``refuse`` raises :class:`InputError` when OCR reads text or the header declares it; ``mask``
-    sets what OCR reads to the plane's minimum, checks that OCR reads nothing more (three rounds at
-    most) and returns the masked image with True; ``off`` returns the image unchanged.
-    """
-    if policy not in burned_in.POLICIES:
-        raise InputError(f"burned-in text policy must be one of {', '.join(burned_in.POLICIES)}, got {policy!r}")
-    if policy == "off":
-        return image, False
-    declares = format_named(image.format).declares_burned_in_text
-    flagged = declares is not None and image.meta is not None and declares(image.meta)
-    planes = image.display_planes()
-    boxes = burned_in.find_text(planes)
-    if policy == "refuse":
-        if boxes:
-            raise InputError(f"text burned into the pixels ({burned_in.describe(boxes)}); refused "
-                             "(--burned-in-text mask masks it)")
-        if flagged:
-            raise InputError("header declares burned-in text (BurnedInAnnotation YES); refused "
-                             "(--burned-in-text mask masks the text OCR finds)")
-        return image, False
-    if not boxes:
-        if flagged:
-            raise InputError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; refused")
-        return image, False
-    for _ in range(3):
-        planes = burned_in.mask_text(planes, boxes)
-        boxes = burned_in.find_text(planes)
-        if not boxes:
-            return image.with_display_planes(planes), True
-    raise InputError(f"text still readable after masking ({burned_in.describe(boxes)}); refused")
-
-
-def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
-                    copy: bool = True) -> MedicalImage:
-    """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
-
-    ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels. ``copy``
-    False lets de-identification change ``image.meta`` itself instead of a copy (for a caller that
-    read the image and keeps no other use of it).
-    """
-    _check_mappable(image)
-    image, masked = screen_text(image, burned_in_text)
-    pixels = scheme(image.pixels)
-    fmt = format_named(image.format)
-    meta = image.meta
-    if fmt.deidentify is not None and meta is not None:
-        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy)
-    return image.replace(
-        pixels=pixels,
-        bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
-        format=fmt.writes_as,
-        meta=meta,
-    )
-
-
-def write_atomic(path: Path, image: MedicalImage, durable: bool = True) -> None:
-    """Write ``image`` to a temporary file beside ``path`` and rename it into place (see :func:`atomic_path`)."""
-    with atomic_path(path, durable=durable) as tmp:
-        write_image(tmp, image)
-
-
-def obfuscate_file(src: Path, dst: Path, scheme: Scheme, overwrite: bool = False,
-                   burned_in_text: str = "refuse", durable: bool = True) -> None:
-    """Obfuscate one file into ``dst`` (written atomically); refuses to overwrite unless asked.
-
-    ``durable`` syncs ``dst`` to disk before returning (see :func:`medveil._atomic.atomic_path`).
-    Every failure is an :class:`InputError` of one line naming ``src``.
-    """
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise InputError(f"{dst}: already exists; refusing to overwrite")
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{src}: output would replace the original")
-    image = read_image(src)
-    try:
-        out = obfuscate_image(image, scheme, burned_in_text, copy=False)  # the image read here is ours
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dst, out, durable)
-    except MedveilError as exc:
-        raise InputError(f"{src}: {exc}") from None
-    except Exception as exc:  # pydicom, nibabel and the OS raise anything from ValueError to OSError
-        raise InputError(f"{src}: {exc.__class__.__name__}: {first_line(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -164,7 +73,7 @@ def still_done(record: dict | None, source_sha256: str, output_size, output_sha2
 
 def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str, record: dict | None = None,
                        name: str | None = None, source_sha256: str | None = None) -> Written | None:
-    """:func:`obfuscate_file` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
+    """:meth:`Gate.write` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
 
     Returns None, writing nothing, where the manifest's ``record`` of this file is still good (see
     :func:`still_done`). The digests are taken here, so they spread over the workers with the rest
@@ -179,7 +88,7 @@ def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str
     if still_done(record, source_sha256, lambda: dst.stat().st_size if dst.is_file() else None,
                   lambda: sha256_file(dst)):
         return None
-    obfuscate_file(src, dst, scheme, overwrite=True, burned_in_text=burned_in_text, durable=False)
+    Gate(scheme, burned_in_text).write(src, dst, overwrite=True, durable=False)
     return Written(source_sha256, dst.stat().st_size, sha256_file(dst))
 
 
@@ -198,19 +107,22 @@ def sha256_stream(fh) -> str:
 
 @dataclass
 class BatchReport:
-    """What a folder run did: relative paths done now, already done before, and failed with why."""
+    """What a folder run did: relative paths done now, already done before, failed with why, and hidden ones left out."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def walk(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
+def walk(root: Path, problems: list[tuple[str, str]] | None = None, hidden: list[str] | None = None) -> list[Path]:
     """Regular files below ``root`` (relative paths) in a stable order, hidden files and folders left out.
+
+    The hidden files and folders left out are listed (relative paths) in ``hidden``.
 
     Nothing that could hang or escape a run is opened: FIFOs, sockets and devices, symbolic links
     that dangle, loop or lead to anything but a regular file, symbolic links to folders, and
@@ -227,6 +139,9 @@ def walk(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path
         problem(Path(error.filename), f"folder cannot be read ({error.strerror}); skipped")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        if hidden is not None:
+            hidden.extend(Path(dirpath, name).relative_to(root).as_posix()
+                          for name in sorted(dirnames + filenames) if name.startswith("."))
         folders = []
         for name in sorted(d for d in dirnames if not d.startswith(".")):
             if Path(dirpath, name).is_symlink():
@@ -248,6 +163,12 @@ def walk(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path
     return files
 
 
+def default_manifest(output: str | os.PathLike) -> Path:
+    """Where a folder run into the local folder ``output`` keeps its record: ``OUTPUT.manifest.jsonl`` beside it."""
+    output = Path(output).absolute()
+    return output.parent / (output.name + MANIFEST_SUFFIX)
+
+
 class Folder:
     """A local folder as a folder run uses it: its files, their digests, and, as the output, the run's manifest.
 
@@ -265,8 +186,8 @@ class Folder:
     def is_dir(self) -> bool:
         return self.root.is_dir()
 
-    def walk(self, problems: list[tuple[str, str]]) -> list[str]:
-        return [rel.as_posix() for rel in walk(self.root, problems)]
+    def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
+        return [rel.as_posix() for rel in walk(self.root, problems, hidden)]
 
     def location(self, rel: str) -> Path:
         """Where a worker finds ``rel``."""
@@ -275,28 +196,43 @@ class Folder:
     def output_name(self, rel: str) -> str:
         return output_name(rel, self.root / rel).as_posix()
 
-    def check_disjoint(self, output: "Folder") -> None:
+    def check_disjoint(self, output: "Folder", manifest: Path) -> None:
         s, d = self.root.resolve(), output.root.resolve()
         if s == d or s in d.parents or d in s.parents:
             raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
+        if s in manifest.resolve().parents or d in manifest.resolve().parents:
+            raise InputError(f"manifest {manifest} must lie outside the input folder and the output folder (it is "
+                             "the hospital's map from the shipped names back to the sources)")
+
+    def check_target(self, output: "Folder", out_rel: str) -> None:
+        """Refuse an output ``out_rel`` that resolves, through any link in the output tree, into this (source) folder."""
+        target = (output.root / out_rel).resolve()
+        source = self.root.resolve()
+        if target == source or source in target.parents or output.root.resolve() not in target.parents:
+            raise InputError(f"{output.root / out_rel}: resolves to {target}, outside the output folder; a link in "
+                             "the output tree would write there (into the input, perhaps); remove it")
 
     @contextmanager
-    def run(self, key: Key) -> Iterator["Manifest"]:
+    def run(self, key: Key, manifest: Path) -> Iterator["Manifest"]:
         """This folder as a run's output: created, locked, cleared of a dead run's temporaries; its manifest."""
-        if self.root.exists() and not (self.root / MANIFEST).exists() and any(p.name != LOCK for p in self.root.iterdir()):
-            raise InputError(f"{self}: output folder is not empty and holds no medveil manifest; choose an empty folder")
+        if self.root.exists() and not manifest.exists() and any(self.root.iterdir()):
+            raise InputError(f"{self}: output folder is not empty and its manifest {manifest} does not exist; "
+                             "choose an empty folder (or give --manifest)")
         self.root.mkdir(parents=True, exist_ok=True)
-        with _run_lock(self.root):  # under the lock, temporaries left here are a dead run's, never a live one's
+        with run_lock(manifest, self.root):  # under the lock, temporaries here are a dead run's, never a live one's
             for stale in self.root.rglob(f"{TMP_PREFIX}*"):
                 stale.unlink()
-            yield Manifest(self.root / MANIFEST, key)
+            yield Manifest(manifest, key)
 
 
 class Manifest:
-    """The JSON-lines record of a folder run: one header line, then one line per finished file."""
+    """The JSON-lines record of a folder run: one header line, then one line per finished file.
+
+    It stays on the hospital's side: it names every source and holds its digest.
+    """
 
     def __init__(self, path: Path, key: Key):
-        self.path = path
+        self.path = Path(path)
         self.entries: dict[str, dict] = {}
         header = {
             "medveil_manifest": MANIFEST_VERSION,
@@ -304,42 +240,59 @@ class Manifest:
             "params": dict(key.params),
             "key_fingerprint": key.fingerprint,
         }
-        if path.exists() and path.stat().st_size > 0:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
             self._load(header)
         else:  # an empty manifest (a disk full before its header was written) records nothing
-            with atomic_path(path) as tmp:
+            with atomic_path(self.path) as tmp:
                 tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
 
     def _load(self, header: dict) -> None:
-        with open(self.path) as fh:
-            text = fh.read()
-        if not text.endswith("\n"):  # a record torn by a power cut: the next one starts on a line of its own
-            with open(self.path, "a") as fh:
-                fh.write("\n")
+        text = self.path.read_text()
         lines = text.splitlines()
         try:
             found = json.loads(lines[0])
         except (IndexError, json.JSONDecodeError):
-            raise InputError(f"{self.path}: corrupt manifest; move the output folder aside and start again") from None
+            raise InputError(f"{self.path}: corrupt manifest; move it and the output folder aside and start again") from None
         if found.get("key_fingerprint") != header["key_fingerprint"]:
             raise InputError(
-                f"{self.path.parent} was written with key {found.get('key_fingerprint')}, not "
+                f"{self.path} records a run with key {found.get('key_fingerprint')}, not "
                 f"{header['key_fingerprint']}; use that key or another output folder"
             )
+        whole = [lines[0]]
         for line in lines[1:]:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by an interruption
+            except json.JSONDecodeError:  # a line cut short by a power cut or a full disk
                 continue
             self.entries[entry["source"]] = entry
+            whole.append(line)
+        if len(whole) < len(lines) or not text.endswith("\n"):  # rewrite it without the torn line
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in whole))
 
     def record(self, rel: str, out_rel: str, written: Written) -> None:
-        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :func:`still_done` later."""
+        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :func:`still_done` later.
+
+        A line that cannot be written whole (a full disk) is cut back off and the file fails with
+        one :class:`InputError` line; its output is written again on resume.
+        """
         entry = {"source": rel, "sha256": written.source_sha256, "output": out_rel,
                  "output_size": written.output_size, "output_sha256": written.output_sha256}
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            end = os.fstat(fd).st_size
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(28, os.strerror(28))
+            except OSError as exc:
+                os.ftruncate(fd, end)
+                raise InputError(f"{rel}: its record could not be written to {self.path} "
+                                 f"({exc.strerror or first_line(exc)}); the file is done again on resume") from None
+        finally:
+            os.close(fd)
         self.entries[rel] = entry
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
 def _init_worker(parent: int) -> None:
@@ -359,18 +312,20 @@ def _init_worker(parent: int) -> None:
 
 
 @contextmanager
-def _run_lock(dst: Path) -> Iterator[None]:
-    """Hold the output folder's lock for a run; a second run into it is refused, not interleaved.
+def run_lock(manifest: Path, output) -> Iterator[None]:
+    """Hold a run's lock (``MANIFEST.lock``, beside the manifest); a second run into it is refused, not interleaved.
 
     An OS file lock (flock) is released by the kernel when its process dies, even by SIGKILL.
     """
-    with open(dst / LOCK, "a+") as fh:
+    lock = manifest.with_name(manifest.name + LOCK_SUFFIX)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "?"
-            raise InputError(f"{dst}: another medveil run (pid {holder}) is writing to this folder; "
+            raise InputError(f"{output}: another medveil run (pid {holder}) is writing to this folder; "
                              "wait for it to finish or choose another output folder") from None
         fh.seek(0)
         fh.truncate()
@@ -448,16 +403,16 @@ def _work_batch(work, key: Key, batch: list[tuple], burned_in_text: str) -> list
 
 
 def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
-                   burned_in_text: str = "refuse", scheduler: str | None = None) -> BatchReport:
-    """Obfuscate every supported file below ``src`` into the mirrored tree ``dst``.
+                   burned_in_text: str = "refuse", scheduler: str | None = None, keep_names: bool = False,
+                   manifest: str | os.PathLike | None = None) -> BatchReport:
+    """Pass every supported file below ``src`` through the gate into ``dst``.
 
     Parameters
     ----------
     src, dst : Path or str
         Input and output folders; they must not overlap. Either may be an fsspec URL
         (``memory://scans``, ``s3://bucket/scans``; ``file://`` is a local path): each file is then
-        staged through a local temporary folder where it is processed, and the manifest kept in
-        ``dst`` is rewritten whole as the run goes (see :mod:`medveil.io.remote`).
+        staged through a local temporary folder where it is processed (see :mod:`medveil.io.remote`).
     scheme : Scheme
         The key-bound scheme to apply.
     workers : int
@@ -466,55 +421,75 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         Show a progress bar on stderr.
     burned_in_text : str
         What to do with text OCR finds in the pixels: ``refuse`` (the file fails), ``mask`` or ``off``
-        (see :func:`screen_text`).
+        (see :func:`medveil.io.gate.screen_text`).
     scheduler : str, optional
         Run the files as Dask tasks: ``"local"`` (a LocalCluster of ``workers`` processes) or a
         scheduler's address. Workers read ``src`` and write ``dst`` themselves (a folder they all
         reach); this process alone keeps the manifest, appending each result as it arrives, so an
         interrupted run resumes as a local one does.
+    keep_names : bool
+        Write each output under its source's relative path instead of its keyed pseudonym
+        (:meth:`medveil.io.gate.Gate.name`); names then carry whatever the sources' names carry.
+    manifest : path, optional
+        The run's record, a local file outside both folders; default ``dst.manifest.jsonl`` beside a
+        local ``dst`` (a URL ``dst`` needs one given).
     """
+    gate = Gate(scheme, check_policy(burned_in_text), keep_names)
     source, output = _folders(src, dst)
+    manifest = Path(manifest) if manifest is not None else _default_manifest(output)
     if not source.is_dir():
         raise InputError(f"{source}: no such folder")
-    source.check_disjoint(output)
+    source.check_disjoint(output, manifest)
     unwalkable: list[tuple[str, str]] = []
-    files = source.walk(unwalkable)
+    hidden: list[str] = []
+    files = source.walk(unwalkable, hidden)
     if not files and not unwalkable:
-        raise InputError(f"{source}: folder holds no files")
-    with output.run(scheme.key) as manifest:
-        report = BatchReport(failed=unwalkable)
-        todo: list[tuple[str, str]] = []  # (source rel, output rel); workers skip what is still done
-        claimed: dict[str, str] = {}
-        for rel in files:
-            try:
-                out_rel = source.output_name(rel)
-            except InputError as exc:
-                report.failed.append((rel, str(exc)))
-                continue
-            if out_rel in claimed:
-                report.failed.append((rel, f"{source.location(rel)}: its output {out_rel} is already that of {claimed[out_rel]}"))
-                continue
-            claimed[out_rel] = rel
-            todo.append((rel, out_rel))
-
+        raise InputError(f"{source}: folder holds no files" + (f" but {len(hidden)} hidden ones" if hidden else ""))
+    todo: list[tuple[str, str]] = []  # (source rel, output rel); workers skip what is still done
+    report = BatchReport(failed=unwalkable, hidden=hidden)
+    claimed: dict[str, str] = {}
+    for rel in files:
+        try:
+            out_rel = gate.name(source.output_name(rel))
+            source.check_target(output, out_rel)
+        except InputError as exc:
+            report.failed.append((rel, str(exc)))
+            continue
+        if out_rel in claimed:
+            report.failed.append((rel, f"{source.location(rel)}: its output {out_rel} is already that of {claimed[out_rel]}"))
+            continue
+        claimed[out_rel] = rel
+        todo.append((rel, out_rel))
+    with output.run(scheme.key, manifest) as record:
         bar = _Bar(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
-        jobs = [(source.location(rel), output.location(out_rel), _record_for(manifest.entries.get(rel), out_rel))
+        jobs = [(source.location(rel), output.location(out_rel), _record_for(record.entries.get(rel), out_rel))
                 for rel, out_rel in todo]
         work = _obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
-        for index, written, error in run_jobs(work, scheme, jobs, burned_in_text, workers, scheduler):
+        for index, written, error in run_jobs(work, scheme, jobs, gate.burned_in_text, workers, scheduler):
             rel, out_rel = todo[index]
+            if error is None and written is not None:
+                try:
+                    record.record(rel, out_rel, written)
+                except InputError as exc:
+                    error = exc
             if error is not None:
                 report.failed.append((rel, _reason(error)))
             elif written is None:
                 report.skipped.append(rel)
             else:
-                manifest.record(rel, out_rel, written)
                 report.done.append(rel)
             bar.update()
         bar.close()
         return report
+
+
+def _default_manifest(output) -> Path:
+    if output.remote:
+        raise InputError(f"{output}: a URL output needs --manifest FILE, a local file for the run's record "
+                         "(it stays in the hospital; the output folder is what is shipped)")
+    return default_manifest(output.root)
 
 
 def _record_for(entry: dict | None, out_rel: str) -> dict | None:
@@ -568,7 +543,7 @@ def pool_context() -> multiprocessing.context.BaseContext:
     medveil anew (~0.4 s each, which made two workers slower than one on a 200 MB folder). Fork is
     unsafe once another thread runs (it may hold a lock the child inherits held) or once numba or
     torch is loaded (their thread pools do not survive a fork), so those processes spawn. A forked
-    worker shares the output folder's lock (:func:`_run_lock`): a killed run's folder stays locked
+    worker shares the output folder's lock (:func:`run_lock`): a killed run's folder stays locked
     until its workers, which follow it within half a second, have stopped writing.
     """
     if threading.active_count() > 1 or not {"numba", "torch"}.isdisjoint(sys.modules):

@@ -7,13 +7,10 @@ recognised from its first 132 bytes), uploads the result under a temporary name 
 and renames it into place. Where a store's rename is a copy (object stores), a reader still never
 sees a part-written object.
 
-The manifest is kept as a local run keeps it, in a local file, and written whole into the output
-folder (temporary name, then rename) at most every :data:`MANIFEST_EVERY` seconds and when the run
-ends. A run killed in between redoes, on resume, at most the files of those seconds, writing the
-same bytes over them: nothing is lost or listed twice.
-
-Limits: there is no lock (two runs into one remote folder at once are not prevented), and a
-``memory://`` folder lives in one process, so it takes ``--workers 1`` and no Dask.
+The manifest is kept as a local run keeps it, in a local file (``--manifest``): it names the
+sources, so it stays in the hospital and is never uploaded beside the outputs. Its lock is local too:
+two runs with one manifest are refused, two runs into one remote folder with different manifests are
+not. A ``memory://`` folder lives in one process, so it takes ``--workers 1`` and no Dask.
 """
 
 from __future__ import annotations
@@ -21,19 +18,16 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
-from medveil.io.batch import (MANIFEST, Manifest, Written, obfuscate_recorded, sha256_file, sha256_stream, still_done,
+from medveil.io.batch import (Manifest, Written, run_lock, obfuscate_recorded, sha256_file, sha256_stream, still_done,
                               worker_scheme)
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
-
-MANIFEST_EVERY = 2.0  # seconds between uploads of the manifest during a run
 
 DICOM_HEAD = 132  # the preamble and "DICM": what recognises a suffix-less DICOM file
 
@@ -75,11 +69,12 @@ class RemoteFolder:
     def is_dir(self) -> bool:
         return self.fs.isdir(self.root)
 
-    def walk(self, problems: list[tuple[str, str]]) -> list[str]:
+    def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
         files = []
         for path, info in sorted(self.fs.find(self.root, detail=True).items()):
             rel = path[len(self.root):].lstrip("/")
             if any(part.startswith(".") for part in rel.split("/")):
+                hidden.append(rel)
                 continue
             if info.get("islink"):
                 problems.append((rel, f"{self.location(rel)}: symbolic link; not followed"))
@@ -102,32 +97,32 @@ class RemoteFolder:
             except InputError as exc:
                 raise InputError(str(exc).replace(str(head), self.location(rel))) from None
 
-    def check_disjoint(self, output: "RemoteFolder") -> None:
+    def check_disjoint(self, output: "RemoteFolder", manifest: Path) -> None:
         if self.fs.protocol != output.fs.protocol:
             return
         s, d = self.root.rstrip("/") + "/", output.root.rstrip("/") + "/"
         if s.startswith(d) or d.startswith(s):
             raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
 
+    def check_target(self, output: "RemoteFolder", out_rel: str) -> None:
+        """On a local file system, :meth:`medveil.io.batch.Folder.check_target`; object stores have no links."""
+        if "file" in self.fs.protocol and "file" in output.fs.protocol:
+            from medveil.io.batch import Folder
+
+            Folder(self.root).check_target(Folder(output.root), out_rel)
+
     @contextmanager
-    def run(self, key: Key) -> Iterator[Manifest]:
-        """This folder as a run's output: created, cleared of a dead run's temporaries; its manifest."""
-        manifest_path = self._path(MANIFEST)
-        if self.fs.isdir(self.root) and not self.fs.exists(manifest_path) and self.fs.find(self.root):
-            raise InputError(f"{self}: output folder is not empty and holds no medveil manifest; choose an empty folder")
+    def run(self, key: Key, manifest: Path) -> Iterator[Manifest]:
+        """This folder as a run's output: created, cleared of a dead run's temporaries; the local manifest."""
+        if self.fs.isdir(self.root) and not manifest.exists() and self.fs.find(self.root):
+            raise InputError(f"{self}: output folder is not empty and its manifest {manifest} does not exist; "
+                             "choose an empty folder (or give --manifest)")
         self.fs.makedirs(self.root, exist_ok=True)
-        for path in self.fs.find(self.root):
-            if posixpath.basename(path).startswith(TMP_PREFIX):
-                self.fs.rm(path)
-        with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
-            local = Path(tmp, MANIFEST)
-            if self.fs.exists(manifest_path):
-                self.fs.get_file(manifest_path, str(local))
-            manifest = _UploadedManifest(local, key, lambda: put_atomic(self.fs, local, manifest_path))
-            try:
-                yield manifest
-            finally:
-                manifest.upload()
+        with run_lock(manifest, self):
+            for path in self.fs.find(self.root):
+                if posixpath.basename(path).startswith(TMP_PREFIX):
+                    self.fs.rm(path)
+            yield Manifest(manifest, key)
 
 
 def put_atomic(fs, local: Path, path: str) -> None:
@@ -137,20 +132,6 @@ def put_atomic(fs, local: Path, path: str) -> None:
     temporary = posixpath.join(parent, temporary_name(posixpath.basename(path)))
     fs.put_file(str(local), temporary)
     fs.mv(temporary, path)
-
-
-class _UploadedManifest(Manifest):
-    """A manifest in a local file, copied into the output folder every few seconds as records arrive."""
-
-    def __init__(self, path: Path, key: Key, upload):
-        super().__init__(path, key)
-        self.upload, self._uploaded = upload, 0.0
-
-    def record(self, *args) -> None:
-        super().record(*args)
-        if time.monotonic() - self._uploaded >= MANIFEST_EVERY:
-            self.upload()
-            self._uploaded = time.monotonic()
 
 
 def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str, record: dict | None) -> Written | None:

@@ -1,9 +1,12 @@
 """The hospital's side of the service: obfuscate locally with the key, send only obfuscated images.
 
 The key never leaves this process: uploads carry obfuscated PNGs (8-bit, or 16-bit gray for the
-codes of a 12- or 16-bit key) and the key's fingerprint. The
-client has no way to send an image it has not obfuscated itself, and it refuses to predict with a
-model trained on data obfuscated under another key (the server records each dataset's fingerprint).
+codes of a 12- or 16-bit key) and the key's fingerprint. Every file read for the service passes the
+gate (:class:`medveil.io.gate.Gate`: checked, screened for burned-in text) before it is obfuscated;
+no file or folder name is sent (members are numbered, a dataset is named by the user or by its
+folder's keyed pseudonym). The client has no way to send an image it has not obfuscated itself, and
+it refuses to predict with a model trained on data obfuscated under another key (the server records
+each dataset's fingerprint).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from PIL import Image
 from medveil.data import ImageDataset, load_folder, load_image, load_mask
 from medveil.errors import InputError, MedveilError, SchemeMismatchError
 from medveil.io.batch import walk
+from medveil.io.gate import Gate
 from medveil.io.image import is_supported
 from medveil.keys import Key
 from medveil.schemes import from_key
@@ -48,11 +52,15 @@ def _zip(members: dict[str, np.ndarray]) -> bytes:
 
 
 class Client:
-    """A tenant's connection to one server, holding the hospital's key locally."""
+    """A tenant's connection to one server, holding the hospital's key locally.
 
-    def __init__(self, server: str, token: str, key: Key, timeout: float = 120.0):
+    ``burned_in_text`` is the gate's policy for text in the files it reads (``refuse``, ``mask``, ``off``).
+    """
+
+    def __init__(self, server: str, token: str, key: Key, timeout: float = 120.0, burned_in_text: str = "refuse"):
         self.key = key
         self.scheme = from_key(key)
+        self.gate = Gate(self.scheme, burned_in_text)
         self.http = httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
                                  timeout=timeout)
 
@@ -110,7 +118,7 @@ class Client:
             raise InputError(f"{images_dir}: no images")
         images = self.read_images([Path(images_dir) / rel for rel in files], size)
         masks = np.stack([load_mask(Path(masks_dir) / rel, size) for rel in files])
-        return self.upload_segmentation(images, masks, name or Path(images_dir).name)
+        return self.upload_segmentation(images, masks, name or self.gate.name(Path(images_dir).name))
 
     @property
     def stored_samples(self) -> bool:
@@ -118,12 +126,16 @@ class Client:
         return self.scheme.input_dtype.itemsize > 1
 
     def upload_folder(self, root: Path, size: int, name: str = "") -> dict:
-        """Read a class-per-subfolder folder (any format the one reader takes), resize, obfuscate, upload."""
-        return self.upload(load_folder(root, size, stored=self.stored_samples), name or Path(root).name)
+        """Read a class-per-subfolder folder through the gate, resize, obfuscate, upload.
+
+        The dataset is called ``name``, or by the folder's keyed pseudonym (a folder's name can hold PHI).
+        """
+        return self.upload(load_folder(root, size, stored=self.stored_samples, read=self.gate.read),
+                           name or self.gate.name(Path(root).name))
 
     def read_images(self, files: Sequence[Path], size: int, rgb: bool = False) -> np.ndarray:
-        """Image files as :meth:`upload_folder` reads them, ready for :meth:`predict`."""
-        return np.stack([load_image(f, size, rgb=rgb, stored=self.stored_samples) for f in files])
+        """Image files as :meth:`upload_folder` reads them (through the gate), ready for :meth:`predict`."""
+        return np.stack([load_image(f, size, rgb=rgb, stored=self.stored_samples, read=self.gate.read) for f in files])
 
     def train(self, dataset_id: str, epochs: int = 30, model: str | None = None) -> dict:
         """Start a training job; ``model`` defaults to cnn for classification, unet for segmentation."""
@@ -144,14 +156,16 @@ class Client:
     def model(self, model_id: str) -> dict:
         return self._call("GET", f"/models/{model_id}")
 
-    def predict(self, model_id: str, images: np.ndarray, names: Sequence[str] | None = None) -> list[dict]:
-        """Obfuscate ``images`` (``(n, S, S[, 3])`` at the model's size, as :meth:`read_images` gives) and get each one's class."""
+    def predict(self, model_id: str, images: np.ndarray) -> list[dict]:
+        """Obfuscate ``images`` (``(n, S, S[, 3])`` at the model's size, as :meth:`read_images` gives) and get each one's class.
+
+        The predictions come in the order of ``images``; the images are sent as ``0.png``, ``1.png``, ...
+        """
         record = self.model(model_id)
         if record["fingerprint"] != self.key.fingerprint:
             raise SchemeMismatchError(f"model {model_id} was trained on data obfuscated with key {record['fingerprint']}, "
                                       f"not this key ({self.key.fingerprint}); its predictions would be meaningless")
-        names = list(names) if names is not None else [f"{i}.png" for i in range(len(images))]
-        files = [("files", (name, _png(image), "image/png")) for name, image in zip(names, self.obfuscate(images))]
+        files = [("files", (f"{i}.png", _png(image), "image/png")) for i, image in enumerate(self.obfuscate(images))]
         predictions = self._call("POST", f"/models/{model_id}/predict", files=files)["predictions"]
         for p in predictions:  # segmentation models answer with label maps
             if "mask_png" in p:

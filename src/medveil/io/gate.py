@@ -1,0 +1,205 @@
+"""The one way out of the hospital: everything that sends pixels or names to the service passes here.
+
+A file goes through the gate in one order, whatever path it takes:
+
+1. read its stored values (never rescaled), within the per-file decoding budget
+   (:func:`medveil.io.image.decoded_budget`);
+2. refuse what a key cannot map (1-bit masks, samples wider than 16 bits);
+3. screen the plain pixels for burned-in text (``refuse``, ``mask`` or ``off``);
+4. obfuscate the pixels with the key and de-identify the header at every depth;
+5. hand over under a keyed pseudonym (:meth:`Gate.name`) unless names are kept on purpose.
+
+:data:`ENTRY_POINTS` lists every way out that calls it; ``tests/test_gate.py`` sends a drawn-text
+image and a PHI-named file through each of them. A path that sends only pixels (the service's)
+drops the header whole, so step 4's header part is the writers'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from medveil import burned_in
+from medveil._atomic import atomic_path
+from medveil.errors import InputError, MedveilError
+from medveil.io.image import MedicalImage, first_line, format_named, read_image, write_image
+from medveil.schemes import Scheme
+
+# Every way pixels or names leave the hospital, and the Gate method it goes through.
+ENTRY_POINTS = {
+    "medveil obfuscate FILE": "Gate.write",
+    "medveil obfuscate FOLDER (one process, --workers, --scheduler, fsspec URLs)": "Gate.write, Gate.name",
+    "medveil client upload / Client.upload_folder / upload_segmentation_folder": "Gate.read",
+    "medveil client predict / Client.read_images": "Gate.read",
+    "medveil.data.ObfuscatedFolder": "Gate.read",
+}
+
+_NAME_DIGITS = 16  # hex digits of a pseudonym: 64 bits, no collision in any archive's lifetime
+
+
+def check_mappable(image: MedicalImage) -> None:
+    """Refuse samples no key maps meaningfully (:class:`InputError`)."""
+    if image.bits == 1:
+        raise InputError("1-bit samples (a binary mask such as a DICOM SEG): mapping two values hides nothing; "
+                         "not obfuscated")
+    if image.pixels.dtype.kind in "iu" and image.pixels.dtype.itemsize > 2:
+        raise InputError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
+                         "of at most 16 bits; not obfuscated")
+
+
+def check_policy(policy: str) -> str:
+    if policy not in burned_in.POLICIES:
+        raise InputError(f"burned-in text policy must be one of {', '.join(burned_in.POLICIES)}, got {policy!r}")
+    return policy
+
+
+def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalImage, bool]:
+    """Look for text burned into ``image``'s plain pixels and apply ``policy`` to it.
+
+    ``refuse`` raises :class:`InputError` when OCR reads text or the header declares it; ``mask``
+    sets what OCR reads to the plane's minimum, checks that OCR reads nothing more (three rounds at
+    most) and returns the masked image with True; ``off`` returns the image unchanged.
+    """
+    if check_policy(policy) == "off":
+        return image, False
+    declares = format_named(image.format).declares_burned_in_text
+    flagged = declares is not None and image.meta is not None and declares(image.meta)
+    planes = image.display_planes()
+    boxes = burned_in.find_text(planes)
+    if policy == "refuse":
+        if boxes:
+            raise InputError(f"text burned into the pixels ({burned_in.describe(boxes)}); refused "
+                             "(--burned-in-text mask masks it)")
+        if flagged:
+            raise InputError("header declares burned-in text (BurnedInAnnotation YES); refused "
+                             "(--burned-in-text mask masks the text OCR finds)")
+        return image, False
+    if not boxes:
+        if flagged:
+            raise InputError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; refused")
+        return image, False
+    for _ in range(3):
+        planes = burned_in.mask_text(planes, boxes)
+        boxes = burned_in.find_text(planes)
+        if not boxes:
+            return image.with_display_planes(planes), True
+    raise InputError(f"text still readable after masking ({burned_in.describe(boxes)}); refused")
+
+
+def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
+                    copy: bool = True) -> MedicalImage:
+    """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
+
+    ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels. ``copy``
+    False lets de-identification change ``image.meta`` itself instead of a copy (for a caller that
+    read the image and keeps no other use of it).
+    """
+    check_mappable(image)
+    image, masked = screen_text(image, burned_in_text)
+    pixels = scheme(image.pixels)
+    fmt = format_named(image.format)
+    meta = image.meta
+    if fmt.deidentify is not None and meta is not None:
+        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy)
+    return image.replace(
+        pixels=pixels,
+        bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
+        format=fmt.writes_as,
+        meta=meta,
+    )
+
+
+def pseudonym(secret: bytes, rel: str | os.PathLike) -> str:
+    """The keyed stand-in for the relative path ``rel``: each folder and the file named by an HMAC.
+
+    A folder's name is the HMAC of its own relative path, so files that shared a folder still do
+    (a study stays together) and the same path gets the same name on every run under one key. The
+    file's suffix is kept (``.nii.gz`` whole), since readers and writers go by it.
+    """
+    parts = PurePosixPath(PurePosixPath(*Path(rel).parts)).parts
+    named = []
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        digest = hmac.new(secret, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:_NAME_DIGITS]
+        named.append(digest)
+    leaf = parts[-1].lower()
+    suffix = ".nii.gz" if leaf.endswith(".nii.gz") else PurePosixPath(leaf).suffix
+    return "/".join(named) + suffix
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The gate with its options fixed once: the key's scheme, the text policy, the names policy.
+
+    Parameters
+    ----------
+    scheme : Scheme
+        The key-bound scheme that obfuscates the pixels.
+    burned_in_text : str
+        ``refuse`` (default), ``mask`` or ``off`` (see :func:`screen_text`); checked here, once.
+    keep_names : bool
+        Hand files over under their own relative paths instead of keyed pseudonyms.
+    """
+
+    scheme: Scheme
+    burned_in_text: str = "refuse"
+    keep_names: bool = False
+
+    def __post_init__(self) -> None:
+        check_policy(self.burned_in_text)
+
+    def name(self, rel: str | os.PathLike) -> str:
+        """The name ``rel`` (a relative POSIX path) leaves under: its keyed pseudonym, or itself with ``keep_names``."""
+        if self.keep_names:
+            return PurePosixPath(*Path(rel).parts).as_posix()
+        return pseudonym(self.scheme.key.stream("io/names").read(32), rel)
+
+    def read(self, path: str | os.PathLike) -> MedicalImage:
+        """``path``'s plain image, checked and screened, for a path that sends only pixels (the service's).
+
+        The caller obfuscates what it makes of the pixels (resized, one plane); the header is not
+        returned de-identified and must not leave. Errors are one :class:`InputError` line naming ``path``.
+        """
+        image = read_image(path)
+        try:
+            check_mappable(image)
+            image, _ = screen_text(image, self.burned_in_text)
+        except MedveilError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        return image.replace(meta=None)
+
+    def image(self, image: MedicalImage, copy: bool = True) -> MedicalImage:
+        """:func:`obfuscate_image` with this gate's options."""
+        return obfuscate_image(image, self.scheme, self.burned_in_text, copy=copy)
+
+    def write(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
+              durable: bool = True) -> None:
+        """Pass the file ``src`` through the gate into ``dst`` (written atomically); refuses to overwrite unless asked.
+
+        ``durable`` syncs ``dst`` to disk before returning (see :func:`medveil._atomic.atomic_path`).
+        Every failure is an :class:`InputError` of one line naming ``src``.
+        """
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and not overwrite:
+            raise InputError(f"{dst}: already exists; refusing to overwrite")
+        if dst.resolve() == src.resolve():
+            raise InputError(f"{src}: output would replace the original")
+        image = read_image(src)
+        try:
+            out = self.image(image, copy=False)  # the image read here is ours
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dst, durable=durable) as tmp:
+                write_image(tmp, out)
+        except MedveilError as exc:
+            raise InputError(f"{src}: {exc}") from None
+        except Exception as exc:  # pydicom, nibabel and the OS raise anything from ValueError to OSError
+            raise InputError(f"{src}: {exc.__class__.__name__}: {first_line(exc)}") from None
+
+
+def obfuscate_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, overwrite: bool = False,
+                   burned_in_text: str = "refuse", durable: bool = True) -> None:
+    """One file through the gate: ``Gate(scheme, burned_in_text).write(src, dst, overwrite, durable)``."""
+    Gate(scheme, burned_in_text).write(src, dst, overwrite, durable)
