@@ -168,7 +168,7 @@ def test_dates_shift_by_one_keyed_offset_per_patient(tmp_path, dicom_dir):
     assert a1.PatientID == a2.PatientID != b.PatientID and a1.PatientID.startswith("MV")
     assert a1.LongitudinalTemporalInformationModified == "MODIFIED"
     codes = {item.CodeValue for item in a1.DeidentificationMethodCodeSequence}
-    assert codes == {METHOD_CODES["basic"][0], METHOD_CODES["modified-dates"][0]}
+    assert codes == {METHOD_CODES[o][0] for o in ("basic", "modified-dates", "clean-descriptors")}
     assert a1.ImageType[0] == "DERIVED" and (a1.RescaleSlope, a1.RescaleIntercept) == (1, 0)
     assert "PatientBirthDate" not in a1 or not a1.PatientBirthDate
 
@@ -236,11 +236,12 @@ def test_nifti_loses_extensions_and_text_but_keeps_geometry(tmp_path):
     header = src.header.copy()
     header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"patient John Doe, MRN 4711"))
     header["descrip"] = b"John Doe scan"
+    header["data_type"] = b"Doe4711"
     planted = nib.Nifti1Image(np.asarray(src.dataobj.get_unscaled()), src.affine, header)
     planted.to_filename(tmp_path / "in.nii")
     obfuscate_file(tmp_path / "in.nii", tmp_path / "out.nii", medveil.from_key(ct_key()), burned_in_text="off")
 
-    assert b"John Doe" not in (tmp_path / "out.nii").read_bytes()
+    assert b"John Doe" not in (tmp_path / "out.nii").read_bytes() and b"Doe4711" not in (tmp_path / "out.nii").read_bytes()
     before, after = nib.load(tmp_path / "in.nii"), nib.load(tmp_path / "out.nii")
     assert len(after.header.extensions) == 0
     assert np.array_equal(after.affine, before.affine)
@@ -350,3 +351,55 @@ def test_a_forked_worker_reads_text_with_its_own_engine():
     assert "4711" in read_words(text)  # the parent's engine is loaded before the fork
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         assert pool.submit(read_words, text).result(timeout=60) == read_words(text)
+
+
+def _implicit_sequence_bytes(tag, items):
+    """The value bytes of a sequence as an implicit VR little endian writer stores them (what UN wraps)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    holder = Dataset()
+    holder.add_new(tag, "SQ", Sequence(items))
+    write_dataset(buffer, holder)
+    return buffer.getvalue()[8:]  # without the element's own tag and length
+
+
+def _element(tag, value, explicit):
+    import struct
+
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    return head + (b"UN\0\0" if explicit else b"") + struct.pack("<I", len(value)) + value
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit-UN", "implicit"])
+def test_un_sequences_free_text_and_frame_labels_are_cleaned(tmp_path, dicom_dir, explicit):
+    """Sequences stored as UN are walked like any other; free text the table does not list goes."""
+    nested = Dataset()
+    nested.PatientName, nested.AccessionNumber, nested.StudyInstanceUID = "DOE^JOHN", "ACC991122", "1.2.3.4.5554321"
+    nested.TextValue = "seen by Dr Smith for John Doe"
+    ds = pydicom.dcmread(dicom_dir / "CT_small.dcm")
+    frame = Dataset()
+    frame.FrameContentSequence = Sequence([Dataset()])
+    frame.FrameContentSequence[0].FrameLabel = "DOE JOHN 4711"
+    ds.PerFrameFunctionalGroupsSequence = Sequence([frame])
+    ds.ContentSequence = Sequence([Dataset()])
+    ds.ContentSequence[0].TextValue = "history of John Doe"
+    if not explicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "base.dcm", implicit_vr=not explicit, little_endian=True)
+    base = (tmp_path / "base.dcm").read_bytes()
+    pixel_data = base.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010): the planted elements go before it, in tag order
+    planted = (_element(0x0008EEE0, _implicit_sequence_bytes(0x0008EEE0, [nested]), explicit)  # unknown tag
+               + _element(0x0008EEE2, b"DOE^JOHN 4711 ", explicit)  # unknown, not a sequence
+               + _element(0x00400275, _implicit_sequence_bytes(0x00400275, [nested]), explicit))  # known, stored as UN
+    (tmp_path / "in.dcm").write_bytes(base[:pixel_data] + planted + base[pixel_data:])
+    read = pydicom.dcmread(tmp_path / "in.dcm")
+    assert 0x0008EEE0 in read and 0x00400275 in read  # the file holds what the test means it to
+    obfuscate_file(tmp_path / "in.dcm", tmp_path / "out.dcm", medveil.from_key(ct_key()), burned_in_text="off")
+    out = (tmp_path / "out.dcm").read_bytes()
+    for phi in (b"DOE", b"ACC991122", b"1.2.3.4.5554321", b"Smith", b"John Doe", b"4711"):
+        assert phi not in out, phi
+    written = pydicom.dcmread(tmp_path / "out.dcm")
+    assert METHOD_CODES["clean-descriptors"][0] in {i.CodeValue for i in written.DeidentificationMethodCodeSequence}

@@ -13,6 +13,14 @@ Options, recorded in DeidentificationMethodCodeSequence (CID 7050):
   intervals within a patient's studies survive, times of day are kept, and every date stays valid.
   The patient's birth date and time are removed.
 - Clean Pixel Data (113101), only when burned-in text was masked (:mod:`medveil.burned_in`).
+- Clean Descriptors (113105), by default: free text the table does not list (LT, ST and UT
+  values such as an SR or image's TextValue, and the per-frame FrameLabel) is removed, as
+  nothing says what a site wrote there. ``clean_descriptors=False`` keeps it.
+
+Elements whose VR is UN (read from an implicit-VR file, or written as UN by a system that did not
+know them) are read as what they are before their action is taken: as the dictionary's VR where the
+tag is known, as a sequence where their bytes hold one (so every item inside is walked), and are
+removed where neither says what they hold.
 
 Every UID that is not a standard one (SOP classes, transfer syntaxes, coding schemes) is replaced by
 a keyed ``2.25.`` UID, wherever it occurs, so references inside a study stay consistent under one key
@@ -32,6 +40,7 @@ import hmac
 import pydicom
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -47,11 +56,15 @@ _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
 _STRING_VRS = {"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "PN"}
 _NUMBER_VRS = {"FD", "FL", "SS", "US", "SL", "UL", "SV", "UV"}
 _MIN_SHIFT_DAYS, _SHIFT_SPAN_DAYS = 365, 9 * 365
+_FREE_TEXT_VRS = {"LT", "ST", "UT"}
+_DESCRIPTORS = {0x00209453}  # FrameLabel: an LO a site fills with whatever it likes, per frame
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: a sequence's first item
 
 METHOD_CODES = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean-pixels": ("113101", "Clean Pixel Data Option"),
     "modified-dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "clean-descriptors": ("113105", "Clean Descriptors Option"),
 }
 
 
@@ -124,9 +137,24 @@ def _dummy(vr: str):
     return None  # OB, OW, UN, UR, AS, ...: zero length
 
 
+def _sequence(ds: Dataset, raw) -> bool:
+    """Replace the UN element ``raw`` of ``ds`` by the sequence its bytes hold (PS3.5 6.2.2: implicit VR
+    little endian inside); False, changing nothing, where they hold none."""
+    value = raw.value if raw.is_raw else ds[raw.tag].value
+    if not isinstance(value, bytes) or not value.startswith(_ITEM):
+        return False
+    try:
+        element = convert_raw_data_element(RawDataElement(raw.tag, "SQ", len(value), value, 0, True, True))
+    except Exception:  # bytes that only start like a sequence
+        return False
+    ds[raw.tag] = element
+    return True
+
+
 class _Walker:
-    def __init__(self, secret: bytes, patient: str):
+    def __init__(self, secret: bytes, patient: str, clean_descriptors: bool = True):
         self.secret = secret
+        self.clean_descriptors = clean_descriptors
         self.pseudonym = patient_pseudonym(patient, secret)
         self.days = date_shift_days(patient, secret)
 
@@ -150,6 +178,14 @@ class _Walker:
                 del ds[tag]  # private data, curves and overlays (graphics can carry text) go whole
                 continue
             action, vr = profile_action(tag), raw.VR or _vr(ds, tag)
+            if vr == "UN":
+                if dictionary_has_tag(tag):
+                    vr = ds[tag].VR  # pydicom reads a known tag's UN bytes as the dictionary says
+                elif _sequence(ds, raw):
+                    vr = "SQ"
+                else:
+                    del ds[tag]  # nothing says what these bytes hold, so nothing can clean them
+                    continue
             if tag in (_PATIENT_NAME, _PATIENT_ID):
                 ds[tag].value = self.pseudonym
             elif tag in _BIRTH:
@@ -169,7 +205,8 @@ class _Walker:
                     ds[tag].value = self.uid(ds[tag].value)
             elif vr in ("DA", "DT"):
                 ds[tag].value = self.date(ds[tag].value, vr)
-            elif action == "X":
+            elif action == "X" or (action is None and self.clean_descriptors
+                                   and (vr in _FREE_TEXT_VRS or tag in _DESCRIPTORS)):
                 del ds[tag]
             elif action in ("Z", "U") or (vr == "PN" and action is None):
                 ds[tag].value = None
@@ -210,7 +247,8 @@ def _code_item(key: str) -> Dataset:
     return item
 
 
-def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True) -> Dataset:
+def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True,
+               clean_descriptors: bool = True) -> Dataset:
     """A de-identified copy of ``ds``; ``ds`` itself is not changed unless ``copy`` is False.
 
     Parameters
@@ -225,20 +263,24 @@ def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False, copy: b
     copy : bool
         False de-identifies ``ds`` itself and returns it: for a caller that read it and has no other
         use for it (a folder run), which saves a copy of the header per file.
+    clean_descriptors : bool
+        Remove free text the table does not list (the Clean Descriptors option; see the module).
     """
     if copy:
         ds = copy_dataset(ds)
     patient = str(ds.get("PatientID", "") or ds.get("PatientName", ""))
-    _Walker(secret, patient).clean(ds)
+    _Walker(secret, patient, clean_descriptors).clean(ds)
     file_meta = getattr(ds, "file_meta", None)
     for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
                     "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
         if file_meta is not None and keyword in file_meta:
             delattr(file_meta, keyword)
-    options = ["basic", "modified-dates"] + (["clean-pixels"] if text_masked else [])
+    options = (["basic", "modified-dates"] + (["clean-pixels"] if text_masked else [])
+               + (["clean-descriptors"] if clean_descriptors else []))
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = ["DICOM PS3.15 E.1 Basic Profile", "Modified Dates Option"] + (
-        ["Clean Pixel Data Option"] if text_masked else []) + ["pixels obfuscated (medveil)"]
+        ["Clean Pixel Data Option"] if text_masked else []) + (
+        ["Clean Descriptors Option"] if clean_descriptors else []) + ["pixels obfuscated (medveil)"]
     ds.DeidentificationMethodCodeSequence = pydicom.Sequence([_code_item(o) for o in options])
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     if text_masked:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import nibabel as nib
 
 # Free-text header fields where a site may have written identifying notes.
-_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name", "data_type")
 
 
 def read_nifti(path: Path) -> MedicalImage:
