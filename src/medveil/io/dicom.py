@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medveil.errors import InputError
-from medveil.io.image import Format, MedicalImage, register_format
+from medveil.io.image import Format, MedicalImage, check_decoded_size, decoded_budget, register_format
 
 if TYPE_CHECKING:
     import pydicom
@@ -34,13 +34,47 @@ _VALUE_DEPENDENT = (
 )
 
 
+def _check_inflated_size(path: Path) -> None:
+    """A deflated file's dataset, inflated in a stream and thrown away, must fit the decoding budget:
+    pydicom inflates it whole into memory before it parses anything."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian or "FileMetaInformationGroupLength" not in meta:
+        return
+    budget, inflated = decoded_budget(), 0
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    with open(path, "rb") as fh:
+        fh.seek(132 + 12 + int(meta.FileMetaInformationGroupLength))  # preamble, DICM, the group length element
+        while block := fh.read(1 << 16):
+            while block:
+                inflated += len(inflate.decompress(block, 1 << 20))
+                block = inflate.unconsumed_tail
+                if inflated > budget:
+                    check_decoded_size(inflated, "deflated DICOM dataset")
+
+
+def _check_pixel_size(ds: pydicom.Dataset) -> None:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    sample_bytes = max(1, (int(ds.get("BitsAllocated", 8) or 8) + 7) // 8)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    check_decoded_size(rows * columns * frames * samples * sample_bytes,
+                       f"DICOM pixel data of {frames} frame(s) {rows}x{columns}x{samples}")
+
+
 def read_dicom(path: Path) -> MedicalImage:
     import pydicom
 
+    _check_inflated_size(path)
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         kind = "float pixel data" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) else "no pixel data"
         raise InputError(f"DICOM object holds {kind} (medveil maps integer pixel data)")
+    _check_pixel_size(ds)
     pixels = ds.pixel_array  # YBR colour is converted to RGB
     samples = int(ds.get("SamplesPerPixel", 1))
     return MedicalImage(

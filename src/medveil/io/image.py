@@ -146,6 +146,33 @@ def output_name(relpath: str | os.PathLike, source: str | os.PathLike | None = N
     return relpath.with_name(relpath.name[: -len(_suffix(relpath))] + target.suffixes[0])
 
 
+BUDGET_ENV = "MEDVEIL_MAX_DECODED_MB"
+DEFAULT_BUDGET_MB = 2048
+
+
+def decoded_budget() -> int:
+    """Bytes one file may decode to: ``MEDVEIL_MAX_DECODED_MB`` megabytes (default 2048).
+
+    Every reader checks what a file declares (size x samples x bytes per sample, or what a deflated
+    stream inflates to) against it before it decodes, so a small file that would decode into
+    gigabytes (a decompression bomb) fails in one line instead of exhausting memory.
+    """
+    value = os.environ.get(BUDGET_ENV, str(DEFAULT_BUDGET_MB))
+    try:
+        megabytes = int(value)
+    except ValueError:
+        raise InputError(f"{BUDGET_ENV} must be a whole number of megabytes, got {value!r}") from None
+    return megabytes << 20
+
+
+def check_decoded_size(nbytes: int, what: str) -> None:
+    """Raise :class:`InputError` where ``nbytes`` (what ``what`` declares it decodes to) exceeds :func:`decoded_budget`."""
+    budget = decoded_budget()
+    if nbytes > budget:
+        raise InputError(f"{what} would decode to {nbytes / 2**20:,.0f} MB, over the per-file budget of "
+                         f"{budget >> 20:,} MB (a decompression bomb, or raise {BUDGET_ENV}); not decoded")
+
+
 def read_image(path: str | os.PathLike) -> MedicalImage:
     """Read one image file of any supported format.
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medveil.errors import InputError
-from medveil.io.image import Format, MedicalImage, register_format
+from medveil.io.image import Format, MedicalImage, check_decoded_size, register_format
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -26,6 +26,8 @@ def read_nifti(path: Path) -> MedicalImage:
     img = nib.load(path)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"not a NIfTI image ({type(img).__name__})")
+    shape, dtype = img.header.get_data_shape(), img.header.get_data_dtype()
+    check_decoded_size(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, f"NIfTI of shape {shape} {dtype}")
     pixels = np.asarray(img.dataobj.get_unscaled())  # stored integers, not scl_slope-scaled floats
     return MedicalImage(pixels=pixels, format="nifti", bits=8 * pixels.dtype.itemsize, meta=img)
 

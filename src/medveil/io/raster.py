@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medveil.errors import InputError
-from medveil.io.image import Format, MedicalImage, register_format
+from medveil.io.image import Format, MedicalImage, check_decoded_size, register_format
 
 _PIL_MODES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
 
@@ -18,7 +18,13 @@ _PIL_MODES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint1
 def _read_pil(path: Path, fmt: str) -> MedicalImage:
     from PIL import Image
 
-    with Image.open(path) as im:
+    # The decoding budget below replaces Pillow's own pixel-count limit, which refuses some files the
+    # budget allows and allows 16-bit and RGBA files of four times the bytes it means to.
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(path) as im:  # reads the header only
+        band_bytes = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+        check_decoded_size(im.width * im.height * max(len(im.getbands()), 3 if im.mode == "P" else 1) * band_bytes,
+                           f"{im.width}x{im.height} {im.mode} {fmt}")
         im.load()  # decode now so truncation is reported here
         if im.mode in ("1", "P", "PA", "LA"):
             im = im.convert("RGBA" if "A" in im.mode or im.info.get("transparency") is not None else
@@ -65,6 +71,8 @@ def read_tiff(path: Path) -> MedicalImage:
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        check_decoded_size(int(np.prod(series.shape, dtype=np.int64)) * series.dtype.itemsize,
+                           f"TIFF of shape {tuple(series.shape)} {series.dtype}")
         pixels = series.asarray()
         photometric = series.pages[0].photometric
     interleaved_rgb = photometric == tifffile.PHOTOMETRIC.RGB and pixels.shape[-1] in (3, 4)
