@@ -484,3 +484,28 @@ def test_segmentation_archives_are_checked_before_anything_is_stored(secured, rn
                        data={"fingerprint": "0" * 32, "task": "segmentation"})
     assert answer.status_code == 400 and message in answer.json()["detail"]
     assert http.get("/datasets", headers={"Authorization": f"Bearer {tokens['alice']}"}).json() == []
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_an_archive_declaring_too_many_members_is_refused_before_its_directory_is_parsed(monkeypatch, zip64):
+    from fastapi import HTTPException
+
+    from medveil.service import server
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+        for i in range(150):
+            archive.writestr(f"{'ab'[i % 2]}/{i}.png", b"")
+    data = buffer.getvalue()
+    if zip64:  # the count as a ZIP64 writer records it: 0xFFFF in the end record, the real one in the ZIP64 record
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+            for i in range(150):
+                archive.writestr(f"{'ab'[i % 2]}/{i}.png", b"")
+            monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 100)  # so closing writes the ZIP64 end records
+        data = buffer.getvalue()
+        assert b"PK\x06\x06" in data
+    monkeypatch.setattr(server.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the central directory was parsed"))
+    with pytest.raises(HTTPException) as info:
+        server.read_archive(io.BytesIO(data), Limits(max_images=50), quota_left=1 << 30)
+    assert info.value.status_code == 413 and "declares 150 members" in info.value.detail

@@ -19,6 +19,7 @@ import base64
 import io
 import json
 import queue
+import struct
 import threading
 import zipfile
 import zlib
@@ -156,6 +157,31 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) ->
     return data
 
 
+def _declared_members(fileobj: IO[bytes]) -> int:
+    """The member count a zip's end record declares, read before zipfile turns the whole central
+    directory into objects (a million records cost half a gigabyte before any limit was checked)."""
+    fileobj.seek(0, io.SEEK_END)
+    size = fileobj.tell()
+    fileobj.seek(max(0, size - 22 - 0xFFFF))
+    tail = fileobj.read()
+    fileobj.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise _error(400, "the upload is not a valid zip archive")
+    count = struct.unpack("<H", tail[at + 10:at + 12])[0]
+    if count != 0xFFFF:
+        return count
+    locator = tail[at - 20:at] if at >= 20 else b""  # ZIP64: the count is in the ZIP64 end record
+    if not locator.startswith(b"PK\x06\x07"):
+        raise _error(400, "the upload is not a valid zip archive")
+    fileobj.seek(struct.unpack("<Q", locator[8:16])[0])
+    record = fileobj.read(56)
+    fileobj.seek(0)
+    if not record.startswith(b"PK\x06\x06") or len(record) < 40:
+        raise _error(400, "the upload is not a valid zip archive")
+    return struct.unpack("<Q", record[32:40])[0]
+
+
 TASKS = ("classification", "segmentation")
 MAX_MASK_CLASSES = 16
 
@@ -173,6 +199,9 @@ def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int,
     (zip headers can lie), and every PNG header is checked, with the decoded size summed against
     ``limits.max_decoded_bytes`` and ``quota_left``, before any image is decoded.
     """
+    declared = _declared_members(fileobj)
+    if declared > 2 * limits.max_images * (2 if task == "segmentation" else 1):  # folders' entries count too
+        raise _error(413, f"the archive declares {declared} members, beyond the limit of {limits.max_images} images")
     try:
         archive = zipfile.ZipFile(fileobj)
         members = [m for m in archive.infolist() if not m.is_dir()]
