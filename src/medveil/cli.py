@@ -228,10 +228,8 @@ def obfuscate(
                                             "output folder; needed for a URL output."),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
-    from medveil.io.gate import check_policy
     from medveil.io.remote import local_path
 
-    check_policy(burned_in_text)
     scheme = from_key(_load_key(key))
     source, output = local_path(source), local_path(output)
     if isinstance(source, Path) and source.is_file():
@@ -686,9 +684,7 @@ def client_options(
     burned_in_text: str = typer.Option("refuse", help="Text OCR reads in a file's pixels: 'refuse' fails the "
                                        "command, 'mask' blanks it before obfuscating, 'off' skips the check."),
 ):
-    from medveil.io.gate import check_policy
-
-    ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": check_policy(burned_in_text)}
+    ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": burned_in_text}
 
 
 def _client(ctx: typer.Context):

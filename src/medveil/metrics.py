@@ -9,7 +9,6 @@ CT in 16-bit containers shrinks every difference and makes any two scans look al
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -281,17 +280,14 @@ def counterparts(originals: Path, others: Path):
 
     Through the manifest of the folder run that wrote ``others`` where it is beside it; else by name.
     """
-    from medveil.io.batch import default_manifest
+    from medveil.io.batch import default_manifest, read_manifest
 
     originals, others = Path(originals), Path(others)
     manifest = default_manifest(others)
-    if manifest.is_file():
-        named = {}
-        for line in manifest.read_text().splitlines()[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            named[entry["source"]] = entry["output"]
-        return lambda rel: others / named.get(Path(rel).as_posix(), output_name(rel, originals / rel))
-    return lambda rel: others / output_name(rel, originals / rel)
+    entries = read_manifest(manifest)[1] if manifest.is_file() else {}
+
+    def counterpart(rel: str | Path) -> Path:
+        rel = Path(rel).as_posix()
+        return others / (entries[rel]["output"] if rel in entries else output_name(rel, originals / rel))
+
+    return counterpart

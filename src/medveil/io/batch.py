@@ -33,6 +33,7 @@ import time
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from medveil._atomic import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io.gate import Gate, check_policy
+from medveil.io.gate import Gate
 from medveil.io.image import first_line, output_name
 from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
@@ -183,6 +184,10 @@ class Folder:
     def __str__(self) -> str:
         return str(self.root)
 
+    @cached_property
+    def resolved(self) -> Path:
+        return self.root.resolve()
+
     def is_dir(self) -> bool:
         return self.root.is_dir()
 
@@ -197,18 +202,17 @@ class Folder:
         return output_name(rel, self.root / rel).as_posix()
 
     def check_disjoint(self, output: "Folder", manifest: Path) -> None:
-        s, d = self.root.resolve(), output.root.resolve()
+        s, d = self.resolved, output.resolved
         if s == d or s in d.parents or d in s.parents:
             raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
-        if s in manifest.resolve().parents or d in manifest.resolve().parents:
+        if not {s, d}.isdisjoint(manifest.resolve().parents):
             raise InputError(f"manifest {manifest} must lie outside the input folder and the output folder (it is "
                              "the hospital's map from the shipped names back to the sources)")
 
     def check_target(self, output: "Folder", out_rel: str) -> None:
         """Refuse an output ``out_rel`` that resolves, through any link in the output tree, into this (source) folder."""
-        target = (output.root / out_rel).resolve()
-        source = self.root.resolve()
-        if target == source or source in target.parents or output.root.resolve() not in target.parents:
+        target = (output.root / out_rel).resolve()  # per file: a link anywhere on its path counts
+        if target == self.resolved or self.resolved in target.parents or output.resolved not in target.parents:
             raise InputError(f"{output.root / out_rel}: resolves to {target}, outside the output folder; a link in "
                              "the output tree would write there (into the input, perhaps); remove it")
 
@@ -248,28 +252,16 @@ class Manifest:
                 tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
 
     def _load(self, header: dict) -> None:
-        text = self.path.read_text()
-        lines = text.splitlines()
-        try:
-            found = json.loads(lines[0])
-        except (IndexError, json.JSONDecodeError):
-            raise InputError(f"{self.path}: corrupt manifest; move it and the output folder aside and start again") from None
+        found, self.entries, torn = read_manifest(self.path)
         if found.get("key_fingerprint") != header["key_fingerprint"]:
             raise InputError(
                 f"{self.path} records a run with key {found.get('key_fingerprint')}, not "
                 f"{header['key_fingerprint']}; use that key or another output folder"
             )
-        whole = [lines[0]]
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a power cut or a full disk
-                continue
-            self.entries[entry["source"]] = entry
-            whole.append(line)
-        if len(whole) < len(lines) or not text.endswith("\n"):  # rewrite it without the torn line
+        if torn:  # rewrite it without the torn line, so none survives a resume
             with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in whole))
+                tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n"
+                                       for line in [found, *self.entries.values()]))
 
     def record(self, rel: str, out_rel: str, written: Written) -> None:
         """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :func:`still_done` later.
@@ -293,6 +285,26 @@ class Manifest:
         finally:
             os.close(fd)
         self.entries[rel] = entry
+
+
+def read_manifest(path: Path) -> tuple[dict, dict[str, dict], bool]:
+    """A manifest's header, its latest record of each source, and whether a line was torn (cut short
+    by a power cut or a full disk, or left without its newline); :class:`InputError` if it has no header."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    try:
+        header = json.loads(lines[0])
+    except (IndexError, json.JSONDecodeError):
+        raise InputError(f"{path}: corrupt manifest; move it and the output folder aside and start again") from None
+    entries, torn = {}, not text.endswith("\n")
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            torn = True
+            continue
+        entries[entry["source"]] = entry
+    return header, entries, torn
 
 
 def _init_worker(parent: int) -> None:
@@ -434,7 +446,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         The run's record, a local file outside both folders; default ``dst.manifest.jsonl`` beside a
         local ``dst`` (a URL ``dst`` needs one given).
     """
-    gate = Gate(scheme, check_policy(burned_in_text), keep_names)
+    gate = Gate(scheme, burned_in_text, keep_names)  # checks the options before any work
     source, output = _folders(src, dst)
     manifest = Path(manifest) if manifest is not None else _default_manifest(output)
     if not source.is_dir():

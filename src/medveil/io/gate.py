@@ -20,12 +20,13 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from medveil import burned_in
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io.image import MedicalImage, first_line, format_named, read_image, write_image
+from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
 from medveil.schemes import Scheme
 
 # Every way pixels or names leave the hospital, and the Gate method it goes through.
@@ -119,15 +120,10 @@ def pseudonym(secret: bytes, rel: str | os.PathLike) -> str:
     (a study stays together) and the same path gets the same name on every run under one key. The
     file's suffix is kept (``.nii.gz`` whole), since readers and writers go by it.
     """
-    parts = PurePosixPath(PurePosixPath(*Path(rel).parts)).parts
-    named = []
-    for depth in range(1, len(parts) + 1):
-        path = "/".join(parts[:depth])
-        digest = hmac.new(secret, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:_NAME_DIGITS]
-        named.append(digest)
-    leaf = parts[-1].lower()
-    suffix = ".nii.gz" if leaf.endswith(".nii.gz") else PurePosixPath(leaf).suffix
-    return "/".join(named) + suffix
+    parts = Path(rel).parts
+    named = [hmac.new(secret, "/".join(parts[:depth]).encode("utf-8", "surrogateescape"),
+                      hashlib.sha256).hexdigest()[:_NAME_DIGITS] for depth in range(1, len(parts) + 1)]
+    return "/".join(named) + suffix_of(parts[-1])
 
 
 @dataclass(frozen=True)
@@ -151,11 +147,15 @@ class Gate:
     def __post_init__(self) -> None:
         check_policy(self.burned_in_text)
 
+    @cached_property
+    def _names_secret(self) -> bytes:  # derived once per gate, not once per file
+        return self.scheme.key.stream("io/names").read(32)
+
     def name(self, rel: str | os.PathLike) -> str:
         """The name ``rel`` (a relative POSIX path) leaves under: its keyed pseudonym, or itself with ``keep_names``."""
         if self.keep_names:
             return PurePosixPath(*Path(rel).parts).as_posix()
-        return pseudonym(self.scheme.key.stream("io/names").read(32), rel)
+        return pseudonym(self._names_secret, rel)
 
     def read(self, path: str | os.PathLike) -> MedicalImage:
         """``path``'s plain image, checked and screened, for a path that sends only pixels (the service's).

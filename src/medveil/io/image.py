@@ -96,15 +96,16 @@ def register_format(fmt: Format) -> None:
     _FORMATS.append(fmt)
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+def suffix_of(path: str | os.PathLike) -> str:
+    """A file name's suffix, lower case, as the formats go by it: ``.nii.gz`` whole."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix.lower()
 
 
 def format_of(path: str | os.PathLike) -> Format:
     """The format a path's name says it holds; :class:`InputError` if unsupported."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = suffix_of(path)
     for fmt in _FORMATS:
         if suffix in fmt.suffixes:
             return fmt
@@ -143,7 +144,7 @@ def output_name(relpath: str | os.PathLike, source: str | os.PathLike | None = N
     if fmt.writes_as == fmt.name:
         return relpath
     target = format_named(fmt.writes_as)
-    return relpath.with_name(relpath.name[: -len(_suffix(relpath))] + target.suffixes[0])
+    return relpath.with_name(relpath.name[: -len(suffix_of(relpath))] + target.suffixes[0])
 
 
 BUDGET_ENV = "MEDVEIL_MAX_DECODED_MB"

@@ -12,6 +12,7 @@ import numpy as np
 from medveil.errors import InputError
 from medveil.io.image import Format, MedicalImage, check_decoded_size, register_format
 
+_CONVERTED_TO_RGBA = ("P", "PA", "LA")  # at most: decoded, then converted below
 _PIL_MODES = {"L": np.uint8, "RGB": np.uint8, "RGBA": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
 
 
@@ -23,8 +24,8 @@ def _read_pil(path: Path, fmt: str) -> MedicalImage:
     Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as im:  # reads the header only
         band_bytes = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
-        check_decoded_size(im.width * im.height * max(len(im.getbands()), 3 if im.mode == "P" else 1) * band_bytes,
-                           f"{im.width}x{im.height} {im.mode} {fmt}")
+        bands = 4 if im.mode in _CONVERTED_TO_RGBA else len(im.getbands())
+        check_decoded_size(im.width * im.height * bands * band_bytes, f"{im.width}x{im.height} {im.mode} {fmt}")
         im.load()  # decode now so truncation is reported here
         if im.mode in ("1", "P", "PA", "LA"):
             im = im.convert("RGBA" if "A" in im.mode or im.info.get("transparency") is not None else
