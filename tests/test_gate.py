@@ -57,13 +57,14 @@ def shipped_bytes(root: Path) -> bytes:
 def test_every_entry_point_is_tested_here():
     tested = {"medveil obfuscate FILE", "medveil obfuscate FOLDER (one process, --workers, --scheduler, fsspec URLs)",
               "medveil client upload / Client.upload_folder / upload_segmentation_folder",
-              "medveil client predict / Client.read_images", "medveil.data.ObfuscatedFolder"}
+              "medveil client predict / Client.predict_files", "medveil.data.ObfuscatedFolder",
+              "Client.upload / upload_segmentation / predict (arrays the caller made)"}
     assert set(ENTRY_POINTS) == tested
 
 
 @needs_tesseract
 def test_drawn_text_and_phi_names_are_stopped_on_every_path_out(tmp_path, hospital, key8):
-    from medveil.data import ObfuscatedFolder
+    from medveil.data import ImageDataset, ObfuscatedFolder
     from medveil.service.client import Client
     from medveil.service.server import local_server
     from medveil.service.store import Store
@@ -110,15 +111,22 @@ def test_drawn_text_and_phi_names_are_stopped_on_every_path_out(tmp_path, hospit
         client.http.event_hooks["request"].append(lambda request: sent.append(request.url.raw_path + request.read()))
         with pytest.raises(InputError, match="text burned into the pixels"):
             client.upload_folder(root, 32)
+        drawn = np.asarray(Image.open(text))[None]
         with pytest.raises(InputError, match="text burned into the pixels"):
-            client.read_images([text], 32)
+            client.upload(ImageDataset(np.concatenate([drawn, drawn]), np.array([0, 1]), ["a", "b"], np.array([0, 1]),
+                                       ["no", "yes"], root, "arrays"))
+        with pytest.raises(InputError, match="text burned into the pixels"):
+            client.upload_segmentation(drawn, np.zeros_like(drawn))
+        with pytest.raises(InputError, match="text burned into the pixels"):
+            client.read_images([text], 32)  # what predict_files reads with
         text.unlink()
         record = client.upload_folder(root, 32)
         assert record["name"] == pseudonym_of(key8, root.name)
         job = client.wait(client.train(record["id"], epochs=1)["id"])
         assert job["status"] == "done", job
-        images = client.read_images([root / "no" / PHI_FOLDER / PHI_FILE], 32)
-        assert len(client.predict(job["model_id"], images)) == 1
+        assert len(client.predict_files(job["model_id"], [root / "no" / PHI_FOLDER / PHI_FILE])) == 1
+        with pytest.raises(InputError, match="text burned into the pixels"):
+            client.predict(job["model_id"], drawn)
     assert sent and not any(word.encode() in request for request in sent for word in PHI + ("export",))
     assert not any(word.encode() in shipped_bytes(tmp_path / "srv") for word in PHI + ("export",))
     assert not [word for word in PHI_WORDS + ("export",) if word in shipped_names(tmp_path / "srv")]

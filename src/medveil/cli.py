@@ -755,8 +755,7 @@ def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
         record = client.model(model_id)
         if record["task"] == "segmentation" and output is None:
             _fail(f"model {model_id} segments: give -o FOLDER for its label maps")
-        images = client.read_images(files, record["size"], rgb=record["channels"] == 3)
-        for f, p in zip(files, client.predict(model_id, images)):  # file names stay here; the server sees numbers
+        for f, p in zip(files, client.predict_files(model_id, files)):  # file names stay here; the server sees numbers
             if "mask" not in p:
                 typer.echo(f"{f}: {p['class']} (p={p['probability']:.3f})")
                 continue

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from medveil import burned_in
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
@@ -34,7 +36,8 @@ ENTRY_POINTS = {
     "medveil obfuscate FILE": "Gate.write",
     "medveil obfuscate FOLDER (one process, --workers, --scheduler, fsspec URLs)": "Gate.write, Gate.name",
     "medveil client upload / Client.upload_folder / upload_segmentation_folder": "Gate.read",
-    "medveil client predict / Client.read_images": "Gate.read",
+    "medveil client predict / Client.predict_files": "Gate.read",
+    "Client.upload / upload_segmentation / predict (arrays the caller made)": "Gate.screen",
     "medveil.data.ObfuscatedFolder": "Gate.read",
 }
 
@@ -170,6 +173,18 @@ class Gate:
         except MedveilError as exc:
             raise InputError(f"{path}: {exc}") from None
         return image.replace(meta=None)
+
+    def screen(self, images: np.ndarray) -> np.ndarray:
+        """Arrays a caller made for the service, ``(n, H, W)`` or colour ``(n, H, W, 3)``, checked and
+        screened as :meth:`read` checks a file's pixels, at the size they are given; returns them (masked
+        where the policy masks). They carry no header and no name."""
+        image = MedicalImage(images, "npy", 8 * images.dtype.itemsize, -1 if images.ndim == 4 else None)
+        try:
+            check_mappable(image)
+            image, _ = screen_text(image, self.burned_in_text)
+        except MedveilError as exc:
+            raise InputError(f"images handed to the service: {exc}") from None
+        return image.pixels
 
     def image(self, image: MedicalImage, copy: bool = True) -> MedicalImage:
         """:func:`obfuscate_image` with this gate's options."""

@@ -87,7 +87,7 @@ class Client:
         return response.json()
 
     def obfuscate(self, images: np.ndarray) -> np.ndarray:
-        """What leaves the hospital: the key's obfuscation of ``images``."""
+        """The key's obfuscation of ``images`` (which must have passed the gate: every sender here sees to it)."""
         return self.scheme(images)
 
     def _upload(self, members: dict[str, np.ndarray], name: str, task: str) -> dict:
@@ -98,16 +98,21 @@ class Client:
                                 "scheme": json.dumps({"scheme": self.key.scheme, "params": dict(self.key.params)})})
 
     def upload(self, dataset: ImageDataset, name: str = "") -> dict:
-        """Obfuscate ``dataset`` and upload it as ``CLASS/FILE.png``; returns the server's dataset record."""
-        obfuscated = self.obfuscate(dataset.images)
+        """Screen (:meth:`Gate.screen`), obfuscate and upload ``dataset`` as ``CLASS/NUMBER.png``; the server's record."""
+        return self._upload_classes(self.gate.screen(dataset.images), dataset, name)
+
+    def _upload_classes(self, images: np.ndarray, dataset: ImageDataset, name: str) -> dict:
         return self._upload({f"{dataset.classes[label]}/{i:06d}.png": image
-                             for i, (image, label) in enumerate(zip(obfuscated, dataset.labels))}, name, "classification")
+                             for i, (image, label) in enumerate(zip(self.obfuscate(images), dataset.labels))},
+                            name, "classification")
 
     def upload_segmentation(self, images: np.ndarray, masks: np.ndarray, name: str = "") -> dict:
-        """Obfuscate ``images`` ``(n, S, S)`` and upload them with their ``masks`` (uint8 class indices, not obfuscated:
-        they are the task's labels, and they show the segmented shapes to the server)."""
-        obfuscated = self.obfuscate(images)
-        members = {f"images/{i:06d}.png": image for i, image in enumerate(obfuscated)}
+        """Screen and obfuscate ``images`` ``(n, S, S)`` and upload them with their ``masks`` (uint8 class indices, not
+        obfuscated: they are the task's labels, and they show the segmented shapes to the server)."""
+        return self._upload_segmentation(self.gate.screen(images), masks, name)
+
+    def _upload_segmentation(self, images: np.ndarray, masks: np.ndarray, name: str) -> dict:
+        members = {f"images/{i:06d}.png": image for i, image in enumerate(self.obfuscate(images))}
         members |= {f"masks/{i:06d}.png": mask.astype(np.uint8) for i, mask in enumerate(masks)}
         return self._upload(members, name, "segmentation")
 
@@ -118,7 +123,7 @@ class Client:
             raise InputError(f"{images_dir}: no images")
         images = self.read_images([Path(images_dir) / rel for rel in files], size)
         masks = np.stack([load_mask(Path(masks_dir) / rel, size) for rel in files])
-        return self.upload_segmentation(images, masks, name or self.gate.name(Path(images_dir).name))
+        return self._upload_segmentation(images, masks, name or self.gate.name(Path(images_dir).name))
 
     @property
     def stored_samples(self) -> bool:
@@ -130,11 +135,11 @@ class Client:
 
         The dataset is called ``name``, or by the folder's keyed pseudonym (a folder's name can hold PHI).
         """
-        return self.upload(load_folder(root, size, stored=self.stored_samples, read=self.gate.read),
-                           name or self.gate.name(Path(root).name))
+        dataset = load_folder(root, size, stored=self.stored_samples, read=self.gate.read)  # screened at full size
+        return self._upload_classes(dataset.images, dataset, name or self.gate.name(Path(root).name))
 
     def read_images(self, files: Sequence[Path], size: int, rgb: bool = False) -> np.ndarray:
-        """Image files as :meth:`upload_folder` reads them (through the gate), ready for :meth:`predict`."""
+        """Image files as :meth:`upload_folder` reads them (through the gate), ``(n, size, size[, 3])``."""
         return np.stack([load_image(f, size, rgb=rgb, stored=self.stored_samples, read=self.gate.read) for f in files])
 
     def train(self, dataset_id: str, epochs: int = 30, model: str | None = None) -> dict:
@@ -157,11 +162,19 @@ class Client:
         return self._call("GET", f"/models/{model_id}")
 
     def predict(self, model_id: str, images: np.ndarray) -> list[dict]:
-        """Obfuscate ``images`` (``(n, S, S[, 3])`` at the model's size, as :meth:`read_images` gives) and get each one's class.
+        """Screen and obfuscate ``images`` (``(n, S, S[, 3])`` at the model's size) and get each one's class.
 
         The predictions come in the order of ``images``; the images are sent as ``0.png``, ``1.png``, ...
         """
+        return self._predict(self.model(model_id), self.gate.screen(images))
+
+    def predict_files(self, model_id: str, files: Sequence[Path]) -> list[dict]:
+        """:meth:`predict` for image files, read through the gate at the model's size; no file name is sent."""
         record = self.model(model_id)
+        return self._predict(record, self.read_images(files, record["size"], rgb=record["channels"] == 3))
+
+    def _predict(self, record: dict, images: np.ndarray) -> list[dict]:
+        model_id = record["id"]
         if record["fingerprint"] != self.key.fingerprint:
             raise SchemeMismatchError(f"model {model_id} was trained on data obfuscated with key {record['fingerprint']}, "
                                       f"not this key ({self.key.fingerprint}); its predictions would be meaningless")
