@@ -14,6 +14,7 @@ from PIL import Image
 
 import medveil
 from medveil.io import batch, obfuscate_tree
+from medveil.io import files as files_io
 from medveil.io import remote as remote_io
 from medveil.io.batch import default_manifest
 
@@ -52,7 +53,7 @@ def test_a_folder_through_dask_matches_a_local_run_and_its_manifest(tmp_path, rn
     def reads_here(path):  # workers read the files; this process only keeps the manifest
         raise AssertionError(f"the client read {path}")
 
-    monkeypatch.setattr(batch, "sha256_file", reads_here)
+    monkeypatch.setattr(files_io, "sha256_file", reads_here)
     again = obfuscate_tree(scans, tmp_path / "dask", scheme, workers=2, progress=False, burned_in_text="off",
                            scheduler="local")
     assert again.done == [local.done[0]] and len(again.skipped) == 7  # resumes as a local run does
@@ -154,13 +155,13 @@ def test_fsspec_urls_memory_and_file_give_a_local_run_s_bytes(tmp_path, rng, mon
         named = {json.loads(line)["source"]: json.loads(line)["output"] for line in manifest.splitlines()[1:]}
         Image.open(io.BytesIO(got[named["a/img001.png"]])).verify()
         memory.pipe(f"/medveil-test/out/{named['a/img001.png']}", b"changed")
-        hashed, sha256_file = [], batch.sha256_file
+        hashed, sha256_file = [], files_io.sha256_file
 
         def counted(path):
             hashed.append(Path(path))
             return sha256_file(path)
 
-        for module in (batch, remote_io):
+        for module in (files_io, remote_io):
             monkeypatch.setattr(module, "sha256_file", counted)
         redo = obfuscate_tree("memory://medveil-test/scans", "memory://medveil-test/out", scheme, progress=False, manifest=kept,
                               burned_in_text="off")

@@ -280,7 +280,7 @@ def counterparts(originals: Path, others: Path):
 
     Through the manifest of the folder run that wrote ``others`` where it is beside it; else by name.
     """
-    from medveil.io.batch import default_manifest, read_manifest
+    from medveil.io.manifest import default_manifest, read_manifest
 
     originals, others = Path(originals), Path(others)
     manifest = default_manifest(others)

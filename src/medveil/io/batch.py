@@ -21,9 +21,6 @@ and the run goes on.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import multiprocessing
 import os
 import stat
@@ -39,71 +36,17 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from medveil._atomic import TMP_PREFIX, atomic_path
+from medveil._atomic import TMP_PREFIX
 from medveil.errors import InputError, MedveilError
+from medveil.io.files import obfuscate_in_worker, share_scheme
 from medveil.io.gate import Gate
 from medveil.io.image import first_line, output_name
+from medveil.io.manifest import Manifest, Written, default_manifest, run_lock
 from medveil.keys import Key
-from medveil.schemes import Scheme, from_key
+from medveil.schemes import Scheme
 
-MANIFEST_SUFFIX = ".manifest.jsonl"  # the record beside the output folder: OUTPUT.manifest.jsonl
-LOCK_SUFFIX = ".lock"  # and its lock, MANIFEST.lock
-MANIFEST_VERSION = 1
 BATCH_FILES = 32  # files per task at most, for the pool and Dask (see _batches)
 BATCHES_PER_WORKER = 16
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a folder run's worker reports for one file: digests of the bytes it read and wrote."""
-
-    source_sha256: str
-    output_size: int
-    output_sha256: str
-
-
-def still_done(record: dict | None, source_sha256: str, output_size, output_sha256) -> bool:
-    """A manifest ``record`` covers these source bytes, and its output is still there, whole and unchanged.
-
-    ``output_size()`` (None where the output is missing) and ``output_sha256()`` read the output
-    only if the record matches the source.
-    """
-    return (record is not None and record["sha256"] == source_sha256 and "output_sha256" in record
-            and output_size() == record["output_size"] and output_sha256() == record["output_sha256"])
-
-
-def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str, record: dict | None = None,
-                       name: str | None = None, source_sha256: str | None = None) -> Written | None:
-    """:meth:`Gate.write` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
-
-    Returns None, writing nothing, where the manifest's ``record`` of this file is still good (see
-    :func:`still_done`). The digests are taken here, so they spread over the workers with the rest
-    of the work, and the process that keeps the manifest reads no file; ``name`` (default ``src``)
-    is what an unreadable file's error calls it; ``source_sha256`` is ``src``'s digest where the
-    caller took it already.
-    """
-    try:
-        source_sha256 = source_sha256 or sha256_file(src)
-    except OSError as exc:
-        raise InputError(f"{name or src}: cannot be read ({exc.strerror or first_line(exc)})") from None
-    if still_done(record, source_sha256, lambda: dst.stat().st_size if dst.is_file() else None,
-                  lambda: sha256_file(dst)):
-        return None
-    Gate(scheme, burned_in_text).write(src, dst, overwrite=True, durable=False)
-    return Written(source_sha256, dst.stat().st_size, sha256_file(dst))
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return sha256_stream(fh)
-
-
-def sha256_stream(fh) -> str:
-    """The SHA-256 (hex) of what a binary file object holds from where it stands, read a megabyte at a time."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: fh.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -162,12 +105,6 @@ def walk(root: Path, problems: list[tuple[str, str]] | None = None, hidden: list
             else:
                 problem(path, "not a regular file (FIFO, socket or device); skipped")
     return files
-
-
-def default_manifest(output: str | os.PathLike) -> Path:
-    """Where a folder run into the local folder ``output`` keeps its record: ``OUTPUT.manifest.jsonl`` beside it."""
-    output = Path(output).absolute()
-    return output.parent / (output.name + MANIFEST_SUFFIX)
 
 
 class Folder:
@@ -229,84 +166,6 @@ class Folder:
             yield Manifest(manifest, key)
 
 
-class Manifest:
-    """The JSON-lines record of a folder run: one header line, then one line per finished file.
-
-    It stays on the hospital's side: it names every source and holds its digest.
-    """
-
-    def __init__(self, path: Path, key: Key):
-        self.path = Path(path)
-        self.entries: dict[str, dict] = {}
-        header = {
-            "medveil_manifest": MANIFEST_VERSION,
-            "scheme": key.scheme,
-            "params": dict(key.params),
-            "key_fingerprint": key.fingerprint,
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._load(header)
-        else:  # an empty manifest (a disk full before its header was written) records nothing
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
-
-    def _load(self, header: dict) -> None:
-        found, self.entries, torn = read_manifest(self.path)
-        if found.get("key_fingerprint") != header["key_fingerprint"]:
-            raise InputError(
-                f"{self.path} records a run with key {found.get('key_fingerprint')}, not "
-                f"{header['key_fingerprint']}; use that key or another output folder"
-            )
-        if torn:  # rewrite it without the torn line, so none survives a resume
-            with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n"
-                                       for line in [found, *self.entries.values()]))
-
-    def record(self, rel: str, out_rel: str, written: Written) -> None:
-        """Append that ``rel`` is done as ``out_rel``; an output lost to a power cut fails :func:`still_done` later.
-
-        A line that cannot be written whole (a full disk) is cut back off and the file fails with
-        one :class:`InputError` line; its output is written again on resume.
-        """
-        entry = {"source": rel, "sha256": written.source_sha256, "output": out_rel,
-                 "output_size": written.output_size, "output_sha256": written.output_sha256}
-        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            end = os.fstat(fd).st_size
-            try:
-                if os.write(fd, line) != len(line):
-                    raise OSError(28, os.strerror(28))
-            except OSError as exc:
-                os.ftruncate(fd, end)
-                raise InputError(f"{rel}: its record could not be written to {self.path} "
-                                 f"({exc.strerror or first_line(exc)}); the file is done again on resume") from None
-        finally:
-            os.close(fd)
-        self.entries[rel] = entry
-
-
-def read_manifest(path: Path) -> tuple[dict, dict[str, dict], bool]:
-    """A manifest's header, its latest record of each source, and whether a line was torn (cut short
-    by a power cut or a full disk, or left without its newline); :class:`InputError` if it has no header."""
-    text = Path(path).read_text()
-    lines = text.splitlines()
-    try:
-        header = json.loads(lines[0])
-    except (IndexError, json.JSONDecodeError):
-        raise InputError(f"{path}: corrupt manifest; move it and the output folder aside and start again") from None
-    entries, torn = {}, not text.endswith("\n")
-    for line in lines[1:]:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            torn = True
-            continue
-        entries[entry["source"]] = entry
-    return header, entries, torn
-
-
 def _init_worker(parent: int) -> None:
     # Parallelism comes from the processes. Importing numba just to say so would cost each worker
     # ~0.3 s; it reads this when (if ever) a volume loads the compiled loop.
@@ -321,44 +180,6 @@ def _init_worker(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
-
-
-@contextmanager
-def run_lock(manifest: Path, output) -> Iterator[None]:
-    """Hold a run's lock (``MANIFEST.lock``, beside the manifest); a second run into it is refused, not interleaved.
-
-    An OS file lock (flock) is released by the kernel when its process dies, even by SIGKILL.
-    """
-    lock = manifest.with_name(manifest.name + LOCK_SUFFIX)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            raise InputError(f"{output}: another medveil run (pid {holder}) is writing to this folder; "
-                             "wait for it to finish or choose another output folder") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-
-
-_worker_schemes: dict[str, Scheme] = {}  # per worker process (pool or Dask): each key's scheme, made once
-
-
-def worker_scheme(key: Key) -> Scheme:
-    """``key``'s scheme, made once per worker process."""
-    if key.fingerprint not in _worker_schemes:
-        _worker_schemes[key.fingerprint] = from_key(key)
-    return _worker_schemes[key.fingerprint]
-
-
-def _obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str,
-                         record: dict | None) -> Written | None:
-    return obfuscate_recorded(Path(src), Path(dst), worker_scheme(key), burned_in_text, record)
 
 
 def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text: str) -> Iterator:
@@ -476,7 +297,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         bar = _Bar(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
         jobs = [(source.location(rel), output.location(out_rel), _record_for(record.entries.get(rel), out_rel))
                 for rel, out_rel in todo]
-        work = _obfuscate_in_worker
+        work = obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
         for index, written, error in run_jobs(work, scheme, jobs, gate.burned_in_text, workers, scheduler):
@@ -530,7 +351,7 @@ def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, worke
     In this process (``workers`` 1), a pool of ``workers`` processes, or Dask (``scheduler``). The
     key travels to each worker once; ``work`` makes its scheme there, once per key.
     """
-    _worker_schemes.setdefault(scheme.key.fingerprint, scheme)  # this process's own work and forked workers'
+    share_scheme(scheme)
     if scheduler is not None:
         from medveil.cluster import dask_client
 

@@ -24,8 +24,8 @@ from typing import Iterator
 
 from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
-from medveil.io.batch import (Manifest, Written, run_lock, obfuscate_recorded, sha256_file, sha256_stream, still_done,
-                              worker_scheme)
+from medveil.io.files import obfuscate_recorded, worker_scheme
+from medveil.io.manifest import Manifest, Written, run_lock, sha256_file, sha256_stream, still_done
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
 
