@@ -119,6 +119,8 @@ def test_drawn_text_and_phi_names_are_stopped_on_every_path_out(tmp_path, hospit
             client.upload_segmentation(drawn, np.zeros_like(drawn))
         with pytest.raises(InputError, match="text burned into the pixels"):
             client.read_images([text], 32)  # what predict_files reads with
+        with pytest.raises(InputError, match="text burned into the pixels"):
+            client.upload_segmentation_folder(root / "yes", root / "yes", 32)  # masks: any 8-bit gray image will do
         text.unlink()
         record = client.upload_folder(root, 32)
         assert record["name"] == pseudonym_of(key8, root.name)

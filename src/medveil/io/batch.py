@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from tqdm import tqdm
@@ -117,6 +117,7 @@ class Folder:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._folders_resolved: dict[str, Path] = {}
 
     def __str__(self) -> str:
         return str(self.root)
@@ -147,11 +148,20 @@ class Folder:
                              "the hospital's map from the shipped names back to the sources)")
 
     def check_target(self, output: "Folder", out_rel: str) -> None:
-        """Refuse an output ``out_rel`` that resolves, through any link in the output tree, into this (source) folder."""
-        target = (output.root / out_rel).resolve()  # per file: a link anywhere on its path counts
-        if target == self.resolved or self.resolved in target.parents or output.resolved not in target.parents:
-            raise InputError(f"{output.root / out_rel}: resolves to {target}, outside the output folder; a link in "
-                             "the output tree would write there (into the input, perhaps); remove it")
+        """Refuse an output ``out_rel`` whose folder resolves, through any link in the output tree, outside it
+        (into this source folder, say). Only folders count: an output is renamed into place, which
+        replaces a link standing at its own name instead of writing through it."""
+        folder = output.folder_resolved(PurePosixPath(out_rel).parent.as_posix())
+        if folder == self.resolved or self.resolved in folder.parents or not (
+                folder == output.resolved or output.resolved in folder.parents):
+            raise InputError(f"{output.root / out_rel}: its folder resolves to {folder}, outside the output folder; "
+                             "a link in the output tree would write there (into the input, perhaps); remove it")
+
+    def folder_resolved(self, rel: str) -> Path:
+        """The real path of the folder ``rel`` below this one, resolved once per run and folder."""
+        if rel not in self._folders_resolved:
+            self._folders_resolved[rel] = (self.root / rel).resolve()
+        return self._folders_resolved[rel]
 
     @contextmanager
     def run(self, key: Key, manifest: Path) -> Iterator["Manifest"]:

@@ -11,9 +11,13 @@ from medveil.io.image import Format, MedicalImage, check_decoded_size, register_
 
 
 def read_npy(path: Path) -> MedicalImage:
-    declared = np.load(path, mmap_mode="r", allow_pickle=False)  # the header, and the data mapped, not read
-    check_decoded_size(declared.nbytes, f"array of shape {declared.shape} {declared.dtype}")
-    pixels = np.array(declared)
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+        check_decoded_size(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, f"array of shape {shape} {dtype}")
+        fh.seek(0)
+        pixels = np.lib.format.read_array(fh, allow_pickle=False)
     if pixels.dtype.kind not in "iuf" or pixels.ndim < 2:
         raise InputError(f"expected a numeric array of 2 or more dimensions, got {pixels.dtype} {pixels.shape}")
     return MedicalImage(pixels=pixels, format="npy", bits=8 * pixels.dtype.itemsize)
