@@ -8,9 +8,9 @@ medveil() { .venv/bin/medveil "$@"; }
 medveil samples "$out/scans"
 mkdir -p "$out/keys"
 # 8-bit JPEG MRI: paper NB's setting, N = 50 output levels.
-[ -f "$out/keys/mri-8bit.key" ] || medveil keygen --levels 50 -o "$out/keys/mri-8bit.key"
+[ -f "$out/keys/mri-8bit.key" ] || medveil keygen --scheme intensity --levels 50 -o "$out/keys/mri-8bit.key"
 # DICOM CT/MR and NIfTI: signed 16-bit stored values, mapped at their real depth.
-[ -f "$out/keys/volumes-16bit.key" ] || medveil keygen --bits 16 --signed --levels 300 -o "$out/keys/volumes-16bit.key"
+[ -f "$out/keys/volumes-16bit.key" ] || medveil keygen --scheme intensity --bits 16 --signed --levels 300 -o "$out/keys/volumes-16bit.key"
 
 # Some Br35H slices carry burned-in window/level text: mask what OCR reads rather than refuse the file.
 medveil obfuscate --key "$out/keys/mri-8bit.key" --burned-in-text mask "$out/scans/br35h" "$out/obfuscated/br35h"

@@ -4,9 +4,11 @@
 
 Replaces what stands between the README's `<!-- cards:begin -->` and `<!-- cards:end -->` markers
 with the table of cards.csv, and between `<!-- recommendation:begin -->` and
-`<!-- recommendation:end -->` with recommendation.md.
+`<!-- recommendation:end -->` with recommendation.md; copies cards.csv into the package
+(src/medveil/evaluation/cards.csv), whose verdicts keygen, key info and obfuscate state.
 """
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,4 +27,5 @@ for name, content in (("cards", cards_markdown(results / "cards.csv")),
     _, tail = rest.split(end, 1)
     text = f"{head}{begin}\n{content}\n{end}{tail}"
 readme.write_text(text)
-print(f"{readme}: verdict table and recommendation from {results}")
+shutil.copyfile(results / "cards.csv", root / "src" / "medveil" / "evaluation" / "cards.csv")
+print(f"{readme}: verdict table and recommendation from {results}; the package's cards.csv from there too")

@@ -108,7 +108,7 @@ def test_attack_cli_writes_rows_in_the_shared_format(tmp_path, rng):
         for i, img in enumerate(smooth_images(rng, 20, 48)):
             Image.fromarray(img).save(tmp_path / "d" / cls / f"{i}.png")
     runner = CliRunner()
-    assert runner.invoke(app, ["keygen", "--levels", "30", "-o", str(tmp_path / "k.key")]).exit_code == 0
+    assert runner.invoke(app, ["keygen", "--scheme", "intensity", "--levels", "30", "-o", str(tmp_path / "k.key")]).exit_code == 0
     args = ["--key", str(tmp_path / "k.key"), "--target", str(tmp_path / "d"), "--attacker-data", "prior",
             "--size", "48", "-o", str(tmp_path / "out"), "--no-progress"]
     result = runner.invoke(app, ["attack", "chosen-plaintext", *args])

@@ -24,7 +24,7 @@ def make_scans(root, rng, n=3):
 
 def test_keygen_obfuscate_compare(tmp_path, rng):
     scans = make_scans(tmp_path / "scans", rng)
-    result = medveil("keygen", "--levels", 50, "-o", tmp_path / "h.key")
+    result = medveil("keygen", "--scheme", "intensity", "--levels", 50, "-o", tmp_path / "h.key")
     assert result.exit_code == 0 and "levels=50" in result.output
     result = medveil("obfuscate", "--key", tmp_path / "h.key", "--no-progress", scans, tmp_path / "obf")
     assert result.exit_code == 0, result.output
@@ -59,7 +59,8 @@ def test_bad_inputs_exit_nonzero_with_one_line(tmp_path, rng):
         (("obfuscate", "--key", tmp_path / "h.key", tmp_path / "empty", tmp_path / "o3"), "holds no files"),
         (("obfuscate", "--key", tmp_path / "h.key", tmp_path / "bad.png", tmp_path / "o4.png"), "cannot read png"),
         (("keygen", "-o", tmp_path / "h.key"), "refusing to overwrite"),
-        (("keygen", "--bits", 20, "-o", tmp_path / "x.key"), "bits must be"),
+        (("keygen", "--scheme", "intensity", "--bits", 20, "-o", tmp_path / "x.key"), "bits must be"),
+        (("keygen", "--bits", 16, "-o", tmp_path / "x.key"), "--bits needs --scheme"),
     ]
     for args, message in cases:
         result = medveil(*args)
@@ -92,7 +93,7 @@ def test_obfuscating_a_png_loads_no_library_it_does_not_use(tmp_path, rng):
     # torch takes about a second to import, numba's kernel 1-1.5 s, pydicom and SciPy a few tenths, pydantic
     # (Typer 0.29 builds every option through it) 0.1 s: a keygen or an intensity run on a PNG pays for none
     scans = make_scans(tmp_path / "scans", rng, n=1)
-    medveil("keygen", "--levels", 50, "-o", tmp_path / "k.key")
+    medveil("keygen", "--scheme", "intensity", "--levels", 50, "-o", tmp_path / "k.key")
     code = ("import sys; from medveil.cli import app; sys.argv = ['medveil', 'obfuscate', '--key', sys.argv[1], "
             "'--burned-in-text', 'off', sys.argv[2], sys.argv[3]]\n"
             "try:\n    app()\nexcept SystemExit:\n    pass\n"

@@ -150,7 +150,7 @@ def test_key_commands_encrypt_decrypt_show_and_rotate(tmp_path, monkeypatch):
     runner = CliRunner()
     path = tmp_path / "k.key"
     monkeypatch.setenv("MEDVEIL_KEY_PASSPHRASE", "pw")
-    assert runner.invoke(app, ["keygen", "--scheme", "skk", "--passphrase", "-o", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["keygen", "--scheme", "skk", "--allow-broken", "--passphrase", "-o", str(path)]).exit_code == 0
     info = json.loads(runner.invoke(app, ["key", "info", "--json", str(path)]).output)
     assert info["encrypted"] and info["scheme"] == "skk" and info["fingerprint"] == Key.load(path).fingerprint
     assert runner.invoke(app, ["key", "decrypt", str(path)]).exit_code == 0

@@ -109,12 +109,35 @@ def _new_passphrase() -> str:
     return typer.prompt("new passphrase", hide_input=True, confirmation_prompt=True)
 
 
+ALLOW_BROKEN_HELP = ("Go on with a setting the shipped privacy cards call broken under ciphertext-only (the service "
+                     "itself recovers the images).")
+
+
+def _check_broken(key: Key, allow_broken: bool, command: str) -> None:
+    """Refuse a setting the cards call broken under ciphertext-only, unless the user said --allow-broken."""
+    from medveil.evaluation.cards import broken_under_service
+
+    card = broken_under_service(key.scheme, key.params)
+    if card and not allow_broken:
+        _fail(f"{command}: the privacy cards call {key.scheme} {card.params} broken under ciphertext-only: "
+              f"{card.attack} recovers the images from what the service holds (SSIM {card.ssim:.2f}); "
+              "run `medveil keygen` for the setting they rate best, or pass --allow-broken")
+
+
+def _echo_verdicts(scheme: str, params) -> None:
+    """The privacy cards' verdict on a setting, one line per threat model (as a DP tool states its epsilon)."""
+    from medveil.evaluation.cards import verdict_lines
+
+    for line in verdict_lines(scheme, params):
+        typer.echo(f"  {line}")
+
+
 @app.command()
 @_clean_errors
 def keygen(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Key file to create (mode 0600; never overwritten)."),
-    scheme: str = typer.Option("intensity", help="A registered scheme (`medveil keygen --list` shows each with its "
-                                                 "parameters)."),
+    scheme: Optional[str] = typer.Option(None, help="A registered scheme (`medveil keygen --list` shows each with its "
+                                         "parameters). Default: the setting the shipped privacy cards rate best."),
     levels: Optional[int] = typer.Option(None, help="intensity: N distinct output values (default 2**bits: bijective)."),
     bits: Optional[int] = typer.Option(None, help="intensity: bit depth of the stored values (8 for PNG/JPEG; 12 or 16 for CT/MR)."),
     signed: Optional[bool] = typer.Option(None, "--signed/--unsigned", help="intensity: the stored values are signed (CT)."),
@@ -127,8 +150,12 @@ def keygen(
     param: list[str] = typer.Option([], "-p", "--param", help="Any parameter the scheme declares, name=value "
                                     "(every scheme's, plugins' included: medveil keygen --list)."),
     list_parameters: bool = typer.Option(False, "--list", help="List every scheme's parameters and exit."),
+    allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
-    """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way."""
+    """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way.
+
+    Prints what the shipped privacy cards say of its setting, one line per threat model."""
+    from medveil.evaluation.cards import best_setting
     from medveil.plugins import describe_parameters, merge, parse_assignments
 
     if list_parameters:
@@ -140,10 +167,18 @@ def keygen(
         _fail("keygen needs -o KEY_FILE")
     flags = {"levels": levels, "bits": bits, "signed": signed, "block": block, "channels": channels, "size": size,
              "raster": raster}
+    if scheme is None:
+        given = [f"--{name}" for name, value in flags.items() if value is not None] + [f"-p {p}" for p in param]
+        if given:
+            _fail(f"{' '.join(given)} needs --scheme: parameters belong to one scheme (medveil keygen --list)")
+        scheme, flags = best_setting()
     params = merge(parse_assignments(param, scheme_class(scheme).parameters, scheme), flags)
     key = generate_key(scheme, **params)
+    _check_broken(key, allow_broken, "keygen")
     key.save(output, passphrase=_new_passphrase() if passphrase else None)
     typer.echo(f"wrote {output}{' (encrypted)' if passphrase else ''}: {from_key(key).describe()}")
+    _echo_verdicts(key.scheme, key.params)
+
 
 
 key_app = typer.Typer(no_args_is_help=True, help="Look at, encrypt, decrypt or replace a key file.")
@@ -154,19 +189,23 @@ KeyPath = Annotated[Path, typer.Argument(help="A key file from `medveil keygen`.
 @key_app.command("info")
 @_clean_errors
 def key_info(path: KeyPath, as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
-    """Show a key's public part (scheme, parameters, fingerprint, encrypted or not); needs no passphrase."""
+    """Show a key's public part (scheme, parameters, fingerprint, encrypted or not) and what the privacy cards say
+    of its setting; needs no passphrase."""
+    from medveil.evaluation.cards import verdict_lines
     from medveil.keys import public_part
 
     doc = public_part(path.read_text(), str(path))
     info = {"file": str(path), "scheme": doc.get("scheme"), "params": doc.get("params"),
             "fingerprint": doc.get("fingerprint"), "version": doc["medveil_key_version"],
-            "encrypted": "encrypted_secret" in doc}
+            "encrypted": "encrypted_secret" in doc,
+            "privacy_cards": verdict_lines(doc.get("scheme"), doc.get("params") or {})}
     if as_json:
         _echo_json(info)
         return
     params = ", ".join(f"{k}={v}" for k, v in (info["params"] or {}).items())
     typer.echo(f"{path}: {info['scheme']} ({params}), fingerprint {info['fingerprint']}, "
                f"{'encrypted' if info['encrypted'] else 'NOT encrypted'}")
+    _echo_verdicts(info["scheme"], info["params"] or {})
 
 
 @key_app.command("encrypt")
@@ -226,11 +265,14 @@ def obfuscate(
     manifest: Optional[Path] = typer.Option(None, help="Folders: the run's record (sources, digests, pseudonyms), "
                                             "kept in the hospital. Default: OUTPUT.manifest.jsonl beside the "
                                             "output folder; needed for a URL output."),
+    allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
     from medveil.io.remote import local_path
 
-    scheme = from_key(_load_key(key))
+    hospital_key = _load_key(key)
+    _check_broken(hospital_key, allow_broken, "obfuscate")
+    scheme = from_key(hospital_key)
     source, output = local_path(source), local_path(output)
     if isinstance(source, Path) and source.is_file():
         if not isinstance(output, Path):
@@ -239,6 +281,7 @@ def obfuscate(
         target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
         gate.write(source, target)
         typer.echo(f"wrote {target} with {scheme.describe()}")
+        _echo_verdicts(hospital_key.scheme, hospital_key.params)
         return
     report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
                             burned_in_text=burned_in_text, scheduler=scheduler, keep_names=keep_names,
@@ -246,6 +289,7 @@ def obfuscate(
     hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
     typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
                f"{len(report.failed)} failed{hidden} -> {output} with {scheme.describe()}")
+    _echo_verdicts(hospital_key.scheme, hospital_key.params)
     for _, message in report.failed:
         typer.echo(f"failed: {message}", err=True)
     if not report.ok:
@@ -683,15 +727,20 @@ def client_options(
     key: Path = typer.Option(..., "--key", "-k", help="The hospital's key; it never leaves this machine."),
     burned_in_text: str = typer.Option("refuse", help="Text OCR reads in a file's pixels: 'refuse' fails the "
                                        "command, 'mask' blanks it before obfuscating, 'off' skips the check."),
+    allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
-    ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": burned_in_text}
+    ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": burned_in_text,
+               "allow_broken": allow_broken}
 
 
-def _client(ctx: typer.Context):
+def _client(ctx: typer.Context, sends_images: bool = False):
+    """The client for these options; one that sends images refuses a key the cards call broken."""
     from medveil.service.client import Client
 
-    return Client(ctx.obj["server"], ctx.obj["token"], _load_key(ctx.obj["key"]),
-                  burned_in_text=ctx.obj["burned_in_text"])
+    key = _load_key(ctx.obj["key"])
+    if sends_images:
+        _check_broken(key, ctx.obj["allow_broken"], f"client {ctx.info_name}")
+    return Client(ctx.obj["server"], ctx.obj["token"], key, burned_in_text=ctx.obj["burned_in_text"])
 
 
 @client_app.command("upload")
@@ -704,7 +753,7 @@ def client_upload(ctx: typer.Context,
                   name: str = typer.Option("", help="A name for the dataset on the server (default: the folder's "
                                            "keyed pseudonym; its own name may hold PHI).")):
     """Obfuscate a labelled folder with the key and upload it (classification, or segmentation with --masks)."""
-    with _client(ctx) as client:
+    with _client(ctx, sends_images=True) as client:
         record = (client.upload_segmentation_folder(folder, masks, size, name) if masks is not None
                   else client.upload_folder(folder, size, name))
     typer.echo(f"dataset {record['id']}: {record['task']}, {record['images']} images {record['size']}x{record['size']} "
@@ -751,7 +800,7 @@ def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
     """Obfuscate images with the key and get the model's class (or, for a segmentation model, label map) for each."""
     from PIL import Image
 
-    with _client(ctx) as client:
+    with _client(ctx, sends_images=True) as client:
         record = client.model(model_id)
         if record["task"] == "segmentation" and output is None:
             _fail(f"model {model_id} segments: give -o FOLDER for its label maps")

@@ -18,6 +18,7 @@ import medveil
 from medveil import papers
 from medveil.attacks import CAPABILITIES
 from medveil.errors import InputError
+from medveil.evaluation.cards import TARGET_POINTS
 from medveil.evaluation.privacy import linkage_text
 from medveil.figures import plot_tradeoff
 from medveil.report import html_table, markdown_table, mean_std, number, pm, write_csv
@@ -54,7 +55,7 @@ def _attacker(data: str) -> str:
 
 
 CARD_COLUMNS = ["dataset", "scheme", "params", "capability", "attack", "attacker_data", "queries", "ssim", "psnr",
-                "ms_ssim", "linkage_top1", "linkage_chance", "verdict"]
+                "ms_ssim", "linkage_top1", "linkage_chance", "verdict", "accuracy", "plain_accuracy"]
 
 
 def summarise(records: Sequence[dict], settings) -> list[dict]:
@@ -166,8 +167,11 @@ def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
 
     A threat model with no registered attack for the scheme has no row. Linkage is the best top-1
     re-identification any attack of that threat model reached with its reconstructions (empty for
-    rows cached before linkage was scored).
+    rows cached before linkage was scored). ``accuracy`` is the setting's best server model's mean test
+    accuracy, ``plain_accuracy`` that of plain images in the same run (empty without a utility result),
+    so that a card alone tells what the setting costs.
     """
+    plain = next((e["accuracy"][0] for e in rows if e["setting"].scheme == "plain"), math.nan)
     cards = []
     for e in rows:
         for cap, level in e["verdicts"].items():
@@ -178,8 +182,12 @@ def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
                           "ms_ssim": best.get("ms_ssim", ""),
                           "linkage_top1": linked["linkage_top1"] if linked else "",
                           "linkage_chance": linked["linkage_chance"] if linked else "",
-                          "verdict": level})
+                          "verdict": level, "accuracy": _or_empty(e["accuracy"][0]), "plain_accuracy": _or_empty(plain)})
     write_csv(path, cards, CARD_COLUMNS)
+
+
+def _or_empty(value: float) -> float | str:
+    return "" if math.isnan(value) else value
 
 
 def cards_markdown(cards_csv: Path) -> str:
@@ -201,7 +209,6 @@ def cards_markdown(cards_csv: Path) -> str:
     return "\n".join(markdown_table(table))
 
 
-TARGET_POINTS = 3  # a recommended setting's accuracy is within this many points of plain images
 
 
 def recommendation(rows: Sequence[dict]) -> list[str]:
