@@ -58,7 +58,8 @@ def test_every_entry_point_is_tested_here():
     tested = {"medveil obfuscate FILE", "medveil obfuscate FOLDER (one process, --workers, --scheduler, fsspec URLs)",
               "medveil client upload / Client.upload_folder / upload_segmentation_folder",
               "medveil client predict / Client.predict_files", "medveil.data.ObfuscatedFolder",
-              "Client.upload / upload_segmentation / predict (arrays the caller made)"}
+              "Client.upload / upload_segmentation / predict (arrays the caller made)",
+              "medveil.transforms.Obfuscate / ObfuscateD (an image MONAI's LoadImage read from a file)"}
     assert set(ENTRY_POINTS) == tested
 
 
@@ -103,6 +104,16 @@ def test_drawn_text_and_phi_names_are_stopped_on_every_path_out(tmp_path, hospit
     with pytest.raises(InputError, match="text burned into the pixels") as info:
         dataset[dataset.files.index(text)]
     assert str(text) in str(info.value)
+
+    # the transforms, on what MONAI's LoadImage read: the file goes through the gate.
+    from monai.transforms import LoadImaged
+
+    from medveil.transforms import ObfuscateD
+
+    loading = LoadImaged(keys="image")
+    with pytest.raises(InputError, match="text burned into the pixels"):
+        ObfuscateD("image", key8)(loading({"image": str(text)}))
+    assert ObfuscateD("image", key8)(loading({"image": str(root / "no" / PHI_FOLDER / PHI_FILE)}))["image"].shape
 
     # client upload and predict: the text file stops the upload; names never reach the server.
     token = Store(tmp_path / "srv").create_token("hospital")

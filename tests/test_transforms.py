@@ -78,3 +78,35 @@ def test_obfuscated_folder_feeds_a_data_loader_with_workers(tmp_path, key, rng):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image"):
         ObfuscatedFolder(tmp_path / "empty", key)
+
+
+def test_monai_loaded_ct_gives_the_clis_codes(tmp_path):
+    """LoadImaged gives CT_small in HU with its axes reversed; the codes must still be the CLI's."""
+    pytest.importorskip("monai")
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
+    from pydicom.data import get_testdata_file
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+    from medveil.io import read_image
+
+    ct = get_testdata_file("CT_small.dcm")
+    key = medveil.generate_key("intensity", bits=16, signed=True, levels=300)
+    key.save(tmp_path / "ct.key")
+    done = CliRunner().invoke(app, ["obfuscate", "-k", str(tmp_path / "ct.key"), ct, str(tmp_path / "ct.dcm")])
+    assert done.exit_code == 0, done.output
+    cli = read_image(tmp_path / "ct.dcm").pixels
+    loading = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image")])
+    loaded = loading({"image": ct})["image"]
+    assert loaded.numpy().min() < 0  # HU, not the stored values: mapping these would give other codes
+    out = ObfuscateD("image", key)(loading({"image": ct}))["image"]
+    assert out.shape == loaded.shape and np.array_equal(out.numpy()[0].T, cli)
+
+    # the CLI's bit-depth check: an 8-bit PNG is not mapped with a 16-bit key, although MONAI's floats fit it
+    Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32) // 4).save(tmp_path / "eight.png")
+    with pytest.raises(InputError, match="8-bit data"):
+        ObfuscateD("image", key)(loading({"image": str(tmp_path / "eight.png")}))
+    # an image resized after loading cannot be placed on its file's stored values
+    resized = Resized("image", (64, 64))(loading({"image": ct}))
+    with pytest.raises(InputError, match="cannot place"):
+        ObfuscateD("image", key)(resized)

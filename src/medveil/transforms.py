@@ -10,6 +10,15 @@ arrays or torch tensors and give back the type they were given, on the same devi
   whole number the key's type can hold, and comes back as float codes of the same dtype;
 - a tensor subclass such as MONAI's ``MetaTensor`` keeps its metadata.
 
+One value convention, the CLI's: a key maps a file's *stored* values. MONAI's ``LoadImage`` gives
+other values (DICOM rescaled to HU, NIfTI scaled, axes reversed), so an image that carries MONAI's
+``filename_or_obj`` is read again from that file through the gate (:class:`medveil.io.Gate`: the
+CLI's bit-depth checks and burned-in text screen), obfuscated as the CLI obfuscates it, and laid out
+as MONAI laid it out. The transform places the two by finding the axis order, and the linear map
+(rescale slope and intercept), under which MONAI's values equal the stored ones; an image it cannot
+place (resized, cropped or reoriented before this transform) is refused: put the transform right
+after ``LoadImage``/``EnsureChannelFirst``. Arrays with no file behind them are taken as stored values.
+
 Images are laid out as the scheme takes them: ``(H, W)`` or ``(..., H, W)`` for grayscale keys
 (a channel-first ``(1, H, W)`` image is a batch of one), ``(..., H, W, 3)`` for colour keys; with
 ``channel_first=True`` a colour image ``(3, H, W)`` is moved to channels-last and back.
@@ -17,6 +26,7 @@ Images are laid out as the scheme takes them: ``(H, W)`` or ``(..., H, W)`` for 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +34,24 @@ import numpy as np
 from medveil.errors import InputError
 from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
+
+
+def place(stored: np.ndarray, values: np.ndarray) -> tuple[int, ...] | None:
+    """The axis order that lays ``stored`` out as ``values`` (singleton axes aside) when some linear map
+    ``values = a * stored + b`` (a DICOM rescale, a NIfTI scaling) holds exactly; ``None`` when none does."""
+    shape = tuple(n for n in values.shape if n != 1)
+    want = values.astype(np.float64).reshape(shape)
+    for order in itertools.permutations(range(stored.ndim)):
+        moved = np.transpose(stored, order).astype(np.float64)
+        if tuple(n for n in moved.shape if n != 1) != shape:
+            continue
+        moved = moved.reshape(shape)
+        low, high = np.unravel_index(moved.argmin(), shape), np.unravel_index(moved.argmax(), shape)
+        slope = (want[high] - want[low]) / (moved[high] - moved[low]) if moved[high] != moved[low] else 1.0
+        if slope != 0 and np.allclose(want, slope * moved + (want[low] - slope * moved[low]), rtol=1e-6,
+                                      atol=1e-3 * abs(slope)):
+            return order
+    return None
 
 
 def _to_numpy(image: Any) -> tuple[np.ndarray, Any]:
@@ -41,12 +69,27 @@ class Obfuscate:
     key : Key or Scheme
         A loaded key (``Key.load(path)``) or a scheme already made from one.
     channel_first : bool
-        Colour keys only: the image's channels come first, ``(3, H, W)``.
+        Colour keys only, for arrays with no file behind them: the image's channels come first, ``(3, H, W)``.
+    burned_in_text : str
+        The gate's policy for text burned into a file's pixels: ``refuse``, ``mask`` or ``off``.
     """
 
-    def __init__(self, key: Key | Scheme, channel_first: bool = False):
+    def __init__(self, key: Key | Scheme, channel_first: bool = False, burned_in_text: str = "refuse"):
+        from medveil.io import Gate
+
         self.scheme = key if isinstance(key, Scheme) else from_key(key)
         self.channel_first = channel_first
+        self.gate = Gate(self.scheme, burned_in_text)
+
+    def _from_file(self, values: np.ndarray, source: str) -> np.ndarray:
+        """The CLI's codes for the file MONAI read ``values`` from, laid out as ``values``."""
+        stored = self.gate.read(source).pixels
+        order = place(stored, values)
+        if order is None:
+            raise InputError(f"{source}: cannot place the image MONAI gives ({values.shape}) on the file's stored "
+                             f"values ({stored.shape}): obfuscate right after LoadImage, before resizing, cropping "
+                             "or reorienting")
+        return np.transpose(self.scheme(stored), order).reshape(values.shape)
 
     def _integers(self, values: np.ndarray) -> np.ndarray:
         wanted = self.scheme.input_dtype
@@ -63,11 +106,15 @@ class Obfuscate:
 
     def __call__(self, image: Any) -> Any:
         values, tensor = _to_numpy(image)
+        source = (getattr(tensor, "meta", None) or {}).get("filename_or_obj")
         colour_first = self.channel_first and self.scheme.params.get("channels", 1) == 3
-        codes = self.scheme(np.ascontiguousarray(np.moveaxis(self._integers(values), -3, -1) if colour_first
-                                                 else self._integers(values)))
-        if colour_first:
-            codes = np.moveaxis(codes, -1, -3)
+        if source:
+            codes = self._from_file(values, str(source))
+        else:
+            codes = self.scheme(np.ascontiguousarray(np.moveaxis(self._integers(values), -3, -1) if colour_first
+                                                     else self._integers(values)))
+            if colour_first:
+                codes = np.moveaxis(codes, -1, -3)
         if values.dtype.kind == "f":
             codes = codes.astype(values.dtype)
         if tensor is None:
@@ -89,9 +136,9 @@ class ObfuscateD:
     """
 
     def __init__(self, keys: Hashable | Sequence[Hashable], key: Key | Scheme, channel_first: bool = False,
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, burned_in_text: str = "refuse"):
         self.keys = [keys] if isinstance(keys, (str, int)) else list(keys)
-        self.transform = Obfuscate(key, channel_first)
+        self.transform = Obfuscate(key, channel_first, burned_in_text)
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

@@ -39,6 +39,7 @@ ENTRY_POINTS = {
     "medveil client predict / Client.predict_files": "Gate.read",
     "Client.upload / upload_segmentation / predict (arrays the caller made)": "Gate.screen",
     "medveil.data.ObfuscatedFolder": "Gate.read",
+    "medveil.transforms.Obfuscate / ObfuscateD (an image MONAI's LoadImage read from a file)": "Gate.read",
 }
 
 _NAME_DIGITS = 16  # hex digits of a pseudonym: 64 bits, no collision in any archive's lifetime
