@@ -490,7 +490,7 @@ def test_segmentation_archives_are_checked_before_anything_is_stored(secured, rn
 def test_an_archive_declaring_too_many_members_is_refused_before_its_directory_is_parsed(monkeypatch, zip64):
     from fastapi import HTTPException
 
-    from medveil.service import server
+    from medveil.service import uploads
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
@@ -505,7 +505,69 @@ def test_an_archive_declaring_too_many_members_is_refused_before_its_directory_i
             monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 100)  # so closing writes the ZIP64 end records
         data = buffer.getvalue()
         assert b"PK\x06\x06" in data
-    monkeypatch.setattr(server.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the central directory was parsed"))
+    monkeypatch.setattr(uploads.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the central directory was parsed"))
     with pytest.raises(HTTPException) as info:
-        server.read_archive(io.BytesIO(data), Limits(max_images=50), quota_left=1 << 30)
+        uploads.read_archive(io.BytesIO(data), Limits(max_images=50), admit=lambda n: None)
     assert info.value.status_code == 413 and "declares 150 members" in info.value.detail
+
+
+def test_member_names_with_dot_segments_are_read_or_refused_not_500(secured, rng):
+    http, tokens, _ = secured
+    image = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    dotted = png_zip({"./a/0.png": image, "./b/0.png": image, "b/1.png": image})
+    response = _upload(http, tokens["alice"], dotted)
+    assert response.status_code == 201, response.text
+    assert response.json()["images"] == 3
+    twice = png_zip({"a/0.png": image, "./a/0.png": image, "b/0.png": image})
+    response = _upload(http, tokens["alice"], twice)
+    assert response.status_code == 400 and "two members name a/0.png" in response.json()["detail"]
+
+
+def _concurrently(n, send):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(send, range(n)))
+
+
+def test_the_quota_holds_under_concurrent_uploads(tmp_path):
+    """Twelve uploads of 1 MiB at once against a 5 MiB quota: five are stored, seven answer 413."""
+    store = Store(tmp_path / "srv")
+    token = store.create_token("alice")
+    archive = png_zip_deflated({f"{c}/{i}.png": np.zeros((256, 256), np.uint8) for c in "ab" for i in range(8)})
+    with local_server(tmp_path / "srv", options=["--quota-mb", "5"]) as url, httpx.Client(base_url=url, timeout=120) as http:
+        answers = _concurrently(12, lambda _: _upload(http, token, archive).status_code)
+    assert sorted(answers) == [201] * 5 + [413] * 7, answers
+    assert store.stored_bytes("alice") == 5 * 1024**2
+
+
+def _status_kib(pid, field):
+    from pathlib import Path
+
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS counters")
+def test_peak_memory_under_six_concurrent_uploads_stays_within_one_request_budget(tmp_path):
+    """The server shares one decoded-bytes budget across requests: six uploads of 120 MiB decoded at once
+    peak at most at twice the idle footprint plus one request's budget (128 MiB)."""
+    import os
+    from pathlib import Path
+
+    store = Store(tmp_path / "srv")
+    token = store.create_token("alice")
+    blank = np.zeros((1024, 1024), np.uint8)
+    big = png_zip_deflated({f"{c}/{i}.png": blank for c in "ab" for i in range(60)})  # 120 MiB decoded
+    small = png_zip_deflated({f"{c}/{i}.png": blank[:64, :64] for c in "ab" for i in range(2)})
+    budget = 128
+    with local_server(tmp_path / "srv", options=["--request-mb", str(budget), "--total-mb", str(budget)]) as url, \
+            httpx.Client(base_url=url, timeout=300) as http:
+        pid = int(Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()[-1])
+        assert _upload(http, token, small).status_code == 201  # the upload path's imports are loaded
+        idle = _status_kib(pid, "VmRSS")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak counter starts again from here
+        answers = _concurrently(6, lambda _: _upload(http, token, big).status_code)
+        peak = _status_kib(pid, "VmHWM")
+    assert answers == [201] * 6
+    assert peak <= 2 * idle + budget * 1024, f"peak {peak / 1024:.0f} MiB, idle {idle / 1024:.0f} MiB"

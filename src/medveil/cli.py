@@ -688,14 +688,24 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=1, max=65535),
     device: Device = "auto",
+    request_mb: int = typer.Option(512, min=1, help="What one request's images may take once decoded (MiB)."),
+    total_mb: int = typer.Option(512, min=1, help="What every request in flight may take at once, decoded (MiB): "
+                                 "the server's working memory for images; requests beyond it wait."),
+    quota_mb: int = typer.Option(4096, min=1, help="What one tenant's stored datasets may take, decoded (MiB)."),
 ):
     """Run the ML-as-a-service server (FastAPI + uvicorn; API docs at /docs)."""
     import uvicorn
 
-    from medveil.service.server import create_app
+    from medveil.service.server import Limits, create_app
 
+    MiB = 1024**2
+    try:
+        limits = Limits(max_decoded_bytes=request_mb * MiB, max_total_decoded_bytes=total_mb * MiB,
+                        max_tenant_bytes=quota_mb * MiB)
+    except ValueError as exc:
+        _fail(f"--total-mb: {exc}")
     _use_device(device)
-    uvicorn.run(create_app(data), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(data, limits), host=host, port=port, log_level="info")
 
 
 token_app = typer.Typer(no_args_is_help=True, help="Service access tokens.")

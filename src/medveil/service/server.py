@@ -16,57 +16,28 @@ start-up and resumes from its last epoch's checkpoint.
 
 
 import base64
-import io
 import json
 import queue
-import struct
 import threading
-import zipfile
-import zlib
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO, Annotated, Optional
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Annotated, Optional, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from PIL import Image
 from pydantic import BaseModel, Field
 
-from medveil.io.image import first_line
+from medveil.service.limits import Limits, MemoryBudget, http_error, return_freed_memory
+from medveil.service.uploads import TASKS, decode_into, decoded_size, layout, open_png, png_bytes, read_archive
 from medveil.service.store import Store
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
 # What anyone may read: the API's own description, no data.
 OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles: public, like the pages
-# Exceptions zipfile raises on members it cannot read: encrypted (RuntimeError), unknown compression
-# (NotImplementedError), bad CRC (BadZipFile), corrupt deflate (zlib.error), cut short (EOFError).
-_MEMBER_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError, OSError, ValueError)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may carry, and what one tenant may keep.
-
-    Sizes of decoded images are counted in bytes of 8-bit samples (H x W x channels), from each
-    PNG's header before anything is decoded.
-    """
-
-    max_request_bytes: int = 256 * 1024**2
-    max_images: int = 20_000
-    max_side: int = 1024
-    max_predict_images: int = 256
-    max_decoded_bytes: int = 512 * 1024**2  # one request's images once decoded
-    max_tenant_bytes: int = 4 * 1024**3  # every dataset a tenant keeps, decoded
-
-    @property
-    def max_member_bytes(self) -> int:
-        """The largest PNG the side limit allows (RGB, stored uncompressed), plus room for metadata."""
-        return 3 * self.max_side**2 + self.max_side + 2**20
 
 
 class JobRequest(BaseModel):
@@ -91,167 +62,6 @@ def _responses(*codes: int) -> dict:
     return {code: {"model": Problem, "description": _STATUS_TEXT[code]} for code in codes}
 
 
-def _error(status: int, message: str) -> HTTPException:
-    return HTTPException(status_code=status, detail=message)
-
-
-# PNG modes an upload may use: 8-bit gray or colour codes, or 16-bit gray codes (12- and 16-bit CT/MR keys).
-PNG_MODES = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16}
-
-
-def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
-    """A PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
-    try:
-        image = Image.open(fileobj)
-        if image.format != "PNG":
-            raise ValueError
-    except Exception:
-        raise _error(400, f"{name}: not a PNG image") from None
-    if max(image.size) > max_side:
-        raise _error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
-    if image.mode not in PNG_MODES:
-        raise _error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB, or 16-bit gray")
-    return image
-
-
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _shape(image: Image.Image) -> tuple[int, ...]:
-    return (image.size[1], image.size[0]) + ((3,) if image.mode == "RGB" else ())
-
-
-def _layout(image: Image.Image) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and sample type the PNG decodes to."""
-    return _shape(image), np.dtype(PNG_MODES[image.mode])
-
-
-def decode_png(image: Image.Image, name: str) -> np.ndarray:
-    """The pixels of a PNG from :func:`open_png`: uint8 ``(H, W)`` or ``(H, W, 3)``, or uint16 ``(H, W)``."""
-    try:
-        return np.asarray(image)
-    except Exception as exc:
-        raise _error(400, f"{name}: corrupt PNG ({first_line(exc)})") from None
-
-
-def _safe_member(name: str) -> tuple[str, str]:
-    """``(class, file)`` of an archive member ``class/file.png``; 400 for anything that could escape."""
-    path = PurePosixPath(name)
-    if "\\" in name or path.is_absolute() or ".." in path.parts or ":" in name or len(path.parts) != 2:
-        raise _error(400, f"unsafe or unexpected path in archive: {name!r} (expected CLASS/FILE.png)")
-    return path.parts[0], path.parts[1]
-
-
-def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) -> bytes:
-    """A member's bytes, read no further than ``cap`` whatever its header claims; 400 if unreadable."""
-    try:
-        with archive.open(member) as fh:
-            data = fh.read(cap + 1)
-    except _MEMBER_ERRORS as exc:
-        raise _error(400, f"{member.filename}: unreadable archive member ({first_line(exc)})") from None
-    if len(data) > cap:
-        raise _error(413, f"{member.filename}: expands beyond {cap} bytes")
-    return data
-
-
-def _declared_members(fileobj: IO[bytes]) -> int:
-    """The member count a zip's end record declares, read before zipfile turns the whole central
-    directory into objects (a million records cost half a gigabyte before any limit was checked)."""
-    fileobj.seek(0, io.SEEK_END)
-    size = fileobj.tell()
-    fileobj.seek(max(0, size - 22 - 0xFFFF))
-    tail = fileobj.read()
-    fileobj.seek(0)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        raise _error(400, "the upload is not a valid zip archive")
-    count = struct.unpack("<H", tail[at + 10:at + 12])[0]
-    if count != 0xFFFF:
-        return count
-    locator = tail[at - 20:at] if at >= 20 else b""  # ZIP64: the count is in the ZIP64 end record
-    if not locator.startswith(b"PK\x06\x07"):
-        raise _error(400, "the upload is not a valid zip archive")
-    fileobj.seek(struct.unpack("<Q", locator[8:16])[0])
-    record = fileobj.read(56)
-    fileobj.seek(0)
-    if not record.startswith(b"PK\x06\x06") or len(record) < 40:
-        raise _error(400, "the upload is not a valid zip archive")
-    return struct.unpack("<Q", record[32:40])[0]
-
-
-TASKS = ("classification", "segmentation")
-MAX_MASK_CLASSES = 16
-
-
-def read_archive(fileobj: IO[bytes], limits: Limits, quota_left: int,
-                 task: str = "classification") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels and class names from a zip.
-
-    classification: members ``CLASS/FILE.png`` in exactly two class folders; labels ``(n,)`` class
-    indices. segmentation: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class
-    indices below :data:`MAX_MASK_CLASSES`, the image's size); labels are the masks ``(n, S, S)``
-    uint8 and the classes ``"0"``, ``"1"``, ...
-
-    Memory stays bounded whatever the archive holds: members are read one at a time with a size cap
-    (zip headers can lie), and every PNG header is checked, with the decoded size summed against
-    ``limits.max_decoded_bytes`` and ``quota_left``, before any image is decoded.
-    """
-    declared = _declared_members(fileobj)
-    if declared > 2 * limits.max_images * (2 if task == "segmentation" else 1):  # folders' entries count too
-        raise _error(413, f"the archive declares {declared} members, beyond the limit of {limits.max_images} images")
-    try:
-        archive = zipfile.ZipFile(fileobj)
-        members = [m for m in archive.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise _error(400, "the upload is not a valid zip archive") from None
-    entries = [(_safe_member(m.filename), m) for m in members]
-    if not entries:
-        raise _error(400, "the archive holds no images")
-    if len(entries) > limits.max_images * (2 if task == "segmentation" else 1):
-        raise _error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
-    folders = sorted({folder for (folder, _), _ in entries})
-    if task == "classification" and len(folders) != 2:
-        raise _error(400, f"binary classification needs exactly two class folders, got {len(folders)}")
-    if task == "segmentation" and folders != ["images", "masks"]:
-        raise _error(400, f"a segmentation archive holds images/ and masks/, got {', '.join(folders)}")
-    layouts, decoded = {}, 0
-    for (folder, name), member in entries:
-        layout = _layout(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
-                                  member.filename, limits.max_side))
-        layouts[folder, name] = layout
-        decoded += int(np.prod(layout[0])) * layout[1].itemsize
-        if decoded > limits.max_decoded_bytes:
-            raise _error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
-        if decoded > quota_left:
-            raise _error(413, f"the images would exceed this tenant's storage quota ({quota_left} bytes left)")
-
-    def decode(folder: str, name: str) -> np.ndarray:
-        member = archive.getinfo(f"{folder}/{name}")
-        data = _read_member(archive, member, limits.max_member_bytes)
-        return decode_png(open_png(io.BytesIO(data), member.filename, limits.max_side), member.filename)
-
-    images_at = [key for key in layouts if task == "classification" or key[0] == "images"]  # archive order
-    image_layouts = {layouts[key] for key in images_at}
-    shape, dtype = next(iter(image_layouts))
-    if len(image_layouts) != 1 or shape[0] != shape[1] or (task == "segmentation" and len(shape) != 2):
-        raise _error(400, "all images must be square and of one size and mode" + (", grayscale" if task == "segmentation"
-                          else "") + f", got {sorted((s, d.name) for s, d in image_layouts)[:3]}")
-    images = np.stack([decode(*key) for key in images_at])
-    if task == "classification":
-        return images, np.array([folders.index(folder) for folder, _ in images_at], np.int64), folders
-    names = [name for _, name in images_at]
-    if sorted(name for folder, name in layouts if folder == "masks") != sorted(names):
-        raise _error(400, "every image needs a mask of the same name under masks/, and every mask an image")
-    if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
-        raise _error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
-    masks = np.stack([decode("masks", name) for name in names])
-    classes = int(masks.max()) + 1
-    if classes > MAX_MASK_CLASSES:
-        raise _error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
-    return images, masks, [str(c) for c in range(max(classes, 2))]
 
 
 class Worker:
@@ -311,7 +121,7 @@ def _public_scheme(text: str) -> dict | None:
         value = None
     if (len(text) > 4096 or not isinstance(value, dict) or set(value) != {"scheme", "params"}
             or not isinstance(value["scheme"], str) or not isinstance(value["params"], dict)):
-        raise _error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}} (≤ 4 KB)")
+        raise http_error(400, "scheme must be the key's public part as JSON: {\"scheme\": NAME, \"params\": {...}} (≤ 4 KB)")
     return value
 
 
@@ -336,6 +146,8 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
     """The service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`)."""
     store = Store(data_dir)
     worker = Worker(store)
+    memory = MemoryBudget(limits)
+    return_freed_memory()
     loaded: dict[str, object] = {}
     loaded_lock = threading.Lock()
 
@@ -377,7 +189,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     def owned(record: dict | None, what: str) -> dict:
         if record is None:
-            raise _error(404, f"no such {what}")
+            raise http_error(404, f"no such {what}")
         return record
 
     @app.get("/health")
@@ -389,15 +201,21 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
                        name: Annotated[str, Form()] = "", task: Annotated[str, Form()] = "classification",
                        scheme: Annotated[str, Form()] = "") -> dict:
         if archive.content_type not in ZIP_TYPES:
-            raise _error(415, f"archive must be application/zip, got {archive.content_type}")
+            raise http_error(415, f"archive must be application/zip, got {archive.content_type}")
         if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
-            raise _error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
+            raise http_error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
         if task not in TASKS:
-            raise _error(400, f"task must be one of {', '.join(TASKS)}, got {task!r}")
+            raise http_error(400, f"task must be one of {', '.join(TASKS)}, got {task!r}")
         scheme = _public_scheme(scheme)
-        quota_left = limits.max_tenant_bytes - store.stored_bytes(who)
-        images, labels, classes = read_archive(archive.file, limits, quota_left, task)
-        return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
+        with ExitStack() as held:
+            def admit(decoded: int) -> None:  # the headers are counted; nothing is decoded yet
+                if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
+                    raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
+                                          f"quota of {limits.max_tenant_bytes} bytes")
+                held.enter_context(memory.hold(decoded))
+
+            images, labels, classes = read_archive(archive.file, limits, admit, task)
+            return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
 
     @app.get("/datasets", responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:
@@ -418,9 +236,9 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         else:
             model, choices = request.model or "cnn", available_models()
         if model not in choices:
-            raise _error(422, f"a {dataset['task']} job trains one of {', '.join(choices)}, not {model!r}")
+            raise http_error(422, f"a {dataset['task']} job trains one of {', '.join(choices)}, not {model!r}")
         if dataset["task"] == "classification" and model_spec(model).uses_scheme and not dataset["scheme"]:
-            raise _error(422, f"{model} learns the obfuscation's structure from the key's public scheme and parameters, "
+            raise http_error(422, f"{model} learns the obfuscation's structure from the key's public scheme and parameters, "
                               "which this dataset was uploaded without (medveil client upload sends them)")
         job = store.add_job(who, request.dataset_id, model, request.epochs)
         worker.queue.put(job["id"])
@@ -459,39 +277,48 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/models/{model_id}/predict", responses=_responses(400, 401, 404, 411, 413, 422))
     def predict(who: Tenant, model_id: str, files: Annotated[list[UploadFile], File()]) -> dict:
-        from medveil.classification import model_tensors, predict_probabilities
-
         record = owned(store.model(who, model_id), "model")
         if len(files) > limits.max_predict_images:
-            raise _error(413, f"{len(files)} images exceed the limit of {limits.max_predict_images} per request")
+            raise http_error(413, f"{len(files)} images exceed the limit of {limits.max_predict_images} per request")
         expected = ((record["size"], record["size"]) + ((3,) if record["channels"] == 3 else ()),
                     np.dtype(np.uint16 if record["bits"] == 16 else np.uint8))
-        opened = []
-        for f in files:  # every header is checked before any image is decoded
-            image = open_png(f.file, f.filename or "image", limits.max_side)
-            if _layout(image) != expected:
-                raise _error(400, f"{f.filename}: {_layout(image)[0]} {_layout(image)[1].name}, the model takes "
-                                  f"{expected[0]} {expected[1].name}")
+        opened, names = [], [f.filename or "image" for f in files]
+        for f, name in zip(files, names):  # every header is checked before any image is decoded
+            image = open_png(f.file, name, limits.max_side)
+            if layout(image) != expected:
+                raise http_error(400, f"{name}: {layout(image)[0]} {layout(image)[1].name}, the model takes "
+                                      f"{expected[0]} {expected[1].name}")
             opened.append(image)
-        images = np.stack([decode_png(image, f.filename or "image") for f, image in zip(files, opened)])
-        if record["task"] == "segmentation":
-            from medveil.segmentation import predict_masks
-
-            masks = predict_masks(network(record), images)
-            return {"predictions": [{"file": f.filename, "mask_png": base64.b64encode(_png_bytes(m)).decode(),
-                                     "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
-                                    for f, m in zip(files, masks)]}
-        probabilities, _ = predict_probabilities(network(record), model_tensors(record["model"], images,
-                                                                                np.zeros(len(images))))
-        return {"predictions": [{"file": f.filename, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}
-                                for f, p in zip(files, probabilities)]}
+        decoded = len(files) * decoded_size(expected)
+        if decoded > limits.max_decoded_bytes:
+            raise http_error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
+        with memory.hold(decoded):
+            images = decode_into(np.empty((len(files),) + expected[0], expected[1]), opened, names)
+            return _predictions(record, network(record), images, names)
 
     return app
 
 
+def _predictions(record: dict, net, images: np.ndarray, names: list[str]) -> dict:
+    """What ``predict`` answers: per image, a class and its probability, or a label map (base64 PNG)."""
+    if record["task"] == "segmentation":
+        from medveil.segmentation import predict_masks
+
+        return {"predictions": [{"file": name, "mask_png": base64.b64encode(png_bytes(m)).decode(),
+                                 "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
+                                for name, m in zip(names, predict_masks(net, images))]}
+    from medveil.classification import model_tensors, predict_probabilities
+
+    probabilities, _ = predict_probabilities(net, model_tensors(record["model"], images, np.zeros(len(images))))
+    return {"predictions": [{"file": name, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}
+                            for name, p in zip(names, probabilities)]}
+
+
 @contextmanager
-def local_server(data_dir, port: int | None = None, startup_timeout: float = 60.0):
+def local_server(data_dir, port: int | None = None, startup_timeout: float = 60.0, options: Sequence[str] = ()):
     """Run ``medveil serve`` on loopback in a child process for the duration of the block; yields its URL.
+
+    ``options``: more ``medveil serve`` flags (``["--total-mb", "64"]``).
 
     For tests, benchmarks and trying the workflow on one machine. The process is killed on exit
     (``SIGKILL``, like a crash: jobs resume at the next start).
@@ -511,7 +338,8 @@ def local_server(data_dir, port: int | None = None, startup_timeout: float = 60.
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     log_path = Path(data_dir) / "server.log"
     log = open(log_path, "ab")
-    process = subprocess.Popen([sys.executable, "-m", "medveil.cli", "serve", "--data", str(data_dir), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "medveil.cli", "serve", "--data", str(data_dir), "--port", str(port),
+                                *options],
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout

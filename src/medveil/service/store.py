@@ -21,8 +21,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -48,6 +49,7 @@ MIGRATIONS = (("datasets", "bits", "INTEGER NOT NULL DEFAULT 8"), ("models", "bi
               ("datasets", "scheme", "TEXT NOT NULL DEFAULT 'null'"), ("models", "scheme", "TEXT NOT NULL DEFAULT 'null'"))
 
 _JSON_COLUMNS = {"classes", "scheme"}
+_STORED_BYTES = "SELECT COALESCE(SUM(images * size * size * channels * bits / 8), 0) AS n FROM datasets WHERE tenant = ?"
 
 
 def hash_token(token: str) -> str:
@@ -69,6 +71,7 @@ class Store:
         self._db = sqlite3.connect(self.root / "medveil-service.sqlite", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()  # one connection shared by the request threads and the worker
+        self._reserved: dict[str, int] = {}  # per tenant: decoded bytes of uploads being stored
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
@@ -113,9 +116,25 @@ class Store:
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes of the decoded images ``tenant``'s datasets hold (what its quota counts)."""
-        row = self._one("SELECT COALESCE(SUM(images * size * size * channels * bits / 8), 0) AS n FROM datasets "
-                        "WHERE tenant = ?", (tenant,))
-        return int(row["n"])
+        return int(self._one(_STORED_BYTES, (tenant,))["n"])
+
+    @contextmanager
+    def reserve(self, tenant: str, size: int, quota: int) -> Iterator[bool]:
+        """Hold ``size`` bytes of ``tenant``'s ``quota`` while an upload is stored; yields False (holding
+        nothing) when what is stored and held already leaves too little. Checked and held under one lock,
+        so concurrent uploads cannot each see the same room; :meth:`add_dataset` inside the block makes
+        the bytes stored before they stop being held."""
+        with self._lock:
+            stored = self._db.execute(_STORED_BYTES, (tenant,)).fetchone()[0]
+            room = stored + self._reserved.get(tenant, 0) + size <= quota
+            if room:
+                self._reserved[tenant] = self._reserved.get(tenant, 0) + size
+        try:
+            yield room
+        finally:
+            if room:
+                with self._lock:
+                    self._reserved[tenant] -= size
 
     def dataset_path(self, dataset_id: str) -> Path:
         return self.root / "datasets" / f"{dataset_id}.npz"

@@ -1,0 +1,203 @@
+"""What a request carries, read with bounded memory: PNG headers before pixels, zip archives member by member.
+
+Every function answers bad input with an :class:`HTTPException` (400 malformed, 413 over a limit)
+whose detail names the member, so the route that calls it stays a few lines.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import PurePosixPath
+from typing import IO, Callable
+
+import numpy as np
+from PIL import Image
+
+from medveil.io.image import first_line
+from medveil.service.limits import Limits, http_error
+
+# Exceptions zipfile raises on members it cannot read: encrypted (RuntimeError), unknown compression
+# (NotImplementedError), bad CRC (BadZipFile), corrupt deflate (zlib.error), cut short (EOFError).
+_MEMBER_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError, OSError, ValueError)
+
+# PNG modes an upload may use: 8-bit gray or colour codes, or 16-bit gray codes (12- and 16-bit CT/MR keys).
+PNG_MODES = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16}
+
+
+def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
+    """A PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
+    try:
+        image = Image.open(fileobj)
+        if image.format != "PNG":
+            raise ValueError
+    except Exception:
+        raise http_error(400, f"{name}: not a PNG image") from None
+    if max(image.size) > max_side:
+        raise http_error(413, f"{name}: {image.size[0]}x{image.size[1]} exceeds the {max_side}-pixel limit")
+    if image.mode not in PNG_MODES:
+        raise http_error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB, or 16-bit gray")
+    return image
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _shape(image: Image.Image) -> tuple[int, ...]:
+    return (image.size[1], image.size[0]) + ((3,) if image.mode == "RGB" else ())
+
+
+def layout(image: Image.Image) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and sample type the PNG decodes to."""
+    return _shape(image), np.dtype(PNG_MODES[image.mode])
+
+
+def decode_png(image: Image.Image, name: str) -> np.ndarray:
+    """The pixels of a PNG from :func:`open_png`: uint8 ``(H, W)`` or ``(H, W, 3)``, or uint16 ``(H, W)``."""
+    try:
+        return np.asarray(image)
+    except Exception as exc:
+        raise http_error(400, f"{name}: corrupt PNG ({first_line(exc)})") from None
+
+
+def _safe_member(name: str) -> tuple[str, str]:
+    """``(class, file)`` of an archive member ``class/file.png``; 400 for anything that could escape."""
+    path = PurePosixPath(name)
+    if "\\" in name or path.is_absolute() or ".." in path.parts or ":" in name or len(path.parts) != 2:
+        raise http_error(400, f"unsafe or unexpected path in archive: {name!r} (expected CLASS/FILE.png)")
+    return path.parts[0], path.parts[1]
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) -> bytes:
+    """A member's bytes, read no further than ``cap`` whatever its header claims; 400 if unreadable."""
+    try:
+        with archive.open(member) as fh:
+            data = fh.read(cap + 1)
+    except _MEMBER_ERRORS as exc:
+        raise http_error(400, f"{member.filename}: unreadable archive member ({first_line(exc)})") from None
+    if len(data) > cap:
+        raise http_error(413, f"{member.filename}: expands beyond {cap} bytes")
+    return data
+
+
+def _declared_members(fileobj: IO[bytes]) -> int:
+    """The member count a zip's end record declares, read before zipfile turns the whole central
+    directory into objects (a million records cost half a gigabyte before any limit was checked)."""
+    fileobj.seek(0, io.SEEK_END)
+    size = fileobj.tell()
+    fileobj.seek(max(0, size - 22 - 0xFFFF))
+    tail = fileobj.read()
+    fileobj.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise http_error(400, "the upload is not a valid zip archive")
+    count = struct.unpack("<H", tail[at + 10:at + 12])[0]
+    if count != 0xFFFF:
+        return count
+    locator = tail[at - 20:at] if at >= 20 else b""  # ZIP64: the count is in the ZIP64 end record
+    if not locator.startswith(b"PK\x06\x07"):
+        raise http_error(400, "the upload is not a valid zip archive")
+    fileobj.seek(struct.unpack("<Q", locator[8:16])[0])
+    record = fileobj.read(56)
+    fileobj.seek(0)
+    if not record.startswith(b"PK\x06\x06") or len(record) < 40:
+        raise http_error(400, "the upload is not a valid zip archive")
+    return struct.unpack("<Q", record[32:40])[0]
+
+
+TASKS = ("classification", "segmentation")
+MAX_MASK_CLASSES = 16
+
+
+def decoded_size(shape_and_type: tuple[tuple[int, ...], np.dtype]) -> int:
+    """Bytes an image of :func:`layout` ``(shape, dtype)`` takes once decoded."""
+    shape, dtype = shape_and_type
+    return int(np.prod(shape)) * dtype.itemsize
+
+
+def decode_into(out: np.ndarray, opened: list, names: list[str]) -> np.ndarray:
+    """Decode PNGs (:func:`open_png`, or callables that return one) into the rows of ``out``, one at a
+    time, so a request's images take their decoded size once, not twice as a list and its stack."""
+    for row, (image, name) in enumerate(zip(opened, names)):
+        out[row] = decode_png(image() if callable(image) else image, name)
+    return out
+
+
+def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None],
+                 task: str = "classification") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names from a zip.
+
+    classification: members ``CLASS/FILE.png`` in exactly two class folders; labels ``(n,)`` class
+    indices. segmentation: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class
+    indices below :data:`MAX_MASK_CLASSES`, the image's size); labels are the masks ``(n, S, S)``
+    uint8 and the classes ``"0"``, ``"1"``, ...
+
+    Memory stays bounded whatever the archive holds: the member count is read from the zip's end
+    record before the central directory is parsed; members are read one at a time with a size cap
+    (zip headers can lie); every PNG header is checked, with the decoded size summed against
+    ``limits.max_decoded_bytes``; then ``admit(decoded_bytes)`` is called (it holds the server's
+    shared budget and the tenant's quota, or raises), and only then is anything decoded.
+    """
+    declared = _declared_members(fileobj)
+    if declared > 2 * limits.max_images * (2 if task == "segmentation" else 1):  # folders' entries count too
+        raise http_error(413, f"the archive declares {declared} members, beyond the limit of {limits.max_images} images")
+    try:
+        archive = zipfile.ZipFile(fileobj)
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise http_error(400, "the upload is not a valid zip archive") from None
+    entries: dict[tuple[str, str], zipfile.ZipInfo] = {}
+    for member in members:
+        where = _safe_member(member.filename)
+        if where in entries:  # "a/x.png" and "./a/x.png": one place, two members
+            raise http_error(400, f"two members name {'/'.join(where)}: {entries[where].filename!r}, {member.filename!r}")
+        entries[where] = member
+    if not entries:
+        raise http_error(400, "the archive holds no images")
+    if len(entries) > limits.max_images * (2 if task == "segmentation" else 1):
+        raise http_error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
+    folders = sorted({folder for folder, _ in entries})
+    if task == "classification" and len(folders) != 2:
+        raise http_error(400, f"binary classification needs exactly two class folders, got {len(folders)}")
+    if task == "segmentation" and folders != ["images", "masks"]:
+        raise http_error(400, f"a segmentation archive holds images/ and masks/, got {', '.join(folders)}")
+    layouts, decoded = {}, 0
+    for where, member in entries.items():
+        layouts[where] = layout(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
+                                         member.filename, limits.max_side))
+        decoded += decoded_size(layouts[where])
+        if decoded > limits.max_decoded_bytes:
+            raise http_error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
+
+    def reopened(member: zipfile.ZipInfo) -> Callable[[], Image.Image]:
+        return lambda: open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)), member.filename,
+                                limits.max_side)
+
+    images_at = [where for where in layouts if task == "classification" or where[0] == "images"]  # archive order
+    image_layouts = {layouts[where] for where in images_at}
+    shape, dtype = next(iter(image_layouts))
+    if len(image_layouts) != 1 or shape[0] != shape[1] or (task == "segmentation" and len(shape) != 2):
+        raise http_error(400, "all images must be square and of one size and mode" + (", grayscale" if task == "segmentation"
+                         else "") + f", got {sorted((s, d.name) for s, d in image_layouts)[:3]}")
+    names = [name for _, name in images_at]
+    if task == "segmentation":
+        if sorted(name for folder, name in layouts if folder == "masks") != sorted(names):
+            raise http_error(400, "every image needs a mask of the same name under masks/, and every mask an image")
+        if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
+            raise http_error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
+    admit(decoded)
+    images = decode_into(np.empty((len(images_at),) + shape, dtype), [reopened(entries[w]) for w in images_at],
+                         [entries[w].filename for w in images_at])
+    if task == "classification":
+        return images, np.array([folders.index(folder) for folder, _ in images_at], np.int64), folders
+    masks = decode_into(np.empty((len(names),) + shape, np.uint8), [reopened(entries["masks", n]) for n in names],
+                        [entries["masks", n].filename for n in names])
+    classes = int(masks.max()) + 1
+    if classes > MAX_MASK_CLASSES:
+        raise http_error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
+    return images, masks, [str(c) for c in range(max(classes, 2))]
