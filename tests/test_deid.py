@@ -403,3 +403,26 @@ def test_un_sequences_free_text_and_frame_labels_are_cleaned(tmp_path, dicom_dir
         assert phi not in out, phi
     written = pydicom.dcmread(tmp_path / "out.dcm")
     assert METHOD_CODES["clean-descriptors"][0] in {i.CodeValue for i in written.DeidentificationMethodCodeSequence}
+
+
+def test_keep_descriptors_reaches_the_folder_runs_workers(tmp_path, dicom_dir):
+    """Free text is removed by default; --keep-descriptors keeps it, in worker processes too."""
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    ds = pydicom.dcmread(dicom_dir / "CT_small.dcm")
+    ds.PatientName = "DOE^JOHN"
+    ds.ContentSequence = Sequence([Dataset()])
+    ds.ContentSequence[0].TextValue = "contrast given at 10:32"
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        ds.save_as(tmp_path / "in" / f"{i}.dcm")
+    ct_key().save(tmp_path / "k.key")
+    for flags, kept in (([], False), (["--keep-descriptors"], True)):
+        out = tmp_path / f"out{len(flags)}"
+        done = CliRunner().invoke(app, ["obfuscate", "-k", str(tmp_path / "k.key"), "--workers", "2", "--no-progress",
+                                        "--burned-in-text", "off", *flags, str(tmp_path / "in"), str(out)])
+        assert done.exit_code == 0, done.output
+        written = b"".join(p.read_bytes() for p in out.rglob("*.dcm"))
+        assert written.count(b"contrast given") == (2 if kept else 0) and b"DOE" not in written

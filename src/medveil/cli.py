@@ -265,6 +265,10 @@ def obfuscate(
     manifest: Optional[Path] = typer.Option(None, help="Folders: the run's record (sources, digests, pseudonyms), "
                                             "kept in the hospital. Default: OUTPUT.manifest.jsonl beside the "
                                             "output folder; needed for a URL output."),
+    keep_descriptors: bool = typer.Option(False, "--keep-descriptors", help="DICOM: keep free text that PS3.15 "
+                                          "Table E.1-1 does not list (series and study descriptions' kin, "
+                                          "ContentSequence text, frame labels). Default: removed, as the Clean "
+                                          "Descriptors option does; the text may name the patient."),
     allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
@@ -277,7 +281,7 @@ def obfuscate(
     if isinstance(source, Path) and source.is_file():
         if not isinstance(output, Path):
             _fail(f"{source}: one file is written to a local path; URLs are for folder runs")
-        gate = Gate(scheme, burned_in_text, keep_names)
+        gate = Gate(scheme, burned_in_text, keep_names, keep_descriptors)
         target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
         gate.write(source, target)
         typer.echo(f"wrote {target} with {scheme.describe()}")
@@ -285,7 +289,7 @@ def obfuscate(
         return
     report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
                             burned_in_text=burned_in_text, scheduler=scheduler, keep_names=keep_names,
-                            manifest=manifest)
+                            manifest=manifest, keep_descriptors=keep_descriptors)
     hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
     typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
                f"{len(report.failed)} failed{hidden} -> {output} with {scheme.describe()}")

@@ -192,7 +192,7 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
-def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text: str) -> Iterator:
+def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], policy: dict) -> Iterator:
     """``(index, result, error)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
     The key travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names carry
@@ -209,7 +209,7 @@ def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], burned_in_text
     key = scatter_secret(client, scheme.key)
     run = uuid.uuid4().hex[:8]
     workers = len(client.scheduler_info()["workers"])
-    futures = {client.submit(_work_batch, work, key, batch, burned_in_text, pure=False,
+    futures = {client.submit(_work_batch, work, key, batch, policy, pure=False,
                              key=f"medveil-obfuscate-{run}-{i}"): batch for i, batch in enumerate(_batches(jobs, workers))}
     for future in as_completed(futures):
         yield from _outcomes(future, futures.pop(future))  # released: a worker lost later redoes no finished file
@@ -234,12 +234,12 @@ def _outcomes(future, batch: list[tuple]) -> list[tuple]:
     return future.result() if error is None else [(index, None, error) for index, *_ in batch]
 
 
-def _work_batch(work, key: Key, batch: list[tuple], burned_in_text: str) -> list[tuple]:
+def _work_batch(work, key: Key, batch: list[tuple], policy: dict) -> list[tuple]:
     """``(index, result, error)`` for each ``(index, source, target, record)`` of ``batch``, one after another."""
     outcomes = []
     for index, source, target, record in batch:
         try:
-            outcomes.append((index, work(key, source, target, burned_in_text, record), None))
+            outcomes.append((index, work(key, source, target, policy, record), None))
         except Exception as exc:
             outcomes.append((index, None, exc))
     return outcomes
@@ -247,7 +247,7 @@ def _work_batch(work, key: Key, batch: list[tuple], burned_in_text: str) -> list
 
 def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
                    burned_in_text: str = "refuse", scheduler: str | None = None, keep_names: bool = False,
-                   manifest: str | os.PathLike | None = None) -> BatchReport:
+                   manifest: str | os.PathLike | None = None, keep_descriptors: bool = False) -> BatchReport:
     """Pass every supported file below ``src`` through the gate into ``dst``.
 
     Parameters
@@ -276,8 +276,10 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
     manifest : path, optional
         The run's record, a local file outside both folders; default ``dst.manifest.jsonl`` beside a
         local ``dst`` (a URL ``dst`` needs one given).
+    keep_descriptors : bool
+        Keep DICOM free text that the de-identification table does not list (removed by default).
     """
-    gate = Gate(scheme, burned_in_text, keep_names)  # checks the options before any work
+    gate = Gate(scheme, burned_in_text, keep_names, keep_descriptors)  # checks the options before any work
     source, output = _folders(src, dst)
     manifest = Path(manifest) if manifest is not None else _default_manifest(output)
     if not source.is_dir():
@@ -310,7 +312,7 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         work = obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
-        for index, written, error in run_jobs(work, scheme, jobs, gate.burned_in_text, workers, scheduler):
+        for index, written, error in run_jobs(work, scheme, jobs, gate.policy, workers, scheduler):
             rel, out_rel = todo[index]
             if error is None and written is not None:
                 try:
@@ -352,9 +354,9 @@ def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Fo
     return RemoteFolder(src), RemoteFolder(dst)
 
 
-def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, workers: int = 1,
+def run_jobs(work, scheme: Scheme, jobs: list[tuple], policy: dict, workers: int = 1,
              scheduler: str | None = None) -> Iterator[tuple[int, Written | None, BaseException | None]]:
-    """``(index, result, error)`` for each ``work(key, src, dst, burned_in_text, record)`` of ``jobs`` as it finishes.
+    """``(index, result, error)`` for each ``work(key, src, dst, policy, record)`` of ``jobs`` as it finishes.
 
     ``result`` is what ``work`` returned, or None where it raised ``error``.
 
@@ -366,14 +368,14 @@ def run_jobs(work, scheme: Scheme, jobs: list[tuple], burned_in_text: str, worke
         from medveil.cluster import dask_client
 
         with dask_client(scheduler, workers) as client:
-            yield from _run_on_dask(client, work, scheme, jobs, burned_in_text)
+            yield from _run_on_dask(client, work, scheme, jobs, policy)
     elif workers <= 1 or len(jobs) <= 1:
         for index, job in enumerate(jobs):
-            yield from _work_batch(work, scheme.key, [(index, *job)], burned_in_text)
+            yield from _work_batch(work, scheme.key, [(index, *job)], policy)
     else:
         with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_work_batch, work, scheme.key, batch, burned_in_text): batch
+            futures = {pool.submit(_work_batch, work, scheme.key, batch, policy): batch
                        for batch in _batches(jobs, workers)}
             for future in as_completed(futures):
                 yield from _outcomes(future, futures[future])

@@ -110,11 +110,12 @@ def _as_little_endian(ds: pydicom.Dataset, character_set) -> None:
     ds.set_original_encoding(False, True, character_set)
 
 
-def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True) -> pydicom.Dataset:
+def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True,
+               clean_descriptors: bool = True) -> pydicom.Dataset:
     """:func:`medveil.io.dicom_profile.deidentify`."""
     from medveil.io import dicom_profile
 
-    return dicom_profile.deidentify(ds, secret, text_masked=text_masked, copy=copy)
+    return dicom_profile.deidentify(ds, secret, text_masked=text_masked, copy=copy, clean_descriptors=clean_descriptors)
 
 
 # Set by write_dicom or by pydicom's set_pixel_data: replaced in the output header, never edited.

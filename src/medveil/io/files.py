@@ -16,7 +16,7 @@ from medveil.keys import Key
 from medveil.schemes import Scheme, from_key
 
 
-def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str, record: dict | None = None,
+def obfuscate_recorded(src: Path, dst: Path, gate: Gate, record: dict | None = None,
                        name: str | None = None, source_sha256: str | None = None) -> Written | None:
     """:meth:`Gate.write` as a folder run's worker does it, overwriting ``dst`` and not syncing it.
 
@@ -33,7 +33,7 @@ def obfuscate_recorded(src: Path, dst: Path, scheme: Scheme, burned_in_text: str
     if still_done(record, source_sha256, lambda: dst.stat().st_size if dst.is_file() else None,
                   lambda: sha256_file(dst)):
         return None
-    Gate(scheme, burned_in_text).write(src, dst, overwrite=True, durable=False)
+    gate.write(src, dst, overwrite=True, durable=False)
     return Written(source_sha256, dst.stat().st_size, sha256_file(dst))
 
 
@@ -52,6 +52,7 @@ def share_scheme(scheme: Scheme) -> None:
     _worker_schemes.setdefault(scheme.key.fingerprint, scheme)
 
 
-def obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, burned_in_text: str,
+def obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, policy: dict,
                         record: dict | None) -> Written | None:
-    return obfuscate_recorded(Path(src), Path(dst), worker_scheme(key), burned_in_text, record)
+    """One file of a folder run in a worker: ``policy`` is the run's :attr:`Gate.policy`."""
+    return obfuscate_recorded(Path(src), Path(dst), Gate(worker_scheme(key), **policy), record)

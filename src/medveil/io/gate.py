@@ -95,12 +95,13 @@ def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalIma
 
 
 def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
-                    copy: bool = True) -> MedicalImage:
+                    copy: bool = True, keep_descriptors: bool = False) -> MedicalImage:
     """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
 
     ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels. ``copy``
     False lets de-identification change ``image.meta`` itself instead of a copy (for a caller that
-    read the image and keeps no other use of it).
+    read the image and keeps no other use of it). ``keep_descriptors`` keeps DICOM free text that
+    PS3.15 Table E.1-1 does not list (the Clean Descriptors option is applied by default).
     """
     check_mappable(image)
     image, masked = screen_text(image, burned_in_text)
@@ -108,7 +109,8 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     fmt = format_named(image.format)
     meta = image.meta
     if fmt.deidentify is not None and meta is not None:
-        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy)
+        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy,
+                              clean_descriptors=not keep_descriptors)
     return image.replace(
         pixels=pixels,
         bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
@@ -142,14 +144,23 @@ class Gate:
         ``refuse`` (default), ``mask`` or ``off`` (see :func:`screen_text`); checked here, once.
     keep_names : bool
         Hand files over under their own relative paths instead of keyed pseudonyms.
+    keep_descriptors : bool
+        Keep DICOM free text the de-identification table does not list (removed by default).
     """
 
     scheme: Scheme
     burned_in_text: str = "refuse"
     keep_names: bool = False
+    keep_descriptors: bool = False
 
     def __post_init__(self) -> None:
         check_policy(self.burned_in_text)
+
+    @property
+    def policy(self) -> dict:
+        """The options besides the scheme, as a folder run's workers receive them: ``Gate(scheme, **policy)``."""
+        return {"burned_in_text": self.burned_in_text, "keep_names": self.keep_names,
+                "keep_descriptors": self.keep_descriptors}
 
     @cached_property
     def _names_secret(self) -> bytes:  # derived once per gate, not once per file
@@ -189,7 +200,7 @@ class Gate:
 
     def image(self, image: MedicalImage, copy: bool = True) -> MedicalImage:
         """:func:`obfuscate_image` with this gate's options."""
-        return obfuscate_image(image, self.scheme, self.burned_in_text, copy=copy)
+        return obfuscate_image(image, self.scheme, self.burned_in_text, copy, self.keep_descriptors)
 
     def write(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
               durable: bool = True) -> None:

@@ -25,6 +25,7 @@ from typing import Iterator
 from medveil._atomic import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
 from medveil.io.files import obfuscate_recorded, worker_scheme
+from medveil.io.gate import Gate
 from medveil.io.manifest import Manifest, Written, run_lock, sha256_file, sha256_stream, still_done
 from medveil.io.image import is_supported, output_name
 from medveil.keys import Key
@@ -131,7 +132,7 @@ def put_atomic(fs, local: Path, path: str) -> None:
     fs.mv(temporary, path)
 
 
-def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str, record: dict | None) -> Written | None:
+def obfuscate_staged(key: Key, src: str, dst: str, policy: dict, record: dict | None) -> Written | None:
     """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker).
 
     Returns None, writing nothing, where the manifest's ``record`` of it is still good.
@@ -152,7 +153,7 @@ def obfuscate_staged(key: Key, src: str, dst: str, burned_in_text: str, record: 
         if still_done(record, source_sha256, lambda: _size(fs_out, path_out), lambda: _sha256(fs_out, path_out)):
             return None
         try:
-            written = obfuscate_recorded(local_in, local_out, worker_scheme(key), burned_in_text, name=src,
+            written = obfuscate_recorded(local_in, local_out, Gate(worker_scheme(key), **policy), name=src,
                                          source_sha256=source_sha256)
         except InputError as exc:
             raise InputError(str(exc).replace(str(local_in), src)) from None
