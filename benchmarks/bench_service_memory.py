@@ -5,8 +5,8 @@
 Starts ``medveil serve`` on loopback with a fresh data folder and the default limits, trains a tiny
 model and predicts once (so the idle figure includes what predictions load), then sends,
 one kind at a time, what broke the first version: a 1 MiB zip bomb, 1,000 blank 1024x1024 PNGs in a
-small archive, anonymous predicts of 250 x 1 MiB, and a predict of many wide images the model cannot
-take. Before each, the server's peak-RSS counter is reset (``/proc/PID/clear_refs``); after it, the
+small archive, anonymous predicts of 250 x 1 MiB, six concurrent honest uploads of 500 MiB decoded
+each (which share one budget), and a predict of many wide images the model cannot take. Before each, the server's peak-RSS counter is reset (``/proc/PID/clear_refs``); after it, the
 peak (VmHWM) is read. Prints each peak, the status codes, and the ratio to the goal
 ``2 x idle + one request's budget`` (``Limits.max_decoded_bytes``); a ratio <= 1 meets it.
 """
@@ -88,6 +88,16 @@ def attacks(token: str, model_id: str):
     yield "4 anonymous predicts of 250 x 1 MiB", lambda http: [
         http.post(f"/models/{'0' * 32}/predict", files=[("files", (f"{i}.png", megabyte, "image/png")) for i in range(250)]
                   ).status_code for _ in range(4)]
+    # six honest uploads of 500 MiB decoded at once: each fits one request's budget, together they do not
+    honest = zipped({f"{c}/{i}.png": blank for c in ("a", "b") for i in range(250)})
+
+    def six_at_once(http):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as pool:
+            return list(pool.map(lambda _: upload(http, honest, auth), range(6)))
+
+    yield f"6 concurrent uploads of 500 MiB decoded ({len(honest) // 1024} KiB each)", six_at_once
     yield f"predict of 200 wide PNGs ({200 * len(wide) // 1024} KiB)", lambda http: [
         http.post(f"/models/{model_id}/predict", headers=auth,
                   files=[("files", (f"{i}.png", wide, "image/png")) for i in range(200)]).status_code]
@@ -97,7 +107,7 @@ def main() -> None:
     budget = Limits().max_decoded_bytes
     with tempfile.TemporaryDirectory() as tmp:
         token = Store(Path(tmp) / "srv").create_token("bench")
-        with local_server(Path(tmp) / "srv") as url, httpx.Client(base_url=url, timeout=300) as http:
+        with local_server(Path(tmp) / "srv", options=["--quota-mb", "8192"]) as url, httpx.Client(base_url=url, timeout=300) as http:
             pid = server_pid()
             model_id = trained_model(http, token)
             idle = status_kib(pid, "VmRSS") * 1024
