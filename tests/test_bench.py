@@ -70,9 +70,12 @@ def test_bench_options_reach_their_attack_and_are_cached_apart():
 def test_a_card_whose_images_hold_but_whose_patients_link_says_links():
     from medveil.bench.report import _card_text
 
-    strongest = {"ssim": 0.17, "attack": "kerckhoffs-unet", "attacker_data": "prior"}
-    entry = {"setting": Setting("block-shuffle", (("block", 8),)), "strongest": strongest,
-             "by_capability": {"ciphertext-only": strongest}, "verdicts": {"ciphertext-only": "links"}}
-    assert _card_text(entry).startswith("links: no image recovered (best: kerckhoffs-unet (prior data), SSIM 0.17), but")
+    strongest = {"ssim": 0.25, "attack": "kerckhoffs-unet", "attacker_data": "prior"}
+    guess = {"ssim": 0.23, "attack": "prior-mean", "attacker_data": "prior"}
+    entry = {"setting": Setting("block-shuffle", (("block", 8),)), "strongest": strongest, "strongest_guess": guess,
+             "by_capability": {"ciphertext-only": strongest}, "guess": {"ciphertext-only": guess},
+             "verdicts": {"ciphertext-only": "links"}}
+    assert _card_text(entry).startswith("links: no image recovered beyond the guess (best: kerckhoffs-unet (prior "
+                                        "data), SSIM 0.25, +0.02 over the guess), but")
     entry["verdicts"] = {"ciphertext-only": "holds"}
-    assert _card_text(entry).startswith("holds against the attacks tried here")
+    assert _card_text(entry).startswith("holds: no attack tried here recovers more than the guess")

@@ -25,6 +25,17 @@ def png_bomb(path, side=60000):
                      + chunk(b"IEND", b""))
 
 
+def jpeg_bomb(path, side=60000):
+    """A 16x16 baseline JPEG whose frame header (SOF0) was rewritten to declare side x side pixels."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(path, "JPEG")
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = struct.pack(">HH", side, side)
+    path.write_bytes(bytes(data))
+
+
 def tiff_bomb(path, side=50000):
     """A 16x16 TIFF whose width and length tags were rewritten to side x side."""
     tifffile.imwrite(path, np.zeros((16, 16), np.uint16))
@@ -72,9 +83,11 @@ def nifti_bomb(path):
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
 def test_bombs_in_every_format_are_refused_within_a_memory_cap(tmp_path, dicom_dir):
-    files = {"png": tmp_path / "bomb.png", "tiff": tmp_path / "bomb.tif", "dicom": tmp_path / "bomb.dcm",
+    files = {"png": tmp_path / "bomb.png", "jpeg": tmp_path / "bomb.jpg", "tiff": tmp_path / "bomb.tif",
+             "dicom": tmp_path / "bomb.dcm",
              "deflated": tmp_path / "deflated.dcm", "nifti": tmp_path / "bomb.nii"}
     png_bomb(files["png"])
+    jpeg_bomb(files["jpeg"])
     tiff_bomb(files["tiff"])
     dicom_bomb(files["dicom"], dicom_dir)
     deflated_bomb(files["deflated"], dicom_dir)

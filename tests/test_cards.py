@@ -24,7 +24,8 @@ def medveil(*args):
 def test_shipped_cards_are_the_committed_full_benchmark():
     shipped = Path(cards.__file__).with_name("cards.csv").read_text()
     assert shipped == (ROOT / "docs/results/bench-full/cards.csv").read_text()
-    assert len(cards.shipped_cards()) == len(shipped.splitlines()) - 1
+    rows = shipped.splitlines()[1:]
+    assert len(cards.shipped_cards()) == sum(",guess," not in row for row in rows) > 0  # guesses are not cards
 
 
 def test_keygen_without_a_scheme_makes_the_best_rated_useful_setting(tmp_path):
@@ -38,7 +39,7 @@ def test_keygen_without_a_scheme_makes_the_best_rated_useful_setting(tmp_path):
     assert mine["ciphertext-only"].verdict != "broken"
     # no setting within the accuracy target ranks better under ciphertext-only
     rows = list(csv.DictReader(open(ROOT / "docs/results/bench-full/cards.csv")))
-    useful = [r for r in rows if r["capability"] == "ciphertext-only"
+    useful = [r for r in rows if r["capability"] == "ciphertext-only" and r["verdict"] != "guess"
               and float(r["accuracy"]) >= float(r["plain_accuracy"]) - cards.TARGET_POINTS / 100]
     best = cards.LEVELS.index(mine["ciphertext-only"].verdict)
     assert all(cards.LEVELS.index(r["verdict"]) >= best for r in useful)

@@ -120,7 +120,7 @@ def test_cooccurrence_needs_the_service_set():
         CodeCooccurrence(256).fit(AttackerView("intensity", {}, own=np.zeros((0, 4, 4), np.uint8)))
 
 
-def test_no_card_rates_a_setting_better_than_its_strongest_attack(tmp_path):
+def test_no_card_rates_a_setting_better_than_its_strongest_attack_beyond_the_guess(tmp_path):
     from medveil.schemes import Setting
 
     setting = Setting("intensity", (("levels", 50),))
@@ -129,18 +129,28 @@ def test_no_card_rates_a_setting_better_than_its_strongest_attack(tmp_path):
                {"attack": "b", "capability": "oracle", "attacker_data": "prior", "queries": 1, "ssim": 0.6,
                 "psnr": 15.0, "ms_ssim": 0.7},
                {"attack": "c", "capability": "ciphertext-only", "attacker_data": "none", "queries": 0, "ssim": 0.25,
-                "psnr": 12.0, "ms_ssim": 0.5, "linkage_top1": 0.5, "linkage_chance": 0.1}]
+                "psnr": 12.0, "ms_ssim": 0.5, "linkage_top1": 0.5, "linkage_chance": 0.1},
+               {"attack": "prior-mean", "capability": "ciphertext-only", "attacker_data": "prior", "queries": 0,
+                "ssim": 0.23, "psnr": 14.0, "ms_ssim": 0.4}]
     records = [{"cell": type("C", (), {"setting": setting, "kind": "attack", "attack": a["attack"]})(),
                 "status": "done", "result": {"row": a}} for a in attacks]
     rows = report.summarise(records, [setting])
     report.write_cards(tmp_path / "cards.csv", "toy", rows)
     import csv
 
-    cards = {r["capability"]: r for r in csv.DictReader(open(tmp_path / "cards.csv"))}
-    assert set(cards) == {"oracle", "ciphertext-only"}
+    written = list(csv.DictReader(open(tmp_path / "cards.csv")))
+    cards = {r["capability"]: r for r in written if r["verdict"] != "guess"}
+    guesses = {r["capability"]: r for r in written if r["verdict"] == "guess"}
+    assert set(cards) == set(guesses) == {"oracle", "ciphertext-only"}  # prior-mean needs no more than images
+    assert all(r["attack"] == "prior-mean" and float(r["gain"]) == 0 for r in guesses.values())
     assert cards["oracle"]["attack"] == "b" and cards["oracle"]["verdict"] == "weak"
-    assert cards["ciphertext-only"]["verdict"] == "links"  # images hold, patients are re-identified at 5x chance
+    assert float(cards["oracle"]["gain"]) == pytest.approx(0.6 - 0.23)
+    # c recovers 0.02 beyond the guess: no image, but patients are re-identified at 5x chance
+    assert cards["ciphertext-only"]["verdict"] == "links" and cards["ciphertext-only"]["attack"] == "c"
     assert report._card_text(rows[0]).startswith("weak")  # the overall verdict follows the strongest column
+    records[2]["result"]["row"] = dict(attacks[2], ssim=0.29)  # below the old absolute threshold 0.3 ...
+    partial = report.summarise(records, [setting])[0]
+    assert partial["verdicts"]["ciphertext-only"] == "partial"  # ... yet 0.06 beyond the guess
 
 
 def test_known_pairs_read_a_bijective_table_off_the_pairs(rng):

@@ -71,7 +71,8 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
                   thresholds: Sequence[float] = (), loss: str = "ssim") -> Path:
     """Utility against privacy loss: ``(label, loss, accuracy %, accuracy std)`` per point, and the frontier.
 
-    ``loss``: ``"ssim"`` (what the strongest attack recovers, 0-1) or ``"linkage"`` (its top-1
+    ``loss``: ``"ssim"`` (what the strongest attack recovers, 0-1), ``"gain"`` (what it recovers beyond
+    the guess, SSIM over the attacker's mean image) or ``"linkage"`` (its top-1
     re-identification as a multiple of chance, on a log axis). The frontier joins the points no
     other point beats on both axes (less lost and more accurate); ``thresholds`` are drawn as lines.
     """
@@ -90,7 +91,7 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
         ax.set_xscale("log")
         ax.set_xlim(1, 2 * max([x for _, x, _, _ in points] + [1]))
     else:
-        ax.set_xlim(-0.05, 1.05)
+        ax.set_xlim(-0.3 if loss == "gain" else -0.05, 1.05)
     ax.autoscale_view()  # labels are measured against the final limits
     # Labels of nearby points would print over each other: each takes the nearest free place, right or
     # left of its point, then further below or above.
@@ -106,8 +107,9 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
                 break
             text.remove()
         taken.append(box)
-    ax.set_xlabel("what the strongest attack recovers (mean SSIM to the originals)" if loss == "ssim" else
-                  "patients re-identified by the strongest attack (top-1, × chance)")
+    ax.set_xlabel({"ssim": "what the strongest attack recovers (mean SSIM to the originals)",
+                   "gain": "what the strongest attack recovers beyond the guess (SSIM over the attacker's mean image)",
+                   "linkage": "patients re-identified by the strongest attack (top-1, × chance)"}[loss])
     ax.set_ylabel("test accuracy % (utility)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -2,6 +2,7 @@
 
 Importing this package registers every built-in attack:
 
+- the guesses every attack is measured against (baselines): prior-mean, label-mean;
 - ciphertext-only: identity, code-cooccurrence, slot-correlation, position-correlation,
   kerckhoffs-unet, leading-bit, minimum-difference, jigsaw;
 - known-pairs: known-pairs;
@@ -24,6 +25,7 @@ from medveil.attacks.base import (
     register_attack,
     unregister_attack,
 )
+from medveil.attacks.baselines import LabelMean, PriorMean
 from medveil.attacks.chosen_plaintext import (
     ChosenPlaintext,
     StructuralChosenPlaintext,
@@ -61,10 +63,12 @@ __all__ = [
     "KnownPairsBlockKey",
     "KnownPairsPositions",
     "KnownPairsTable",
+    "LabelMean",
     "LeadingBit",
     "LearnedReconstruction",
     "MinimumDifference",
     "PositionCorrelation",
+    "PriorMean",
     "SlotCorrelation",
     "StructuralChosenPlaintext",
     "TanakaChosenPlaintext",

@@ -97,6 +97,8 @@ class AttackerView:
         The scheme's public name and parameters (never the key).
     own : ndarray
         The attacker's own plain images ``(n, H, W[, C])`` uint8 (empty for ``none``).
+    own_labels : ndarray or None
+        Their labels ``(n,)``, where the attacker's data are labelled (``prior``).
     obfuscated_set, labels : ndarray or None
         ciphertext-only: every image the service holds under the key, and their labels.
     pairs : (ndarray, ndarray) or None
@@ -112,6 +114,7 @@ class AttackerView:
     labels: np.ndarray | None = None
     pairs: tuple[np.ndarray, np.ndarray] | None = None
     oracle: BlackBox | None = field(default=None, repr=False)
+    own_labels: np.ndarray | None = None
 
     def require_oracle(self, attack: str) -> BlackBox:
         if self.oracle is None:
@@ -227,6 +230,9 @@ class AttackSpec:
     images_only : bool
         It needs nothing but the intercepted images (and its plain data), so an attacker of any
         threat model can run it: verdicts count it in every threat model's column.
+    baseline : bool
+        A guess, not an attack (:mod:`medveil.attacks.baselines`): verdicts count the other attacks
+        by how much they recover beyond the strongest guess of their threat model.
     """
 
     name: str
@@ -237,6 +243,7 @@ class AttackSpec:
     summary: str
     parameters: tuple[Parameter, ...] = ()
     images_only: bool = False
+    baseline: bool = False
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)

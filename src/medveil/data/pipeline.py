@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medveil.schemes import Scheme
+from medveil.schemes.base import Scheme
 
 
 def minmax(image: np.ndarray) -> np.ndarray:

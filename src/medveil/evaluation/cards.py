@@ -37,6 +37,7 @@ class Card:
     attack: str
     attacker_data: str
     ssim: float
+    gain: float | None  # SSIM beyond the guess of this threat model (None in cards made before guesses were)
     linkage_top1: float | None
     linkage_chance: float | None
     verdict: str
@@ -49,7 +50,8 @@ class Card:
         data = "no plain data" if self.attacker_data == "none" else f"{self.attacker_data} data"
         linked = (f"; re-identifies {self.linkage_top1:.0%} of patients, chance {self.linkage_chance:.1%}"
                   if self.linkage_top1 is not None and self.linkage_chance else "")
-        return f"privacy card, {self.capability}: {self.verdict} ({self.attack}, {data}: SSIM {self.ssim:.2f}{linked})"
+        over = f", {self.gain:+.2f} over the guess" if self.gain is not None else ""
+        return f"privacy card, {self.capability}: {self.verdict} ({self.attack}, {data}: SSIM {self.ssim:.2f}{over}{linked})"
 
 
 def _number(text: str) -> float | None:
@@ -58,12 +60,14 @@ def _number(text: str) -> float | None:
 
 @functools.lru_cache(maxsize=1)
 def shipped_cards() -> tuple[Card, ...]:
-    """Every card in the package's ``cards.csv``, in its order."""
+    """Every card in the package's ``cards.csv``, in its order; the guesses' rows (verdict ``guess``), which
+    the cards' gains are measured from, are left out."""
     with resources.files("medveil.evaluation").joinpath("cards.csv").open(newline="") as fh:
         return tuple(Card(row["scheme"], row["params"], row["capability"], row["attack"], row["attacker_data"],
-                          float(row["ssim"]), _number(row["linkage_top1"]), _number(row["linkage_chance"]),
+                          float(row["ssim"]), _number(row.get("gain", "")), _number(row["linkage_top1"]),
+                          _number(row["linkage_chance"]),
                           row["verdict"], _number(row.get("accuracy", "")), _number(row.get("plain_accuracy", "")))
-                     for row in csv.DictReader(fh))
+                     for row in csv.DictReader(fh) if row["verdict"] != "guess")
 
 
 def setting_label(scheme: str, params: Mapping[str, Any]) -> str:

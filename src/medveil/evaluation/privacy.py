@@ -70,15 +70,16 @@ def run_attack(attack: Attack, capability: str, key: Key, dataset: ImageDataset,
     """
     target, own = target_and_attacker_images(dataset, attacker_data)
     leaked = target_and_attacker_images(dataset, "prior")[1][:pairs] if capability == "known-pairs" else None
-    groups = dataset.groups[group_split(dataset.labels, dataset.groups) == "test"]
+    split = group_split(dataset.labels, dataset.groups)
     return attack_images(attack, capability, key, target, own, dataset.name, attacker_data,
-                         service_set=(dataset.images, dataset.labels), leaked=leaked, target_groups=groups)
+                         service_set=(dataset.images, dataset.labels), leaked=leaked, target_groups=dataset.groups[split == "test"],
+                         own_labels=dataset.labels[split != "test"] if attacker_data == "prior" else None)
 
 
 def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray, own: np.ndarray, dataset_name: str,
                   attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
                   leaked: np.ndarray | None = None, target_groups: np.ndarray | None = None,
-                  volumes: bool = False) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+                  volumes: bool = False, own_labels: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``;
     for ciphertext-only attacks the plain ``(images, labels)`` the service holds obfuscated (``target``
     alone when not given); for known-pairs the ``leaked`` plain images, whose obfuscated versions go
@@ -90,10 +91,11 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     ``target`` and ``own`` are ``(n, D, H, W)`` volumes and scored in 3-D. An attack with a
     ``linkage_features(images, plain)`` method (features that the obfuscation leaves unchanged, or
     changes in a way the attacker can simulate on its plain images) is also scored by matching those
-    of the obfuscated probe with the gallery's; the row keeps the better linkage."""
+    of the obfuscated probe with the gallery's; the row keeps the better linkage. ``own_labels`` are
+    the labels of ``own`` where the attacker's data are labelled (a guess per label uses them)."""
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
-    view = AttackerView(key.scheme, dict(key.params), own)
+    view = AttackerView(key.scheme, dict(key.params), own, own_labels=own_labels)
     queries = 0
     if capability == "ciphertext-only":
         images, labels = service_set if service_set is not None else (target, None)

@@ -120,12 +120,13 @@ class BlockShuffle(Scheme):
                 chosen = turns == which
                 blocks[chosen] = turn(blocks[chosen], which, colour=colour)
             if self.params.get("remap") or self.params.get("noise"):
-                blocks = self._disguise(blocks, stream)
+                blocks = self.disguise(blocks, stream)
             out[index] = from_blocks(blocks, *shape[:2])
         return out.reshape(images.shape)
 
-    def _disguise(self, blocks: np.ndarray, stream: KeyStream) -> np.ndarray:
-        """``remap`` and ``noise`` on one image's blocks ``(P, M, M[, C])`` uint8, drawn from its ``stream``."""
+    def disguise(self, blocks: np.ndarray, stream: KeyStream) -> np.ndarray:
+        """``remap`` and ``noise`` on one image's blocks ``(P, M, M[, C])`` uint8, drawn from its ``stream``
+        (public, like the whole algorithm: an attacker simulates it under keys of its own)."""
         values = blocks.astype(np.float64)
         per_block = (len(blocks),) + (1,) * (blocks.ndim - 1)
         if self.params.get("remap"):

@@ -1,0 +1,75 @@
+"""The package's shape: no import circles between its modules."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    path = SRC.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def import_graph() -> dict[Path, set[Path]]:
+    """Each module of medveil and the modules it imports, anywhere in it (lazy imports inside functions too):
+    ``from a.b import c`` counts as importing ``a/b/c.py`` where that module exists, else ``a/b``."""
+    graph = {}
+    for path in (SRC / "medveil").rglob("*.py"):
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [f"{node.module}.{alias.name}" if _module_file(f"{node.module}.{alias.name}") else node.module
+                         for alias in node.names]
+            else:
+                continue
+            targets |= {f for f in map(_module_file, names) if f is not None and f != path}
+        graph[path] = targets
+    return graph
+
+
+def circles(graph: dict[Path, set[Path]]) -> list[list[Path]]:
+    """The strongly connected groups of two or more modules (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: Path) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(group)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    found = circles(import_graph())
+    assert not found, [[str(p.relative_to(SRC)) for p in group] for group in found]
+
+
+def test_the_circle_finder_finds_one():
+    a, b, c = Path("a"), Path("b"), Path("c")
+    assert [set(g) for g in circles({a: {b}, b: {c}, c: {a}})] == [{a, b, c}]
+    assert circles({a: {b}, b: {c}, c: set()}) == []
