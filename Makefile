@@ -26,6 +26,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh out/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

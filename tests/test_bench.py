@@ -56,7 +56,7 @@ def test_bench_options_reach_their_attack_and_are_cached_apart():
     from dataclasses import replace
 
     from medveil.bench.grid import PROFILES, cells_of
-    from medveil.cli import _attack_options
+    from medveil.cli.evaluate import _attack_options
 
     options = _attack_options(["kerckhoffs-unet.keys=32"])
     assert options == (("kerckhoffs-unet", (("keys", 32),)),)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import medveil
-from medveil.io import batch, obfuscate_tree
+from medveil.io import obfuscate_tree
 from medveil.io import files as files_io
 from medveil.io import remote as remote_io
 from medveil.io.batch import default_manifest

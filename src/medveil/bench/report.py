@@ -98,7 +98,7 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         entry.update({metric: mean_std(u[metric] for u in utility) for metric in ("accuracy", "f1", "ssim", "psnr")})
         # an attack that needs only the intercepted images counts in every threat model's column
         within = {cap: [a for a in attacks if a.get("capability") == cap or a["attack"] in anyone] for cap in CAPABILITIES}
-        strongest = lambda rows: max(rows, key=lambda a: float(a["ssim"]), default=None)  # noqa: E731
+        strongest = lambda rows: max(rows, key=lambda a: float(a["ssim"]), default=None)
         entry["guess"] = {cap: strongest([a for a in within[cap] if a["attack"] in guesses]) for cap in CAPABILITIES}
         entry["by_capability"] = {cap: strongest([a for a in within[cap] if a["attack"] not in guesses])
                                   for cap in CAPABILITIES}

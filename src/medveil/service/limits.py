@@ -62,7 +62,7 @@ class MemoryBudget:
         """Hold ``size`` bytes for the block: wait while others hold too much; 503 after the wait."""
         with self._free:
             if not self._free.wait_for(lambda: self.used + size <= self.total, timeout=self.wait):
-                raise http_error(503, f"the server is decoding other requests' images; retry in a minute")
+                raise http_error(503, "the server is decoding other requests' images; retry in a minute")
             self.used += size
         try:
             yield

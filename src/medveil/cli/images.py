@@ -1,0 +1,164 @@
+"""``medveil obfuscate``, ``compare``, ``samples`` and ``inspect``: files in, files out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medveil.cli._common import (
+    ALLOW_BROKEN_HELP,
+    app,
+    check_broken,
+    clean_errors,
+    echo_json,
+    echo_verdicts,
+    fail,
+    load_key,
+)
+from medveil.data import copy_samples
+from medveil.io import Gate, obfuscate_tree, output_name, read_image
+from medveil.schemes import from_key
+
+
+@app.command()
+@clean_errors
+def obfuscate(
+    source: str = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY); "
+                                 "a folder may be an fsspec URL (memory://, s3://, ...)."),
+    output: str = typer.Argument(..., help="Output file, or output folder mirroring the source tree (or its URL)."),
+    key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
+    workers: int = typer.Option(1, min=1, help="Worker processes for a folder (with --scheduler local: Dask workers)."),
+    scheduler: Optional[str] = typer.Option(None, help="Run a folder on Dask: 'local' (a LocalCluster of --workers "
+                                            "processes) or a scheduler's address (tcp://host:8786) whose workers reach "
+                                            "both folders. The key is sent to the workers once."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    burned_in_text: str = typer.Option(
+        "refuse", help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: "
+                       "'refuse' fails the file, 'mask' blanks the text before obfuscating (DICOM records the "
+                       "Clean Pixel Data option), 'off' skips the check."),
+    keep_names: bool = typer.Option(False, "--keep-names", help="Folders: write outputs under the sources' own "
+                                    "relative paths. Default: keyed pseudonyms (folder and file names can hold "
+                                    "PHI); the manifest maps them back."),
+    manifest: Optional[Path] = typer.Option(None, help="Folders: the run's record (sources, digests, pseudonyms), "
+                                            "kept in the hospital. Default: OUTPUT.manifest.jsonl beside the "
+                                            "output folder; needed for a URL output."),
+    keep_descriptors: bool = typer.Option(False, "--keep-descriptors", help="DICOM: keep free text that PS3.15 "
+                                          "Table E.1-1 does not list (series and study descriptions' kin, "
+                                          "ContentSequence text, frame labels). Default: removed, as the Clean "
+                                          "Descriptors option does; the text may name the patient."),
+    allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
+):
+    """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
+    from medveil.io.remote import local_path
+
+    hospital_key = load_key(key)
+    check_broken(hospital_key, allow_broken, "obfuscate")
+    scheme = from_key(hospital_key)
+    source, output = local_path(source), local_path(output)
+    if isinstance(source, Path) and source.is_file():
+        if not isinstance(output, Path):
+            fail(f"{source}: one file is written to a local path; URLs are for folder runs")
+        gate = Gate(scheme, burned_in_text, keep_names, keep_descriptors)
+        target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
+        gate.write(source, target)
+        typer.echo(f"wrote {target} with {scheme.describe()}")
+        echo_verdicts(hospital_key.scheme, hospital_key.params)
+        return
+    report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
+                            burned_in_text=burned_in_text, scheduler=scheduler, keep_names=keep_names,
+                            manifest=manifest, keep_descriptors=keep_descriptors)
+    hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
+    typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
+               f"{len(report.failed)} failed{hidden} -> {output} with {scheme.describe()}")
+    echo_verdicts(hospital_key.scheme, hospital_key.params)
+    for _, message in report.failed:
+        typer.echo(f"failed: {message}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@clean_errors
+def compare(
+    originals: Path = typer.Argument(..., help="Original file or folder."),
+    others: Path = typer.Argument(..., help="Obfuscated (or reconstructed) file or folder, same relative paths."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-image scores here."),
+    figure: Optional[Path] = typer.Option(None, help="Also save a PNG grid of the first pairs here."),
+    examples: int = typer.Option(4, min=1, help="Pairs shown in --figure."),
+    label: str = typer.Option("obfuscated", help="Column title for the second folder in --figure."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image, then one with the means."),
+):
+    """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
+    from medveil import metrics
+    from medveil.figures import image_grid
+
+    if originals.is_file():
+        rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]
+        problems: list[str] = []
+        pairs = [(originals, others)]
+    else:
+        if not originals.is_dir():
+            fail(f"{originals}: no such file or folder")
+        rows, problems = metrics.compare_trees(originals, others)
+        counterpart = metrics.counterparts(originals, others)
+        pairs = [(originals / r["file"], counterpart(r["file"])) for r in rows]
+    for row in rows:
+        typer.echo(json.dumps(row) if as_json else f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
+    if rows:
+        finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
+        mean = {"images": len(rows), "ssim": sum(r["ssim"] for r in rows) / len(rows),
+                "psnr": sum(finite) / len(finite) if finite else math.inf}
+        typer.echo(json.dumps({"mean": mean}) if as_json else
+                   f"mean over {mean['images']} images\tSSIM {mean['ssim']:.4f}\tPSNR {mean['psnr']:.2f} dB")
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["file", "ssim", "psnr"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if figure and rows:
+        shown = pairs[:examples]
+        grid = [[read_image(a).middle_plane(), read_image(b).middle_plane()] for a, b in shown]
+        labels = [f"{Path(a).name}\nSSIM {r['ssim']:.3f}" for (a, _), r in zip(shown, rows)]
+        image_grid(grid, ["original", label], labels, figure)
+        typer.echo(f"figure: {figure}")
+    for message in problems:
+        typer.echo(f"failed: {message}", err=True)
+    if problems or not rows:
+        if not rows and not problems:
+            fail(f"{originals}: no supported images to compare")
+        raise typer.Exit(1)
+
+
+
+@app.command()
+@clean_errors
+def samples(dest: Path = typer.Argument(..., help="Folder to fill with example scans.")):
+    """Copy a few real example scans bundled with installed packages (Br35H MRI, DICOM CT/MR, NIfTI)."""
+    copied = copy_samples(dest)
+    for group, files in copied.items():
+        typer.echo(f"{dest / group}: {len(files)} files")
+
+
+@app.command()
+@clean_errors
+def inspect(path: Path = typer.Argument(..., help="An image file."),
+            as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+    """Show an image's format, shape, stored type and value range, and the key it needs."""
+    image = read_image(path)
+    pixels = image.pixels
+    keyable = pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2
+    signed = " --signed" if pixels.dtype.kind == "i" else ""
+    keygen_command = f"medveil keygen --bits {image.bits}{signed} --levels N -o KEY" if keyable else None
+    if as_json:
+        echo_json({"file": str(path), "format": image.format, "shape": list(pixels.shape), "dtype": str(pixels.dtype),
+                    "bits": image.bits, "min": pixels.min().item(), "max": pixels.max().item(), "keygen": keygen_command})
+        return
+    typer.echo(f"{path}: {image.format}, shape {pixels.shape}, {pixels.dtype}, {image.bits} bits stored, "
+               f"values [{pixels.min()}, {pixels.max()}]")
+    typer.echo(f"key for data like this: {keygen_command}" if keyable
+               else "no medveil key maps these samples (keys map integers of 2 to 16 bits)")
