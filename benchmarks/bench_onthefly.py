@@ -20,7 +20,7 @@ import torch
 import medveil
 from medveil.data.pipeline import ImageTensors
 from medveil.nn import build_classifier
-from medveil.train import TrainConfig, fit
+from medveil.training.loop import TrainConfig, fit
 
 
 SCHEMES = {"plain": None, "intensity levels=50": ("intensity", {"levels": 50}),

@@ -14,7 +14,7 @@ from medveil.data import group_split, load_folder
 from medveil.evaluation.privacy import ATTACK_COLUMNS
 from medveil.keys import Key
 from medveil.nn import UNet
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 
 def smooth_images(rng, n=24, size=16):

@@ -147,7 +147,7 @@ def test_the_learned_jigsaw_solves_a_toy_puzzle_exactly(rng):
     """Pieces that say where they belong (a level per place, a ramp that shows the turn): a position prior
     learned from the attacker's own images puts a new image's shuffled pieces back exactly."""
     from medveil.attacks.jigsaw import MIN_PRIOR_IMAGES
-    from medveil.train import TrainConfig
+    from medveil.training.loop import TrainConfig
 
     y, x = np.mgrid[0:8, 0:8]
     template = np.block([[12 * (4 * r + c) + x + 2 * y for c in range(4)] for r in range(4)]).astype(float)

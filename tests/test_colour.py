@@ -13,7 +13,7 @@ from medveil.attacks import BlackBox, LearnedReconstruction, MinimumDifference, 
 from medveil.cli import app
 from medveil.data import load_folder, pseudo_colour
 from medveil.data.pipeline import ImageTensors
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 
 def write_classes(root, rng, n=12, size=24, rgb=False):

@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 from medveil import device as devices
 from medveil.errors import InputError
-from medveil.train import TrainConfig, fit
+from medveil.training.loop import TrainConfig, fit
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 

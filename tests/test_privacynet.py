@@ -9,7 +9,7 @@ import medveil
 from medveil import metrics
 from medveil.data.segmentation import SegmentationData, simulate_subjects, subject_pairs
 from medveil.nn import GeneralisedDiceLoss, UNet
-from medveil.privacynet import PrivacyNet, PrivacyNetConfig, update_discriminator, update_encoder_segmenter
+from medveil.privacynet.train import PrivacyNet, PrivacyNetConfig, update_discriminator, update_encoder_segmenter
 from medveil.schemes.adversarial import create_adversarial_key
 
 
@@ -137,7 +137,7 @@ def test_encoder_as_a_scheme_is_deterministic_per_weights_and_bound_to_its_key(t
 
 
 def test_evaluation_end_to_end_writes_results_and_resumes_from_cache(tmp_path, simulated):
-    from medveil.evaluation.privacynet import columns, evaluate_privacynet
+    from medveil.privacynet.evaluate import columns, evaluate_privacynet
 
     config = PrivacyNetConfig(epochs=1, pretrain_epochs=1, width=4, depth=1, progress=False)
     rows = evaluate_privacynet(simulated, [1.0], 1, tmp_path / "out", tmp_path / "keys", config, attack_epochs=1)
@@ -185,7 +185,7 @@ def test_cli_rejects_bad_triples_and_lambdas_with_one_line(tmp_path):
     ((8, 48, 48), [0, 1, 2, 3, 4, 5, 6, 7], "same-subject"),  # one image per subject: nothing to re-identify
 ])
 def test_unusable_triples_fail_before_any_training(tmp_path, images, subjects, message):
-    from medveil.evaluation.privacynet import evaluate_privacynet
+    from medveil.privacynet.evaluate import evaluate_privacynet
 
     data = SegmentationData(np.zeros(images, np.uint8), np.zeros(images, np.uint8), np.array(subjects))
     config = PrivacyNetConfig(epochs=1, pretrain_epochs=1, progress=False)

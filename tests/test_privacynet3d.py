@@ -15,7 +15,7 @@ from medveil.data.volumes import (CLASS_NAMES_3D, THREE_CLASSES, load_nifti_fold
                                   rician_noise, save_nifti_folder, simulate_volumes)
 from medveil.nn import GeneralisedDiceLoss, UNet
 from medveil.patches import RandomPatches, crop, random_corner, sliding_window, window_starts
-from medveil.privacynet import PrivacyNet, PrivacyNetConfig, segment
+from medveil.privacynet.train import PrivacyNet, PrivacyNetConfig, segment
 from medveil.schemes.adversarial import create_adversarial_key
 
 
@@ -174,7 +174,7 @@ def test_3d_encoder_as_a_scheme_obfuscates_nifti_volumes_and_keeps_the_affine(tm
 
 
 def test_evaluation_runs_on_volumes_end_to_end(tmp_path, volumes):
-    from medveil.evaluation.privacynet import columns, evaluate_privacynet
+    from medveil.privacynet.evaluate import columns, evaluate_privacynet
 
     data = SegmentationData(volumes.images, volumes.masks, volumes.subjects, "tiny-volumes", volumes.class_names)
     site = SegmentationData(volumes.images[::-1].copy(), merge_classes(volumes.masks[::-1], volumes.class_names),
@@ -198,7 +198,7 @@ def test_evaluation_runs_on_volumes_end_to_end(tmp_path, volumes):
 def test_volumes_that_the_unets_cannot_halve_fail_before_training(tmp_path):
     data = SegmentationData(np.zeros((4, 34, 34, 34), np.uint8), np.zeros((4, 34, 34, 34), np.uint8),
                             np.array([0, 0, 1, 1]), "odd")
-    from medveil.evaluation.privacynet import evaluate_privacynet
+    from medveil.privacynet.evaluate import evaluate_privacynet
 
     with pytest.raises(medveil.InputError, match="divisible by 2\\*\\*depth = 4"):
         evaluate_privacynet(data, [1.0], 1, tmp_path / "o", tmp_path / "k", PrivacyNetConfig(patch=32))

@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import medveil
-from medveil.classification import train_on_images
+from medveil.training.classification import train_on_images
 from medveil.keys import Key
 from medveil.data import load_br35h
 from medveil.service.client import Client, ServiceError
 from medveil.service.server import Limits, create_app, local_server
 from medveil.service.store import Store
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 SIZE = 32
 
@@ -99,7 +99,7 @@ def train_matched_remotely_and_locally(tmp_path, subset, key, epochs, predicted,
     obfuscated = medveil.from_key(key)(subset.images)
     local, result = train_on_images(obfuscated, subset.labels, "matched", TrainConfig(epochs=epochs, progress=False),
                                     scheme=key.scheme, params=key.params)
-    from medveil.classification import model_tensors, predict_probabilities
+    from medveil.training.classification import model_tensors, predict_probabilities
 
     local_p, _ = predict_probabilities(local, model_tensors("matched", obfuscated[:predicted], np.zeros(predicted)))
     return SimpleNamespace(dataset=dataset, record=record, remote=remote, local_p=local_p, local=local, result=result,
@@ -434,7 +434,7 @@ def test_a_segmentation_job_reaches_the_same_dice_remotely_as_locally(tmp_path):
 
     from medveil.cli import app
     from medveil.data.segmentation import simulate_subjects
-    from medveil.segmentation import predict_masks, train_segmentation_on_images
+    from medveil.training.segmentation import predict_masks, train_segmentation_on_images
 
     data = simulate_subjects(subjects=8, scans=3, size=32)
     key = medveil.generate_key("intensity", levels=200)

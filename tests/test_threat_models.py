@@ -267,7 +267,7 @@ def test_kerckhoffs_trains_under_fresh_keys_and_reads_the_target_set(rng, monkey
 
 def test_kerckhoffs_learns_to_undo_skk_without_the_key_where_the_image_itself_shows_nothing(rng):
     from medveil.attacks import Kerckhoffs
-    from medveil.train import TrainConfig
+    from medveil.training.loop import TrainConfig
 
     plain = dark_background_images(rng, 480, 16)
     key = medveil.generate_key("skk")

@@ -6,7 +6,7 @@ from torch.utils.data import TensorDataset
 from medveil import metrics
 from medveil.data.pipeline import ImageTensors, RandomAffine, minmax
 from medveil.nn import SeedCNN, SmallResNet
-from medveil.train import TrainConfig, fit
+from medveil.training.loop import TrainConfig, fit
 
 
 def toy_task(rng, n=128):

@@ -11,7 +11,7 @@ from medveil.attacks import BlackBox
 from medveil.cli import app
 from medveil.nn import ConvVAE, VAELoss
 from medveil.schemes.vae import create_vae_key, train_vae
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 
 def blobs(rng, n=48, size=16):

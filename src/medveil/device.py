@@ -5,8 +5,8 @@ same bytes on every machine, and a GPU's floating point need not match the CPU's
 their look-ups and networks (``vae``, ``adversarial``) on the CPU whatever is chosen here.
 
 The choice is a process-wide default, as torch's own default dtype is: the CLI sets it once per
-command (``--device``), and everything that trains or predicts (:func:`medveil.train.fit`,
-:func:`~medveil.train.predict`, :func:`~medveil.train.apply_batched`, Privacy-Net's alternating
+command (``--device``), and everything that trains or predicts (:func:`medveil.training.loop.fit`,
+:func:`~medveil.training.loop.predict`, :func:`~medveil.training.loop.apply_batched`, Privacy-Net's alternating
 updates) uses it unless handed a device of its own.
 """
 

@@ -21,7 +21,7 @@ import numpy as np
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
 from medveil.errors import InputError, SchemeMismatchError
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 DOMAIN = 256
 

@@ -52,7 +52,7 @@ from medveil.errors import InputError
 from medveil.keys import Key
 from medveil.plugins import Parameter
 from medveil.schemes.shuffle import TURNS, BlockShuffle, from_blocks, to_blocks, turn
-from medveil.train import TrainConfig, fit
+from medveil.training.loop import TrainConfig, fit
 
 NAME = "jigsaw"
 ATTACKER_SECRET = hashlib.sha256(b"jigsaw-attacker").digest()  # any key of the attacker's own; fixed, so runs repeat

@@ -28,7 +28,7 @@ from medveil.attacks.reconstruction import attacker_training, run_reconstructor,
 from medveil.errors import InputError
 from medveil.keys import derive_secret
 from medveil.plugins import Parameter
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 FRESH_KEYS = 16
 

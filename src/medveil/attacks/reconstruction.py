@@ -15,7 +15,7 @@ from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_atta
 from medveil.data.pipeline import ImagePairs
 from medveil.nn import UNet
 from medveil.patches import RandomPatches, whole_volume
-from medveil.train import TrainConfig, apply_batched, fit, predict
+from medveil.training.loop import TrainConfig, apply_batched, fit, predict
 
 
 def attacker_training(epochs: int = 20, progress: bool = True) -> TrainConfig:

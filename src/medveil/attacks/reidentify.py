@@ -22,7 +22,7 @@ from medveil import metrics
 from medveil.data.segmentation import subject_pairs
 from medveil.nn import SiameseDiscriminator, pair_accuracy
 from medveil.patches import RandomPatches
-from medveil.train import TrainConfig, apply_batched, fit, predict, seed_everything
+from medveil.training.loop import TrainConfig, apply_batched, fit, predict, seed_everything
 
 
 class PairTensors(Dataset):

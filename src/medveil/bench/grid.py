@@ -32,7 +32,7 @@ from medveil.evaluation.utility import run_one
 from medveil.keys import SECRET_BYTES, derive_secret
 from medveil.report import slug
 from medveil.schemes import Setting
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 @dataclass(frozen=True)
 class Profile:

@@ -122,8 +122,8 @@ def evaluate_privacynet(
     """Train Privacy-Net's encoder, segmenter and discriminator per λ; report Dice, re-identification and attacks."""
     from medveil.data.segmentation import SegmentationData, simulate_subjects
     from medveil.data.volumes import load_nifti_folder, simulate_other_site, simulate_volumes
-    from medveil.evaluation.privacynet import evaluate_privacynet as run
-    from medveil.privacynet import PrivacyNetConfig
+    from medveil.privacynet.evaluate import evaluate_privacynet as run
+    from medveil.privacynet.train import PrivacyNetConfig
 
     use_device(device)
     try:
@@ -251,7 +251,7 @@ def vae_train(
     from medveil import metrics
     from medveil.data import group_split, load_dataset
     from medveil.schemes.vae import create_vae_key, train_vae
-    from medveil.train import TrainConfig
+    from medveil.training.loop import TrainConfig
 
     use_device(device)
     data = load_dataset(dataset, size, colour)

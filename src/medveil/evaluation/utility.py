@@ -30,12 +30,12 @@ from medveil.data import ImageDataset, group_split, resize_images, save_split, s
 from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.figures import image_grid, plot_utility
 from medveil.nn import model_spec
-from medveil.classification import predict_probabilities, train_classifier
+from medveil.training.classification import predict_probabilities, train_classifier
 from medveil.papers import UTILITY as PAPER_UTILITY
 from medveil.report import markdown_table, mean_std, pm, write_csv
 from medveil.schemes import scheme_class
 from medveil.schemes.setting import Setting
-from medveil.train import TrainConfig
+from medveil.training.loop import TrainConfig
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
 

@@ -1,6 +1,6 @@
 """Adversarial identity-obfuscating encoder (paper PN, Privacy-Net) as a scheme.
 
-The encoder E is trained in :mod:`medveil.privacynet` (against a Siamese same-subject
+The encoder E is trained in :mod:`medveil.privacynet.train` (against a Siamese same-subject
 discriminator while a U-Net still segments its output). At test time the hospital keeps E: its
 weights are the key (written beside the key file, :mod:`medveil.schemes._weights`), and
 :class:`AdversarialEncoder` is E as a plain function on 8-bit images. The service receives
@@ -74,7 +74,7 @@ class AdversarialEncoder(Scheme):
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         from medveil.patches import whole_volume
-        from medveil.train import apply_batched
+        from medveil.training.loop import apply_batched
 
         images = np.asarray(images)
         if self.dims == 3:

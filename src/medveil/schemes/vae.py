@@ -77,7 +77,7 @@ class VAEObfuscation(Scheme):
         import torch
 
         from medveil.data.pipeline import channels_first
-        from medveil.train import apply_batched
+        from medveil.training.loop import apply_batched
 
         images = np.asarray(images)
         shape = self._image_shape(images)
@@ -103,12 +103,12 @@ class VAEObfuscation(Scheme):
 def train_vae(images: np.ndarray, config, latent: int = 64, beta: float = 1.0, val_fraction: float = 0.1):
     """Train a :class:`~medveil.nn.ConvVAE` on the owner's uint8 images ``(n, S, S[, 3])``; returns ``(model, history)``.
 
-    The one training loop (:func:`medveil.train.fit`) with the negative ELBO as loss; the model
+    The one training loop (:func:`medveil.training.loop.fit`) with the negative ELBO as loss; the model
     kept is the one with the lowest validation loss.
     """
     from medveil.data.pipeline import ImagePairs
     from medveil.nn import ConvVAE, VAELoss
-    from medveil.train import fit
+    from medveil.training.loop import fit
 
     n_val = max(1, int(len(images) * val_fraction))
     order = np.random.default_rng(config.seed).permutation(len(images))  # data order, not key material

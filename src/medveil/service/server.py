@@ -87,9 +87,9 @@ class Worker:
             self.run(job_id)
 
     def run(self, job_id: str) -> None:
-        from medveil.classification import train_on_images
-        from medveil.segmentation import train_segmentation_on_images
-        from medveil.train import TrainConfig
+        from medveil.training.classification import train_on_images
+        from medveil.training.segmentation import train_segmentation_on_images
+        from medveil.training.loop import TrainConfig
 
         job = self.store.job_by_id(job_id)
         dataset = self.store.dataset(job["tenant"], job["dataset_id"])
@@ -228,7 +228,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
     @app.post("/jobs", status_code=202, responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
         from medveil.nn import available_models, model_spec
-        from medveil.segmentation import SEGMENTER
+        from medveil.training.segmentation import SEGMENTER
 
         dataset = owned(store.dataset(who, request.dataset_id), "dataset")
         if dataset["task"] == "segmentation":
@@ -264,7 +264,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         import torch
 
         from medveil.nn import build_classifier
-        from medveil.segmentation import build_segmenter
+        from medveil.training.segmentation import build_segmenter
 
         with loaded_lock:
             if record["id"] not in loaded:
@@ -302,12 +302,12 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
 def _predictions(record: dict, net, images: np.ndarray, names: list[str]) -> dict:
     """What ``predict`` answers: per image, a class and its probability, or a label map (base64 PNG)."""
     if record["task"] == "segmentation":
-        from medveil.segmentation import predict_masks
+        from medveil.training.segmentation import predict_masks
 
         return {"predictions": [{"file": name, "mask_png": base64.b64encode(png_bytes(m)).decode(),
                                  "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
                                 for name, m in zip(names, predict_masks(net, images))]}
-    from medveil.classification import model_tensors, predict_probabilities
+    from medveil.training.classification import model_tensors, predict_probabilities
 
     probabilities, _ = predict_probabilities(net, model_tensors(record["model"], images, np.zeros(len(images))))
     return {"predictions": [{"file": name, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from medveil.attacks.reconstruction import train_reconstructor
 from medveil.attacks.reidentify import train_discriminator
-from medveil.classification import holdout
+from medveil.training.classification import holdout
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.device import resolve_device
@@ -42,7 +42,7 @@ from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
 from medveil.patches import RandomPatches, random_crop, whole_volume
 from medveil.schemes.adversarial import encode
-from medveil.train import TrainConfig, apply_batched, fit, seed_everything
+from medveil.training.loop import TrainConfig, apply_batched, fit, seed_everything
 
 
 @dataclass

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from medveil import metrics
-from medveil.classification import holdout
+from medveil.training.classification import holdout
 from medveil.data.pipeline import SegmentationTensors
 from medveil.nn import GeneralisedDiceLoss, UNet
-from medveil.train import TrainConfig, TrainResult, fit, predict, seed_everything
+from medveil.training.loop import TrainConfig, TrainResult, fit, predict, seed_everything
 
 SEGMENTER = "unet"  # the model name segmentation jobs train (the only one, for now)
 WIDTH, DEPTH = 16, 2

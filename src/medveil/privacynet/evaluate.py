@@ -1,7 +1,7 @@
 """Privacy-Net evaluation (paper PN, Tables 2-3): segmentation utility against re-identification.
 
 Images (2-D) or volumes (3-D, paper PN's setting: networks trained on patches, applied by sliding
-windows; see :mod:`medveil.privacynet`); every score below is computed on whole images or volumes.
+windows; see :mod:`medveil.privacynet.train`); every score below is computed on whole images or volumes.
 
 Subjects are split 70/30 (no subject on both sides). Per seed, the networks are pre-trained once
 on the plain training images (:func:`~medveil.privacynet.pretrain`); that gives the
@@ -64,12 +64,12 @@ from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_ima
 from medveil.keys import Key
 from medveil.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
 from medveil.patches import RandomPatches
-from medveil.privacynet import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
+from medveil.privacynet.train import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
                                 train_privacynet, training_patch)
 from medveil.report import markdown_table, mean_std, number, pm, slug, write_csv
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
-from medveil.train import TrainConfig, fit
+from medveil.training.loop import TrainConfig, fit
 
 REID_COLUMNS = ["reid_msssim_acc", "reid_dadv_acc", "reid_dnew_acc", "reid_map"]
 

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from medveil import metrics
 from medveil.nn import build_classifier, model_spec
-from medveil.train import TrainConfig, TrainResult, fit, predict, seed_everything
+from medveil.training.loop import TrainConfig, TrainResult, fit, predict, seed_everything
 
 
 def train_classifier(train: Dataset, val: Dataset | None, model_name: str, size: int, channels: int,
