@@ -125,8 +125,8 @@ def test_the_cli_forks_its_workers_and_they_give_the_same_output(tmp_path, scans
     import subprocess
     import sys
 
-    probe = ("import medveil.cli; from medveil.io import batch; print(batch.pool_context().get_start_method()); "
-             "import torch; print(batch.pool_context().get_start_method())")
+    probe = ("import medveil.cli; from medveil import parallel; print(parallel.pool_context().get_start_method()); "
+             "import torch; print(parallel.pool_context().get_start_method())")
     started = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert started.stdout.split() == ["fork", "spawn"]  # a process with torch's thread pool spawns them
     key8.save(tmp_path / "k.key")

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from medveil import parallel
 from medveil._atomic import atomic_path, write_json
 from medveil.data import ImageDataset, group_split
 from medveil.evaluation.utility import run_one
@@ -172,8 +173,9 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
 
     Returns one record per cell, in :func:`cells_of` order: ``{"cell", "status" ("cached", "done"
     or "failed"), "result" or "error", "seconds"}``. ``compute`` is the function that runs a cell
-    (replaceable in tests). ``scheduler`` runs the missing cells as Dask tasks, one cell per task
-    (``"local"``: a LocalCluster of ``workers`` processes; or a scheduler's address, whose workers
+    (replaceable in tests). ``scheduler`` runs the missing cells as Dask tasks through the one runner
+    (:func:`medveil.parallel.run`: a cell per task, a few per task in a grid of hundreds;
+    ``"local"``: a LocalCluster of ``workers`` processes; or a scheduler's address, whose workers
     write figures into ``out_dir`` too); this process alone writes the cached cells. ``threads``
     fixes torch's threads per cell (default: all cores serially, the cores shared out on a
     LocalCluster); the last digits of a training run depend on it. ``device`` (``auto``, ``cpu``,
@@ -209,21 +211,27 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
             bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility {cell.model} seed {cell.seed}'}")
             finish(index, _computed(compute, cell, shared, secret, threads, device))
     elif todo:
-        from distributed import as_completed
+        from medveil.cluster import local_threads
 
-        from medveil.cluster import dask_client, local_threads, scatter_secret
-
-        with dask_client(scheduler, workers) as client:
-            if threads is None and scheduler == "local":
-                threads = local_threads(workers)
-            on_workers = client.scatter(shared, broadcast=True)  # the dataset travels once, not per cell
-            key_source = scatter_secret(client, secret)
-            futures = {client.submit(_computed, compute, cells[index], on_workers, key_source, threads, device,
-                                     pure=False, key=f"medveil-bench-{profile.name}-{index}"): index for index in todo}
-            for future in as_completed(futures):
-                finish(futures.pop(future), future.result())
+        if threads is None and scheduler == "local":
+            threads = local_threads(workers)
+        # the dataset and the secret travel to each worker once, not per cell
+        for job, outcome, error in parallel.run(_computed_cell, (compute, shared, secret, threads, device),
+                                                [(cells[index],) for index in todo], workers, scheduler):
+            finish(todo[job], outcome if error is None else _failed(error))
     bar.close()
     return records
+
+
+def _computed_cell(compute: Callable[..., dict], shared: tuple, secret: bytes, threads: int | None,
+                   device: str | None, cell: Cell) -> dict:
+    """:func:`_computed` with the arguments in the order :func:`medveil.parallel.run` gives them."""
+    return _computed(compute, cell, shared, secret, threads, device)
+
+
+def _failed(error: BaseException) -> dict:
+    return {"status": "failed", "error": f"{error.__class__.__name__}: {error}",
+            "trace": "".join(traceback.format_exception(error, limit=3))}
 
 
 def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: bytes, threads: int | None,
@@ -242,6 +250,6 @@ def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: b
     try:
         result = compute(cell, *shared, secret)
     except Exception as exc:  # reported in the table; the grid goes on
-        return {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
+        return _failed(exc)
     result["seconds"] = time.perf_counter() - started
     return {"status": "done", "result": result}

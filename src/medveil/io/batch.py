@@ -21,14 +21,9 @@ and the run goes on.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import stat
-import sys
-import threading
-import time
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -36,17 +31,15 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from medveil import parallel
 from medveil._atomic import TMP_PREFIX
 from medveil.errors import InputError, MedveilError
 from medveil.io.files import obfuscate_in_worker, share_scheme
 from medveil.io.gate import Gate
 from medveil.io.image import first_line, output_name
-from medveil.io.manifest import Manifest, Written, default_manifest, run_lock
+from medveil.io.manifest import Manifest, default_manifest, run_lock
 from medveil.keys import Key
 from medveil.schemes import Scheme
-
-BATCH_FILES = 32  # files per task at most, for the pool and Dask (see _batches)
-BATCHES_PER_WORKER = 16
 
 
 @dataclass
@@ -176,75 +169,6 @@ class Folder:
             yield Manifest(manifest, key)
 
 
-def _init_worker(parent: int) -> None:
-    # Parallelism comes from the processes. Importing numba just to say so would cost each worker
-    # ~0.3 s; it reads this when (if ever) a volume loads the compiled loop.
-    if "numba" in sys.modules:
-        sys.modules["numba"].set_num_threads(1)
-    else:
-        os.environ["NUMBA_NUM_THREADS"] = "1"
-
-    def exit_with_parent() -> None:  # a SIGKILLed run must not leave its workers behind
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-
-
-def _run_on_dask(client, work, scheme: Scheme, jobs: list[tuple], policy: dict) -> Iterator:
-    """``(index, result, error)`` for each of ``jobs`` as Dask workers finish them, in any order.
-
-    The key travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names carry
-    no file name either.
-    A task whose worker dies is rerun elsewhere by Dask; its outputs are written atomically, so a
-    rerun replaces nothing but temporaries and its own files, with the same bytes.
-    """
-    import uuid
-
-    from distributed import as_completed
-
-    from medveil.cluster import scatter_secret
-
-    key = scatter_secret(client, scheme.key)
-    run = uuid.uuid4().hex[:8]
-    workers = len(client.scheduler_info()["workers"])
-    futures = {client.submit(_work_batch, work, key, batch, policy, pure=False,
-                             key=f"medveil-obfuscate-{run}-{i}"): batch for i, batch in enumerate(_batches(jobs, workers))}
-    for future in as_completed(futures):
-        yield from _outcomes(future, futures.pop(future))  # released: a worker lost later redoes no finished file
-
-
-def _batches(jobs: list[tuple], workers: int) -> list[list[tuple]]:
-    """``(index, source, target, record)`` for ``jobs``, cut into tasks of several files each.
-
-    A task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so each
-    carries up to :data:`BATCH_FILES`, while every worker still gets :data:`BATCHES_PER_WORKER`
-    tasks or more to balance the load.
-    """
-    size = max(1, min(BATCH_FILES, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
-    numbered = [(index, str(source), str(target), record) for index, (source, target, record) in enumerate(jobs)]
-    return [numbered[start:start + size] for start in range(0, len(numbered), size)]
-
-
-def _outcomes(future, batch: list[tuple]) -> list[tuple]:
-    """A finished batch's ``(index, result, error)``; every file of it fails with the task where the task
-    itself failed (a worker that crashed on one of its files, say), as a failed file does."""
-    error = future.exception()
-    return future.result() if error is None else [(index, None, error) for index, *_ in batch]
-
-
-def _work_batch(work, key: Key, batch: list[tuple], policy: dict) -> list[tuple]:
-    """``(index, result, error)`` for each ``(index, source, target, record)`` of ``batch``, one after another."""
-    outcomes = []
-    for index, source, target, record in batch:
-        try:
-            outcomes.append((index, work(key, source, target, policy, record), None))
-        except Exception as exc:
-            outcomes.append((index, None, exc))
-    return outcomes
-
-
 def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progress: bool = True,
                    burned_in_text: str = "refuse", scheduler: str | None = None, keep_names: bool = False,
                    manifest: str | os.PathLike | None = None, keep_descriptors: bool = False) -> BatchReport:
@@ -312,7 +236,8 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         work = obfuscate_in_worker
         if source.remote:
             from medveil.io.remote import obfuscate_staged as work
-        for index, written, error in run_jobs(work, scheme, jobs, gate.policy, workers, scheduler):
+        share_scheme(scheme)  # a forked worker uses this process's scheme instead of making it again
+        for index, written, error in parallel.run(work, (scheme.key, gate.policy), jobs, workers, scheduler):
             rel, out_rel = todo[index]
             if error is None and written is not None:
                 try:
@@ -354,50 +279,8 @@ def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Fo
     return RemoteFolder(src), RemoteFolder(dst)
 
 
-def run_jobs(work, scheme: Scheme, jobs: list[tuple], policy: dict, workers: int = 1,
-             scheduler: str | None = None) -> Iterator[tuple[int, Written | None, BaseException | None]]:
-    """``(index, result, error)`` for each ``work(key, src, dst, policy, record)`` of ``jobs`` as it finishes.
-
-    ``result`` is what ``work`` returned, or None where it raised ``error``.
-
-    In this process (``workers`` 1), a pool of ``workers`` processes, or Dask (``scheduler``). The
-    key travels to each worker once; ``work`` makes its scheme there, once per key.
-    """
-    share_scheme(scheme)
-    if scheduler is not None:
-        from medveil.cluster import dask_client
-
-        with dask_client(scheduler, workers) as client:
-            yield from _run_on_dask(client, work, scheme, jobs, policy)
-    elif workers <= 1 or len(jobs) <= 1:
-        for index, job in enumerate(jobs):
-            yield from _work_batch(work, scheme.key, [(index, *job)], policy)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker,
-                                 initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_work_batch, work, scheme.key, batch, policy): batch
-                       for batch in _batches(jobs, workers)}
-            for future in as_completed(futures):
-                yield from _outcomes(future, futures[future])
-
-
-def pool_context() -> multiprocessing.context.BaseContext:
-    """How to start a folder run's worker processes: fork where that is safe, spawn where not.
-
-    A forked worker starts in milliseconds with this process's imports; a spawned one imports
-    medveil anew (~0.4 s each, which made two workers slower than one on a 200 MB folder). Fork is
-    unsafe once another thread runs (it may hold a lock the child inherits held) or once numba or
-    torch is loaded (their thread pools do not survive a fork), so those processes spawn. A forked
-    worker shares the output folder's lock (:func:`run_lock`): a killed run's folder stays locked
-    until its workers, which follow it within half a second, have stopped writing.
-    """
-    if threading.active_count() > 1 or not {"numba", "torch"}.isdisjoint(sys.modules):
-        return multiprocessing.get_context("spawn")
-    return multiprocessing.get_context("fork")
-
-
 class _Bar(tqdm):
-    monitor_interval = 0  # no monitor thread, so a folder run can fork its workers (pool_context)
+    monitor_interval = 0  # no monitor thread, so a folder run can fork its workers (parallel.pool_context)
 
 
 def _reason(error: BaseException) -> str:

@@ -52,7 +52,7 @@ def share_scheme(scheme: Scheme) -> None:
     _worker_schemes.setdefault(scheme.key.fingerprint, scheme)
 
 
-def obfuscate_in_worker(key: Key, src: str | Path, dst: str | Path, policy: dict,
+def obfuscate_in_worker(key: Key, policy: dict, src: str | Path, dst: str | Path,
                         record: dict | None) -> Written | None:
     """One file of a folder run in a worker: ``policy`` is the run's :attr:`Gate.policy`."""
     return obfuscate_recorded(Path(src), Path(dst), Gate(worker_scheme(key), **policy), record)

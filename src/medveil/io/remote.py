@@ -132,7 +132,7 @@ def put_atomic(fs, local: Path, path: str) -> None:
     fs.mv(temporary, path)
 
 
-def obfuscate_staged(key: Key, src: str, dst: str, policy: dict, record: dict | None) -> Written | None:
+def obfuscate_staged(key: Key, policy: dict, src: str, dst: str, record: dict | None) -> Written | None:
     """Obfuscate the file at URL ``src`` into URL ``dst`` through a local temporary folder (a folder run's worker).
 
     Returns None, writing nothing, where the manifest's ``record`` of it is still good.
