@@ -17,7 +17,7 @@ from pydicom.uid import UID_dictionary, generate_uid
 from typer.testing import CliRunner
 
 import medveil
-from medveil import burned_in
+from medveil.io import burned_in
 from medveil.cli import app
 from medveil.errors import InputError
 from medveil.io import obfuscate_file, read_image

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from medveil import device as devices
+from medveil.nn import device as devices
 from medveil.errors import InputError
 from medveil.training.loop import TrainConfig, fit
 

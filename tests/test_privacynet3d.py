@@ -14,7 +14,7 @@ from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.data.volumes import (CLASS_NAMES_3D, THREE_CLASSES, load_nifti_folder, lower_resolution, merge_classes,
                                   rician_noise, save_nifti_folder, simulate_volumes)
 from medveil.nn import GeneralisedDiceLoss, UNet
-from medveil.patches import RandomPatches, crop, random_corner, sliding_window, window_starts
+from medveil.nn.patches import RandomPatches, crop, random_corner, sliding_window, window_starts
 from medveil.privacynet.train import PrivacyNet, PrivacyNetConfig, segment
 from medveil.schemes.adversarial import create_adversarial_key
 

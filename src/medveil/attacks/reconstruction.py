@@ -14,7 +14,7 @@ import torch
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.data.pipeline import ImagePairs
 from medveil.nn import UNet
-from medveil.patches import RandomPatches, whole_volume
+from medveil.nn.patches import RandomPatches, whole_volume
 from medveil.training.loop import TrainConfig, apply_batched, fit, predict
 
 
@@ -33,7 +33,7 @@ def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainCo
     """Fit a U-Net from ``inputs`` (n, H, W[, C]) uint8 to ``targets`` (n, H, W[, C']) uint8; returns it and its history.
 
     With ``patch``, inputs and targets are volumes ``(n, D, H, W)``: a 3-D U-Net trains on random
-    patches of that side (:class:`~medveil.patches.RandomPatches`).
+    patches of that side (:class:`~medveil.nn.patches.RandomPatches`).
     """
     n_val = max(1, int(len(inputs) * val_fraction))
     order = np.random.default_rng(config.seed).permutation(len(inputs))  # data order, not key material

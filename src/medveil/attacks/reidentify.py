@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from medveil import metrics
 from medveil.data.segmentation import subject_pairs
 from medveil.nn import SiameseDiscriminator, pair_accuracy
-from medveil.patches import RandomPatches
+from medveil.nn.patches import RandomPatches
 from medveil.training.loop import TrainConfig, apply_batched, fit, predict, seed_everything
 
 
@@ -54,7 +54,7 @@ def train_discriminator(images: np.ndarray, subjects: np.ndarray, config: TrainC
 
     A ``val_fraction`` of the subjects is held out for choosing the best epoch (by pair accuracy).
     Volumes ``(n, D, H, W)`` get a 3-D discriminator; with ``patch`` it trains on pairs of patches
-    cropped at one random place (:class:`~medveil.patches.RandomPatches`).
+    cropped at one random place (:class:`~medveil.nn.patches.RandomPatches`).
     """
     ids = np.unique(subjects)
     held_out = np.random.default_rng(config.seed).choice(ids, max(2, int(round(len(ids) * val_fraction))), replace=False)

@@ -243,7 +243,7 @@ def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: b
 
         torch.set_num_threads(threads)
     if device is not None:
-        from medveil.device import set_default_device
+        from medveil.nn.device import set_default_device
 
         set_default_device(device)
     started = time.perf_counter()

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Sequence
 
 import medveil
-from medveil import papers
 from medveil.attacks import CAPABILITIES
 from medveil.errors import InputError
+from medveil.evaluation import papers
 from medveil.evaluation.cards import TARGET_POINTS
+from medveil.evaluation.figures import plot_tradeoff
 from medveil.evaluation.privacy import linkage_text
-from medveil.figures import plot_tradeoff
 from medveil.report import html_table, markdown_table, mean_std, number, pm, write_csv
 
 # Verdict thresholds. An attack counts for what it recovers beyond the guess of its threat model (the

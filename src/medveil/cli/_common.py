@@ -61,7 +61,7 @@ def clean_errors(command):
 
 
 def use_device(name: str) -> None:
-    from medveil.device import resolve_device, set_default_device
+    from medveil.nn.device import resolve_device, set_default_device
 
     set_default_device(name)
     resolve_device()  # a missing GPU is one line now, not a traceback after loading the data

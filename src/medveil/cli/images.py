@@ -95,7 +95,7 @@ def compare(
 ):
     """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
     from medveil import metrics
-    from medveil.figures import image_grid
+    from medveil.evaluation.figures import image_grid
 
     if originals.is_file():
         rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]

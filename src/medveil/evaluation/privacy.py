@@ -26,9 +26,9 @@ from medveil.attacks import ATTACKER_DATA, Attack, AttackerView, BlackBox
 from medveil.data import ImageDataset, group_split
 from medveil.data.public import public_medical_images
 from medveil.errors import InputError
-from medveil.figures import image_grid
+from medveil.evaluation.figures import image_grid
 from medveil.keys import Key
-from medveil.papers import NB_RECONSTRUCTION
+from medveil.evaluation.papers import NB_RECONSTRUCTION
 from medveil.report import markdown_table, number, slug, write_csv
 from medveil.schemes import Setting, from_key, scheme_class
 

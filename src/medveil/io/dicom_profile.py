@@ -12,7 +12,7 @@ Options, recorded in DeidentificationMethodCodeSequence (CID 7050):
   wherever it is, moves back by one keyed offset per patient (1 to 10 years, whole days), so
   intervals within a patient's studies survive, times of day are kept, and every date stays valid.
   The patient's birth date and time are removed.
-- Clean Pixel Data (113101), only when burned-in text was masked (:mod:`medveil.burned_in`).
+- Clean Pixel Data (113101), only when burned-in text was masked (:mod:`medveil.io.burned_in`).
 - Clean Descriptors (113105), by default: free text the table does not list (LT, ST and UT
   values such as an SR or image's TextValue, and the per-frame FrameLabel) is removed, as
   nothing says what a site wrote there. ``clean_descriptors=False`` keeps it.

@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from medveil import burned_in
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
+from medveil.io import burned_in
 from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
 from medveil.schemes import Scheme
 

@@ -62,8 +62,8 @@ from medveil.data.volumes import lower_resolution, merge_classes, rician_noise
 from medveil.errors import InputError
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
-from medveil.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
-from medveil.patches import RandomPatches
+from medveil.evaluation.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
+from medveil.nn.patches import RandomPatches
 from medveil.privacynet.train import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
                                 train_privacynet, training_patch)
 from medveil.report import markdown_table, mean_std, number, pm, slug, write_csv
@@ -312,7 +312,7 @@ def _row(label: str, seed: int, run: dict, data: SegmentationData) -> dict:
 
 
 def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: list[str], folder: Path) -> None:
-    from medveil.figures import image_grid, plot_pair_distributions
+    from medveil.evaluation.figures import image_grid, plot_pair_distributions
 
     shown = [lam for lam in lambdas if (lam, 0) in runs]
     rows = []

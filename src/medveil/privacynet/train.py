@@ -18,7 +18,7 @@ Algorithm 1 (Adam, lr 1e-4): :func:`update_encoder_segmenter` moves E and S only
 On volumes ``(n, D, H, W)`` all three networks are 3-D (paper PN; its discriminator is a 3-D
 DenseNet, ours the small Siamese CNN) and train on cubes of side ``config.patch`` cropped at one
 random place per batch (for a pair, the same place in both volumes, so D compares like with
-like); whole volumes go through E and S by sliding windows (:func:`medveil.patches.sliding_window`).
+like); whole volumes go through E and S by sliding windows (:func:`medveil.nn.patches.sliding_window`).
 Images train whole.
 """
 
@@ -37,10 +37,10 @@ from medveil.attacks.reidentify import train_discriminator
 from medveil.training.classification import holdout
 from medveil.data.pipeline import SegmentationTensors
 from medveil.data.segmentation import SegmentationData, subject_pairs
-from medveil.device import resolve_device
+from medveil.nn.device import resolve_device
 from medveil.errors import InputError
 from medveil.nn import GeneralisedDiceLoss, SiameseDiscriminator, UNet, pair_accuracy
-from medveil.patches import RandomPatches, random_crop, whole_volume
+from medveil.nn.patches import RandomPatches, random_crop, whole_volume
 from medveil.schemes.adversarial import encode
 from medveil.training.loop import TrainConfig, apply_batched, fit, seed_everything
 

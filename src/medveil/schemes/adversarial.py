@@ -73,7 +73,7 @@ class AdversarialEncoder(Scheme):
         self.encoder.eval()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from medveil.patches import whole_volume
+        from medveil.nn.patches import whole_volume
         from medveil.training.loop import apply_batched
 
         images = np.asarray(images)

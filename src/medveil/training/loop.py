@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from medveil._atomic import atomic_path
-from medveil.device import on_device, resolve_device
+from medveil.nn.device import on_device, resolve_device
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainConfig:
     checkpoint: Path | None = None  # resume from / save to this file every epoch
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None: all cores
-    device: str | None = None  # "auto", "cpu", "cuda"; None: the process default (medveil.device)
+    device: str | None = None  # "auto", "cpu", "cuda"; None: the process default (medveil.nn.device)
     on_epoch: Callable[[dict], None] | None = None  # called with each epoch's history record
 
 
