@@ -16,7 +16,7 @@ def _module_file(name: str) -> Path | None:
 
 def import_graph() -> dict[Path, set[Path]]:
     """Each module of medveil and the modules it imports, anywhere in it (lazy imports inside functions too):
-    ``from a.b import c`` counts as importing ``a/b/c.py`` where that module exists, else ``a/b``."""
+    ``from a.b import c`` counts as importing ``a/b`` (its ``__init__`` runs) and ``a/b/c.py`` where that is a module."""
     graph = {}
     for path in (SRC / "medveil").rglob("*.py"):
         targets = set()
@@ -24,8 +24,9 @@ def import_graph() -> dict[Path, set[Path]]:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [f"{node.module}.{alias.name}" if _module_file(f"{node.module}.{alias.name}") else node.module
-                         for alias in node.names]
+                # the package itself runs (its __init__), and each name that is a module of it
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
+                                         if _module_file(f"{node.module}.{alias.name}")]
             else:
                 continue
             targets |= {f for f in map(_module_file, names) if f is not None and f != path}

@@ -113,9 +113,9 @@ def _as_little_endian(ds: pydicom.Dataset, character_set) -> None:
 def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True,
                clean_descriptors: bool = True) -> pydicom.Dataset:
     """:func:`medveil.io.dicom_profile.deidentify`."""
-    from medveil.io import dicom_profile
+    from medveil.io.dicom_profile import deidentify as deidentify_dataset
 
-    return dicom_profile.deidentify(ds, secret, text_masked=text_masked, copy=copy, clean_descriptors=clean_descriptors)
+    return deidentify_dataset(ds, secret, text_masked=text_masked, copy=copy, clean_descriptors=clean_descriptors)
 
 
 # Set by write_dicom or by pydicom's set_pixel_data: replaced in the output header, never edited.

@@ -27,7 +27,7 @@ import numpy as np
 
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
-from medveil.io import burned_in
+from medveil.io.burned_in import POLICIES, describe, find_text, mask_text
 from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
 from medveil.schemes import Scheme
 
@@ -56,8 +56,8 @@ def check_mappable(image: MedicalImage) -> None:
 
 
 def check_policy(policy: str) -> str:
-    if policy not in burned_in.POLICIES:
-        raise InputError(f"burned-in text policy must be one of {', '.join(burned_in.POLICIES)}, got {policy!r}")
+    if policy not in POLICIES:
+        raise InputError(f"burned-in text policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     return policy
 
 
@@ -73,10 +73,10 @@ def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalIma
     declares = format_named(image.format).declares_burned_in_text
     flagged = declares is not None and image.meta is not None and declares(image.meta)
     planes = image.display_planes()
-    boxes = burned_in.find_text(planes)
+    boxes = find_text(planes)
     if policy == "refuse":
         if boxes:
-            raise InputError(f"text burned into the pixels ({burned_in.describe(boxes)}); refused "
+            raise InputError(f"text burned into the pixels ({describe(boxes)}); refused "
                              "(--burned-in-text mask masks it)")
         if flagged:
             raise InputError("header declares burned-in text (BurnedInAnnotation YES); refused "
@@ -87,11 +87,11 @@ def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalIma
             raise InputError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; refused")
         return image, False
     for _ in range(3):
-        planes = burned_in.mask_text(planes, boxes)
-        boxes = burned_in.find_text(planes)
+        planes = mask_text(planes, boxes)
+        boxes = find_text(planes)
         if not boxes:
             return image.with_display_planes(planes), True
-    raise InputError(f"text still readable after masking ({burned_in.describe(boxes)}); refused")
+    raise InputError(f"text still readable after masking ({describe(boxes)}); refused")
 
 
 def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
