@@ -202,6 +202,7 @@ class PositionNet(nn.Module):
 
     def __init__(self, block: int, positions: int):
         super().__init__()
+        self.positions = positions
         self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
                                   nn.Flatten(), nn.Linear(64 * block * block, 256), nn.ReLU(),
                                   nn.Linear(256, positions * TURNS))
@@ -270,7 +271,7 @@ class Jigsaw(Attack):
             return np.stack([self._assemble_greedily(image) for image in obfuscated])
         pieces = np.stack([to_blocks(image, self.block) for image in obfuscated])
         n, positions = pieces.shape[:2]
-        if positions * TURNS != self.net.body[-1].out_features:
+        if positions != self.net.positions:
             raise InputError(f"{self.name} learned positions for another image size, got {obfuscated.shape[1:]}")
         features = piece_features(pieces, per_block=bool(self.remap)).reshape(n * positions, 3, self.block, self.block)
         with torch.no_grad():

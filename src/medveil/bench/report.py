@@ -102,9 +102,11 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         entry["guess"] = {cap: strongest([a for a in within[cap] if a["attack"] in guesses]) for cap in CAPABILITIES}
         entry["by_capability"] = {cap: strongest([a for a in within[cap] if a["attack"] not in guesses])
                                   for cap in CAPABILITIES}
-        entry["strongest"] = strongest([a for a in attacks if a["attack"] not in guesses])
-        entry["strongest_guess"] = next((entry["guess"][cap] for cap in CAPABILITIES if entry["strongest"] and
-                                         entry["by_capability"][cap] is entry["strongest"]), None)
+        # every attack stands in its own column, so the strongest of all is the strongest column's
+        top = max((cap for cap in CAPABILITIES if entry["by_capability"][cap]),
+                  key=lambda cap: float(entry["by_capability"][cap]["ssim"]), default=None)
+        entry["strongest"] = entry["by_capability"][top] if top else None
+        entry["strongest_guess"] = entry["guess"][top] if top else None
         entry["linked"] = {cap: _strongest_linkage(within[cap]) for cap in CAPABILITIES}
         entry["verdicts"] = {cap: _card_verdict(best, entry["linked"][cap], entry["guess"][cap])
                              for cap, best in entry["by_capability"].items() if best}

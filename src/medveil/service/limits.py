@@ -43,6 +43,11 @@ class Limits:
         if self.max_total_decoded_bytes < self.max_decoded_bytes:
             raise ValueError("the shared decoding budget must hold at least one request's (max_decoded_bytes)")
 
+    def check_decoded(self, size: int) -> None:
+        """413 when one request's images would take more than :attr:`max_decoded_bytes` once decoded."""
+        if size > self.max_decoded_bytes:
+            raise http_error(413, f"the images expand beyond {self.max_decoded_bytes} bytes")
+
     @property
     def max_member_bytes(self) -> int:
         """The largest PNG the side limit allows (RGB, stored uncompressed), plus room for metadata."""

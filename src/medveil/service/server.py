@@ -290,8 +290,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
                                       f"{expected[0]} {expected[1].name}")
             opened.append(image)
         decoded = len(files) * decoded_size(expected)
-        if decoded > limits.max_decoded_bytes:
-            raise http_error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
+        limits.check_decoded(decoded)
         with memory.hold(decoded):
             images = decode_into(np.empty((len(files),) + expected[0], expected[1]), opened, names)
             return _predictions(record, network(record), images, names)

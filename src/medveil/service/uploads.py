@@ -11,7 +11,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import PurePosixPath
-from typing import IO, Callable
+from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -120,11 +120,12 @@ def decoded_size(shape_and_type: tuple[tuple[int, ...], np.dtype]) -> int:
     return int(np.prod(shape)) * dtype.itemsize
 
 
-def decode_into(out: np.ndarray, opened: list, names: list[str]) -> np.ndarray:
-    """Decode PNGs (:func:`open_png`, or callables that return one) into the rows of ``out``, one at a
-    time, so a request's images take their decoded size once, not twice as a list and its stack."""
+def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]) -> np.ndarray:
+    """Decode PNGs (:func:`open_png`) into the rows of ``out``, one at a time, so a request's images take
+    their decoded size once, not twice as a list and its stack; ``opened`` may be a generator that opens
+    each only when its turn comes."""
     for row, (image, name) in enumerate(zip(opened, names)):
-        out[row] = decode_png(image() if callable(image) else image, name)
+        out[row] = decode_png(image, name)
     return out
 
 
@@ -171,12 +172,12 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
         layouts[where] = layout(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
                                          member.filename, limits.max_side))
         decoded += decoded_size(layouts[where])
-        if decoded > limits.max_decoded_bytes:
-            raise http_error(413, f"the images expand beyond {limits.max_decoded_bytes} bytes")
+        limits.check_decoded(decoded)
 
-    def reopened(member: zipfile.ZipInfo) -> Callable[[], Image.Image]:
-        return lambda: open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)), member.filename,
-                                limits.max_side)
+    def reopened(members: list[zipfile.ZipInfo]) -> Iterator[Image.Image]:  # one member's bytes held at a time
+        for member in members:
+            yield open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)), member.filename,
+                           limits.max_side)
 
     images_at = [where for where in layouts if task == "classification" or where[0] == "images"]  # archive order
     image_layouts = {layouts[where] for where in images_at}
@@ -191,11 +192,11 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
         if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
             raise http_error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
     admit(decoded)
-    images = decode_into(np.empty((len(images_at),) + shape, dtype), [reopened(entries[w]) for w in images_at],
+    images = decode_into(np.empty((len(images_at),) + shape, dtype), reopened([entries[w] for w in images_at]),
                          [entries[w].filename for w in images_at])
     if task == "classification":
         return images, np.array([folders.index(folder) for folder, _ in images_at], np.int64), folders
-    masks = decode_into(np.empty((len(names),) + shape, np.uint8), [reopened(entries["masks", n]) for n in names],
+    masks = decode_into(np.empty((len(names),) + shape, np.uint8), reopened([entries["masks", n] for n in names]),
                         [entries["masks", n].filename for n in names])
     classes = int(masks.max()) + 1
     if classes > MAX_MASK_CLASSES:
