@@ -9,7 +9,6 @@ request that would take the server past the budget waits for others to finish (u
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,11 +89,7 @@ def return_freed_memory() -> None:
     fixed threshold keeps blocks of 256 KiB and more in their own mappings, returned when freed
     (idle + 140 MiB). No-op where the C library is not glibc.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc: nothing to tell
+        pass
