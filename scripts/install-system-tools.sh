@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # From Debian: Tesseract's English model (burned-in text; tesserocr's wheel carries the library, not
-# the model) and dciodvfy from dicom3tools (tests).
+# the model), dciodvfy from dicom3tools (tests), and a real PACS and modality for the gateway's tests
+# and benchmark: Orthanc with its DICOMweb plugin, dcmtk's storescu.
 set -u
-tools="tesseract-ocr-eng dicom3tools"
-if ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && command -v dciodvfy >/dev/null; then
+tools="tesseract-ocr-eng dicom3tools orthanc orthanc-dicomweb dcmtk"
+if ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && command -v dciodvfy >/dev/null \
+   && command -v Orthanc >/dev/null && command -v storescu >/dev/null \
+   && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

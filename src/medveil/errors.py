@@ -27,3 +27,18 @@ class ParameterError(MedveilError):
 
 class InputError(MedveilError):
     """An image is unreadable, of an unsupported format, or of a dtype/range the key cannot map."""
+
+
+class RefusedError(InputError):
+    """The gate refused an image (text in its pixels, samples no key maps).
+
+    ``reason`` names the rule in a few words and never quotes the image (an audit log may hold it);
+    the message may say what OCR read, for the person at the terminal.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # a worker process sends it back pickled; both arguments must travel
+        return type(self), (str(self), self.reason)

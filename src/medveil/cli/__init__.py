@@ -6,7 +6,7 @@ Commands import the heavy modules (PyTorch, scikit-learn, matplotlib) inside the
 
 import typer
 
-from medveil.cli import keys, images, evaluate, service  # noqa: F401, I001  (each registers its commands on app, in this order)
+from medveil.cli import keys, images, evaluate, service, gateway  # noqa: F401, I001  (each registers its commands on app, in this order)
 from medveil.cli._common import app
 
 __all__ = ["app"]

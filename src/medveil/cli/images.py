@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,65 +21,106 @@ from medveil.cli._common import (
     load_key,
 )
 from medveil.data import copy_samples
-from medveil.io import Gate, obfuscate_tree, output_name, read_image
+from medveil.io import Gate, gate_tree, output_name, read_image
 from medveil.schemes import from_key
+
+
+# Options obfuscate and deidentify share.
+Source = Annotated[str, typer.Argument(help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY); "
+                                       "a folder may be an fsspec URL (memory://, s3://, ...).")]
+Output = Annotated[str, typer.Argument(help="Output file, or output folder mirroring the source tree (or its URL).")]
+Workers = Annotated[int, typer.Option(min=1, help="Worker processes for a folder (with --scheduler local: Dask "
+                                                  "workers).")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    help="Run a folder on Dask: 'local' (a LocalCluster of --workers processes) or a scheduler's address "
+         "(tcp://host:8786) whose workers reach both folders. The key is sent to the workers once.")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+BurnedInText = Annotated[str, typer.Option(
+    help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: 'refuse' fails the "
+         "file, 'mask' blanks the text first (DICOM records the Clean Pixel Data option), 'off' skips the check.")]
+KeepNames = Annotated[bool, typer.Option("--keep-names", help=(
+    "Folders: write outputs under the sources' own relative paths. Default: keyed pseudonyms (folder and file names "
+    "can hold PHI); the manifest maps them back."))]
+ManifestPath = Annotated[Optional[Path], typer.Option(help=(
+    "Folders: the run's record (sources, digests, pseudonyms), kept in the hospital. Default: "
+    "OUTPUT.manifest.jsonl beside the output folder; needed for a URL output."))]
+KeepDescriptors = Annotated[bool, typer.Option("--keep-descriptors", help=(
+    "DICOM: keep free text that PS3.15 Table E.1-1 does not list (series and study descriptions' kin, "
+    "ContentSequence text, frame labels). Default: removed, as the Clean Descriptors option does; the text may "
+    "name the patient."))]
 
 
 @app.command()
 @clean_errors
 def obfuscate(
-    source: str = typer.Argument(..., help="An image file or a folder of them (DICOM, NIfTI, PNG, JPEG, TIFF, NPY); "
-                                 "a folder may be an fsspec URL (memory://, s3://, ...)."),
-    output: str = typer.Argument(..., help="Output file, or output folder mirroring the source tree (or its URL)."),
+    source: Source,
+    output: Output,
     key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`."),
-    workers: int = typer.Option(1, min=1, help="Worker processes for a folder (with --scheduler local: Dask workers)."),
-    scheduler: Optional[str] = typer.Option(None, help="Run a folder on Dask: 'local' (a LocalCluster of --workers "
-                                            "processes) or a scheduler's address (tcp://host:8786) whose workers reach "
-                                            "both folders. The key is sent to the workers once."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    burned_in_text: str = typer.Option(
-        "refuse", help="Text OCR (Tesseract) reads in the pixels, or a DICOM header's BurnedInAnnotation YES: "
-                       "'refuse' fails the file, 'mask' blanks the text before obfuscating (DICOM records the "
-                       "Clean Pixel Data option), 'off' skips the check."),
-    keep_names: bool = typer.Option(False, "--keep-names", help="Folders: write outputs under the sources' own "
-                                    "relative paths. Default: keyed pseudonyms (folder and file names can hold "
-                                    "PHI); the manifest maps them back."),
-    manifest: Optional[Path] = typer.Option(None, help="Folders: the run's record (sources, digests, pseudonyms), "
-                                            "kept in the hospital. Default: OUTPUT.manifest.jsonl beside the "
-                                            "output folder; needed for a URL output."),
-    keep_descriptors: bool = typer.Option(False, "--keep-descriptors", help="DICOM: keep free text that PS3.15 "
-                                          "Table E.1-1 does not list (series and study descriptions' kin, "
-                                          "ContentSequence text, frame labels). Default: removed, as the Clean "
-                                          "Descriptors option does; the text may name the patient."),
+    workers: Workers = 1,
+    scheduler: Scheduler = None,
+    progress: Progress = True,
+    burned_in_text: BurnedInText = "refuse",
+    keep_names: KeepNames = False,
+    manifest: ManifestPath = None,
+    keep_descriptors: KeepDescriptors = False,
     allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
-    from medveil.io.remote import local_path
-
     hospital_key = load_key(key)
     check_broken(hospital_key, allow_broken, "obfuscate")
-    scheme = from_key(hospital_key)
+    gate = Gate(from_key(hospital_key), burned_in_text, keep_names, keep_descriptors)
+    ok = _through_gate(gate, source, output, workers, scheduler, progress, manifest)
+    echo_verdicts(hospital_key.scheme, hospital_key.params)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@clean_errors
+def deidentify(
+    source: Source,
+    output: Output,
+    key: Path = typer.Option(..., "--key", "-k", help="Key file from `medveil keygen`: it keys the UIDs, patient "
+                             "pseudonyms, date shifts and file names (the same as `obfuscate` gives), not the pixels."),
+    workers: Workers = 1,
+    scheduler: Scheduler = None,
+    progress: Progress = True,
+    burned_in_text: BurnedInText = "refuse",
+    keep_names: KeepNames = False,
+    manifest: ManifestPath = None,
+    keep_descriptors: KeepDescriptors = False,
+):
+    """De-identify without obfuscating: headers, names and the burned-in text screen as `obfuscate` does them,
+    pixels as stored. For a destination trusted with images but not with identities."""
+    gate = Gate(from_key(load_key(key)), burned_in_text, keep_names, keep_descriptors, obfuscate=False)
+    if not _through_gate(gate, source, output, workers, scheduler, progress, manifest):
+        raise typer.Exit(1)
+
+
+def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler: Optional[str], progress: bool,
+                  manifest: Optional[Path]) -> bool:
+    """One file or a folder tree through ``gate``, and what was done (obfuscate and deidentify alike);
+    False where some files of a folder failed (the others were written)."""
+    from medveil.io.remote import local_path
+
+    done = f"with {gate.scheme.describe()}" if gate.obfuscate else "de-identified, pixels as stored"
     source, output = local_path(source), local_path(output)
     if isinstance(source, Path) and source.is_file():
         if not isinstance(output, Path):
             fail(f"{source}: one file is written to a local path; URLs are for folder runs")
-        gate = Gate(scheme, burned_in_text, keep_names, keep_descriptors)
         target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
         gate.write(source, target)
-        typer.echo(f"wrote {target} with {scheme.describe()}")
-        echo_verdicts(hospital_key.scheme, hospital_key.params)
-        return
-    report = obfuscate_tree(source, output, scheme, workers=workers, progress=progress,
-                            burned_in_text=burned_in_text, scheduler=scheduler, keep_names=keep_names,
-                            manifest=manifest, keep_descriptors=keep_descriptors)
+        typer.echo(f"wrote {target} {done}")
+        return True
+    report = gate_tree(source, output, gate, workers=workers, progress=progress, scheduler=scheduler,
+                       manifest=manifest)
     hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
-    typer.echo(f"{len(report.done)} obfuscated, {len(report.skipped)} already done, "
-               f"{len(report.failed)} failed{hidden} -> {output} with {scheme.describe()}")
-    echo_verdicts(hospital_key.scheme, hospital_key.params)
+    verb = "obfuscated" if gate.obfuscate else "de-identified"
+    typer.echo(f"{len(report.done)} {verb}, {len(report.skipped)} already done, "
+               f"{len(report.failed)} failed{hidden} -> {output} {done}")
     for _, message in report.failed:
         typer.echo(f"failed: {message}", err=True)
-    if not report.ok:
-        raise typer.Exit(1)
+    return report.ok
 
 
 @app.command()

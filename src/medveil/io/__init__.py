@@ -3,7 +3,7 @@ way out of the hospital passes (:mod:`medveil.io.gate`), and safe folder runs th
 
 # Importing the format modules registers them.
 from medveil.io import dicom, nifti, npy, raster  # noqa: F401
-from medveil.io.batch import BatchReport, obfuscate_tree
+from medveil.io.batch import BatchReport, gate_tree, obfuscate_tree
 from medveil.io.gate import Gate, obfuscate_file, obfuscate_image
 from medveil.io.image import MedicalImage, format_of, is_supported, output_name, read_image, write_image
 
@@ -15,6 +15,7 @@ __all__ = [
     "is_supported",
     "obfuscate_file",
     "obfuscate_image",
+    "gate_tree",
     "obfuscate_tree",
     "output_name",
     "read_image",

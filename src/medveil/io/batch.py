@@ -204,6 +204,14 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         Keep DICOM free text that the de-identification table does not list (removed by default).
     """
     gate = Gate(scheme, burned_in_text, keep_names, keep_descriptors)  # checks the options before any work
+    return gate_tree(src, dst, gate, workers=workers, progress=progress, scheduler=scheduler, manifest=manifest)
+
+
+def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, workers: int = 1, progress: bool = True,
+              scheduler: str | None = None, manifest: str | os.PathLike | None = None) -> BatchReport:
+    """Pass every supported file below ``src`` through ``gate`` into ``dst``: :func:`obfuscate_tree` with
+    the gate's options fixed in one object (a de-identify-only gate, say)."""
+    scheme = gate.scheme
     source, output = _folders(src, dst)
     manifest = Path(manifest) if manifest is not None else _default_manifest(output)
     if not source.is_dir():
@@ -230,7 +238,8 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
         claimed[out_rel] = rel
         todo.append((rel, out_rel))
     with output.run(scheme.key, manifest) as record:
-        bar = _Bar(total=len(todo), desc="obfuscating", unit="file", disable=not progress)
+        bar = _Bar(total=len(todo), desc="obfuscating" if gate.obfuscate else "de-identifying", unit="file",
+                   disable=not progress)
         jobs = [(source.location(rel), output.location(out_rel), _record_for(record.entries.get(rel), out_rel))
                 for rel, out_rel in todo]
         work = obfuscate_in_worker

@@ -118,12 +118,12 @@ def deidentify(ds: pydicom.Dataset, secret: bytes, *, text_masked: bool = False,
     return deidentify_dataset(ds, secret, text_masked=text_masked, copy=copy, clean_descriptors=clean_descriptors)
 
 
-# Set by write_dicom or by pydicom's set_pixel_data: replaced in the output header, never edited.
-_PIXEL_DESCRIPTION = (
-    "RescaleSlope", "RescaleIntercept", "RescaleType", "ImageType", "NumberOfFrames", "Rows", "Columns",
-    "SamplesPerPixel", "PlanarConfiguration", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
-    "PixelRepresentation", "PixelData",
+# Set by pydicom's set_pixel_data, and for codes by write_dicom: replaced in the output header, never edited.
+_SET_PIXEL_DATA = (
+    "NumberOfFrames", "Rows", "Columns", "SamplesPerPixel", "PlanarConfiguration", "PhotometricInterpretation",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData",
 )
+_PIXEL_DESCRIPTION = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ImageType") + _SET_PIXEL_DATA
 
 
 def write_dicom(path: Path, image: MedicalImage) -> None:
@@ -137,12 +137,12 @@ def write_dicom(path: Path, image: MedicalImage) -> None:
     # every element this function or set_pixel_data sets is taken out first and set anew, so
     # image.meta keeps its own. The source's 128-byte preamble, which may hold anything, is not kept.
     ds = pydicom.Dataset(dict(meta.items()))
-    for keyword in _VALUE_DEPENDENT + _PIXEL_DESCRIPTION:
+    for keyword in (_VALUE_DEPENDENT + _PIXEL_DESCRIPTION) if image.coded else _SET_PIXEL_DATA:
         if keyword in ds:
             del ds[keyword]
-    if "RescaleSlope" in meta or "RescaleIntercept" in meta:
+    if image.coded and ("RescaleSlope" in meta or "RescaleIntercept" in meta):
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
-    if "ImageType" in meta:
+    if image.coded and "ImageType" in meta:
         image_type = list(meta.ImageType) if isinstance(meta.ImageType, pydicom.multival.MultiValue) else [meta.ImageType]
         ds.ImageType = ["DERIVED"] + image_type[1:]
     photometric = str(meta.PhotometricInterpretation)

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from medveil._atomic import atomic_path
-from medveil.errors import InputError, MedveilError
+from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.burned_in import POLICIES, describe, find_text, mask_text
 from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
 from medveil.schemes import Scheme
@@ -48,11 +48,11 @@ _NAME_DIGITS = 16  # hex digits of a pseudonym: 64 bits, no collision in any arc
 def check_mappable(image: MedicalImage) -> None:
     """Refuse samples no key maps meaningfully (:class:`InputError`)."""
     if image.bits == 1:
-        raise InputError("1-bit samples (a binary mask such as a DICOM SEG): mapping two values hides nothing; "
-                         "not obfuscated")
+        raise RefusedError("1-bit samples (a binary mask such as a DICOM SEG): mapping two values hides nothing; "
+                           "not obfuscated", "1-bit samples")
     if image.pixels.dtype.kind in "iu" and image.pixels.dtype.itemsize > 2:
-        raise InputError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
-                         "of at most 16 bits; not obfuscated")
+        raise RefusedError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
+                           "of at most 16 bits; not obfuscated", "samples wider than 16 bits")
 
 
 def check_policy(policy: str) -> str:
@@ -64,7 +64,7 @@ def check_policy(policy: str) -> str:
 def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalImage, bool]:
     """Look for text burned into ``image``'s plain pixels and apply ``policy`` to it.
 
-    ``refuse`` raises :class:`InputError` when OCR reads text or the header declares it; ``mask``
+    ``refuse`` raises :class:`RefusedError` when OCR reads text or the header declares it; ``mask``
     sets what OCR reads to the plane's minimum, checks that OCR reads nothing more (three rounds at
     most) and returns the masked image with True; ``off`` returns the image unchanged.
     """
@@ -76,47 +76,60 @@ def screen_text(image: MedicalImage, policy: str = "refuse") -> tuple[MedicalIma
     boxes = find_text(planes)
     if policy == "refuse":
         if boxes:
-            raise InputError(f"text burned into the pixels ({describe(boxes)}); refused "
-                             "(--burned-in-text mask masks it)")
+            raise RefusedError(f"text burned into the pixels ({describe(boxes)}); refused "
+                               "(--burned-in-text mask masks it)", "burned-in text")
         if flagged:
-            raise InputError("header declares burned-in text (BurnedInAnnotation YES); refused "
-                             "(--burned-in-text mask masks the text OCR finds)")
+            raise RefusedError("header declares burned-in text (BurnedInAnnotation YES); refused "
+                               "(--burned-in-text mask masks the text OCR finds)", "burned-in text declared")
         return image, False
     if not boxes:
         if flagged:
-            raise InputError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; refused")
+            raise RefusedError("header declares burned-in text (BurnedInAnnotation YES) but OCR finds none to mask; "
+                               "refused", "burned-in text declared")
         return image, False
     for _ in range(3):
         planes = mask_text(planes, boxes)
         boxes = find_text(planes)
         if not boxes:
             return image.with_display_planes(planes), True
-    raise InputError(f"text still readable after masking ({describe(boxes)}); refused")
+    raise RefusedError(f"text still readable after masking ({describe(boxes)}); refused", "burned-in text")
 
 
 def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "refuse",
-                    copy: bool = True, keep_descriptors: bool = False) -> MedicalImage:
+                    copy: bool = True, keep_descriptors: bool = False, obfuscate: bool = True) -> MedicalImage:
     """Obfuscated pixels plus de-identified metadata, ready to write in the output format.
 
     ``burned_in_text`` is the :func:`screen_text` policy for text in the plain pixels. ``copy``
     False lets de-identification change ``image.meta`` itself instead of a copy (for a caller that
     read the image and keeps no other use of it). ``keep_descriptors`` keeps DICOM free text that
     PS3.15 Table E.1-1 does not list (the Clean Descriptors option is applied by default).
+    ``obfuscate`` False de-identifies only: the checks, the screen and the header as above, the
+    pixels as stored (masked where text was masked); the key still keys UIDs, names and dates.
     """
     check_mappable(image)
     image, masked = screen_text(image, burned_in_text)
-    pixels = scheme(image.pixels)
     fmt = format_named(image.format)
     meta = image.meta
     if fmt.deidentify is not None and meta is not None:
         meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy,
                               clean_descriptors=not keep_descriptors)
+    if not obfuscate:
+        return image.replace(format=fmt.writes_as, meta=meta)
+    pixels = scheme(image.pixels)
     return image.replace(
         pixels=pixels,
         bits=scheme.output_bits or 8 * pixels.dtype.itemsize,
         format=fmt.writes_as,
         meta=meta,
+        coded=True,
     )
+
+
+def naming(error: MedveilError, path) -> InputError:
+    """``error`` as one line that starts with ``path``; a refusal keeps its reason."""
+    if isinstance(error, RefusedError):
+        return RefusedError(f"{path}: {error}", error.reason)
+    return InputError(f"{path}: {error}")
 
 
 def pseudonym(secret: bytes, rel: str | os.PathLike) -> str:
@@ -146,12 +159,16 @@ class Gate:
         Hand files over under their own relative paths instead of keyed pseudonyms.
     keep_descriptors : bool
         Keep DICOM free text the de-identification table does not list (removed by default).
+    obfuscate : bool
+        False de-identifies only (``medveil deidentify``): pixels leave as stored, for a
+        destination that is trusted with images but not with identities.
     """
 
     scheme: Scheme
     burned_in_text: str = "refuse"
     keep_names: bool = False
     keep_descriptors: bool = False
+    obfuscate: bool = True
 
     def __post_init__(self) -> None:
         check_policy(self.burned_in_text)
@@ -160,7 +177,7 @@ class Gate:
     def policy(self) -> dict:
         """The options besides the scheme, as a folder run's workers receive them: ``Gate(scheme, **policy)``."""
         return {"burned_in_text": self.burned_in_text, "keep_names": self.keep_names,
-                "keep_descriptors": self.keep_descriptors}
+                "keep_descriptors": self.keep_descriptors, "obfuscate": self.obfuscate}
 
     @cached_property
     def _names_secret(self) -> bytes:  # derived once per gate, not once per file
@@ -183,7 +200,7 @@ class Gate:
             check_mappable(image)
             image, _ = screen_text(image, self.burned_in_text)
         except MedveilError as exc:
-            raise InputError(f"{path}: {exc}") from None
+            raise naming(exc, path) from None
         return image.replace(meta=None)
 
     def screen(self, images: np.ndarray) -> np.ndarray:
@@ -200,7 +217,7 @@ class Gate:
 
     def image(self, image: MedicalImage, copy: bool = True) -> MedicalImage:
         """:func:`obfuscate_image` with this gate's options."""
-        return obfuscate_image(image, self.scheme, self.burned_in_text, copy, self.keep_descriptors)
+        return obfuscate_image(image, self.scheme, self.burned_in_text, copy, self.keep_descriptors, self.obfuscate)
 
     def write(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
               durable: bool = True) -> None:
@@ -221,7 +238,7 @@ class Gate:
             with atomic_path(dst, durable=durable) as tmp:
                 write_image(tmp, out)
         except MedveilError as exc:
-            raise InputError(f"{src}: {exc}") from None
+            raise naming(exc, src) from None
         except Exception as exc:  # pydicom, nibabel and the OS raise anything from ValueError to OSError
             raise InputError(f"{src}: {exc.__class__.__name__}: {first_line(exc)}") from None
 

@@ -36,6 +36,9 @@ class MedicalImage:
         ``-1`` when the last axis holds colour channels.
     meta : Any
         Format-specific header (pydicom ``Dataset``, nibabel image); ``None`` for raster/NumPy.
+    coded : bool
+        The pixels are a key's codes, not the stored values: writers drop what describes the
+        values (DICOM rescale, windows and LUTs; NIfTI's scaling).
     """
 
     pixels: np.ndarray
@@ -43,6 +46,7 @@ class MedicalImage:
     bits: int
     channel_axis: int | None = None
     meta: Any = None
+    coded: bool = False
 
     def replace(self, **changes: Any) -> "MedicalImage":
         return dataclasses.replace(self, **changes)

@@ -51,7 +51,8 @@ def write_nifti(path: Path, image: MedicalImage) -> None:
     src = image.meta
     header = src.header.copy()
     header.set_data_dtype(image.pixels.dtype)
-    header.set_slope_inter(1.0, 0.0)  # the mapped codes are not physical values
+    if image.coded:
+        header.set_slope_inter(1.0, 0.0)  # the mapped codes are not physical values
     out = type(src)(image.pixels, src.affine, header)
     out.set_qform(*src.get_qform(coded=True))
     out.set_sform(*src.get_sform(coded=True))

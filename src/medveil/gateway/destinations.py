@@ -1,0 +1,168 @@
+"""Where the gateway and ``medveil pull`` deliver what passed the gate: a registry of destination kinds.
+
+A destination is written as one string, in a config file and on the command line alike:
+
+- ``dicom://AET@HOST:PORT``: a DICOM node, by C-STORE (pynetdicom), one association per batch;
+- ``stow:URL``: a DICOMweb server's STOW-RS (``URL/studies``), one request per batch;
+- ``folder:PATH``: a local folder, ``STUDY/SERIES/INSTANCE.dcm`` under keyed names.
+
+Every destination receives only gated files, named by keyed pseudonyms. Sending an instance again
+(after a crash between a destination's answer and the journal's line) is harmless at each of them:
+its keyed SOP Instance UID is the same, so a PACS keeps one copy and a folder one file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+from urllib.parse import urlsplit
+
+from medveil._atomic import atomic_path
+from medveil.errors import InputError, MedveilError
+from medveil.plugins import Registry
+
+# The gateway's own AE title when it calls a destination or a PACS.
+CALLING_AE = "MEDVEIL"
+# C-STORE statuses that mean the destination holds the instance: success and the warnings
+# (coercion of data elements, elements discarded, data set does not match the SOP class).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class ForwardError(MedveilError):
+    """A destination could not be reached or refused what was sent; the instances stay pending."""
+
+
+@dataclass(frozen=True)
+class Gated:
+    """One instance that passed the gate: its keyed names, its SOP class, and the gated file."""
+
+    instance: str
+    study: str
+    series: str
+    sop_class: str
+    path: Path
+
+
+class Destination(Protocol):
+    name: str  # the spec it was made from: a node or a place, never a patient's
+
+    def send(self, items: list[Gated]) -> list[str]:
+        """Deliver ``items``; the instances the destination now holds (raise ForwardError if none could go)."""
+
+
+DESTINATIONS: Registry[Callable[[str], Destination]] = Registry("destination kind", "medveil.destinations",
+                                                                missing=InputError)
+
+
+def destination(spec: str) -> Destination:
+    """The destination ``spec`` names (``dicom://AET@HOST:PORT``, ``stow:URL``, ``folder:PATH``)."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise InputError(f"destination {spec!r}: write KIND:WHERE, KIND one of {', '.join(DESTINATIONS.names())}")
+    return DESTINATIONS[kind](spec)
+
+
+def dicom_node(spec: str) -> tuple[str, str, int]:
+    """``dicom://AET@HOST:PORT`` -> (AET, HOST, PORT); one line naming ``spec`` if it is not one."""
+    parts = urlsplit(spec)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "dicom" or not parts.username or not parts.hostname or port is None:
+        raise InputError(f"DICOM node {spec!r}: write dicom://AET@HOST:PORT")
+    if len(parts.username) > 16:
+        raise InputError(f"DICOM node {spec!r}: an AE title has at most 16 characters")
+    return parts.username, parts.hostname, port
+
+
+class DicomNode:
+    """A DICOM destination by C-STORE: one association per batch, a context per SOP class in it."""
+
+    def __init__(self, spec: str):
+        self.name = spec
+        self.ae_title, self.host, self.port = dicom_node(spec)
+
+    def send(self, items: list[Gated]) -> list[str]:
+        from pydicom.uid import ExplicitVRLittleEndian
+        from pynetdicom import AE
+
+        ae = AE(ae_title=CALLING_AE)
+        for sop_class in sorted({item.sop_class for item in items})[:128]:  # an association has 128 contexts
+            ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        if not assoc.is_established:
+            raise ForwardError(f"{self.name}: no association (unreachable, or it refused {CALLING_AE})")
+        held = []
+        try:
+            for item in items:
+                status = assoc.send_c_store(item.path)
+                if status and status.Status in STORED:
+                    held.append(item.instance)
+        finally:
+            assoc.release()
+        return held
+
+
+class StowRs:
+    """A DICOMweb destination by STOW-RS: one multipart/related POST of a batch to ``URL/studies``."""
+
+    def __init__(self, spec: str):
+        self.name = spec
+        self.url = spec.partition(":")[2].rstrip("/")
+        if urlsplit(self.url).scheme not in ("http", "https"):
+            raise InputError(f"STOW-RS destination {spec!r}: write stow:http(s)://HOST/PATH")
+
+    def send(self, items: list[Gated]) -> list[str]:
+        import httpx
+
+        boundary = uuid.uuid4().hex
+        body = bytearray()
+        for item in items:
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            body += item.path.read_bytes() + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                   "Accept": "application/dicom+json"}
+        try:
+            response = httpx.post(f"{self.url}/studies", content=bytes(body), headers=headers, timeout=120)
+        except httpx.HTTPError as exc:
+            raise ForwardError(f"{self.name}: {exc.__class__.__name__}") from None
+        if response.status_code not in (200, 202):
+            raise ForwardError(f"{self.name}: answered {response.status_code}")
+        refused = _stow_refused(response)
+        if refused:  # the answer names keyed UIDs, not our instances: the batch stays pending and goes again
+            raise ForwardError(f"{self.name}: refused {refused} of {len(items)} instances")
+        return [item.instance for item in items]
+
+
+def _stow_refused(response) -> int:
+    """How many instances the STOW-RS answer lists in its FailedSOPSequence (0008,1198)."""
+    try:
+        return len(response.json().get("00081198", {}).get("Value", []))
+    except ValueError:
+        return 0
+
+
+class Folder:
+    """A local folder: ``STUDY/SERIES/INSTANCE.dcm`` under the keyed names, each written atomically."""
+
+    def __init__(self, spec: str):
+        self.name = spec
+        self.root = Path(spec.partition(":")[2])
+
+    def send(self, items: list[Gated]) -> list[str]:
+        for item in items:
+            target = self.root / item.study / item.series / f"{item.instance}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(item.path, tmp)
+        return [item.instance for item in items]
+
+
+DESTINATIONS.add("dicom", DicomNode)
+DESTINATIONS.add("stow", StowRs)
+DESTINATIONS.add("folder", Folder)
