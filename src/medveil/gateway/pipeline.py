@@ -124,12 +124,18 @@ class Pipeline:
         return len(self.journal.pending())
 
     def serve(self, stop: threading.Event, retry_seconds: float = 5.0) -> None:
-        """Forward as instances arrive until ``stop`` is set; a destination that fails is tried again later."""
+        """Forward as instances arrive until ``stop`` is set; while a destination fails, try again every ``retry_seconds``."""
         while not stop.is_set():
-            left = self.run_pending()
-            with self._wake:
-                if not stop.is_set() and len(self.journal.pending()) == left:
-                    self._wake.wait(retry_seconds if left else None)
+            before = set(self.journal.pending())
+            if before:
+                self.run_pending()
+                if before <= set(self.journal.pending()):  # none of them went anywhere: wait for the destination
+                    with self._wake:
+                        self._wake.wait(retry_seconds)
+                continue
+            with self._wake:  # receive() journals, then notifies under this lock: no arrival is missed
+                if not self.journal.pending() and not stop.is_set():
+                    self._wake.wait()
 
     def wake(self) -> None:
         with self._wake:
