@@ -59,8 +59,48 @@ def test_every_entry_point_is_tested_here():
               "medveil client upload / Client.upload_folder / upload_segmentation_folder",
               "medveil client predict / Client.predict_files", "medveil.data.ObfuscatedFolder",
               "Client.upload / upload_segmentation / predict (arrays the caller made)",
-              "medveil.transforms.Obfuscate / ObfuscateD (an image MONAI's LoadImage read from a file)"}
+              "medveil.transforms.Obfuscate / ObfuscateD (an image MONAI's LoadImage read from a file)",
+              "medveil deidentify FILE / FOLDER (the gate with obfuscate=False)",
+              "medveil gateway / medveil pull (medveil.gateway.Pipeline: spool, gate, forward)"}
     assert set(ENTRY_POINTS) == tested
+
+
+@needs_tesseract
+def test_deidentify_and_the_gateway_stop_text_and_phi_too(tmp_path, hospital, key8, dicom_dir):
+    import pydicom
+
+    from medveil.gateway import Pipeline, destination
+
+    root, text = hospital
+    key8.save(tmp_path / "k.key")
+    result = CliRunner().invoke(app, ["deidentify", str(root), str(tmp_path / "plain"), "-k", str(tmp_path / "k.key"),
+                                      "--no-progress"])
+    assert result.exit_code == 1 and "text burned into the pixels" in result.output
+    assert "6 de-identified" in result.output
+    assert not [word for word in PHI_WORDS if word in shipped_names(tmp_path / "plain")]
+
+    ds = pydicom.dcmread(dicom_dir / "CT_small.dcm")
+    ds.PatientName, ds.PatientID = "DOE^JOHN", "MRN4711"
+    clean = ds.copy()
+    clean.save_as(tmp_path / "clean.dcm")
+    ds.PixelData = draw_text(ds.pixel_array, [(4, 4, "DOE^JOHN"), (4, 108, "MRN 4711")]).tobytes()
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "text.dcm")
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x00garbage")
+    pipeline = Pipeline(Gate(medveil.from_key(medveil.generate_key("intensity", bits=16, signed=True))),
+                        [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work")
+    for name in ("clean", "text", "broken"):
+        pipeline.receive((tmp_path / f"{name}.dcm").read_bytes(), "CT01")
+    assert pipeline.run_pending() == 0
+    pipeline.close()
+    assert pipeline.counts() == {"received": 3, "quarantined": 2, "forwarded": 1, "pending": 0}
+    reasons = sorted(p.read_text() for p in (tmp_path / "work" / "quarantine").glob("*.txt"))
+    assert any("text burned into the pixels" in r for r in reasons)
+    assert sorted(json.loads(line).get("reason") for line in (tmp_path / "work" / "audit.jsonl").read_text().splitlines()
+                  if "quarantined" in line) == ["burned-in text", "unreadable"]
+    shipped = shipped_bytes(tmp_path / "out")
+    assert shipped and not [word for word in PHI if word.encode() in shipped]
+    assert b"DOE" not in (tmp_path / "work" / "audit.jsonl").read_bytes()
 
 
 @needs_tesseract

@@ -89,8 +89,9 @@ def wait_until(condition, seconds=120.0):
 
 
 def secrets_of(paths) -> list[bytes]:
-    """Every planted PHI value and every original UID, as bytes to look for."""
-    found = [value.encode() for value in PHI.values()] + [b"Doe", b"4711", b"Elsewhere"]
+    """Every planted PHI value and every original UID, as bytes to look for (long enough that no keyed UID
+    or run of pixels spells one by chance)."""
+    found = [value.encode() for value in PHI.values()]
     for path in paths:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         found += [ds.SOPInstanceUID.encode(), ds.SeriesInstanceUID.encode(), ds.StudyInstanceUID.encode()]
@@ -234,3 +235,12 @@ def test_deidentify_keeps_the_pixels_and_their_meaning(tmp_path, dicom_dir, key1
     obfuscated = tmp_path / "obf.dcm"
     assert runner.invoke(app, ["obfuscate", str(source), str(obfuscated), "-k", str(key16)]).exit_code == 0
     assert pydicom.dcmread(obfuscated).StudyInstanceUID == after.StudyInstanceUID  # one key, one pseudonym
+
+
+def test_one_pipeline_per_working_folder(tmp_path, key16):
+    gate = Gate(medveil.from_key(medveil.Key.load(key16)), "off")
+    first = Pipeline(gate, [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work")
+    with pytest.raises(InputError, match="another medveil run"):
+        Pipeline(gate, [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work")
+    first.close()
+    Pipeline(gate, [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work").close()  # free again

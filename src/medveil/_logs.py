@@ -34,6 +34,7 @@ class _PlainFormatter(logging.Formatter):
 def configure(level: str = "WARNING", as_json: bool = False) -> None:
     """Send medveil's records at ``level`` and above to stderr, plain or as JSON lines."""
     handler = logging.StreamHandler()
+    handler.setLevel(level)  # loggers set lower (the audit log, for its own file) stop here
     handler.setFormatter(JsonFormatter() if as_json else _PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -120,6 +120,8 @@ def pull(
     keep_descriptors: Optional[bool] = typer.Option(None, "--keep-descriptors", help="Keep free text the table "
                                                     "does not list."),
     allow_broken: Optional[bool] = typer.Option(None, "--allow-broken", help=ALLOW_BROKEN_HELP),
+    batch: Optional[int] = typer.Option(None, min=1, help="Instances per forwarding association. Default: 32."),
+    max_decoded_mb: Optional[int] = typer.Option(None, min=1, help="What one instance may decode to. Default: 2048."),
     log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING (default) or ERROR, to stderr."),
     log_json: Optional[bool] = typer.Option(None, "--log-json", help="Log JSON lines."),
 ):
@@ -130,7 +132,7 @@ def pull(
     settings = _config(config, source=source, key=key, to=to, workdir=workdir,
                        obfuscate=None if deidentify_only is None else not deidentify_only,
                        burned_in_text=burned_in_text, keep_descriptors=keep_descriptors, allow_broken=allow_broken,
-                       log_level=log_level, log_json=log_json)
+                       batch=batch, max_decoded_mb=max_decoded_mb, log_level=log_level, log_json=log_json)
     if settings.source is None:
         fail("no PACS: give --from dicom://AET@HOST:PORT or `[pull] source = ...` in the config")
     queries = [Query(study=uid) for uid in study or []] + [Query(accession=a) for a in accession or []]

@@ -13,6 +13,7 @@ its keyed SOP Instance UID is the same, so a PACS keeps one copy and a folder on
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
 from medveil.plugins import Registry
+
+log = logging.getLogger("medveil.gateway")
 
 # The gateway's own AE title when it calls a destination or a PACS.
 CALLING_AE = "MEDVEIL"
@@ -99,9 +102,15 @@ class DicomNode:
         held = []
         try:
             for item in items:
-                status = assoc.send_c_store(item.path)
+                try:
+                    status = assoc.send_c_store(item.path)
+                except (ValueError, RuntimeError) as exc:  # no context accepted for its SOP class, say
+                    log.warning("%s: instance %s not sent (%s)", self.name, item.instance, exc.__class__.__name__)
+                    continue
                 if status and status.Status in STORED:
                     held.append(item.instance)
+                elif status:
+                    log.warning("%s: instance %s answered 0x%04X", self.name, item.instance, status.Status)
         finally:
             assoc.release()
         return held

@@ -69,5 +69,12 @@ class Journal:
         with self._lock:
             return [name for name in self.received if not self.done(name)]
 
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            names = list(self.received)
+            forwarded = sum(1 for name in names if name not in self.quarantined and self.done(name))
+            return {"received": len(names), "forwarded": forwarded, "quarantined": len(self.quarantined),
+                    "pending": len(names) - forwarded - len(self.quarantined)}
+
     def close(self) -> None:
         self._fh.close()

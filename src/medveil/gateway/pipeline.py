@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,7 @@ from medveil.gateway.destinations import Destination, ForwardError, Gated
 from medveil.gateway.journal import Journal
 from medveil.io.dicom_profile import keyed_uid
 from medveil.io.gate import Gate
+from medveil.io.manifest import run_lock
 
 log = logging.getLogger("medveil.gateway")
 audit = logging.getLogger("medveil.audit")
@@ -66,6 +68,8 @@ class Pipeline:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         if not self.destinations:
             raise InputError("no destination: give at least one (dicom://AET@HOST:PORT, stow:URL, folder:PATH)")
+        self._held = ExitStack()  # one gateway or pull per working folder, released by the kernel if it dies
+        self._held.enter_context(run_lock(self.workdir / "journal.jsonl", self.workdir))
         self.journal = Journal(self.workdir / "journal.jsonl", [d.name for d in self.destinations])
         self._audit_file = _audit_handler(self.workdir / "audit.jsonl")
         for sub in ("spool", "gated"):  # what a killed process left: temporaries, and copies of done instances
@@ -128,7 +132,10 @@ class Pipeline:
         while not stop.is_set():
             before = set(self.journal.pending())
             if before:
-                self.run_pending()
+                try:
+                    self.run_pending()
+                except Exception:  # a bug must not silently stop forwarding: log it, keep the work, try again
+                    log.exception("forwarding failed; the instances stay pending")
                 if before <= set(self.journal.pending()):  # none of them went anywhere: wait for the destination
                     with self._wake:
                         self._wake.wait(retry_seconds)
@@ -200,13 +207,12 @@ class Pipeline:
                 self._spooled(item.instance).unlink(missing_ok=True)  # the plain copy goes once it is delivered
 
     def counts(self) -> dict[str, int]:
-        j = self.journal
-        return {"received": len(j.received), "quarantined": len(j.quarantined),
-                "forwarded": sum(1 for name in j.received if name not in j.quarantined and j.done(name)),
-                "pending": len(j.pending())}
+        """Instances received, forwarded (to every destination), quarantined and pending, from the journal."""
+        return self.journal.counts()
 
     def close(self) -> None:
         self.journal.close()
+        self._held.close()
         audit.removeHandler(self._audit_file)
         self._audit_file.close()
 
