@@ -1,6 +1,6 @@
 """Instances per second through ``medveil gateway`` against a modality sending straight into Orthanc, in one run.
 
-    python benchmarks/bench_gateway.py [--instances 100] [--side 128] [--repeat 3]
+    python benchmarks/bench_gateway.py [--instances 100] [--side 128] [--repeat 3] [--only direct|off|on]
 
 Builds a CT study of ``--instances`` slices (pydicom's CT_small.dcm, tiled up to ``--side`` pixels,
 distinct UIDs, no text), then, ``--repeat`` times in turn, each into a fresh Orthanc (Debian's
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--side", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["direct", "off", "on"],
+                        help="Run one method once (for timing whole processes from outside, against each other).")
     args = parser.parse_args()
     if ORTHANC is None or STORESCU is None:
         sys.exit("needs Orthanc and dcmtk's storescu (Debian packages orthanc, dcmtk; make install adds them)")
@@ -101,6 +103,10 @@ def main() -> None:
         methods = {"direct": lambda w: direct(w, paths),
                    "gateway, screen off": lambda w: through_gateway(w, paths, key, "off"),
                    "gateway, screen on": lambda w: through_gateway(w, paths, key, "refuse")}
+        if args.only:
+            name = {"direct": "direct", "off": "gateway, screen off", "on": "gateway, screen on"}[args.only]
+            print(f"{name}: {methods[name](tmp / 'only'):.2f} s")
+            return
         times: dict[str, list[float]] = {name: [] for name in methods}
         for run in range(args.repeat):
             for name, method in methods.items():  # in turn, so a drift in the machine's speed hits each alike
