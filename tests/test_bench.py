@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -46,6 +48,7 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
     md, page = write_report(tmp_path / "out", data, PROFILE, again, "medveil bench ...", 1.0)
     text = md.read_text()
     assert "## Privacy cards" in text and "**skk**" in text and "Failed cells" in text
+    assert "U-Nets train 1 epochs" in text and "{profile." not in text  # every field of the text is filled in
     assert "ParameterError" in page.read_text() and (tmp_path / "out" / "tradeoff.png").is_file()
     assert (tmp_path / "out" / "figures" / "d-skk-leading-bit-none.png").is_file()
     cards = (tmp_path / "out" / "cards.csv").read_text().splitlines()
@@ -79,3 +82,8 @@ def test_a_card_whose_images_hold_but_whose_patients_link_says_links():
                                         "data), SSIM 0.25, +0.02 over the guess), but")
     entry["verdicts"] = {"ciphertext-only": "holds"}
     assert _card_text(entry).startswith("holds: no attack tried here recovers more than the guess")
+
+
+def test_committed_reports_have_every_field_filled_in():
+    for report in Path(__file__).resolve().parents[1].glob("docs/results/*/report.*"):
+        assert "{profile." not in report.read_text(), report

@@ -310,7 +310,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
              f"whole; scores are on the test split. Utility: {', '.join(profile.models)} (the server models), "
              f"{profile.epochs} epochs, {profile.seeds} seed(s), each with its own key; test accuracy and F1 of each "
-             "setting's best model (plain images: paper NB's CNN). Attacks: the attacker's U-Nets train {profile.attack_epochs} epochs; "
+             f"setting's best model (plain images: paper NB's CNN). Attacks: the attacker's U-Nets train {profile.attack_epochs} epochs; "
              "'public' data are other public medical images, 'prior' the target's own training split, 'none' "
              "no plain images. Threat models: ciphertext-only (the service: every obfuscated image it holds, no "
              "queries), known-pairs (leaked pairs), oracle (queries to the obfuscation with the key). SSIM/PSNR compare with the original test images (8-bit, range 255): higher means "
