@@ -35,8 +35,8 @@ def test_keygen_obfuscate_compare(tmp_path, rng):
     assert (tmp_path / "f.png").stat().st_size > 1000
     ssims = [float(line.split(",")[1]) for line in (tmp_path / "c.csv").read_text().splitlines()[1:]]
     assert len(ssims) == 3 and max(ssims) < 0.3  # random-looking images: no structure survives
-    lines = [json.loads(line) for line in medveil("compare", "--json", scans, tmp_path / "obf").output.splitlines()]
-    assert sorted(r["ssim"] for r in lines[:3]) == sorted(ssims) and lines[3]["mean"]["images"] == 3
+    scores = json.loads(medveil("compare", "--json", scans, tmp_path / "obf").output)  # one document
+    assert sorted(r["ssim"] for r in scores["images"]) == sorted(ssims) and scores["mean"]["images"] == 3
 
 
 def one_line_error(result, code=2):
@@ -110,3 +110,20 @@ def test_paths_the_os_refuses_end_in_one_line(tmp_path, rng):
         result = medveil(*args)
         assert result.exit_code == 2, result.output
         assert path in result.output and "Traceback" not in result.output
+
+
+def test_a_wrong_thing_where_a_file_or_folder_goes_is_one_line(tmp_path, rng):
+    scans = make_scans(tmp_path / "scans", rng)
+    assert medveil("keygen", "-o", tmp_path / "h.key").exit_code == 0
+    cases = [(("key", "info", scans / "s0.png"), "s0.png: not a medveil key (binary"),
+             (("key", "info", scans), "cannot read key"),
+             (("inspect", scans), "scans: a folder; inspect looks at one image file"),
+             (("compare", scans, tmp_path / "nosuch"), "nosuch: no such file or folder"),
+             (("obfuscate", "-k", tmp_path / "h.key", tmp_path / "gone", tmp_path / "out"), "gone: no such file or folder"),
+             (("obfuscate", "-k", tmp_path / "h.key", scans / "s0.png", tmp_path / "out.jpg"),
+              "out.jpg: s0.png is written as .png (the codes must survive exactly); name the output out.png")]
+    for args, message in cases:
+        result = medveil(*args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out.jpg").exists() and not (tmp_path / "out").exists()

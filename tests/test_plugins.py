@@ -47,7 +47,7 @@ def test_a_plugin_joins_keygen_obfuscate_attacks_evaluate_and_the_bench(plugin_p
     assert done.returncode == 0, done.stderr
     original = np.asarray(Image.open(tmp_path / "scans" / "no" / "0.png"))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "obf" / "no" / "0.png")), original + np.uint8(7))
-    listed = [json.loads(line) for line in run(plugin_path, "attack", "list", "--json", cwd=tmp_path).stdout.splitlines()]
+    listed = json.loads(run(plugin_path, "attack", "list", "--json", cwd=tmp_path).stdout)
     assert {"toy-unshift": ["toy-shift"]}.items() <= {a["name"]: a["schemes"] for a in listed}.items()
     done = run(plugin_path, "evaluate", "utility", "--dataset", "scans", "--size", "16", "--scheme", "toy-shift",
                "--param", "offset=7", "--seeds", "1", "--epochs", "1", "--model", "toy-linear", "--no-progress",

@@ -82,7 +82,7 @@ def test_registry_round_trip_refuses_duplicates_and_feeds_list_and_grid(toy_spec
     with pytest.raises(ValueError, match="capability"):
         register_attack(AttackSpec("bad", "telepathy", ("none",), None, lambda *a: Spy(), ""))
     listed = CliRunner().invoke(app, ["attack", "list", "--json"])
-    entries = [json.loads(line) for line in listed.output.splitlines()]
+    entries = json.loads(listed.output)  # one JSON document
     assert {"name": "toy-attack", "capability": "ciphertext-only", "attacker_data": ["none"], "schemes": ["skk"],
             "summary": "a test's own attack", "parameters": []} in entries
     cells = cells_of(PROFILES["quick"])

@@ -253,12 +253,7 @@ class Key:
         environment variable; without either it raises :class:`KeyEncryptedError`.
         """
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise KeyFileError(f"{path}: key file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyFileError(f"{path}: cannot read key ({exc.__class__.__name__})") from None
+        text = read_key_text(path)
         passphrase = passphrase if passphrase is not None else os.environ.get(PASSPHRASE_ENV)
         key = dataclasses.replace(cls.from_json(text, source=str(path), passphrase=passphrase), origin=path)
         mode = path.stat().st_mode & 0o777
@@ -305,6 +300,19 @@ def _open_secret(doc: dict, source: str, passphrase: str | None) -> bytes:
                                    base64.b64decode(sealed["ciphertext"], validate=True), public)
     except InvalidTag:
         raise KeyFileError(f"{source}: wrong passphrase (or the key file was altered)") from None
+
+
+def read_key_text(path: str | os.PathLike) -> str:
+    """A key file's text; :class:`KeyFileError` in one line for a missing, unreadable or binary file (an image, say)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path}: not a medveil key (binary, not JSON text)") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key ({exc.strerror or exc.__class__.__name__})") from None
 
 
 def public_part(text: str, source: str = "key") -> dict:

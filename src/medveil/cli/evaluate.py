@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -168,18 +167,17 @@ def _list_attacks(as_json: bool) -> None:
     from medveil.attacks import available_attacks
     from medveil.plugins import describe_parameters
 
+    if as_json:
+        echo_json([{"name": spec.name, "capability": spec.capability, "attacker_data": list(spec.attacker_data),
+                    "schemes": list(spec.schemes or []), "summary": spec.summary,
+                    "parameters": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help}
+                                   for p in spec.parameters]} for spec in available_attacks()])
+        return
     for spec in available_attacks():
         schemes = ", ".join(spec.schemes) if spec.schemes else "every scheme"
-        if as_json:
-            typer.echo(json.dumps({"name": spec.name, "capability": spec.capability,
-                                   "attacker_data": list(spec.attacker_data), "schemes": list(spec.schemes or []),
-                                   "summary": spec.summary,
-                                   "parameters": [{"name": p.name, "type": p.type.__name__, "default": p.default,
-                                                   "help": p.help} for p in spec.parameters]}))
-        else:
-            options = f" [-p {describe_parameters(spec.parameters)}]" if spec.parameters else ""
-            typer.echo(f"{spec.name:24} {spec.capability:16} data {'/'.join(spec.attacker_data):18} {schemes}: "
-                       f"{spec.summary}{options}")
+        options = f" [-p {describe_parameters(spec.parameters)}]" if spec.parameters else ""
+        typer.echo(f"{spec.name:24} {spec.capability:16} data {'/'.join(spec.attacker_data):18} {schemes}: "
+                   f"{spec.summary}{options}")
 
 
 @app.command("attack")
@@ -191,7 +189,7 @@ def attack(
     progress: Progress = True,
     pairs: int = typer.Option(10, min=1, help="known-pairs attacks: leaked (plain, obfuscated) pairs, from the "
                                               "target's training split."),
-    as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON object per attack."),
+    as_json: bool = typer.Option(False, "--json", help="With 'list': one JSON array, an object per attack."),
     param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option, name=value (see attack list)."),
     device: Device = "auto",
 ):
@@ -321,7 +319,7 @@ def bench(
     dataset: DatasetName = "br35h",
     profile: str = typer.Option("quick", help="'quick' (minutes) or 'full' (about 80 min on 2 cores)."),
     progress: bool = typer.Option(True),
-    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line instead of text."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON object (the summary) instead of text."),
     param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option for every cell it runs, "
                                     "ATTACK.NAME=VALUE (see attack list), e.g. kerckhoffs-unet.keys=32."),
     scheduler: Optional[str] = typer.Option(None, help="Run the cells as Dask tasks: 'local' (a LocalCluster of "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +21,7 @@ from medveil.cli._common import (
 )
 from medveil.data import copy_samples
 from medveil.io import Gate, gate_tree, output_name, read_image
+from medveil.io.image import suffix_of
 from medveil.schemes import from_key
 
 
@@ -108,7 +108,14 @@ def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler:
     if isinstance(source, Path) and source.is_file():
         if not isinstance(output, Path):
             fail(f"{source}: one file is written to a local path; URLs are for folder runs")
-        target = output / gate.name(output_name(source.name, source)) if output.is_dir() else output
+        written_as = output_name(source.name, source)
+        if output.is_dir():
+            target = output / gate.name(written_as)
+        elif suffix_of(output) != suffix_of(written_as):  # out.jpg would hold PNG bytes: readers go by the suffix
+            fail(f"{output}: {source.name} is written as {suffix_of(written_as) or 'DICOM without a suffix'} "
+                 f"(the codes must survive exactly); name the output {output.stem}{suffix_of(written_as)}")
+        else:
+            target = output
         gate.write(source, target)
         typer.echo(f"wrote {target} {done}")
         return True
@@ -132,12 +139,15 @@ def compare(
     figure: Optional[Path] = typer.Option(None, help="Also save a PNG grid of the first pairs here."),
     examples: int = typer.Option(4, min=1, help="Pairs shown in --figure."),
     label: str = typer.Option("obfuscated", help="Column title for the second folder in --figure."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per image, then one with the means."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: each image's scores, their means, the files that failed."),
 ):
     """SSIM and PSNR between originals and their obfuscated versions, per image and on average."""
     from medveil import metrics
     from medveil.evaluation.figures import image_grid
 
+    for folder in (originals, others):
+        if not folder.exists():
+            fail(f"{folder}: no such file or folder")
     if originals.is_file():
         rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]
         problems: list[str] = []
@@ -148,14 +158,18 @@ def compare(
         rows, problems = metrics.compare_trees(originals, others)
         counterpart = metrics.counterparts(originals, others)
         pairs = [(originals / r["file"], counterpart(r["file"])) for r in rows]
-    for row in rows:
-        typer.echo(json.dumps(row) if as_json else f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
+    mean = None
     if rows:
         finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
         mean = {"images": len(rows), "ssim": sum(r["ssim"] for r in rows) / len(rows),
                 "psnr": sum(finite) / len(finite) if finite else math.inf}
-        typer.echo(json.dumps({"mean": mean}) if as_json else
-                   f"mean over {mean['images']} images\tSSIM {mean['ssim']:.4f}\tPSNR {mean['psnr']:.2f} dB")
+    if as_json:
+        echo_json({"images": rows, "mean": mean, "failed": problems})
+    else:
+        for row in rows:
+            typer.echo(f"{row['file']}\tSSIM {row['ssim']:.4f}\tPSNR {row['psnr']:.2f} dB")
+        if mean:
+            typer.echo(f"mean over {mean['images']} images\tSSIM {mean['ssim']:.4f}\tPSNR {mean['psnr']:.2f} dB")
     if csv_path:
         with open(csv_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["file", "ssim", "psnr"])
@@ -190,6 +204,8 @@ def samples(dest: Path = typer.Argument(..., help="Folder to fill with example s
 def inspect(path: Path = typer.Argument(..., help="An image file."),
             as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
     """Show an image's format, shape, stored type and value range, and the key it needs."""
+    if path.is_dir():
+        fail(f"{path}: a folder; inspect looks at one image file (medveil inspect {path}/FILE)")
     image = read_image(path)
     pixels = image.pixels
     keyable = pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2

@@ -82,9 +82,9 @@ def key_info(path: KeyPath, as_json: bool = typer.Option(False, "--json", help="
     """Show a key's public part (scheme, parameters, fingerprint, encrypted or not) and what the privacy cards say
     of its setting; needs no passphrase."""
     from medveil.evaluation.cards import verdict_lines
-    from medveil.keys import public_part
+    from medveil.keys import public_part, read_key_text
 
-    doc = public_part(path.read_text(), str(path))
+    doc = public_part(read_key_text(path), str(path))
     info = {"file": str(path), "scheme": doc.get("scheme"), "params": doc.get("params"),
             "fingerprint": doc.get("fingerprint"), "version": doc["medveil_key_version"],
             "encrypted": "encrypted_secret" in doc,

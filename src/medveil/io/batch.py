@@ -215,7 +215,7 @@ def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, wor
     source, output = _folders(src, dst)
     manifest = Path(manifest) if manifest is not None else _default_manifest(output)
     if not source.is_dir():
-        raise InputError(f"{source}: no such folder")
+        raise InputError(f"{source}: no such file or folder")
     source.check_disjoint(output, manifest)
     unwalkable: list[tuple[str, str]] = []
     hidden: list[str] = []
