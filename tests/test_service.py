@@ -571,3 +571,39 @@ def test_peak_memory_under_six_concurrent_uploads_stays_within_one_request_budge
         peak = _status_kib(pid, "VmHWM")
     assert answers == [201] * 6
     assert peak <= 2 * idle + budget * 1024, f"peak {peak / 1024:.0f} MiB, idle {idle / 1024:.0f} MiB"
+
+
+def test_records_can_be_deleted_kept_for_a_while_and_tokens_listed_and_revoked(secured, rng):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app as cli
+
+    http, tokens, tmp_path = secured
+    store = http.app.state.store
+    as_alice, as_bob = ({"Authorization": f"Bearer {tokens[t]}"} for t in ("alice", "bob"))
+    images = {f"{c}/{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for c in ("a", "b") for i in range(3)}
+    first, second = (_upload(http, tokens["alice"], png_zip(images)).json()["id"] for _ in range(2))
+    assert http.delete(f"/datasets/{first}", headers=as_bob).status_code == 404  # not bob's to delete
+    assert http.delete(f"/datasets/{first}", headers=as_alice).status_code == 204
+    assert http.get(f"/datasets/{first}", headers=as_alice).status_code == 404
+    assert not store.dataset_path(first).exists() and store.dataset_path(second).exists()
+    job = store.add_job("alice", second, "cnn", 1)  # queued, never run here: its dataset is in use
+    assert http.delete(f"/datasets/{second}", headers=as_alice).status_code == 409
+    assert http.delete(f"/jobs/{job['id']}", headers=as_alice).status_code == 409
+    store.update_job(job["id"], status="failed")
+    assert http.delete(f"/jobs/{job['id']}", headers=as_alice).status_code == 204
+
+    store._query("UPDATE datasets SET created = created - 40 * 86400 WHERE id = ?", (second,))
+    assert store.purge(older_than_days=30) == 1 and store.datasets("alice") == []
+
+    paths = http.get("/openapi.json").json()["paths"]
+    assert all(op.get("tags") for ops in paths.values() for op in ops.values())  # every route in a group
+    data = str(tmp_path / "srv")
+    listed = CliRunner().invoke(cli, ["token", "list", "--data", data])
+    assert listed.exit_code == 0 and len(listed.output.splitlines()) == 2
+    assert tokens["bob"] not in listed.output and "bob" in listed.output
+    bob_id = next(line.split("\t")[0] for line in listed.output.splitlines() if "\tbob\t" in line)
+    assert CliRunner().invoke(cli, ["token", "revoke", bob_id, "--data", data]).exit_code == 0
+    assert http.get("/datasets", headers=as_bob).status_code == 401
+    again = CliRunner().invoke(cli, ["token", "revoke", bob_id, "--data", data])
+    assert again.exit_code == 2 and "no token with id" in again.output

@@ -31,6 +31,8 @@ def serve(
     total_mb: int = typer.Option(512, min=1, help="What every request in flight may take at once, decoded (MiB): "
                                  "the server's working memory for images; requests beyond it wait."),
     quota_mb: int = typer.Option(4096, min=1, help="What one tenant's stored datasets may take, decoded (MiB)."),
+    retain_days: Optional[float] = typer.Option(None, min=0, help="Delete datasets, models and finished jobs older "
+                                                "than this many days (checked at start and hourly). Default: keep."),
 ):
     """Run the ML-as-a-service server (FastAPI + uvicorn; API docs at /docs)."""
     import uvicorn
@@ -44,7 +46,7 @@ def serve(
     except ValueError as exc:
         fail(f"--total-mb: {exc}")
     use_device(device)
-    uvicorn.run(create_app(data, limits), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(data, limits, retain_days), host=host, port=port, log_level="info")
 
 
 token_app = typer.Typer(no_args_is_help=True, help="Service access tokens.")
@@ -62,6 +64,31 @@ def token_create(data: Path = typer.Option(..., help="The server's data folder."
         typer.echo(Store(data).create_token(tenant))
     except ValueError as exc:
         fail(str(exc))
+
+
+@token_app.command("list")
+@clean_errors
+def token_list(data: Path = typer.Option(..., help="The server's data folder.")):
+    """Every token: its id (for revoke), tenant and creation time; never the token itself."""
+    import time
+
+    from medveil.service.store import Store
+
+    for token in Store(data).tokens():
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(token["created"]))
+        typer.echo(f"{token['id']}\t{token['tenant']}\t{created} UTC")
+
+
+@token_app.command("revoke")
+@clean_errors
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id, as `medveil token list` shows it."),
+                 data: Path = typer.Option(..., help="The server's data folder.")):
+    """Revoke a token: the next request that carries it is refused (401)."""
+    from medveil.service.store import Store
+
+    if not Store(data).revoke_token(token_id):
+        fail(f"no token with id {token_id!r} (see medveil token list)")
+    typer.echo(f"revoked {token_id}")
 
 
 client_app = typer.Typer(no_args_is_help=True, help="The hospital's client: obfuscates locally, then talks to a server.")
@@ -138,6 +165,19 @@ def client_status(ctx: typer.Context, job_id: str = typer.Argument(...),
         return
     typer.echo(f"job {job['id']}: {job['status']}, epoch {job['epoch']}/{job['epochs']} {job['message']}".rstrip()
                + (f", model {job['model_id']}" if job["model_id"] else ""))
+
+
+@client_app.command("delete")
+@clean_errors
+def client_delete(ctx: typer.Context,
+                  kind: str = typer.Argument(..., help="dataset, model or job."),
+                  record_id: str = typer.Argument(..., help="Its id.")):
+    """Delete one of this tenant's datasets, models or finished jobs on the server."""
+    if kind not in ("dataset", "model", "job"):
+        fail(f"delete takes dataset, model or job, not {kind!r}")
+    with _client(ctx) as client:
+        client.delete(kind, record_id)
+    typer.echo(f"deleted {kind} {record_id}")
 
 
 @client_app.command("predict")

@@ -84,7 +84,7 @@ class Client:
             except ValueError:
                 detail = response.text
             raise ServiceError(f"server answered {response.status_code}: {detail}")
-        return response.json()
+        return response.json() if response.content else {}
 
     def obfuscate(self, images: np.ndarray) -> np.ndarray:
         """The key's obfuscation of ``images`` (which must have passed the gate: every sender here sees to it)."""
@@ -157,6 +157,10 @@ class Client:
                 raise ServiceError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
             time.sleep(poll)
         return job
+
+    def delete(self, kind: str, record_id: str) -> None:
+        """Delete this tenant's ``kind`` (``dataset``, ``model`` or ``job``) ``record_id`` on the server."""
+        self._call("DELETE", f"/{kind}s/{record_id}")
 
     def model(self, model_id: str) -> dict:
         return self._call("GET", f"/models/{model_id}")

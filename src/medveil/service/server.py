@@ -32,11 +32,12 @@ from pydantic import BaseModel, Field
 
 from medveil.service.limits import Limits, MemoryBudget, http_error, return_freed_memory
 from medveil.service.uploads import TASKS, decode_into, decoded_size, layout, open_png, png_bytes, read_archive
-from medveil.service.store import Store
+from medveil.service.store import BUSY, MISSING, Store
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
 # What anyone may read: the API's own description, no data.
 OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PURGE_EVERY_SECONDS = 3600  # with a retention period, how often old records are looked for
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles: public, like the pages
 
 
@@ -54,7 +55,8 @@ class Problem(BaseModel):
 
 _STATUS_TEXT = {400: "malformed input", 401: "missing or invalid token", 404: "no such record (or another tenant's)",
                 411: "Content-Length is required", 413: "over a size, count or quota limit",
-                415: "unsupported content type", 422: "invalid request fields"}
+                409: "in use by a queued or running job", 415: "unsupported content type",
+                422: "invalid request fields"}
 
 
 def _responses(*codes: int) -> dict:
@@ -62,13 +64,12 @@ def _responses(*codes: int) -> dict:
     return {code: {"model": Problem, "description": _STATUS_TEXT[code]} for code in codes}
 
 
-
-
 class Worker:
-    """One background thread that runs training jobs in order."""
+    """One background thread that runs training jobs in order and, with ``retain_days``, deletes what is older
+    (at start and every hour)."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, retain_days: float | None = None):
+        self.store, self.retain_days = store, retain_days
         self.queue: queue.Queue[str | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="medveil-trainer", daemon=True)
 
@@ -83,7 +84,15 @@ class Worker:
         self.queue.put(None)
 
     def _loop(self) -> None:
-        while (job_id := self.queue.get()) is not None:
+        while True:
+            if self.retain_days is not None:
+                self.store.purge(self.retain_days)
+            try:
+                job_id = self.queue.get(timeout=None if self.retain_days is None else PURGE_EVERY_SECONDS)
+            except queue.Empty:
+                continue
+            if job_id is None:
+                return
             self.run(job_id)
 
     def run(self, job_id: str) -> None:
@@ -142,10 +151,11 @@ def _model_view(m: dict) -> dict:
                                  "bits", "classes")}, score: m["val_accuracy"]}
 
 
-def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
-    """The service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`)."""
+def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = None) -> FastAPI:
+    """The service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`); ``retain_days`` deletes
+    datasets, models and finished jobs older than that many days."""
     store = Store(data_dir)
-    worker = Worker(store)
+    worker = Worker(store, retain_days)
     memory = MemoryBudget(limits)
     return_freed_memory()
     loaded: dict[str, object] = {}
@@ -192,11 +202,11 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
             raise http_error(404, f"no such {what}")
         return record
 
-    @app.get("/health")
+    @app.get("/health", tags=["health"])
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/datasets", status_code=201, responses=_responses(400, 401, 411, 413, 415, 422))
+    @app.post("/datasets", status_code=201, tags=["datasets"], responses=_responses(400, 401, 411, 413, 415, 422))
     def upload_dataset(who: Tenant, archive: Annotated[UploadFile, File()], fingerprint: Annotated[str, Form()],
                        name: Annotated[str, Form()] = "", task: Annotated[str, Form()] = "classification",
                        scheme: Annotated[str, Form()] = "") -> dict:
@@ -217,15 +227,15 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
             images, labels, classes = read_archive(archive.file, limits, admit, task)
             return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
 
-    @app.get("/datasets", responses=_responses(401))
+    @app.get("/datasets", tags=["datasets"], responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:
         return [_dataset_view(d) for d in store.datasets(who)]
 
-    @app.get("/datasets/{dataset_id}", responses=_responses(401, 404))
+    @app.get("/datasets/{dataset_id}", tags=["datasets"], responses=_responses(401, 404))
     def get_dataset(who: Tenant, dataset_id: str) -> dict:
         return _dataset_view(owned(store.dataset(who, dataset_id), "dataset"))
 
-    @app.post("/jobs", status_code=202, responses=_responses(400, 401, 404, 411, 413, 422))
+    @app.post("/jobs", status_code=202, tags=["jobs"], responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
         from medveil.nn import available_models, model_spec
         from medveil.training.segmentation import SEGMENTER
@@ -244,21 +254,43 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
         worker.queue.put(job["id"])
         return _job_view(job)
 
-    @app.get("/jobs", responses=_responses(401))
+    @app.get("/jobs", tags=["jobs"], responses=_responses(401))
     def list_jobs(who: Tenant) -> list[dict]:
         return [_job_view(j) for j in store.jobs(who)]
 
-    @app.get("/jobs/{job_id}", responses=_responses(401, 404))
+    @app.get("/jobs/{job_id}", tags=["jobs"], responses=_responses(401, 404))
     def get_job(who: Tenant, job_id: str) -> dict:
         return _job_view(owned(store.job(who, job_id), "job"))
 
-    @app.get("/models", responses=_responses(401))
+    @app.get("/models", tags=["models"], responses=_responses(401))
     def list_models(who: Tenant) -> list[dict]:
         return [_model_view(m) for m in store.models(who)]
 
-    @app.get("/models/{model_id}", responses=_responses(401, 404))
+    @app.get("/models/{model_id}", tags=["models"], responses=_responses(401, 404))
     def get_model(who: Tenant, model_id: str) -> dict:
         return _model_view(owned(store.model(who, model_id), "model"))
+
+    def delete(who: str, kind: str, record_id: str) -> None:
+        outcome = store.delete(kind, who, record_id)
+        if outcome == MISSING:
+            raise http_error(404, f"no such {kind}")
+        if outcome == BUSY:
+            raise http_error(409, f"{kind} {record_id} is in use by a queued or running job; wait for it or delete it "
+                                  "when it is done")
+        with loaded_lock:
+            loaded.pop(record_id, None)
+
+    @app.delete("/datasets/{dataset_id}", status_code=204, tags=["datasets"], responses=_responses(401, 404, 409))
+    def delete_dataset(who: Tenant, dataset_id: str) -> None:
+        delete(who, "dataset", dataset_id)
+
+    @app.delete("/jobs/{job_id}", status_code=204, tags=["jobs"], responses=_responses(401, 404, 409))
+    def delete_job(who: Tenant, job_id: str) -> None:
+        delete(who, "job", job_id)
+
+    @app.delete("/models/{model_id}", status_code=204, tags=["models"], responses=_responses(401, 404, 409))
+    def delete_model(who: Tenant, model_id: str) -> None:
+        delete(who, "model", model_id)
 
     def network(record: dict):
         import torch
@@ -275,7 +307,7 @@ def create_app(data_dir, limits: Limits = Limits()) -> FastAPI:
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]
 
-    @app.post("/models/{model_id}/predict", responses=_responses(400, 401, 404, 411, 413, 422))
+    @app.post("/models/{model_id}/predict", tags=["models"], responses=_responses(400, 401, 404, 411, 413, 422))
     def predict(who: Tenant, model_id: str, files: Annotated[list[UploadFile], File()]) -> dict:
         record = owned(store.model(who, model_id), "model")
         if len(files) > limits.max_predict_images:

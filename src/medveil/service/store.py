@@ -52,6 +52,12 @@ _JSON_COLUMNS = {"classes", "scheme"}
 _STORED_BYTES = "SELECT COALESCE(SUM(images * size * size * channels * bits / 8), 0) AS n FROM datasets WHERE tenant = ?"
 
 
+TOKEN_ID_DIGITS = 12
+# What a deletion found: done, nothing of the tenant's by that id, or in use (a dataset a job has not finished with;
+# a job still queued or running).
+DELETED, MISSING, BUSY = "deleted", "missing", "busy"
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -96,6 +102,20 @@ class Store:
         token = secrets.token_urlsafe(32)
         self._query("INSERT INTO tokens VALUES (?, ?, ?)", (hash_token(token), tenant, time.time()))
         return token
+
+    def tokens(self) -> list[dict]:
+        """Every token as ``{"id", "tenant", "created"}``; its id is the first 12 hex digits of its hash, which names
+        it for :meth:`revoke_token` and is of no use to present."""
+        return [{"id": r["hash"][:TOKEN_ID_DIGITS], "tenant": r["tenant"], "created": r["created"]}
+                for r in self._query("SELECT hash, tenant, created FROM tokens ORDER BY created")]
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Delete the token whose id (as :meth:`tokens` lists it) is ``token_id``; False if none is."""
+        if len(token_id) != TOKEN_ID_DIGITS or any(c not in "0123456789abcdef" for c in token_id):
+            return False
+        with self._lock:
+            return self._db.execute("DELETE FROM tokens WHERE substr(hash, 1, ?) = ?",
+                                    (TOKEN_ID_DIGITS, token_id)).rowcount > 0
 
     def tenant_of(self, token: str) -> str | None:
         row = self._one("SELECT tenant FROM tokens WHERE hash = ?", (hash_token(token),))
@@ -199,3 +219,30 @@ class Store:
 
     def models(self, tenant: str) -> list[dict]:
         return self._query("SELECT * FROM models WHERE tenant = ? ORDER BY created", (tenant,))
+
+    # deletion and retention
+    def delete(self, kind: str, tenant: str, record_id: str) -> str:
+        """Delete the tenant's ``kind`` (``dataset``, ``model`` or ``job``) ``record_id`` and its file:
+        :data:`DELETED`, :data:`MISSING` or :data:`BUSY`."""
+        table, path = {"dataset": ("datasets", self.dataset_path), "model": ("models", self.model_path),
+                       "job": ("jobs", self.checkpoint_path)}[kind]
+        with self._lock:
+            if self._db.execute(f"SELECT 1 FROM {table} WHERE id = ? AND tenant = ?", (record_id, tenant)).fetchone() is None:
+                return MISSING
+            busy = {"dataset": "SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running')",
+                    "job": "SELECT 1 FROM jobs WHERE id = ? AND status IN ('queued', 'running')"}.get(kind)
+            if busy and self._db.execute(busy, (record_id,)).fetchone() is not None:
+                return BUSY
+            self._db.execute(f"DELETE FROM {table} WHERE id = ?", (record_id,))
+        path(record_id).unlink(missing_ok=True)
+        return DELETED
+
+    def purge(self, older_than_days: float) -> int:
+        """Delete every tenant's datasets, models and finished jobs created more than ``older_than_days`` ago
+        (a dataset a job has not finished with stays); how many records went."""
+        cutoff = time.time() - older_than_days * 86400
+        gone = 0
+        for kind, table in (("job", "jobs"), ("model", "models"), ("dataset", "datasets")):
+            for row in self._query(f"SELECT id, tenant FROM {table} WHERE created < ?", (cutoff,)):
+                gone += self.delete(kind, row["tenant"], row["id"]) == DELETED
+        return gone
