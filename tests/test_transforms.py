@@ -70,14 +70,39 @@ def test_obfuscated_folder_feeds_a_data_loader_with_workers(tmp_path, key, rng):
     dataset = ObfuscatedFolder(tmp_path, key)
     assert len(dataset) == 6 and dataset.classes == ["healthy", "tumour"]
     batches = list(DataLoader(dataset, batch_size=3, num_workers=2))
-    codes = torch.cat([b[0] for b in batches]).numpy()
-    labels = torch.cat([b[1] for b in batches]).numpy()
+    codes = torch.cat([b["image"] for b in batches]).numpy()
+    labels = torch.cat([b["label"] for b in batches]).numpy()
     order = [int(f.stem) for f in dataset.files]
-    assert np.array_equal(codes, medveil.from_key(key)(images[order]))
+    assert codes.shape == (6, 1, 16, 16)  # channel first, as MONAI's dictionary transforms expect
+    assert np.array_equal(codes[:, 0], medveil.from_key(key)(images[order]))
     assert list(labels) == [i % 2 for i in order]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image"):
         ObfuscatedFolder(tmp_path / "empty", key)
+
+
+def test_obfuscated_folder_resizes_before_obfuscating_and_says_so_on_mixed_sizes(tmp_path, key, rng):
+    from medveil.data import ObfuscatedFolder
+
+    big = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    small = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    for name, image in (("a", big), ("b", small)):
+        (tmp_path / "scans" / name).mkdir(parents=True)
+        Image.fromarray(image).save(tmp_path / "scans" / name / "0.png")
+    mixed = ObfuscatedFolder(tmp_path / "scans", key)
+    with pytest.raises(InputError, match="images of different sizes in one batch .*pre_transform"):
+        next(iter(mixed.loader(batch_size=2)))
+
+    halve = lambda plain: plain[:, ::2, ::2] if plain.shape[-1] == 32 else plain  # nearest-neighbour to 16x16
+    batch = next(iter(ObfuscatedFolder(tmp_path / "scans", key, pre_transform=halve).loader(batch_size=2)))
+    scheme = medveil.from_key(key)
+    assert np.array_equal(batch["image"][0, 0].numpy(), scheme(big[::2, ::2]))  # codes of the resized plain image
+    assert np.array_equal(batch["image"][1, 0].numpy(), scheme(small))
+    blur = ObfuscatedFolder(tmp_path / "scans", key, pre_transform=lambda plain: plain / 2)
+    with pytest.raises(InputError, match="non-integer values"):
+        blur[0]
+    flipped = ObfuscatedFolder(tmp_path / "scans", key, transform=lambda item: {**item, "image": item["image"].flip(-1)})
+    assert np.array_equal(flipped[1]["image"][0].numpy(), scheme(small)[:, ::-1])  # dict transforms after
 
 
 def test_monai_loaded_ct_gives_the_clis_codes(tmp_path):

@@ -1,4 +1,4 @@
-"""A torch Dataset over a folder of medical images, obfuscated on the fly with a key.
+"""A torch Dataset over a folder of medical images, obfuscated on the fly with a key, MONAI-style.
 
 Any file medveil reads (DICOM, NIfTI, PNG/JPEG/TIFF, NPY) below ``root`` is an item, in a stable
 order; hidden files, links that lead outside regular files and unsupported files are left out (as
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from medveil.errors import InputError
@@ -26,16 +28,36 @@ from medveil.transforms import Obfuscate
 
 
 class ObfuscatedFolder(Dataset):
-    """Items ``(codes, label)``: a file's stored samples obfuscated with ``key`` as a tensor, and its class.
+    """Items ``{"image": codes, "label": class}``, channel first as MONAI's dictionary transforms expect.
 
-    ``codes`` has the file's own shape (``(H, W)``, ``(D, H, W)`` for a volume, ``(H, W, 3)`` for
-    colour) and the scheme's output dtype; ``transform`` (e.g. a MONAI ``Compose``) is applied
-    after obfuscation. :attr:`files` and :attr:`classes` say what the items are.
-    ``burned_in_text`` is the gate's policy for text in a file's pixels (``refuse``: the item raises
-    :class:`InputError`; ``mask``; ``off``).
+    ``image`` is a file's stored samples obfuscated with ``key``: a tensor ``(1, H, W)``,
+    ``(1, D, H, W)`` for a volume, ``(3, H, W)`` for colour, of the scheme's output dtype.
+
+    Parameters
+    ----------
+    root : path
+        The folder; first-level subfolders are the classes.
+    key : Key or Scheme
+        What obfuscates.
+    pre_transform : callable, optional
+        Applied to the plain stored values, channel first (a numpy array), before obfuscation: a
+        resize to one size belongs here (``monai.transforms.Resize(..., mode="nearest")``), since
+        resizing codes would interpolate between them. It must give whole numbers of the file's
+        range (nearest-neighbour, crops, flips); non-integer values are refused with the file named.
+    transform : callable, optional
+        Applied to the item dict after obfuscation (MONAI ``Compose`` of dictionary transforms on
+        the codes: flips, crops, intensity-free augmentation).
+    burned_in_text : str
+        The gate's policy for text in a file's pixels (``refuse``: the item raises
+        :class:`InputError`; ``mask``; ``off``).
+
+    Images of several sizes cannot share a batch: :meth:`loader` says so in one line naming two of
+    the sizes (give ``pre_transform``), where PyTorch's own collate fails on tensor sizes.
+    :attr:`files` and :attr:`classes` say what the items are.
     """
 
-    def __init__(self, root: str | os.PathLike, key: Key | Scheme, transform=None, burned_in_text: str = "refuse"):
+    def __init__(self, root: str | os.PathLike, key: Key | Scheme, transform: Callable | None = None,
+                 burned_in_text: str = "refuse", pre_transform: Callable | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"{self.root}: not a folder")
@@ -46,7 +68,7 @@ class ObfuscatedFolder(Dataset):
                                if len(f.relative_to(self.root).parts) > 1})
         self.obfuscate = Obfuscate(key)
         self.gate = Gate(self.obfuscate.scheme, burned_in_text)
-        self.transform = transform
+        self.transform, self.pre_transform = transform, pre_transform
 
     def __len__(self) -> int:
         return len(self.files)
@@ -55,8 +77,44 @@ class ObfuscatedFolder(Dataset):
         parts = self.files[index].relative_to(self.root).parts
         return self.classes.index(parts[0]) if len(parts) > 1 else -1
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> dict:
         import torch
 
-        codes = torch.from_numpy(self.obfuscate(self.gate.read(self.files[index]).pixels))
-        return (self.transform(codes) if self.transform else codes), self.label(index)
+        image = self.gate.read(self.files[index])
+        colour = image.channel_axis is not None
+        plain = np.moveaxis(image.pixels, -1, 0) if colour else image.pixels[None]
+        if self.pre_transform is not None:
+            plain = self._whole(np.asarray(self.pre_transform(plain)), image.pixels.dtype, index)
+        codes = self.obfuscate(np.moveaxis(plain, 0, -1) if colour else plain[0])
+        item = {"image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(codes, -1, 0) if colour else codes[None])),
+                "label": self.label(index)}
+        return self.transform(item) if self.transform is not None else item
+
+    def _whole(self, values: np.ndarray, dtype: np.dtype, index: int) -> np.ndarray:
+        if values.dtype.kind == "f":
+            if not np.array_equal(values, np.round(values)):
+                raise InputError(f"{self.files[index]}: pre_transform gave non-integer values (an interpolating "
+                                 "resize?); use nearest-neighbour so that the key maps stored values")
+            info = np.iinfo(dtype)
+            if values.size and (values.min() < info.min or values.max() > info.max):
+                raise InputError(f"{self.files[index]}: pre_transform gave values outside {dtype}'s range")
+        return values.astype(dtype, copy=False)
+
+    def collate(self, items: list[dict]) -> dict:
+        """Items into one batch; images of different sizes are one line naming two of their files."""
+        from torch.utils.data import default_collate
+
+        shapes = [tuple(item["image"].shape) for item in items]
+        if len(set(shapes)) > 1:
+            first, other = shapes[0], next(s for s in shapes if s != shapes[0])
+            raise InputError(f"{self.root}: images of different sizes in one batch ({'x'.join(map(str, first))} and "
+                             f"{'x'.join(map(str, other))}); give ObfuscatedFolder(pre_transform=...) a resize "
+                             "(nearest-neighbour) to one size, or batch_size=1")
+        return default_collate(items)
+
+    def loader(self, **options):
+        """A ``torch.utils.data.DataLoader`` over this folder with :meth:`collate` (``options``: batch_size,
+        num_workers, shuffle, ...)."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self, collate_fn=self.collate, **options)
