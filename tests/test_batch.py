@@ -95,7 +95,7 @@ def test_bad_files_are_listed_while_good_ones_complete(tmp_path, scans, key8, di
     assert set(failed) == {"notes.txt", "broken.png", "ct.dcm"}
     assert "unsupported format" in failed["notes.txt"]
     assert "cannot read png" in failed["broken.png"]
-    assert "8-bit key" in failed["ct.dcm"]
+    assert "this key maps 8-bit ones; a key for them: medveil keygen --scheme intensity --bits 16" in failed["ct.dcm"]
     assert len(report.done) == 7
 
 

@@ -127,3 +127,24 @@ def test_a_wrong_thing_where_a_file_or_folder_goes_is_one_line(tmp_path, rng):
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "out.jpg").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_mixed_folder_says_which_key_the_others_need_and_filters_split_it(tmp_path, rng, dicom_dir):
+    import shutil
+
+    scans = make_scans(tmp_path / "scans", rng)
+    shutil.copy(dicom_dir / "CT_small.dcm", scans / "ct.dcm")
+    assert medveil("keygen", "-o", tmp_path / "h.key").exit_code == 0
+    mixed = medveil("obfuscate", "-k", tmp_path / "h.key", "--no-progress", "--burned-in-text", "off", scans,
+                    tmp_path / "out")
+    assert mixed.exit_code == 1 and "3 obfuscated" in mixed.output
+    assert ("1 file(s) need another key: medveil keygen --scheme intensity --bits 16 --signed -o KEY, then run them "
+            "with it (--include '*.dcm')") in mixed.output
+    assert medveil("keygen", "--scheme", "intensity", "--bits", 16, "--signed", "-o", tmp_path / "ct.key").exit_code == 0
+    ct = medveil("obfuscate", "-k", tmp_path / "ct.key", "--no-progress", "--include", "*.dcm", scans, tmp_path / "ct")
+    assert ct.exit_code == 0 and "1 obfuscated" in ct.output and "3 left out by --include/--exclude" in ct.output
+    png = medveil("obfuscate", "-k", tmp_path / "h.key", "--no-progress", "--burned-in-text", "off",
+                  "--exclude", "*.dcm", scans, tmp_path / "png")
+    assert png.exit_code == 0 and "3 obfuscated" in png.output
+    none = medveil("obfuscate", "-k", tmp_path / "h.key", "--include", "*.nii", scans, tmp_path / "none")
+    assert none.exit_code == 2 and "leave none of its 4 files" in none.output

@@ -44,6 +44,11 @@ KeepNames = Annotated[bool, typer.Option("--keep-names", help=(
 ManifestPath = Annotated[Optional[Path], typer.Option(help=(
     "Folders: the run's record (sources, digests, pseudonyms), kept in the hospital. Default: "
     "OUTPUT.manifest.jsonl beside the output folder; needed for a URL output."))]
+Include = Annotated[Optional[list[str]], typer.Option(help=(
+    "Folders: take only files whose relative path matches this glob, repeatable ('*' crosses folders: '*.dcm').")
+)]
+Exclude = Annotated[Optional[list[str]], typer.Option(help="Folders: leave out files whose relative path matches "
+                                                           "this glob, repeatable.")]
 KeepDescriptors = Annotated[bool, typer.Option("--keep-descriptors", help=(
     "DICOM: keep free text that PS3.15 Table E.1-1 does not list (series and study descriptions' kin, "
     "ContentSequence text, frame labels). Default: removed, as the Clean Descriptors option does; the text may "
@@ -63,13 +68,15 @@ def obfuscate(
     keep_names: KeepNames = False,
     manifest: ManifestPath = None,
     keep_descriptors: KeepDescriptors = False,
+    include: Include = None,
+    exclude: Exclude = None,
     allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
     """Obfuscate images with a key. Originals are never modified; an interrupted folder run resumes."""
     hospital_key = load_key(key)
     check_broken(hospital_key, allow_broken, "obfuscate")
     gate = Gate(from_key(hospital_key), burned_in_text, keep_names, keep_descriptors)
-    ok = _through_gate(gate, source, output, workers, scheduler, progress, manifest)
+    ok = _through_gate(gate, source, output, workers, scheduler, progress, manifest, include, exclude)
     echo_verdicts(hospital_key.scheme, hospital_key.params)
     if not ok:
         raise typer.Exit(1)
@@ -89,16 +96,19 @@ def deidentify(
     keep_names: KeepNames = False,
     manifest: ManifestPath = None,
     keep_descriptors: KeepDescriptors = False,
+    include: Include = None,
+    exclude: Exclude = None,
 ):
     """De-identify without obfuscating: headers, names and the burned-in text screen as `obfuscate` does them,
     pixels as stored. For a destination trusted with images but not with identities."""
     gate = Gate(from_key(load_key(key)), burned_in_text, keep_names, keep_descriptors, obfuscate=False)
-    if not _through_gate(gate, source, output, workers, scheduler, progress, manifest):
+    if not _through_gate(gate, source, output, workers, scheduler, progress, manifest, include, exclude):
         raise typer.Exit(1)
 
 
 def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler: Optional[str], progress: bool,
-                  manifest: Optional[Path]) -> bool:
+                  manifest: Optional[Path], include: Optional[list[str]] = None,
+                  exclude: Optional[list[str]] = None) -> bool:
     """One file or a folder tree through ``gate``, and what was done (obfuscate and deidentify alike);
     False where some files of a folder failed (the others were written)."""
     from medveil.io.remote import local_path
@@ -120,14 +130,25 @@ def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler:
         typer.echo(f"wrote {target} {done}")
         return True
     report = gate_tree(source, output, gate, workers=workers, progress=progress, scheduler=scheduler,
-                       manifest=manifest)
+                       manifest=manifest, include=include or (), exclude=exclude or ())
     hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
+    hidden += f", {len(report.filtered)} left out by --include/--exclude" if report.filtered else ""
     verb = "obfuscated" if gate.obfuscate else "de-identified"
     typer.echo(f"{len(report.done)} {verb}, {len(report.skipped)} already done, "
                f"{len(report.failed)} failed{hidden} -> {output} {done}")
     for _, message in report.failed:
         typer.echo(f"failed: {message}", err=True)
+    for command, files in report.need_key.items():
+        pattern = _common_pattern(files)
+        typer.echo(f"{len(files)} file(s) need another key: {command} -o KEY, then run them with it"
+                   + (f" (--include '{pattern}')" if pattern else ""), err=True)
     return report.ok
+
+
+def _common_pattern(files: list[str]) -> str | None:
+    """``*.dcm`` where every file has that suffix (the usual split of a mixed folder), else None."""
+    suffixes = {suffix_of(f) for f in files}
+    return f"*{suffixes.pop()}" if len(suffixes) == 1 and "" not in suffixes else None
 
 
 @app.command()

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import os
 import stat
+from fnmatch import fnmatchcase
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
 from medveil import parallel
 from medveil._atomic import TMP_PREFIX
-from medveil.errors import InputError, MedveilError
+from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.files import obfuscate_in_worker, share_scheme
-from medveil.io.gate import Gate
+from medveil.io.gate import ANOTHER_KEY, Gate
 from medveil.io.image import first_line, output_name
 from medveil.io.manifest import Manifest, default_manifest, run_lock
 from medveil.keys import Key
@@ -44,12 +45,16 @@ from medveil.schemes import Scheme
 
 @dataclass
 class BatchReport:
-    """What a folder run did: relative paths done now, already done before, failed with why, and hidden ones left out."""
+    """What a folder run did: relative paths done now, already done before, failed with why, hidden ones and
+    ones the include/exclude patterns left out; and, by the ``medveil keygen`` command that makes the key
+    they need, the files whose samples this key does not map."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     hidden: list[str] = field(default_factory=list)
+    filtered: list[str] = field(default_factory=list)
+    need_key: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -208,9 +213,15 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
 
 
 def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, workers: int = 1, progress: bool = True,
-              scheduler: str | None = None, manifest: str | os.PathLike | None = None) -> BatchReport:
+              scheduler: str | None = None, manifest: str | os.PathLike | None = None,
+              include: Sequence[str] = (), exclude: Sequence[str] = ()) -> BatchReport:
     """Pass every supported file below ``src`` through ``gate`` into ``dst``: :func:`obfuscate_tree` with
-    the gate's options fixed in one object (a de-identify-only gate, say)."""
+    the gate's options fixed in one object (a de-identify-only gate, say).
+
+    ``include`` and ``exclude`` are glob patterns on the files' relative POSIX paths (``*`` crosses
+    folders: ``*.dcm`` is every DICOM file): with ``include``, only files that match one are taken;
+    a file that matches an ``exclude`` pattern is left out.
+    """
     scheme = gate.scheme
     source, output = _folders(src, dst)
     manifest = Path(manifest) if manifest is not None else _default_manifest(output)
@@ -220,10 +231,16 @@ def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, wor
     unwalkable: list[tuple[str, str]] = []
     hidden: list[str] = []
     files = source.walk(unwalkable, hidden)
+    chosen = [rel for rel in files if (not include or any(fnmatchcase(rel, p) for p in include))
+              and not any(fnmatchcase(rel, p) for p in exclude)]
+    filtered = [rel for rel in files if rel not in set(chosen)]
+    files = chosen
+    if not files and filtered:
+        raise InputError(f"{source}: --include/--exclude leave none of its {len(filtered)} files")
     if not files and not unwalkable:
         raise InputError(f"{source}: folder holds no files" + (f" but {len(hidden)} hidden ones" if hidden else ""))
     todo: list[tuple[str, str]] = []  # (source rel, output rel); workers skip what is still done
-    report = BatchReport(failed=unwalkable, hidden=hidden)
+    report = BatchReport(failed=unwalkable, hidden=hidden, filtered=filtered)
     claimed: dict[str, str] = {}
     for rel in files:
         try:
@@ -255,6 +272,8 @@ def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, wor
                     error = exc
             if error is not None:
                 report.failed.append((rel, _reason(error)))
+                if isinstance(error, RefusedError) and error.reason.startswith(ANOTHER_KEY):
+                    report.need_key.setdefault(error.reason.removeprefix(ANOTHER_KEY), []).append(rel)
             elif written is None:
                 report.skipped.append(rel)
             else:

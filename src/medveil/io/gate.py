@@ -44,7 +44,8 @@ ENTRY_POINTS = {
     "medveil.transforms.Obfuscate / ObfuscateD (an image MONAI's LoadImage read from a file)": "Gate.read",
 }
 
-_NAME_DIGITS = 16  # hex digits of a pseudonym: 64 bits, no collision in any archive's lifetime
+_NAME_DIGITS = 16
+ANOTHER_KEY = "another key: "  # a refusal's reason, then the keygen command for the key the samples need  # hex digits of a pseudonym: 64 bits, no collision in any archive's lifetime
 
 
 def check_mappable(image: MedicalImage) -> None:
@@ -55,6 +56,19 @@ def check_mappable(image: MedicalImage) -> None:
     if image.pixels.dtype.kind in "iu" and image.pixels.dtype.itemsize > 2:
         raise RefusedError(f"{8 * image.pixels.dtype.itemsize}-bit samples (an RT dose, say): keys map integers "
                            "of at most 16 bits; not obfuscated", "samples wider than 16 bits")
+
+
+def check_key_fits(image: MedicalImage, scheme: Scheme) -> None:
+    """Refuse samples wider or narrower than the key maps, naming the key that would map them."""
+    wanted = scheme.input_dtype
+    have = image.pixels.dtype
+    if have.kind not in "iu" or have.itemsize == wanted.itemsize:
+        return  # float input and values outside the key's range are the scheme's to judge
+    signed = " --signed" if have.kind == "i" else ""
+    # 8-bit data: the default key, the setting the privacy cards rate best; wider: the one scheme that maps them
+    command = "medveil keygen" if have == np.uint8 else f"medveil keygen --scheme intensity --bits {image.bits}{signed}"
+    raise RefusedError(f"{image.bits}-bit {'signed ' if signed else ''}samples, but this key maps "
+                       f"{8 * wanted.itemsize}-bit ones; a key for them: {command}", ANOTHER_KEY + command)
 
 
 def check_policy(policy: str) -> str:
@@ -109,6 +123,8 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     pixels as stored (masked where text was masked); the key still keys UIDs, names and dates.
     """
     check_mappable(image)
+    if obfuscate:
+        check_key_fits(image, scheme)
     image, masked = screen_text(image, burned_in_text)
     fmt = format_named(image.format)
     meta = image.meta
