@@ -37,6 +37,9 @@ def test_keygen_obfuscate_compare(tmp_path, rng):
     assert len(ssims) == 3 and max(ssims) < 0.3  # random-looking images: no structure survives
     scores = json.loads(medveil("compare", "--json", scans, tmp_path / "obf").output)  # one document
     assert sorted(r["ssim"] for r in scores["images"]) == sorted(ssims) and scores["mean"]["images"] == 3
+    assert scores["structure_shows"] == [] and "structure shows" not in medveil("compare", scans, tmp_path / "obf").output
+    same = medveil("compare", scans, scans)  # an image against itself: all of it shows
+    assert same.output.count("<- structure shows") == 3 and "3 of 3 images at SSIM >= 0.3" in same.output
 
 
 def one_line_error(result, code=2):

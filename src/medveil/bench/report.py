@@ -241,6 +241,22 @@ def cards_markdown(cards_csv: Path) -> str:
 
 
 
+# What each card's colour says, in the report's legend.
+LEGEND = (("holds", "nothing recovered beyond the guess"), ("partial", "coarse structure recovered"),
+          ("weak", "recognisable images recovered"), ("links", "images hold, patients re-identified"),
+          ("broken", "the images recovered"))
+
+
+def headline(recommended: list[str]) -> str:
+    """The report's first sentence: whether any setting holds under every threat model at once, from
+    :func:`recommendation`'s last line."""
+    last = recommended[-1]
+    if "none qualifies" in last:
+        return (f"No setting here holds under every threat model at once within {TARGET_POINTS} points of plain "
+                "accuracy; " + last.split("; ", 1)[1].replace("`", "").rstrip("."))
+    return "Every threat model at once: " + last.split(": ", 1)[1].replace("`", "").rstrip(".")
+
+
 def recommendation(rows: Sequence[dict]) -> list[str]:
     """Markdown lines naming, from the measured cards, the setting to use under each threat model, or saying none qualifies.
 
@@ -296,7 +312,8 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
                else 1.0 - (max(guessed) if guessed else 0.0), e["accuracy"][0] * 100, e["accuracy"][1] * 100)
               for e in rows if not math.isnan(e["accuracy"][0])]
     plot_tradeoff(points, out_dir / "tradeoff.png", f"{dataset.name}, {profile.size}×{profile.size}",
-                  (HOLDS_MARGIN, WEAK_GAIN), loss="gain")
+                  ((HOLDS_MARGIN, f"partial from +{HOLDS_MARGIN:g}"), (WEAK_GAIN, f"weak from +{WEAK_GAIN:g}")),
+                  loss="gain")
     linked = [(e, _strongest_linkage(e["attacks"])) for e in rows]
     chance = max((float(a["linkage_chance"]) for _, a in linked if a), default=None)
     if chance:  # plain images link by definition: every probe's own group is the most alike
@@ -304,7 +321,8 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
                         e["accuracy"][0] * 100, e["accuracy"][1] * 100) for e, a in linked
                        if not math.isnan(e["accuracy"][0]) and (a or e["setting"].scheme == "plain")]
         plot_tradeoff(link_points, out_dir / "tradeoff-linkage.png",
-                      f"{dataset.name}, {profile.size}×{profile.size}: linkage", (LINKAGE_FACTOR,), loss="linkage")
+                      f"{dataset.name}, {profile.size}×{profile.size}: linkage",
+                      ((LINKAGE_FACTOR, f"links above {LINKAGE_FACTOR:g}× chance"),), loss="linkage")
     environment = (f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
                    f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the cells computed in this run.")
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
@@ -330,17 +348,27 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
                   f"setting whose images hold but whose patients are re-identified at more than {LINKAGE_FACTOR}× chance "
                   "by some attack's reconstructions is marked 'links'.")
 
-    md = [f"# {title}", "", f"Command: `{command}`" if command else "", "", environment, "", setup, "",
-          thresholds, "", "## Recommendation", ""] + recommended + ["", "## Privacy cards", ""]
+    first = headline(recommended)
+    legend = "; ".join(f"**{name}**: {meaning}" for name, meaning in LEGEND)
+    plots = [("Privacy against utility", "tradeoff.png",
+              "Each setting's accuracy (its best server model, ± over seeds) against what its strongest attack "
+              f"recovers beyond the guess; dotted lines: where 'partial' (+{HOLDS_MARGIN:g}) and 'weak' (+{WEAK_GAIN:g}) "
+              "begin. Up and left is better; the black steps join the settings no other beats on both.")]
+    if chance:
+        plots.append(("Re-identification against utility", "tradeoff-linkage.png",
+                      "Each setting's accuracy against how often its strongest attack's reconstructions pick the "
+                      f"right patient, as a multiple of chance; a setting must sit left of the line ({LINKAGE_FACTOR}× "
+                      "chance) not to link patients."))
+    md = [f"# {title}", "", f"> **{first}.**", "", f"Command: `{command}`" if command else "", "", environment, "",
+          setup, "", thresholds, "", "## Recommendation", ""] + recommended + ["", "## Privacy cards", ""]
+    md += [f"Colours in report.html, by verdict: {legend}.", ""]
     md += [f"- **{label}**: {v}; {acc}." for label, v, acc in cards]
     md += ["", "## Every setting", ""] + markdown_table(tables["main"])
     md += ["", "## Server models", "", "Test accuracy per server model; a setting's utility above is its best model's. "
            "'matched' learns the scheme's structure from its public name and parameters (medveil.nn.structured).",
            ""] + markdown_table(tables["servers"])
-    md += ["", "![privacy-utility trade-off](tradeoff.png)"]
-    if chance:
-        md += ["", f"Re-identification against utility: a setting must sit left of the line ({LINKAGE_FACTOR}× chance) "
-               "not to link patients.", "", "![linkage-utility trade-off](tradeoff-linkage.png)"]
+    for heading, image, caption in plots:
+        md += ["", f"## {heading}", "", f"![{heading}]({image})", "", caption]
     md += ["", "## Every attack", ""] + markdown_table(tables["attacks"])
     md += ["", "## Beside the published figures", "",
            "Other data, models and sizes (see the utility report); compare trends, not digits.", ""] + markdown_table(tables["papers"])
@@ -356,18 +384,21 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
     def inline(name: str) -> str:  # the page travels alone: every image inside it
         return "data:image/png;base64," + base64.b64encode((out_dir / name).read_bytes()).decode()
 
-    body = [f"<h1>{esc(title)}</h1>", f"<p><code>{esc(command or '')}</code></p>", f"<p>{esc(environment)}</p>",
+    body = [f"<h1>{esc(title)}</h1>", f'<div class="headline">{esc(first)}.</div>',
+            f"<p><code>{esc(command or '')}</code></p>", f"<p>{esc(environment)}</p>",
             f"<p>{esc(setup)}</p>", f"<p>{esc(thresholds)}</p>", "<h2>Recommendation</h2>",
             f"<p>{esc(recommended[0])}</p><ul>",
             *(f"<li>{esc(line[2:].replace('**', '').replace('`', ''))}</li>" for line in recommended[2:]), "</ul>",
-            "<h2>Privacy cards</h2>", '<div class="cards">']
+            "<h2>Privacy cards</h2>", '<div class="legend">',
+            *(f'<span class="chip {name}">{name}</span> {esc(meaning)} ' for name, meaning in LEGEND), "</div>",
+            '<div class="cards">']
     for label, v, acc in cards:
         level = v.split(":")[0].split(" ")[0]
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
     body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]), "<h2>Server models</h2>",
              html_table(tables["servers"]),
-             f'<img src="{inline("tradeoff.png")}" alt="privacy-utility trade-off">',
-             *([f'<img src="{inline("tradeoff-linkage.png")}" alt="linkage-utility trade-off">'] if chance else []),
+             *(f'<h2>{esc(heading)}</h2><figure><img src="{inline(image)}" alt="{esc(heading)}">'
+               f"<figcaption>{esc(caption)}</figcaption></figure>" for heading, image, caption in plots),
              "<h2>Every attack</h2>",
              html_table(tables["attacks"]), "<h2>Beside the published figures</h2>", html_table(tables["papers"]),
              "<h2>Image grids</h2>"]
@@ -381,7 +412,10 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
              "th{background:#f2f2f2}.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border-radius:6px;padding:6px 12px;"
              "width:320px;border:1px solid #ccc}.card h3{margin:4px 0}.broken{background:#fbe3e3}.weak{background:#fdf0d8}"
-             ".partial{background:#fdfbd8}.links{background:#efe6f7}.holds{background:#e3f4e3}img{max-width:100%}figure{margin:1em 0}")
+             ".partial{background:#fdfbd8}.links{background:#efe6f7}.holds{background:#e3f4e3}img{max-width:100%}figure{margin:1em 0}"
+             ".headline{font-size:1.15em;border-left:6px solid #b03030;background:#f8f0f0;padding:10px 14px;margin:1em 0}"
+             ".legend{margin:0 0 10px;font-size:14px}.chip{display:inline-block;border:1px solid #ccc;border-radius:4px;"
+             "padding:0 6px;margin-left:8px;font-weight:bold}figcaption{font-size:14px;color:#444}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     (out_dir / "report.html").write_text(page)

@@ -68,13 +68,14 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
 
 
 def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
-                  thresholds: Sequence[float] = (), loss: str = "ssim") -> Path:
+                  thresholds: Sequence[tuple[float, str]] = (), loss: str = "ssim") -> Path:
     """Utility against privacy loss: ``(label, loss, accuracy %, accuracy std)`` per point, and the frontier.
 
     ``loss``: ``"ssim"`` (what the strongest attack recovers, 0-1), ``"gain"`` (what it recovers beyond
     the guess, SSIM over the attacker's mean image) or ``"linkage"`` (its top-1
     re-identification as a multiple of chance, on a log axis). The frontier joins the points no
-    other point beats on both axes (less lost and more accurate); ``thresholds`` are drawn as lines.
+    other point beats on both axes (less lost and more accurate); ``thresholds`` ``(x, label)`` are
+    drawn as dotted lines, each named in the legend.
     """
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for label, x, y, err in points:
@@ -82,9 +83,8 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
     front = pareto_front([(x, y) for _, x, y, _ in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="black", lw=0.8, alpha=0.6, label="frontier")
-    for threshold in thresholds:
-        ax.axvline(threshold, color="grey", lw=0.6, ls=":",
-                   label=f"limit: {threshold:g}× chance" if loss == "linkage" else None)
+    for (threshold, name), colour in zip(thresholds, ("tab:olive", "tab:orange", "tab:red")):
+        ax.axvline(threshold, color=colour, lw=0.9, ls=":", label=name)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
     if loss == "linkage":
