@@ -25,6 +25,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh out/demo
 
+docs: $(STAMP)
+	$(BIN)/python scripts/build-api-docs.py build/api
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest
@@ -38,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_burned_in.py
 	$(BIN)/python benchmarks/bench_folder.py
 
-.PHONY: install demo test bench
+.PHONY: install demo docs test bench

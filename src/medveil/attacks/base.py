@@ -272,6 +272,7 @@ def available_attacks() -> list[AttackSpec]:
 
 
 def attack_spec(name: str) -> AttackSpec:
+    """The registered attack ``name``'s spec (its threat model, data, schemes); an unknown name is one line."""
     return _ATTACKS[name]
 
 

@@ -15,6 +15,8 @@ from medveil.attacks.base import AttackSpec, SingleImageAttack, register_attack
 
 
 class LeadingBit(SingleImageAttack):
+    """Leading-bit folding of each intercepted image (see the module docstring)."""
+
     name = "leading-bit"
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:

@@ -49,6 +49,8 @@ def _scan(image, options, bit):
 
 
 class MinimumDifference(SingleImageAttack):
+    """Minimum-difference decryption of each intercepted image (see the module docstring)."""
+
     name = "minimum-difference"
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:

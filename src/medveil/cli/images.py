@@ -21,6 +21,7 @@ from medveil.cli._common import (
 )
 from medveil.data import copy_samples
 from medveil.io import Gate, gate_tree, output_name, read_image
+from medveil.io.gate import key_command
 from medveil.io.image import suffix_of
 from medveil.schemes import from_key
 
@@ -239,14 +240,13 @@ def inspect(path: Path = typer.Argument(..., help="An image file."),
         fail(f"{path}: a folder; inspect looks at one image file (medveil inspect {path}/FILE)")
     image = read_image(path)
     pixels = image.pixels
-    keyable = pixels.dtype.kind in "iu" and 2 <= image.bits <= 16 and pixels.dtype.itemsize <= 2
-    signed = " --signed" if pixels.dtype.kind == "i" else ""
-    keygen_command = f"medveil keygen --bits {image.bits}{signed} --levels N -o KEY" if keyable else None
+    command = key_command(image)
+    keygen_command = f"{command} -o KEY" if command else None
     if as_json:
         echo_json({"file": str(path), "format": image.format, "shape": list(pixels.shape), "dtype": str(pixels.dtype),
                     "bits": image.bits, "min": pixels.min().item(), "max": pixels.max().item(), "keygen": keygen_command})
         return
     typer.echo(f"{path}: {image.format}, shape {pixels.shape}, {pixels.dtype}, {image.bits} bits stored, "
                f"values [{pixels.min()}, {pixels.max()}]")
-    typer.echo(f"key for data like this: {keygen_command}" if keyable
+    typer.echo(f"key for data like this: {keygen_command}" if keygen_command
                else "no medveil key maps these samples (keys map integers of 2 to 16 bits)")

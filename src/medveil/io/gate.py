@@ -58,17 +58,30 @@ def check_mappable(image: MedicalImage) -> None:
                            "of at most 16 bits; not obfuscated", "samples wider than 16 bits")
 
 
+def key_command(image: MedicalImage) -> str | None:
+    """The ``medveil keygen`` command for a key that maps ``image``'s samples; None where no key does.
+
+    8-bit data get the default key (the setting the privacy cards rate best); wider samples the one
+    scheme that maps them, intensity at their bit depth.
+    """
+    dtype = image.pixels.dtype
+    if dtype.kind not in "iu" or dtype.itemsize > 2 or not 2 <= image.bits <= 16:
+        return None
+    if dtype == np.uint8:
+        return "medveil keygen"
+    return f"medveil keygen --scheme intensity --bits {image.bits}" + (" --signed" if dtype.kind == "i" else "")
+
+
 def check_key_fits(image: MedicalImage, scheme: Scheme) -> None:
     """Refuse samples wider or narrower than the key maps, naming the key that would map them."""
     wanted = scheme.input_dtype
     have = image.pixels.dtype
     if have.kind not in "iu" or have.itemsize == wanted.itemsize:
         return  # float input and values outside the key's range are the scheme's to judge
-    signed = " --signed" if have.kind == "i" else ""
-    # 8-bit data: the default key, the setting the privacy cards rate best; wider: the one scheme that maps them
-    command = "medveil keygen" if have == np.uint8 else f"medveil keygen --scheme intensity --bits {image.bits}{signed}"
-    raise RefusedError(f"{image.bits}-bit {'signed ' if signed else ''}samples, but this key maps "
-                       f"{8 * wanted.itemsize}-bit ones; a key for them: {command}", ANOTHER_KEY + command)
+    command = key_command(image)
+    signed = "signed " if have.kind == "i" else ""
+    raise RefusedError(f"{image.bits}-bit {signed}samples, but this key maps {8 * wanted.itemsize}-bit ones; "
+                       f"a key for them: {command}", ANOTHER_KEY + str(command))
 
 
 def check_policy(policy: str) -> str:

@@ -130,6 +130,7 @@ def format_named(name: str) -> Format:
 
 
 def is_supported(path: str | os.PathLike) -> bool:
+    """Whether medveil reads ``path`` (by its suffix, or by its content for a suffix-less DICOM file)."""
     try:
         format_of(path)
     except InputError:

@@ -108,6 +108,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def available_models() -> list[str]:
+    """Names of every registered server model (plugins' included), sorted."""
     return _MODELS.names()
 
 

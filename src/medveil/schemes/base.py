@@ -86,10 +86,12 @@ def register(cls: type[Scheme]) -> type[Scheme]:
 
 
 def available_schemes() -> list[str]:
+    """Names of every registered scheme (plugins' included), sorted."""
     return _REGISTRY.names()
 
 
 def scheme_class(name: str) -> type[Scheme]:
+    """The scheme class registered as ``name``; :class:`~medveil.errors.ParameterError` naming the others if none is."""
     return _REGISTRY[name]
 
 
