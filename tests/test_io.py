@@ -128,3 +128,17 @@ def test_single_file_never_overwrites(tmp_path, rng, key8):
     scheme = medveil.from_key(key8)
     with pytest.raises(InputError, match="already exists"):
         obfuscate_file(tmp_path / "a.npy", tmp_path / "a.npy", scheme)
+
+
+def test_formats_are_a_registry_that_refuses_a_name_or_suffix_twice():
+    from medveil.errors import InputError
+    from medveil.io.image import FORMATS, Format, format_named, register_format
+
+    assert {"dicom", "nifti", "png", "jpeg", "tiff", "npy"} <= set(FORMATS.names())
+    with pytest.raises(ValueError, match="registered twice"):
+        register_format(Format("png", (".apng",), format_named("png").read, None, "png"))
+    with pytest.raises(ValueError, match="suffix .dcm is already dicom's"):
+        register_format(Format("other-dicom", (".dcm",), format_named("dicom").read, None, "dicom"))
+    with pytest.raises(InputError, match="unknown format 'heic'"):
+        format_named("heic")
+    assert "apng" not in FORMATS.names() and "other-dicom" not in FORMATS.names()

@@ -20,6 +20,7 @@ from medveil.data import load_br35h
 from medveil.service.client import Client, ServiceError
 from medveil.service.server import Limits, create_app, local_server
 from medveil.service.store import Store
+from medveil.service.tasks import TASKS
 from medveil.training.loop import TrainConfig
 
 SIZE = 32
@@ -507,7 +508,8 @@ def test_an_archive_declaring_too_many_members_is_refused_before_its_directory_i
         assert b"PK\x06\x06" in data
     monkeypatch.setattr(uploads.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the central directory was parsed"))
     with pytest.raises(HTTPException) as info:
-        uploads.read_archive(io.BytesIO(data), Limits(max_images=50), admit=lambda n: None)
+        uploads.read_archive(io.BytesIO(data), Limits(max_images=50), admit=lambda n: None,
+                             task=TASKS["classification"])
     assert info.value.status_code == 413 and "declares 150 members" in info.value.detail
 
 
@@ -607,3 +609,12 @@ def test_records_can_be_deleted_kept_for_a_while_and_tokens_listed_and_revoked(s
     assert http.get("/datasets", headers=as_bob).status_code == 401
     again = CliRunner().invoke(cli, ["token", "revoke", bob_id, "--data", data])
     assert again.exit_code == 2 and "no token with id" in again.output
+
+
+def test_tasks_are_a_registry_the_server_asks():
+    from medveil.service.tasks import Task
+
+    assert TASKS.names() == ["classification", "segmentation"]
+    with pytest.raises(ValueError, match="registered twice"):
+        TASKS.add("segmentation", Task())
+    assert {TASKS[name].score for name in TASKS.names()} == {"val_accuracy", "val_dice"}

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medveil.errors import InputError
+from medveil.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -82,22 +83,51 @@ class MedicalImage:
 
 @dataclass(frozen=True)
 class Format:
+    """One file format medveil reads (and perhaps writes), as :data:`FORMATS` registers it.
+
+    Attributes
+    ----------
+    name : str
+        What :attr:`MedicalImage.format` says (``"dicom"``, ``"png"``, ...); taken once.
+    suffixes : tuple of str
+        Lower-case suffixes that name it (``".nii.gz"`` whole); each belongs to one format.
+    read, write : callable
+        ``read(path) -> MedicalImage`` (stored values, within :func:`decoded_budget`);
+        ``write(path, image)``, or None for a format obfuscated output is never written in.
+    writes_as : str
+        The format obfuscated output is written in (lossy JPEG becomes PNG).
+    deidentify : callable, optional
+        ``(meta, secret, *, text_masked, copy, clean_descriptors) -> meta`` without identities.
+    sniff : callable, optional
+        Recognises a file with no suffix by its content (DICOM's ``DICM``).
+    declares_burned_in_text : callable, optional
+        ``meta -> bool``: the header says the pixels hold text.
+    """
+
     name: str
     suffixes: tuple[str, ...]
     read: Callable[[Path], MedicalImage]
     write: Callable[[Path, MedicalImage], None] | None
-    writes_as: str  # format obfuscated output is written in
-    # (meta, key material, text_masked=bool, copy=bool) -> de-identified meta; copy=False may change meta itself
+    writes_as: str
     deidentify: Callable[..., Any] | None = None
-    sniff: Callable[[Path], bool] | None = None  # recognises files without a known suffix
-    declares_burned_in_text: Callable[[Any], bool] | None = None  # meta says the pixels hold text
+    sniff: Callable[[Path], bool] | None = None
+    declares_burned_in_text: Callable[[Any], bool] | None = None
 
 
-_FORMATS: list[Format] = []
+# Formats by name, as schemes and attacks are: a name is taken once; plugins join through the
+# "medveil.formats" entry-point group. _BY_SUFFIX finds them by a path's suffix.
+FORMATS: Registry[Format] = Registry("format", "medveil.formats", missing=InputError)
+_BY_SUFFIX: dict[str, Format] = {}
 
 
-def register_format(fmt: Format) -> None:
-    _FORMATS.append(fmt)
+def register_format(fmt: Format) -> Format:
+    """Add ``fmt`` to :data:`FORMATS`; a name or suffix already taken is refused (ValueError)."""
+    taken = [s for s in fmt.suffixes if s in _BY_SUFFIX]
+    if taken:
+        raise ValueError(f"format {fmt.name!r}: suffix {taken[0]} is already {_BY_SUFFIX[taken[0]].name}'s")
+    FORMATS.add(fmt.name, fmt)
+    _BY_SUFFIX.update((s, fmt) for s in fmt.suffixes)
+    return fmt
 
 
 def suffix_of(path: str | os.PathLike) -> str:
@@ -107,26 +137,22 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 
 def format_of(path: str | os.PathLike) -> Format:
-    """The format a path's name says it holds; :class:`InputError` if unsupported."""
+    """The format a path's name says it holds (or, with no suffix, its content); :class:`InputError` if none."""
     path = Path(path)
     suffix = suffix_of(path)
-    for fmt in _FORMATS:
-        if suffix in fmt.suffixes:
-            return fmt
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
     if suffix == "" and path.is_file():
-        for fmt in _FORMATS:
+        for fmt in FORMATS:
             if fmt.sniff is not None and fmt.sniff(path):
                 return fmt
-    known = sorted({s for f in _FORMATS for s in f.suffixes})
+    known = sorted(_BY_SUFFIX)
     raise InputError(f"{path}: unsupported format '{suffix or path.name}' (supported: {' '.join(known)})")
 
 
 def format_named(name: str) -> Format:
-    """The registered format called ``name`` (``"dicom"``, ``"png"``, ...)."""
-    for fmt in _FORMATS:
-        if fmt.name == name:
-            return fmt
-    raise KeyError(name)
+    """The registered format called ``name`` (``"dicom"``, ``"png"``, ...); :class:`InputError` if none is."""
+    return FORMATS[name]
 
 
 def is_supported(path: str | os.PathLike) -> bool:

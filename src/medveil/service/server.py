@@ -15,7 +15,6 @@ start-up and resumes from its last epoch's checkpoint.
 """
 
 
-import base64
 import json
 import queue
 import threading
@@ -31,7 +30,8 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from medveil.service.limits import Limits, MemoryBudget, http_error, return_freed_memory
-from medveil.service.uploads import TASKS, decode_into, decoded_size, layout, open_png, png_bytes, read_archive
+from medveil.service.tasks import TASKS
+from medveil.service.uploads import decode_into, decoded_size, layout, open_png, read_archive
 from medveil.service.store import BUSY, MISSING, Store
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
@@ -96,8 +96,6 @@ class Worker:
             self.run(job_id)
 
     def run(self, job_id: str) -> None:
-        from medveil.training.classification import train_on_images
-        from medveil.training.segmentation import train_segmentation_on_images
         from medveil.training.loop import TrainConfig
 
         job = self.store.job_by_id(job_id)
@@ -108,11 +106,7 @@ class Worker:
             images, labels = self.store.load_dataset(dataset["id"])
             config = TrainConfig(epochs=job["epochs"], checkpoint=checkpoint, progress=False,
                                  on_epoch=lambda record: self.store.update_job(job_id, epoch=record["epoch"] + 1))
-            if dataset["task"] == "segmentation":
-                model, result = train_segmentation_on_images(images, labels, len(dataset["classes"]), config)
-            else:
-                model, result = train_on_images(images, labels, job["model"], config,
-                                                **(dataset["scheme"] or {}))  # scheme=, params=
+            model, result = TASKS[dataset["task"]].train(images, labels, dataset, job, config)
             model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
             self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
             checkpoint.unlink(missing_ok=True)
@@ -146,7 +140,7 @@ def _dataset_view(d: dict) -> dict:
 
 
 def _model_view(m: dict) -> dict:
-    score = "val_dice" if m["task"] == "segmentation" else "val_accuracy"
+    score = TASKS[m["task"]].score
     return {**{k: m[k] for k in ("id", "dataset_id", "job_id", "task", "fingerprint", "model", "size", "channels",
                                  "bits", "classes")}, score: m["val_accuracy"]}
 
@@ -214,8 +208,8 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
             raise http_error(415, f"archive must be application/zip, got {archive.content_type}")
         if len(fingerprint) != 32 or any(c not in "0123456789abcdef" for c in fingerprint):
             raise http_error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
-        if task not in TASKS:
-            raise http_error(400, f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if task not in TASKS.names():
+            raise http_error(400, f"task must be one of {', '.join(TASKS.names())}, got {task!r}")
         scheme = _public_scheme(scheme)
         with ExitStack() as held:
             def admit(decoded: int) -> None:  # the headers are counted; nothing is decoded yet
@@ -224,7 +218,7 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
                                           f"quota of {limits.max_tenant_bytes} bytes")
                 held.enter_context(memory.hold(decoded))
 
-            images, labels, classes = read_archive(archive.file, limits, admit, task)
+            images, labels, classes = read_archive(archive.file, limits, admit, TASKS[task])
             return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
 
     @app.get("/datasets", tags=["datasets"], responses=_responses(401))
@@ -237,19 +231,10 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
 
     @app.post("/jobs", status_code=202, tags=["jobs"], responses=_responses(400, 401, 404, 411, 413, 422))
     def start_job(who: Tenant, request: JobRequest) -> dict:
-        from medveil.nn import available_models, model_spec
-        from medveil.training.segmentation import SEGMENTER
-
         dataset = owned(store.dataset(who, request.dataset_id), "dataset")
-        if dataset["task"] == "segmentation":
-            model, choices = request.model or SEGMENTER, [SEGMENTER]
-        else:
-            model, choices = request.model or "cnn", available_models()
-        if model not in choices:
-            raise http_error(422, f"a {dataset['task']} job trains one of {', '.join(choices)}, not {model!r}")
-        if dataset["task"] == "classification" and model_spec(model).uses_scheme and not dataset["scheme"]:
-            raise http_error(422, f"{model} learns the obfuscation's structure from the key's public scheme and parameters, "
-                              "which this dataset was uploaded without (medveil client upload sends them)")
+        task = TASKS[dataset["task"]]
+        model = request.model or task.models()[0]
+        task.check_model(model, dataset)
         job = store.add_job(who, request.dataset_id, model, request.epochs)
         worker.queue.put(job["id"])
         return _job_view(job)
@@ -295,14 +280,9 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
     def network(record: dict):
         import torch
 
-        from medveil.nn import build_classifier
-        from medveil.training.segmentation import build_segmenter
-
         with loaded_lock:
             if record["id"] not in loaded:
-                net = (build_segmenter(len(record["classes"])) if record["task"] == "segmentation" else
-                       build_classifier(record["model"], record["size"], in_channels=record["channels"],
-                                        **(record["scheme"] or {})))
+                net = TASKS[record["task"]].build(record)
                 net.load_state_dict(torch.load(store.model_path(record["id"]), weights_only=True))
                 loaded[record["id"]] = net.eval()
             return loaded[record["id"]]
@@ -325,24 +305,9 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
         limits.check_decoded(decoded)
         with memory.hold(decoded):
             images = decode_into(np.empty((len(files),) + expected[0], expected[1]), opened, names)
-            return _predictions(record, network(record), images, names)
+            return {"predictions": TASKS[record["task"]].predictions(record, network(record), images, names)}
 
     return app
-
-
-def _predictions(record: dict, net, images: np.ndarray, names: list[str]) -> dict:
-    """What ``predict`` answers: per image, a class and its probability, or a label map (base64 PNG)."""
-    if record["task"] == "segmentation":
-        from medveil.training.segmentation import predict_masks
-
-        return {"predictions": [{"file": name, "mask_png": base64.b64encode(png_bytes(m)).decode(),
-                                 "pixels": np.bincount(m.ravel(), minlength=len(record["classes"])).tolist()}
-                                for name, m in zip(names, predict_masks(net, images))]}
-    from medveil.training.classification import model_tensors, predict_probabilities
-
-    probabilities, _ = predict_probabilities(net, model_tensors(record["model"], images, np.zeros(len(images))))
-    return {"predictions": [{"file": name, "class": record["classes"][int(p >= 0.5)], "probability": float(p)}
-                            for name, p in zip(names, probabilities)]}
 
 
 @contextmanager

@@ -11,13 +11,16 @@ import struct
 import zipfile
 import zlib
 from pathlib import PurePosixPath
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from PIL import Image
 
 from medveil.io.image import first_line
 from medveil.service.limits import Limits, http_error
+
+if TYPE_CHECKING:
+    from medveil.service.tasks import Task
 
 # Exceptions zipfile raises on members it cannot read: encrypted (RuntimeError), unknown compression
 # (NotImplementedError), bad CRC (BadZipFile), corrupt deflate (zlib.error), cut short (EOFError).
@@ -40,12 +43,6 @@ def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
     if image.mode not in PNG_MODES:
         raise http_error(400, f"{name}: PNG mode {image.mode}; obfuscated images are 8-bit L or RGB, or 16-bit gray")
     return image
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _shape(image: Image.Image) -> tuple[int, ...]:
@@ -110,8 +107,6 @@ def _declared_members(fileobj: IO[bytes]) -> int:
     return struct.unpack("<Q", record[32:40])[0]
 
 
-TASKS = ("classification", "segmentation")
-MAX_MASK_CLASSES = 16
 
 
 def decoded_size(shape_and_type: tuple[tuple[int, ...], np.dtype]) -> int:
@@ -130,13 +125,8 @@ def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]
 
 
 def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None],
-                 task: str = "classification") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels and class names from a zip.
-
-    classification: members ``CLASS/FILE.png`` in exactly two class folders; labels ``(n,)`` class
-    indices. segmentation: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class
-    indices below :data:`MAX_MASK_CLASSES`, the image's size); labels are the masks ``(n, S, S)``
-    uint8 and the classes ``"0"``, ``"1"``, ...
+                 task: "Task") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and class names from a zip laid out as ``task`` says (:mod:`medveil.service.tasks`).
 
     Memory stays bounded whatever the archive holds: the member count is read from the zip's end
     record before the central directory is parsed; members are read one at a time with a size cap
@@ -145,7 +135,7 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
     shared budget and the tenant's quota, or raises), and only then is anything decoded.
     """
     declared = _declared_members(fileobj)
-    if declared > 2 * limits.max_images * (2 if task == "segmentation" else 1):  # folders' entries count too
+    if declared > 2 * limits.max_images * task.entries_per_image:  # folders' entries count too
         raise http_error(413, f"the archive declares {declared} members, beyond the limit of {limits.max_images} images")
     try:
         archive = zipfile.ZipFile(fileobj)
@@ -160,13 +150,10 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
         entries[where] = member
     if not entries:
         raise http_error(400, "the archive holds no images")
-    if len(entries) > limits.max_images * (2 if task == "segmentation" else 1):
+    if len(entries) > limits.max_images * task.entries_per_image:
         raise http_error(413, f"{len(entries)} images exceed the limit of {limits.max_images}")
     folders = sorted({folder for folder, _ in entries})
-    if task == "classification" and len(folders) != 2:
-        raise http_error(400, f"binary classification needs exactly two class folders, got {len(folders)}")
-    if task == "segmentation" and folders != ["images", "masks"]:
-        raise http_error(400, f"a segmentation archive holds images/ and masks/, got {', '.join(folders)}")
+    task.check_folders(folders)
     layouts, decoded = {}, 0
     for where, member in entries.items():
         layouts[where] = layout(open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)),
@@ -174,31 +161,21 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
         decoded += decoded_size(layouts[where])
         limits.check_decoded(decoded)
 
-    def reopened(members: list[zipfile.ZipInfo]) -> Iterator[Image.Image]:  # one member's bytes held at a time
-        for member in members:
-            yield open_png(io.BytesIO(_read_member(archive, member, limits.max_member_bytes)), member.filename,
-                           limits.max_side)
+    def decode(at: list[tuple[str, str]], shape: tuple, dtype: np.dtype) -> np.ndarray:
+        members = [entries[where] for where in at]
+        opened = (open_png(io.BytesIO(_read_member(archive, m, limits.max_member_bytes)), m.filename, limits.max_side)
+                  for m in members)  # one member's bytes held at a time
+        return decode_into(np.empty((len(members),) + shape, dtype), opened, [m.filename for m in members])
 
-    images_at = [where for where in layouts if task == "classification" or where[0] == "images"]  # archive order
+    images_at = [where for where in layouts if task.is_image(where[0])]  # archive order
     image_layouts = {layouts[where] for where in images_at}
     shape, dtype = next(iter(image_layouts))
-    if len(image_layouts) != 1 or shape[0] != shape[1] or (task == "segmentation" and len(shape) != 2):
-        raise http_error(400, "all images must be square and of one size and mode" + (", grayscale" if task == "segmentation"
+    if len(image_layouts) != 1 or shape[0] != shape[1] or (task.grayscale_only and len(shape) != 2):
+        raise http_error(400, "all images must be square and of one size and mode" + (", grayscale" if task.grayscale_only
                          else "") + f", got {sorted((s, d.name) for s, d in image_layouts)[:3]}")
     names = [name for _, name in images_at]
-    if task == "segmentation":
-        if sorted(name for folder, name in layouts if folder == "masks") != sorted(names):
-            raise http_error(400, "every image needs a mask of the same name under masks/, and every mask an image")
-        if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
-            raise http_error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
+    task.check_labels(layouts, names, shape)  # headers only: nothing is decoded before admit
     admit(decoded)
-    images = decode_into(np.empty((len(images_at),) + shape, dtype), reopened([entries[w] for w in images_at]),
-                         [entries[w].filename for w in images_at])
-    if task == "classification":
-        return images, np.array([folders.index(folder) for folder, _ in images_at], np.int64), folders
-    masks = decode_into(np.empty((len(names),) + shape, np.uint8), reopened([entries["masks", n] for n in names]),
-                        [entries["masks", n].filename for n in names])
-    classes = int(masks.max()) + 1
-    if classes > MAX_MASK_CLASSES:
-        raise http_error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
-    return images, masks, [str(c) for c in range(max(classes, 2))]
+    images = decode(images_at, shape, dtype)
+    labels, classes = task.labels(folders, [folder for folder, _ in images_at], names, shape, decode)
+    return images, labels, classes
