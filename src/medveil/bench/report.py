@@ -250,11 +250,12 @@ LEGEND = (("holds", "nothing recovered beyond the guess"), ("partial", "coarse s
 def headline(recommended: list[str]) -> str:
     """The report's first sentence: whether any setting holds under every threat model at once, from
     :func:`recommendation`'s last line."""
-    last = recommended[-1]
+    last = recommended[-1].replace("`", "").rstrip(".")
     if "none qualifies" in last:
+        closest = last.split("; ", 1)[1].split("; ")[0]  # "closest: SETTING with MODEL: accuracy A % (B points ...)"
         return (f"No setting here holds under every threat model at once within {TARGET_POINTS} points of plain "
-                "accuracy; " + last.split("; ", 1)[1].replace("`", "").rstrip("."))
-    return "Every threat model at once: " + last.split(": ", 1)[1].replace("`", "").rstrip(".")
+                f"accuracy; {closest}")
+    return "Under every threat model at once: " + last.split(": ", 1)[1].split("; ")[0]
 
 
 def recommendation(rows: Sequence[dict]) -> list[str]:
@@ -324,7 +325,9 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
                       f"{dataset.name}, {profile.size}×{profile.size}: linkage",
                       ((LINKAGE_FACTOR, f"links above {LINKAGE_FACTOR:g}× chance"),), loss="linkage")
     environment = (f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
-                   f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the cells computed in this run.")
+                   f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the "
+                   f"{sum(r['status'] != 'cached' for r in records)} cells computed in this run "
+                   f"({sum(r['status'] == 'cached' for r in records)} more from the cache, computed before).")
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
              f"whole; scores are on the test split. Utility: {', '.join(profile.models)} (the server models), "
              f"{profile.epochs} epochs, {profile.seeds} seed(s), each with its own key; test accuracy and F1 of each "
