@@ -122,3 +122,23 @@ def test_attack_cli_writes_rows_in_the_shared_format(tmp_path, rng):
     assert [(r["attack"], int(r["queries"])) for r in rows] == [("chosen-plaintext", 1), ("learned-reconstruction", prior)]
     assert (tmp_path / "out" / "report.md").is_file()
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
+
+
+def test_smooth_unmix_finds_each_skk_smooth_blocks_direction_from_the_set(rng):
+    from scipy.ndimage import gaussian_filter
+
+    from medveil.attacks.unmix import block_signs, block_values
+
+    fields = gaussian_filter(rng.normal(size=(300, 64, 64)), sigma=(0, 8, 8))  # smooth, like anatomy across a set
+    images = ((fields - fields.min()) / np.ptp(fields) * 255).astype(np.uint8)
+    scheme = medveil.from_key(medveil.generate_key("skk-smooth", block=4))
+    negate, _ = scheme.pixel_keys((64, 64))
+    filters = scheme.block_filters((64, 64))
+    negated = negate[..., 0].reshape(16, 4, 16, 4).sum(axis=(1, 3))
+    # blocks whose statistic rises or falls with the grey level: mean and median, with a clear majority
+    truth = np.where(negated < 8, 1.0, -1.0)
+    clear = (filters <= 1) & (np.abs(negated - 8) >= 3)
+    reference = images.reshape(300, 16, 4, 16, 4).mean(axis=(2, 4)).mean(axis=0)
+    signs, sure = block_signs(block_values(scheme(images), 4), reference)
+    assert clear.sum() > 15 and (signs[clear] == truth[clear]).mean() > 0.9
+    assert sure[clear].mean() > 0.9  # their neighbours agree with the direction found

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from medveil.bench import Profile, run_grid, write_report
-from medveil.bench.grid import cells_of, run_cell
+from medveil.bench.grid import Cell, cells_of, run_cell
 from medveil.data import load_folder
 from medveil.schemes import Setting
 
@@ -87,3 +87,25 @@ def test_a_card_whose_images_hold_but_whose_patients_link_says_links():
 def test_committed_reports_have_every_field_filled_in():
     for report in Path(__file__).resolve().parents[1].glob("docs/results/*/report.*"):
         assert "{profile." not in report.read_text(), report
+
+
+def test_a_scheme_designed_here_is_not_yet_attacked_until_an_attack_of_its_own_has_run():
+    from medveil.attacks import attack_spec
+    from medveil.bench.report import NOT_YET_ATTACKED, summarise
+    from medveil.schemes import scheme_class
+
+    assert scheme_class("warp-smooth").designed_here and scheme_class("block-shuffle").designed_here
+    assert "warp-smooth" in attack_spec("smooth-unmix").written_for
+    assert "block-shuffle" in attack_spec("jigsaw").written_for
+    setting = Setting("warp-smooth", (("block", 4), ("size", 32)))
+
+    def record(attack, capability, ssim):
+        row = {"attack": attack, "attacker_data": "prior", "queries": 0, "ssim": ssim, "psnr": 10.0, "ms_ssim": 0.3,
+               "linkage_top1": 0.0, "linkage_chance": 0.01, "capability": capability}
+        return {"cell": Cell("attack", setting, attack=attack), "status": "done", "result": {"row": row}}
+
+    generic = [record("kerckhoffs-unet", "ciphertext-only", 0.2), record("prior-mean", "ciphertext-only", 0.23)]
+    before = summarise(generic, [setting])[0]
+    assert before["verdicts"] == {"ciphertext-only": NOT_YET_ATTACKED}  # generic attacks alone judge nothing
+    after = summarise(generic + [record("smooth-unmix", "ciphertext-only", 0.24)], [setting])[0]
+    assert after["verdicts"] == {"ciphertext-only": "holds"}

@@ -4,7 +4,7 @@ Importing this package registers every built-in attack:
 
 - the guesses every attack is measured against (baselines): prior-mean, label-mean;
 - ciphertext-only: identity, code-cooccurrence, slot-correlation, position-correlation,
-  kerckhoffs-unet, leading-bit, minimum-difference, jigsaw;
+  kerckhoffs-unet, leading-bit, minimum-difference, jigsaw, smooth-unmix;
 - known-pairs: known-pairs;
 - oracle: chosen-plaintext (and its U-Net refinement), learned-reconstruction;
 
@@ -47,6 +47,7 @@ from medveil.attacks.minimum_difference import MinimumDifference
 from medveil.attacks.position_correlation import PositionCorrelation
 from medveil.attacks.reconstruction import LearnedReconstruction, attacker_training
 from medveil.attacks.slot_correlation import SlotCorrelation
+from medveil.attacks.unmix import SmoothUnmix
 
 __all__ = [
     "ATTACKER_DATA",
@@ -70,6 +71,7 @@ __all__ = [
     "PositionCorrelation",
     "PriorMean",
     "SlotCorrelation",
+    "SmoothUnmix",
     "StructuralChosenPlaintext",
     "TanakaChosenPlaintext",
     "applicable_attacks",

@@ -233,6 +233,10 @@ class AttackSpec:
     baseline : bool
         A guess, not an attack (:mod:`medveil.attacks.baselines`): verdicts count the other attacks
         by how much they recover beyond the strongest guess of their threat model.
+    written_for : tuple of str
+        The schemes whose own structure it was written against (the jigsaw for block-shuffle), as
+        opposed to the generic attacks that apply to many. A scheme designed here
+        (:attr:`~medveil.schemes.Scheme.designed_here`) needs one of its own before its cards judge it.
     """
 
     name: str
@@ -244,6 +248,7 @@ class AttackSpec:
     parameters: tuple[Parameter, ...] = ()
     images_only: bool = False
     baseline: bool = False
+    written_for: tuple[str, ...] = ()
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import medveil
 from medveil.attacks import CAPABILITIES
-from medveil.errors import InputError
+from medveil.errors import InputError, MedveilError
 from medveil.evaluation import papers
 from medveil.evaluation.cards import TARGET_POINTS
 from medveil.evaluation.figures import plot_tradeoff
@@ -30,6 +30,7 @@ BROKEN = 0.9  # SSIM: the images are recovered
 WEAK_GAIN = 0.25  # SSIM over the guess: recognisable images
 HOLDS_MARGIN = 0.05  # SSIM over the guess below which an attack recovers nothing the guess does not
 LINKAGE_FACTOR = 2  # linkage top-1 above this many times chance: the patients are re-identified
+NOT_YET_ATTACKED = "not yet attacked"  # a scheme designed here that no attack written against it has met
 THRESHOLDS_WHY = (
     f"Why these margins: on Br35H 64×64 the attacker's mean image, the same for every target, already scores SSIM "
     f"0.23 against the test images, so absolute SSIM thresholds near it (0.3, 0.5 before) measured the attack more "
@@ -110,6 +111,9 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         entry["linked"] = {cap: _strongest_linkage(within[cap]) for cap in CAPABILITIES}
         entry["verdicts"] = {cap: _card_verdict(best, entry["linked"][cap], entry["guess"][cap])
                              for cap, best in entry["by_capability"].items() if best}
+        if setting.scheme != "plain" and _designed_here(setting.scheme) and not any(
+                setting.scheme in getattr(_spec(a["attack"]), "written_for", ()) for a in attacks):
+            entry["verdicts"] = {cap: NOT_YET_ATTACKED for cap in entry["verdicts"]}
         rows.append(entry)
     return rows
 
@@ -159,10 +163,23 @@ def _strongest_linkage(attacks: Sequence[dict]) -> dict | None:
     return max(scored, key=lambda a: float(a["linkage_top1"]), default=None)
 
 
+def _designed_here(scheme: str) -> bool:
+    from medveil.schemes import scheme_class
+
+    try:
+        return scheme_class(scheme).designed_here
+    except MedveilError:  # a plugin's scheme no longer installed
+        return False
+
+
 def _card_text(entry: dict) -> str:
     """The verdict of the strongest attack over every threat model, then the strongest in each."""
     if entry["setting"].scheme == "plain":
         return "nothing hidden (the baseline)"
+    if NOT_YET_ATTACKED in entry["verdicts"].values():
+        best = entry["strongest"]
+        return (f"{NOT_YET_ATTACKED}: a scheme designed here, and no attack written against its own structure has run "
+                f"(generic attacks reach SSIM {float(best['ssim']):.2f})" if best else NOT_YET_ATTACKED)
     per = [f"{cap}: {level} (SSIM {float(entry['by_capability'][cap]['ssim']):.2f}, "
            f"{gain(entry['by_capability'][cap], entry['guess'][cap]):+.2f})" for cap, level in entry["verdicts"].items()]
     head = verdict(entry["strongest"], links="links" in entry["verdicts"].values(), guess=entry["strongest_guess"])
@@ -242,7 +259,8 @@ def cards_markdown(cards_csv: Path) -> str:
 
 
 # What each card's colour says, in the report's legend.
-LEGEND = (("holds", "nothing recovered beyond the guess"), ("partial", "coarse structure recovered"),
+LEGEND = ((NOT_YET_ATTACKED, "designed here; no attack written against it has run"),
+          ("holds", "nothing recovered beyond the guess"), ("partial", "coarse structure recovered"),
           ("weak", "recognisable images recovered"), ("links", "images hold, patients re-identified"),
           ("broken", "the images recovered"))
 
@@ -393,10 +411,11 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
             f"<p>{esc(recommended[0])}</p><ul>",
             *(f"<li>{esc(line[2:].replace('**', '').replace('`', ''))}</li>" for line in recommended[2:]), "</ul>",
             "<h2>Privacy cards</h2>", '<div class="legend">',
-            *(f'<span class="chip {name}">{name}</span> {esc(meaning)} ' for name, meaning in LEGEND), "</div>",
+            *(f'<span class="chip {name.replace(" ", "-")}">{name}</span> {esc(meaning)} ' for name, meaning in LEGEND),
+            "</div>",
             '<div class="cards">']
     for label, v, acc in cards:
-        level = v.split(":")[0].split(" ")[0]
+        level = v.split(":")[0].replace(" ", "-")  # the verdict's words, for its colour
         body.append(f'<div class="card {esc(level)}"><h3>{esc(label)}</h3><p>{esc(v)}</p><p>{esc(acc)}</p></div>')
     body += ["</div>", "<h2>Every setting</h2>", html_table(tables["main"]), "<h2>Server models</h2>",
              html_table(tables["servers"]),
@@ -415,7 +434,7 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
              "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
              "th{background:#f2f2f2}.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border-radius:6px;padding:6px 12px;"
              "width:320px;border:1px solid #ccc}.card h3{margin:4px 0}.broken{background:#fbe3e3}.weak{background:#fdf0d8}"
-             ".partial{background:#fdfbd8}.links{background:#efe6f7}.holds{background:#e3f4e3}img{max-width:100%}figure{margin:1em 0}"
+             ".partial{background:#fdfbd8}.links{background:#efe6f7}.holds{background:#e3f4e3}.not-yet-attacked{background:#eeeeee}img{max-width:100%}figure{margin:1em 0}"
              ".headline{font-size:1.15em;border-left:6px solid #b03030;background:#f8f0f0;padding:10px 14px;margin:1em 0}"
              ".legend{margin:0 0 10px;font-size:14px}.chip{display:inline-block;border:1px solid #ccc;border-radius:4px;"
              "padding:0 6px;margin-left:8px;font-weight:bold}figcaption{font-size:14px;color:#444}")

@@ -22,7 +22,7 @@ from medveil.errors import InputError
 
 # best first: a setting is ranked by its worst verdict, so "links" (no image recovered, patients
 # re-identified) beats "partial" (coarse structure recovered)
-LEVELS = ("holds", "links", "partial", "weak", "broken")
+LEVELS = ("holds", "links", "partial", "weak", "broken", "not yet attacked")  # unattacked: ranked last, unknown
 SERVICE = "ciphertext-only"  # the threat model of the service itself: the one --allow-broken is about
 TARGET_POINTS = 3  # a setting is worth using when its accuracy is within this many points of plain images'
 

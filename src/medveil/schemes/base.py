@@ -34,6 +34,9 @@ class Scheme(ABC):
     trained_key: ClassVar[bool] = False
     #: What ``medveil keygen -p name=value`` offers (checked again by :meth:`validate_params`).
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    #: Designed by medveil, not published: its cards say "not yet attacked" until an attack written against
+    #: its own structure (an :class:`~medveil.attacks.AttackSpec` whose ``written_for`` names it) has run.
+    designed_here: ClassVar[bool] = False
 
     def __init__(self, key: Key):
         key.require(self.name)

@@ -41,6 +41,7 @@ class WarpSmooth(Scheme):
     """Structural, then skk-smooth (see the module docstring). Params: ``size``, ``raster``, ``block``."""
 
     name = "warp-smooth"
+    designed_here = True
     background_params = frozenset({"raster", "channels"})
     parameters = (Parameter("size", int, 32, "images are resized to size x size before tracing"),
                   Parameter("raster", int, 64, "output size: the raster is raster x raster"),

@@ -81,6 +81,8 @@ class BlockShuffle(Scheme):
     """Per-image keyed block order and block turns, optionally with per-block remaps and noise (see the module
     docstring). Params: ``block`` M, ``channels``, ``remap`` (0 or 1), ``noise`` σ in grey levels."""
 
+    designed_here = True
+
     name = "block-shuffle"
     background_params = Scheme.background_params | {"remap", "noise"}
     parameters = (Parameter("block", int, 8, "block size M"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),
