@@ -4,6 +4,11 @@ The order is the service's reality: the hospital obfuscates the stored 8-bit ima
 everything after (min-max scaling to ``[0, 1]``, shifts, flips, rotations) is done on obfuscated
 images only, by whoever trains. Augmentation resamples with nearest neighbour so it moves
 obfuscated codes around without inventing values between them.
+
+Each dataset here also gives its whole content as tensors (``as_tensors()``), normalised once, so
+that the training loop (:func:`medveil.training.loop.fit`) keeps them on the device and cuts
+batches from them, augmenting a whole batch in one call (:meth:`RandomAffine.batch`): no Python
+runs per item.
 """
 
 from __future__ import annotations
@@ -38,14 +43,18 @@ class RandomAffine:
         self.generator = generator
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(4, generator=self.generator)
-        angle = math.radians((2 * u[0].item() - 1) * self.degrees)
-        tx, ty = ((2 * u[1:3] - 1) * 2 * self.shift).tolist()  # affine_grid spans [-1, 1]
-        sx = -1.0 if u[3].item() < self.flip else 1.0
-        cos, sin = math.cos(angle), math.sin(angle)
-        theta = torch.tensor([[sx * cos, -sin, tx], [sx * sin, cos, ty]], dtype=image.dtype)
-        grid = F.affine_grid(theta[None], [1, *image.shape], align_corners=False)
-        return F.grid_sample(image[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+        return self.batch(image[None])[0]
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image of ``(B, C, H, W)`` moved by its own draw, in one grid for the batch, on its device."""
+        u = torch.rand(len(images), 4, generator=self.generator).to(images.device, images.dtype)
+        angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
+        shift = (2 * u[:, 1:3] - 1) * 2 * self.shift  # affine_grid spans [-1, 1]
+        sx = torch.where(u[:, 3] < self.flip, -1.0, 1.0).to(images.dtype)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack([torch.stack([sx * cos, -sin, shift[:, 0]], 1), torch.stack([sx * sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 class ImageTensors(Dataset):
@@ -78,14 +87,21 @@ class ImageTensors(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item, normalised (not augmented): ``(n, C, H, W)`` float32 and the labels ``(n,)`` float32."""
+        if not hasattr(self, "_tensors"):
+            x = torch.from_numpy(channels_first(self.images).astype(np.float32))
+            if self.scale == "minmax":  # per image, over all its channels, as minmax() does
+                lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+                x = torch.where(hi > lo, (x - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0)
+            else:
+                x = x / np.iinfo(self.images.dtype).max
+            self._tensors = (x, torch.from_numpy(np.asarray(self.labels, np.float32)))
+        return self._tensors
+
     def __getitem__(self, i: int):
-        image = self.images[i]
-        x = torch.from_numpy(minmax(image) if self.scale == "minmax"
-                             else image.astype(np.float32) / np.iinfo(image.dtype).max)
-        x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]
-        if self.augment is not None:
-            x = self.augment(x)
-        return x, torch.tensor(float(self.labels[i]))
+        x, y = self.as_tensors()
+        return (self.augment(x[i]) if self.augment is not None else x[i]), y[i]
 
 
 class ImagePairs(Dataset):
@@ -104,6 +120,10 @@ class ImagePairs(Dataset):
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item: inputs and targets as whole tensors."""
+        return self.inputs, self.inputs[:, :1] if self.targets is None else self.targets
+
     def __getitem__(self, i: int):
         return self.inputs[i], self.inputs[i][:1] if self.targets is None else self.targets[i]
 
@@ -121,6 +141,10 @@ class SegmentationTensors(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item: images and masks as whole tensors."""
+        return self.images, self.masks
 
     def __getitem__(self, i: int):
         return self.images[i], self.masks[i]

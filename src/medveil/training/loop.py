@@ -12,7 +12,7 @@ import copy
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -62,10 +62,32 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
     model.eval()
     outputs, targets = [], []
     with torch.no_grad(), on_device(model, resolve_device(device)) as where:
-        for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-            outputs.append(model(_fast_layout(x.to(where))).cpu())
-            targets.append(y)
+        for x, y in batches(data, batch_size, where):
+            outputs.append(model(_fast_layout(x)).cpu())
+            targets.append(y.cpu())
     return torch.cat(outputs), torch.cat(targets)
+
+
+def batches(data: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
+            augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(input, target)`` batches of ``data`` on ``device``, shuffled by ``generator`` when one is given.
+
+    A dataset that gives its whole content as tensors (``data.as_tensors()``, as every one in
+    :mod:`medveil.data.pipeline` does) is moved to the device once and cut there, and ``augment``
+    (a batch-wise callable, :meth:`~medveil.data.pipeline.RandomAffine.batch`) moves a whole
+    batch at once; any other dataset goes through a DataLoader, item by item.
+    """
+    if not hasattr(data, "as_tensors"):
+        for x, y in DataLoader(data, batch_size=batch_size, shuffle=generator is not None, generator=generator):
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return
+    inputs, targets = (t.to(device) for t in data.as_tensors())
+    order = (torch.randperm(len(inputs), generator=generator) if generator is not None
+             else torch.arange(len(inputs))).to(device)
+    for start in range(0, len(inputs), batch_size):
+        chosen = order[start:start + batch_size]
+        x = inputs[chosen]
+        yield (augment(x) if augment is not None else x), targets[chosen]
 
 
 def apply_batched(module: nn.Module, images: np.ndarray, batch_size: int = 256,
@@ -118,14 +140,16 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
             torch.set_rng_state(state["torch_rng"].cpu())
             result, best_state, start = state["result"], state["best_model"], state["epoch"] + 1
 
-        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
+        # Whole-tensor datasets augment a batch at a time (their augment's batch form); others per item.
+        augment = getattr(getattr(train, "augment", None), "batch", None) if hasattr(train, "as_tensors") else None
+        whole = hasattr(train, "as_tensors") and (getattr(train, "augment", None) is None or augment is not None)
+        source = train if whole else _Items(train)
         bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
                    initial=start, total=config.epochs)
         for epoch in bar:
             model.train()
             total, count = 0.0, 0
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for x, y in batches(source, config.batch_size, device, generator, augment):
                 optimizer.zero_grad()
                 loss = loss_fn(model(_fast_layout(x)), y)
                 loss.backward()
@@ -151,6 +175,19 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
                 config.on_epoch(record)
         model.load_state_dict(best_state)
     return result
+
+
+class _Items(Dataset):
+    """A dataset seen item by item only (its augmentation has no batch form)."""
+
+    def __init__(self, data: Dataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data[i]
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
