@@ -102,3 +102,24 @@ def test_attack_cli_on_a_colour_dataset(tmp_path, rng):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert [(r["dataset"], r["params"]) for r in rows] == [("d-viridis", "channels=3")]
+
+
+def test_a_key_is_never_laid_over_the_wrong_axes(tmp_path, rng):
+    """A grayscale key on an RGB file used to treat (H, W, 3) as H images of W x 3, silently."""
+    from PIL import Image
+
+    from medveil.errors import InputError
+    from medveil.io import Gate
+
+    gray = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "gray-as-rgb.png")  # as Br35H's JPEGs are
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "colour.png")
+    scheme = medveil.from_key(medveil.generate_key("skk-smooth", block=4))
+    gate = Gate(scheme, "off")
+    gate.write(tmp_path / "gray-as-rgb.png", tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), scheme(gray))
+    with pytest.raises(InputError, match="colour image, but this skk-smooth key is for grayscale images; .*channels=3"):
+        gate.write(tmp_path / "colour.png", tmp_path / "refused.png")
+    colour_key = medveil.from_key(medveil.generate_key("skk-smooth", block=4, channels=3))
+    with pytest.raises(InputError, match="grayscale image, but this skk-smooth key is for colour images"):
+        Gate(colour_key, "off").write(tmp_path / "out.png", tmp_path / "again.png")

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from medveil.errors import InputError
 from medveil.io.batch import walk
-from medveil.io.gate import Gate
+from medveil.io.gate import Gate, fit_channels
 from medveil.io.image import is_supported
 from medveil.keys import Key
 from medveil.schemes import Scheme
@@ -80,7 +80,7 @@ class ObfuscatedFolder(Dataset):
     def __getitem__(self, index: int) -> dict:
         import torch
 
-        image = self.gate.read(self.files[index])
+        image = fit_channels(self.gate.read(self.files[index]), self.obfuscate.scheme)
         colour = image.channel_axis is not None
         plain = np.moveaxis(image.pixels, -1, 0) if colour else image.pixels[None]
         if self.pre_transform is not None:

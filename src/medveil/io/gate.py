@@ -84,6 +84,24 @@ def check_key_fits(image: MedicalImage, scheme: Scheme) -> None:
                        f"a key for them: {command}", ANOTHER_KEY + str(command))
 
 
+def fit_channels(image: MedicalImage, scheme: Scheme) -> MedicalImage:
+    """``image`` laid out as the key's images are: a grayscale picture stored as RGB (three equal
+    channels, as Br35H's JPEGs) becomes grayscale for a grayscale key; a colour image with a grayscale
+    key, or the reverse, is refused (one line naming the key that fits) rather than obfuscated with
+    the key laid over the wrong axes."""
+    wanted = scheme.channels
+    colour = image.channel_axis is not None
+    if wanted is None or colour == (wanted == 3):
+        return image
+    pixels = image.pixels
+    if colour and wanted == 1 and pixels.shape[-1] == 3 and (pixels[..., :1] == pixels[..., 1:]).all():
+        return image.replace(pixels=np.ascontiguousarray(pixels[..., 0]), channel_axis=None)
+    have = "colour" if colour else "grayscale"
+    fits = f"medveil keygen --scheme {scheme.name} --param channels={3 if colour else 1}"
+    raise RefusedError(f"{have} image, but this {scheme.name} key is for {'colour' if wanted == 3 else 'grayscale'} "
+                       f"images; a key for it: {fits}", ANOTHER_KEY + fits)
+
+
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise InputError(f"burned-in text policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -138,6 +156,7 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     check_mappable(image)
     if obfuscate:
         check_key_fits(image, scheme)
+        image = fit_channels(image, scheme)
     image, masked = screen_text(image, burned_in_text)
     fmt = format_named(image.format)
     meta = image.meta

@@ -73,6 +73,12 @@ class Scheme(ABC):
         return np.dtype(np.uint8)
 
     @property
+    def channels(self) -> int | None:
+        """The colour channels this key's images have (1 grayscale, 3 colour), or None where the scheme
+        maps each value on its own and takes either (intensity)."""
+        return self.params.get("channels")
+
+    @property
     def output_bits(self) -> int | None:
         """Significant bits of the output samples, if narrower than the output dtype."""
         return None

@@ -62,6 +62,10 @@ class WarpSmooth(Scheme):
                                                                  "raster": self.params["raster"], "channels": 1}))
         self.smooth = from_key(self.stage_key("skk-smooth", {"block": self.params["block"], "channels": 1}))
 
+    @property
+    def channels(self) -> int:
+        return 1  # structural and skk-smooth run on one channel here
+
     def stage_key(self, scheme: str, params: dict[str, Any]) -> Key:
         """The key of one stage: its own secret, drawn from this key's stream under the stage's name."""
         return Key.new(scheme, params, self.key.stream(f"stage/{scheme}").read(SECRET_BYTES))
