@@ -8,7 +8,7 @@ from numba.extending import intrinsic
 # register of indices: a 256-entry byte table is four registers, and 64 pixels map in three
 # instructions, faster than memcpy. Only where numba compiles for this very CPU: asked to build for
 # another (NUMBA_CPU_NAME), LLVM cannot emit it, and there the pair-table loop runs instead.
-PERMUTES_BYTES = config.CPU_NAME in (None, "host") and bool(binding.get_host_cpu_features().get("avx512vbmi"))
+PERMUTES_BYTES = getattr(config, "CPU_NAME", None) in (None, "host") and bool(binding.get_host_cpu_features().get("avx512vbmi"))
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, cache=True)

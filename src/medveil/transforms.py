@@ -27,7 +27,7 @@ Images are laid out as the scheme takes them: ``(H, W)`` or ``(..., H, W)`` for 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -137,7 +137,7 @@ class ObfuscateD:
 
     def __init__(self, keys: Hashable | Sequence[Hashable], key: Key | Scheme, channel_first: bool = False,
                  allow_missing_keys: bool = False, burned_in_text: str = "refuse"):
-        self.keys = [keys] if isinstance(keys, (str, int)) else list(keys)
+        self.keys = [keys] if isinstance(keys, (str, int)) else list(cast(Sequence[Hashable], keys))
         self.transform = Obfuscate(key, channel_first, burned_in_text)
         self.allow_missing_keys = allow_missing_keys
 

@@ -129,7 +129,7 @@ def load_mask(path: Path, size: int) -> np.ndarray:
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

@@ -31,7 +31,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(_to_uint8(image)).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(_to_uint8(image)).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _slices(volume: np.ndarray, axis: int, min_tissue: float) -> list[np.ndarray]:

@@ -112,7 +112,7 @@ def _page(planes: np.ndarray) -> tuple[np.ndarray, int, int, int, int]:
         for j, view in enumerate(_views(plane)):
             tile = Image.fromarray(view)
             if scale > 1:
-                tile = tile.resize((w * scale, h * scale), Image.BICUBIC if j == 0 else Image.NEAREST)
+                tile = tile.resize((w * scale, h * scale), Image.Resampling.BICUBIC if j == 0 else Image.Resampling.NEAREST)
             r, c = divmod(2 * i + j, columns)
             page[_GAP + r * th: _GAP + r * th + h * scale, _GAP + c * tw: _GAP + c * tw + w * scale] = np.asarray(tile)
     return page, scale, th, tw, columns

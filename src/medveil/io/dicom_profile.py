@@ -36,6 +36,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+from typing import Sequence, cast
 
 import pydicom
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
@@ -73,7 +74,9 @@ def _load_table() -> tuple[dict[int, str], list[tuple[int, int, str]]]:
     masked: list[tuple[int, int, str]] = []  # (value, mask, action) for repeating groups such as 60xx
     for category, tags in dicom_anonymization_database_selector(PROFILE_VERSION).items():
         action = _ACTIONS.get(category)
-        for tag in tags if action else ():
+        if action is None:
+            continue
+        for tag in tags:
             if len(tag) == 2:
                 exact[(tag[0] << 16) | tag[1]] = action
             else:
@@ -233,7 +236,7 @@ def copy_dataset(ds: Dataset) -> Dataset:
             if element.is_raw:
                 memo[id(element)] = element
             elif element.VR == "SQ":
-                for item in element.value:
+                for item in cast(Sequence, element.value):
                     share_raw(item)
 
     share_raw(ds)

@@ -237,7 +237,7 @@ def write_image(path: str | os.PathLike, image: MedicalImage) -> None:
     fmt.write(path, image)
 
 
-def first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
     """``exc``'s message on one line: its first line, and what follows where that line ends in a colon."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:

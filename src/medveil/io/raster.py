@@ -75,7 +75,7 @@ def read_tiff(path: Path) -> MedicalImage:
         check_decoded_size(int(np.prod(series.shape, dtype=np.int64)) * series.dtype.itemsize,
                            f"TIFF of shape {tuple(series.shape)} {series.dtype}")
         pixels = series.asarray()
-        photometric = series.pages[0].photometric
+        photometric = getattr(series.pages[0], "photometric", None)
     interleaved_rgb = photometric == tifffile.PHOTOMETRIC.RGB and pixels.shape[-1] in (3, 4)
     channel_axis = -1 if interleaved_rgb else None
     return MedicalImage(pixels=np.ascontiguousarray(pixels), format="tiff",

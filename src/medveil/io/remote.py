@@ -42,7 +42,7 @@ def local_path(location: str | os.PathLike) -> str | Path:
     if not is_url(location):
         return Path(location)
     protocol, _, rest = str(location).partition("://")
-    return Path(rest) if protocol == "file" else location
+    return Path(rest) if protocol == "file" else str(location)
 
 
 class RemoteFolder:
@@ -59,7 +59,7 @@ class RemoteFolder:
         except (ImportError, ValueError) as exc:  # an unknown protocol, or one whose package is missing
             raise InputError(f"{url}: {exc}") from None
         self.root = root.rstrip("/") or "/"
-        self.url = url.rstrip("/")  # as the user wrote it, in messages and in what workers are handed
+        self.url = str(url).rstrip("/")  # as the user wrote it, in messages and in what workers are handed
 
     def __str__(self) -> str:
         return self.url

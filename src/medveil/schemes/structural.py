@@ -132,7 +132,7 @@ class StructuralDeidentification(Scheme):
         from PIL import Image
 
         size, raster, channels = self.params["size"], self.params["raster"], self.params["channels"]
-        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
         svg = shift_coordinates(vectorize(resized), transform or self.encrypt_coordinates, size, size)
         return rasterize(svg, raster, channels)
 

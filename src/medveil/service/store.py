@@ -132,11 +132,11 @@ class Store:
                     "task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
                      time.time(), 8 * images.dtype.itemsize, task, json.dumps(scheme)))
-        return self.dataset(tenant, dataset_id)
+        return self._one("SELECT * FROM datasets WHERE id = ?", (dataset_id,)) or {}
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes of the decoded images ``tenant``'s datasets hold (what its quota counts)."""
-        return int(self._one(_STORED_BYTES, (tenant,))["n"])
+        return int((self._one(_STORED_BYTES, (tenant,)) or {"n": 0})["n"])
 
     @contextmanager
     def reserve(self, tenant: str, size: int, quota: int) -> Iterator[bool]:
@@ -174,7 +174,7 @@ class Store:
         job_id, now = new_id(), time.time()
         self._query("INSERT INTO jobs (id, tenant, dataset_id, model, epochs, status, created, updated) "
                     "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)", (job_id, tenant, dataset_id, model, epochs, now, now))
-        return self.job(tenant, job_id)
+        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,)) or {}
 
     def job(self, tenant: str, job_id: str) -> dict | None:
         return self._one("SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant))
