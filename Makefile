@@ -30,6 +30,7 @@ docs: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

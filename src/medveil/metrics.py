@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -259,7 +260,7 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
         raise InputError(f"images differ in shape: {a.shape} vs {b.shape}")
 
 
-def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]:
+def compare_trees(originals: Path, others: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Compare each supported file below ``originals`` with its counterpart below ``others``.
 
     Counterparts are found through the folder run's manifest (``others.manifest.jsonl`` beside
@@ -268,7 +269,8 @@ def compare_trees(originals: Path, others: Path) -> tuple[list[dict], list[str]]
     ``{"file", "ssim", "psnr"}`` per pair, and one line per file that is missing or unreadable.
     """
     originals, others = Path(originals), Path(others)
-    rows, unwalkable = [], []
+    rows: list[dict[str, Any]] = []
+    unwalkable: list[tuple[str, str]] = []
     files = walk(originals, unwalkable)
     problems = [reason for _, reason in unwalkable]
     counterpart_of = counterparts(originals, others)

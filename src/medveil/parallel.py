@@ -125,7 +125,7 @@ def _outcomes(future, batch: list[tuple]) -> list[Outcome]:
 
 def _work_batch(work: Callable[..., Any], context: tuple, batch: list[tuple]) -> list[Outcome]:
     """``(index, result, error)`` for each ``(index, *job)`` of ``batch``, one after another."""
-    outcomes = []
+    outcomes: list[Outcome] = []
     for index, *job in batch:
         try:
             outcomes.append((index, work(*context, *job), None))

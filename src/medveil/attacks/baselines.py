@@ -68,7 +68,7 @@ class LabelMean(Attack):
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.fallback is None:
             raise RuntimeError("fit the attack first")
-        return np.stack([self.means.get(self.labels.get(hashlib.sha256(image.tobytes()).digest()), self.fallback)
+        return np.stack([self.means.get(self.labels.get(hashlib.sha256(image.tobytes()).digest(), -1), self.fallback)
                          for image in obfuscated])
 
 

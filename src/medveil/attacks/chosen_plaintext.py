@@ -65,12 +65,18 @@ class ChosenPlaintext(Attack):
     @property
     def partition(self) -> list[np.ndarray]:
         """The pre-image set of each output value (sorted input values)."""
-        return [np.flatnonzero(self.table == k) for k in range(self.table.max() + 1)]
+        table = self._fitted_table()
+        return [np.flatnonzero(table == k) for k in range(table.max() + 1)]
+
+    def _fitted_table(self) -> np.ndarray:
+        if self.table is None:
+            raise RuntimeError("fit the attack first")
+        return self.table
 
     def _nearest_member_table(self) -> np.ndarray:
         """``[k, u]``: the member of output ``k``'s pre-image set closest to value ``u``."""
         values = np.arange(DOMAIN)
-        table = np.zeros((self.table.max() + 1, DOMAIN), dtype=np.uint8)
+        table = np.zeros((self._fitted_table().max() + 1, DOMAIN), dtype=np.uint8)
         for k, members in enumerate(self.partition):
             if len(members):
                 table[k] = members[np.abs(members[:, None] - values[None, :]).argmin(axis=0)]
@@ -129,7 +135,7 @@ class TanakaChosenPlaintext(Attack):
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 
-        if self.perm is None:
+        if self.perm is None or self.flips is None:
             raise RuntimeError("fit the attack first")
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, self.channels)
 

@@ -39,6 +39,7 @@ Takes ``(n, H, W)`` uint8, returns the same shape.
 from __future__ import annotations
 
 import hashlib
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ def assemble(pieces: np.ndarray, rows: int, cols: int) -> np.ndarray:
         top, left = placed.min(0)
         bottom, right_edge = placed.max(0)
         free = np.repeat(~used, TURNS)
-        best = (np.inf, None, None)
+        best: tuple[float, tuple[int, int], int] = (np.inf, (-1, -1), -1)
         for r, c in _frontier(canvas):
             if max(bottom, r) - min(top, r) >= rows or max(right_edge, c) - min(left, c) >= cols:
                 continue
@@ -226,7 +227,7 @@ class Jigsaw(Attack):
         self.levels: np.ndarray | None = None  # per position: the prior's mean block level and contrast (remap)
 
     @classmethod
-    def for_key_params(cls, params: dict, config: TrainConfig | None = None, **options) -> "Jigsaw":
+    def for_key_params(cls, params: Mapping[str, Any], config: TrainConfig | None = None, **options) -> "Jigsaw":
         """The solver for a block-shuffle key's public parameters."""
         return cls(params["block"], params.get("remap", 0), params.get("noise", 0), config, **options)
 
@@ -296,6 +297,7 @@ class Jigsaw(Attack):
                     field[b] += flat[a] @ table
                 joint = _assignment(prior - self.edges * field.reshape(prior.shape))
         if self.remap:  # each piece's values as plain: its standardised shape at the position's level and contrast
+            assert self.levels is not None  # fit sets them whenever remap is on
             level, contrast = self.levels
             values = level[:, None, None, None, None] + contrast[:, None, None, None, None] * standard[None]
         else:

@@ -81,7 +81,7 @@ class KnownPairsBlockKey(Attack):
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 
-        if self.perm is None:
+        if self.perm is None or self.flips is None:
             raise RuntimeError("fit the attack first")
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, 1)
 
@@ -95,7 +95,8 @@ def monotone_alignment(cost: np.ndarray) -> np.ndarray:
     for i in range(1, n + 1):
         for j in range(1, m + 1):
             total[i, j] = cost[i - 1, j - 1] + min(total[i - 1, j], total[i, j - 1], total[i - 1, j - 1])
-    i, j, visited = n, m, [[] for _ in range(n)]
+    i, j = n, m
+    visited: list[list[int]] = [[] for _ in range(n)]
     while i > 0 and j > 0:
         visited[i - 1].append(j - 1)
         step = int(np.argmin([total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]]))

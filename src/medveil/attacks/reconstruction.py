@@ -42,7 +42,7 @@ def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainCo
 
     def data(selection: np.ndarray, fixed: bool):
         pairs = ImagePairs(inputs[selection], targets[selection], volumes=volumes)
-        return RandomPatches(pairs, patch, 3, fixed, config.seed) if volumes else pairs
+        return RandomPatches(pairs, patch, 3, fixed, config.seed) if patch is not None else pairs
 
     first = data(order[:1], True)[0]
     model = UNet(first[0].shape[0], first[1].shape[0], width=width, depth=depth, dims=3 if volumes else 2)

@@ -139,7 +139,7 @@ class SlotCorrelation(Attack):
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 
-        if self.perm is None:
+        if self.perm is None or self.flips is None:
             raise RuntimeError("fit the attack first")
         return undo_block_scramble(obfuscated, self.perm, self.flips, self.block, 1)
 

@@ -115,6 +115,7 @@ class SmoothUnmix(Attack):
         self.keys, self.width = keys, width
         self.block = int(self.params["block"])
         self.plain: tuple[np.ndarray, np.ndarray] | None = None
+        self._service_set: np.ndarray | None = None
         self.history: list[dict] = []
 
     def fit(self, view: AttackerView) -> "SmoothUnmix":
@@ -130,13 +131,12 @@ class SmoothUnmix(Attack):
         # The attacker's own keys, made from its seed so that a run repeats; they protect nothing.
         attacker_secret = hashlib.sha256(f"{NAME}-attacker/{self.config.seed}".encode()).digest()
         order = np.random.default_rng(self.config.seed).permutation(len(view.own))  # data order, not key material
-        raster = None
+        self.plain = None
         inputs, targets = [], []
         for index, group in enumerate(np.array_split(order, min(self.keys, len(order)))):
             obfuscated = from_key(setting.new_key(secret=derive_secret(attacker_secret, str(index))))(view.own[group])
-            if raster is None:
-                raster = obfuscated.shape[1:]
-                self.plain = self._plain_statistics(view.own, raster)
+            if self.plain is None:
+                self.plain = self._plain_statistics(view.own, obfuscated.shape[1:])
             inputs.append(unmix(obfuscated, self.block, *self.plain))
             targets.append(view.own[group])
         self.model, self.history = train_reconstructor(np.concatenate(inputs), np.concatenate(targets), self.config,
@@ -158,7 +158,7 @@ class SmoothUnmix(Attack):
         return means.mean(axis=0), means.std(axis=0)
 
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
-        if self.plain is None:
+        if self.plain is None or self._service_set is None:
             raise RuntimeError("fit the attack first")
         # The directions come from the service's whole set under the key; the images asked for are among them.
         whole = np.concatenate([self._service_set, obfuscated])

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from medveil import parallel
 from medveil._atomic import atomic_path, write_json
 from medveil.data import ImageDataset, group_split
+from medveil.errors import InputError
 from medveil.evaluation.utility import run_one
 from medveil.keys import SECRET_BYTES, derive_secret
 from medveil.report import slug
@@ -117,7 +118,7 @@ def cells_of(profile: Profile) -> list[Cell]:
 
     made_for = {model: model_spec(model).schemes for model in profile.models}
     cells = [Cell("utility", s, seed, model=model) for s in profile.settings for model in profile.models
-             if made_for[model] is None or s.scheme in made_for[model] for seed in range(profile.seeds)]
+             if s.scheme in (made_for[model] or (s.scheme,)) for seed in range(profile.seeds)]
     cells += [Cell("attack", s, attack=spec.name, attacker_data=data,
                    options=tuple(sorted(profile.options_of(spec.name).items()))) for s in profile.settings
               for spec in applicable_attacks(s.scheme, dict(s.params))
@@ -159,6 +160,8 @@ def run_cell(cell: Cell, dataset: ImageDataset, split: np.ndarray, profile: Prof
     from medveil.evaluation.privacy import attack_figure, run_attack
 
     spec = attack_spec(cell.attack)
+    if key is None:
+        raise InputError(f"{cell.attack}: attacks need a scheme; plain images have none to attack")
     attack = spec.create(key.scheme, key.params, profile.attack_epochs, False, **dict(cell.options))
     row, target, obfuscated, reconstructed = run_attack(attack, spec.capability, key, dataset, cell.attacker_data)
     figure = figures / name.replace(".json", ".png")
@@ -220,7 +223,7 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
                                                 [(cells[index],) for index in todo], workers, scheduler):
             finish(todo[job], outcome if error is None else _failed(error))
     bar.close()
-    return records
+    return [record for record in records if record is not None]
 
 
 def _computed_cell(compute: Callable[..., dict], shared: tuple, secret: bytes, threads: int | None,

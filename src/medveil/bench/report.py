@@ -150,8 +150,8 @@ def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
             published.append([paper, f"{scheme} {params}".strip(), metric, f"{value * 100:.1f}",
                               pm(cnn, 100, 1) if cnn else "–", f"{pm(entry[metric], 100, 1)} ({entry['model']})"])
     for params, ref in papers.NB_RECONSTRUCTION.items():
-        entry = ours.get(("intensity", params))
-        learned = [a for a in (entry["attacks"] if entry else []) if a["attack"] == "learned-reconstruction"]
+        found = ours.get(("intensity", params))
+        learned = [a for a in (found["attacks"] if found else []) if a["attack"] == "learned-reconstruction"]
         if learned:
             published.append(["NB", f"intensity {params}", "U-Net reconstruction SSIM", number(ref["ssim"]),
                               number(learned[0]["ssim"])])

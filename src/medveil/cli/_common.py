@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -40,7 +40,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 warnings.showwarning = _one_line_warning  # the CLI's warnings are for people: one line, no source location
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, cast
 
 import typer
 
@@ -248,7 +248,7 @@ def vae_train(
     """Train the VAE on your images (training and validation splits; the test split is left out) and make its key."""
     from medveil import metrics
     from medveil.data import group_split, load_dataset
-    from medveil.schemes.vae import create_vae_key, train_vae
+    from medveil.schemes.vae import VAEObfuscation, create_vae_key, train_vae
     from medveil.training.loop import TrainConfig
 
     use_device(device)
@@ -258,7 +258,7 @@ def vae_train(
     key = create_vae_key(model, output, levels, size, data.channels)
     scheme = from_key(key)
     held_out = data.images[split == "test"]
-    scores = metrics.mean_pair_scores(held_out, scheme.reconstruct(held_out), with_ms_ssim=False)
+    scores = metrics.mean_pair_scores(held_out, cast(VAEObfuscation, scheme).reconstruct(held_out), with_ms_ssim=False)
     typer.echo(f"wrote {output} and {output}.vae.pt: {scheme.describe()}")
     typer.echo(f"VAE reconstruction of the {len(held_out)} held-out images: SSIM {scores['ssim']:.3f}, "
                f"PSNR {scores['psnr']:.2f} dB (before the intensity mapping)")

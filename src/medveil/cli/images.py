@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -115,22 +115,22 @@ def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler:
     from medveil.io.remote import local_path
 
     done = f"with {gate.scheme.describe()}" if gate.obfuscate else "de-identified, pixels as stored"
-    source, output = local_path(source), local_path(output)
-    if isinstance(source, Path) and source.is_file():
-        if not isinstance(output, Path):
-            fail(f"{source}: one file is written to a local path; URLs are for folder runs")
-        written_as = output_name(source.name, source)
-        if output.is_dir():
-            target = output / gate.name(written_as)
-        elif suffix_of(output) != suffix_of(written_as):  # out.jpg would hold PNG bytes: readers go by the suffix
-            fail(f"{output}: {source.name} is written as {suffix_of(written_as) or 'DICOM without a suffix'} "
-                 f"(the codes must survive exactly); name the output {output.stem}{suffix_of(written_as)}")
+    source_at, output_at = local_path(source), local_path(output)
+    if isinstance(source_at, Path) and source_at.is_file():
+        if not isinstance(output_at, Path):
+            fail(f"{source_at}: one file is written to a local path; URLs are for folder runs")
+        written_as = output_name(source_at.name, source_at)
+        if output_at.is_dir():
+            target = output_at / gate.name(written_as)
+        elif suffix_of(output_at) != suffix_of(written_as):  # out.jpg would hold PNG bytes: readers go by the suffix
+            fail(f"{output_at}: {source_at.name} is written as {suffix_of(written_as) or 'DICOM without a suffix'} "
+                 f"(the codes must survive exactly); name the output {output_at.stem}{suffix_of(written_as)}")
         else:
-            target = output
-        gate.write(source, target)
+            target = output_at
+        gate.write(source_at, target)
         typer.echo(f"wrote {target} {done}")
         return True
-    report = gate_tree(source, output, gate, workers=workers, progress=progress, scheduler=scheduler,
+    report = gate_tree(source_at, output_at, gate, workers=workers, progress=progress, scheduler=scheduler,
                        manifest=manifest, include=include or (), exclude=exclude or ())
     hidden = f", {len(report.hidden)} hidden left out" if report.hidden else ""
     hidden += f", {len(report.filtered)} left out by --include/--exclude" if report.filtered else ""
@@ -176,7 +176,8 @@ def compare(
         if not folder.exists():
             fail(f"{folder}: no such file or folder")
     if originals.is_file():
-        rows = [{"file": originals.name, **metrics.compare_images(read_image(originals), read_image(others))}]
+        rows: list[dict[str, Any]] = [{"file": originals.name,
+                                       **metrics.compare_images(read_image(originals), read_image(others))}]
         problems: list[str] = []
         pairs = [(originals, others)]
     else:

@@ -88,7 +88,7 @@ def key_info(path: KeyPath, as_json: bool = typer.Option(False, "--json", help="
     info = {"file": str(path), "scheme": doc.get("scheme"), "params": doc.get("params"),
             "fingerprint": doc.get("fingerprint"), "version": doc["medveil_key_version"],
             "encrypted": "encrypted_secret" in doc,
-            "privacy_cards": verdict_lines(doc.get("scheme"), doc.get("params") or {})}
+            "privacy_cards": verdict_lines(str(doc.get("scheme", "")), doc.get("params") or {})}
     if as_json:
         echo_json(info)
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import typer
 
@@ -197,7 +197,8 @@ def client_predict(ctx: typer.Context, model_id: str = typer.Argument(...),
             if "mask" not in p:
                 typer.echo(f"{f}: {p['class']} (p={p['probability']:.3f})")
                 continue
-            output.mkdir(parents=True, exist_ok=True)
-            target = output / f"{f.name.split('.')[0]}.mask.png"
+            folder = cast(Path, output)  # a segmentation model's answers: -o was checked above
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{f.name.split('.')[0]}.mask.png"
             Image.fromarray(p["mask"]).save(target)
             typer.echo(f"{f}: {target} (pixels per class: {', '.join(map(str, p['pixels']))})")

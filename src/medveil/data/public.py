@@ -16,12 +16,19 @@ pictures keep their colour: the attacker does not know how the hospital's images
 
 from __future__ import annotations
 
+from typing import Any
+
 import nibabel as nib
 import numpy as np
 from PIL import Image
 
 from medveil.data.samples import package_path
 from medveil.io import read_image
+
+
+def _nifti(path) -> Any:
+    """nibabel's image at ``path`` (a NIfTI: its ``dataobj`` is there, whatever nib.load's declared type)."""
+    return nib.load(path)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -44,13 +51,13 @@ def public_medical_images(size: int = 64, crops_per_image: int = 60, seed: int =
     """``(n, size, size)`` uint8 public medical images, ``(n, size, size, 3)`` with ``rgb`` (see the module docstring)."""
     rng = np.random.default_rng(seed)  # crop positions, not key material
     planes: list[np.ndarray] = []
-    t1 = np.asarray(nib.load(package_path("nilearn", "datasets", "data",
+    t1 = np.asarray(_nifti(package_path("nilearn", "datasets", "data",
                                           "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")).dataobj)
     for axis in (0, 1):  # sagittal, coronal
         planes += _slices(t1, axis, min_tissue=0.15)
-    b0 = np.asarray(nib.load(package_path("dipy", "data", "files", "S0_10slices.nii.gz")).dataobj)
+    b0 = np.asarray(_nifti(package_path("dipy", "data", "files", "S0_10slices.nii.gz")).dataobj)
     planes += _slices(b0, 2, min_tissue=0.1)
-    epi = np.asarray(nib.load(package_path("nibabel", "tests", "data", "example4d.nii.gz")).dataobj)[..., 0]
+    epi = np.asarray(_nifti(package_path("nibabel", "tests", "data", "example4d.nii.gz")).dataobj)[..., 0]
     planes += _slices(epi, 2, min_tissue=0.1)
     dicom = package_path("pydicom", "data", "test_files")
     planes += [read_image(dicom / name).pixels for name in ("CT_small.dcm", "MR_small.dcm")]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -131,7 +132,7 @@ def template_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Callers scale them over the part they use (the slice simulation over its slices only)."""
     def volume(kind: str) -> np.ndarray:
         path = package_path("nilearn", "datasets", "data", _TEMPLATE.format(kind))
-        return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        return np.asarray(cast(Any, nib.load(path)).dataobj, dtype=np.float32)
 
     return volume("t1"), volume("gm"), volume("wm")
 

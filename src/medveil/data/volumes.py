@@ -151,7 +151,7 @@ class _Head:
         image = np.where(inside, brain, 0.0)
         image = np.where(~inside & (depth_out <= skull), _SKULL, image)
         image = np.where(~inside & (depth_out > skull) & (depth_out <= scalp), self.scalp, image)
-        image = np.maximum(image, self.scalp * self._nose(inside, scalp / self.spacing))
+        image = np.maximum(image, self.scalp * self._nose(inside, np.asarray(scalp / self.spacing)))
         return (image * self.bias) ** self.gamma
 
     def _nose(self, inside: np.ndarray, scalp_voxels: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ colour) has no card, and is said to have none rather than given a neighbour's.
 from __future__ import annotations
 
 import csv
+import io
 import functools
 from dataclasses import dataclass
 from importlib import resources
@@ -62,7 +63,8 @@ def _number(text: str) -> float | None:
 def shipped_cards() -> tuple[Card, ...]:
     """Every card in the package's ``cards.csv``, in its order; the guesses' rows (verdict ``guess``), which
     the cards' gains are measured from, are left out."""
-    with resources.files("medveil.evaluation").joinpath("cards.csv").open(newline="") as fh:
+    text = resources.files("medveil.evaluation").joinpath("cards.csv").read_text(encoding="utf-8")
+    with io.StringIO(text, newline="") as fh:
         return tuple(Card(row["scheme"], row["params"], row["capability"], row["attack"], row["attacker_data"],
                           float(row["ssim"]), _number(row.get("gain", "")), _number(row["linkage_top1"]),
                           _number(row["linkage_chance"]),

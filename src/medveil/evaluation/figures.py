@@ -95,8 +95,8 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
     ax.autoscale_view()  # labels are measured against the final limits
     # Labels of nearby points would print over each other: each takes the nearest free place, right or
     # left of its point, then further below or above.
-    renderer = fig.canvas.get_renderer()
-    taken = []
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's canvas, the one used here
+    taken: list = []
     for label, x, y, _ in sorted(points, key=lambda p: (-p[2], p[1])):
         places = [(side * 5, 4 + direction * 10 * step, "left" if side > 0 else "right")
                   for step in range(len(points) + 1) for direction in (-1, 1) for side in (1, -1)]

@@ -8,7 +8,7 @@ compares both with the originals at the output size. The size with the lowest SD
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +18,7 @@ from medveil.data import ImageDataset, resize_images
 from medveil.evaluation.papers import SD_SDIM
 from medveil.report import markdown_table, number, write_csv
 from medveil.schemes import from_key, generate_key
+from medveil.schemes.structural import StructuralDeidentification
 
 SDIM_COLUMNS = ["dataset", "size", "ssim_vec", "ssim_dei", "ssim_pos", "l2_dei", "di", "sdim"]
 
@@ -36,7 +37,7 @@ def sdim_sweep(dataset: ImageDataset, sizes: Sequence[int], raster: int = 64, im
     for size in tqdm(sizes, desc="SDIM sweep", disable=not progress):
         schemes = [from_key(generate_key("structural", size=size, raster=raster, channels=dataset.channels))
                    for _ in range(keys)]
-        vectorized = np.stack([schemes[0].deidentify(img, identity) for img in sample])
+        vectorized = np.stack([cast(StructuralDeidentification, schemes[0]).deidentify(img, identity) for img in sample])
         per_key = [metrics.structural_scores(originals, vectorized, scheme(sample), alpha) for scheme in schemes]
         rows.append({"dataset": dataset.name, "size": size, **{m: float(np.mean([k[m] for k in per_key])) for m in per_key[0]}})
     return rows

@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from medveil.training.loop import TrainConfig
 
 RESULT_COLUMNS = ["dataset", "scheme", "params", "model", "seed", "accuracy", "f1", "auc", "ssim", "psnr"]
 
-def settings_for(scheme: str, grid: dict[str, Sequence[Any]], include_plain: bool = True) -> list[Setting]:
+def settings_for(scheme: str, grid: Mapping[str, Sequence[Any]], include_plain: bool = True) -> list[Setting]:
     """``plain`` plus one setting per combination of the ``grid`` values of ``scheme``'s parameters.
 
     ``settings_for("intensity", {"levels": [256, 50]})``; an empty grid gives the scheme's defaults.
@@ -101,7 +101,7 @@ def evaluate_utility(dataset: ImageDataset, settings: Sequence[Setting], seeds: 
                                  checkpoint=out_dir / "checkpoints" / f"{name}.pt")
             outcome = run_one(dataset, split, setting, seed, model, config, augment)
             write_json(done, outcome)
-            config.checkpoint.unlink()
+            (out_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
             rows.append(outcome["row"])
 
     # The folder accumulates: results and report cover every finished run in it, in the order run.

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from medveil.gateway.pipeline import Pipeline
 
 log = logging.getLogger("medveil.gateway")
 
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+VERIFICATION = "1.2.840.10008.1.1"  # the Verification SOP class (C-ECHO)
 
 
 class Gateway:
@@ -37,7 +39,7 @@ class Gateway:
         self.ae_title, self.host, self.port = ae_title, host, port
         self.calling_aes = list(calling_aes or [])
         self._stop = threading.Event()
-        self._server = None
+        self._server: Any = None
         self._forwarder: threading.Thread | None = None
 
     def _store(self, event) -> int:
@@ -51,15 +53,14 @@ class Gateway:
     def start(self) -> None:
         """Listen (in pynetdicom's threads) and forward (in one thread of ours); returns at once."""
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
+            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
         ae.require_calling_aet = self.calling_aes
         ae.maximum_pdu_size = 0  # no limit on what a peer may send per PDU; each instance is checked by the gate
-        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._forwarder = threading.Thread(target=self.pipeline.serve, args=(self._stop,), daemon=True,
                                            name="medveil-forwarder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from medveil.errors import InputError
 from medveil.gateway.destinations import CALLING_AE, ForwardError, dicom_node
@@ -17,6 +18,9 @@ from medveil.gateway.pipeline import Pipeline
 log = logging.getLogger("medveil.gateway")
 
 _PENDING = {0xFF00, 0xFF01}
+# The Study Root query/retrieve models (PS3.4 C.6.2), by UID: pynetdicom makes its named constants at import.
+Find = "1.2.840.10008.5.1.4.1.2.2.1"
+Get = "1.2.840.10008.5.1.4.1.2.2.3"
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,6 @@ def _retrieve(study: str):
 def find_studies(source: str, queries: list[Query]) -> list[str]:
     """The Study Instance UIDs the PACS ``source`` (``dicom://AET@HOST:PORT``) answers ``queries`` with."""
     from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as Find
 
     if not queries or any(q == Query() for q in queries):
         raise InputError("pull: say what to pull (--study, --patient, --dates or --accession); refusing a whole PACS")
@@ -85,17 +88,16 @@ def pull(pipeline: Pipeline, source: str, queries: list[Query]) -> dict[str, int
     study again fetches it again but forwards nothing twice (the journal knows each instance).
     """
     from pynetdicom import AE, StoragePresentationContexts, build_role, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
 
     studies = find_studies(source, queries)
     log.info("pull: %d stud(ies) found", len(studies))
     ae_title, host, port = dicom_node(source)
     ae = AE(ae_title=CALLING_AE)
     ae.add_requested_context(Get)
-    roles = []
+    roles: list[Any] = []
     for context in StoragePresentationContexts[:127]:  # 128 contexts in all, one of them the C-GET's
-        ae.add_requested_context(context.abstract_syntax)
-        roles.append(build_role(context.abstract_syntax, scp_role=True))
+        ae.add_requested_context(str(context.abstract_syntax))
+        roles.append(build_role(str(context.abstract_syntax), scp_role=True))
 
     def store(event) -> int:
         pipeline.receive(event.encoded_dataset(), ae_title)

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -38,7 +38,7 @@ from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.files import obfuscate_in_worker, share_scheme
 from medveil.io.gate import ANOTHER_KEY, Gate
 from medveil.io.image import first_line, output_name
-from medveil.io.manifest import Manifest, default_manifest, run_lock
+from medveil.io.manifest import Manifest, Written, default_manifest, run_lock
 from medveil.keys import Key
 from medveil.schemes import Scheme
 
@@ -259,9 +259,11 @@ def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, wor
                    disable=not progress)
         jobs = [(source.location(rel), output.location(out_rel), _record_for(record.entries.get(rel), out_rel))
                 for rel, out_rel in todo]
-        work = obfuscate_in_worker
+        work: Callable[..., Written | None] = obfuscate_in_worker
         if source.remote:
-            from medveil.io.remote import obfuscate_staged as work
+            from medveil.io.remote import obfuscate_staged
+
+            work = obfuscate_staged
         share_scheme(scheme)  # a forked worker uses this process's scheme instead of making it again
         for index, written, error in parallel.run(work, (scheme.key, gate.policy), jobs, workers, scheduler):
             rel, out_rel = todo[index]
@@ -295,7 +297,7 @@ def _record_for(entry: dict | None, out_rel: str) -> dict | None:
     return entry if entry is not None and entry.get("output") == out_rel else None
 
 
-def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Folder, Folder]:
+def _folders(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Any, Any]:
     """Local folders for paths and ``file://`` URLs; fsspec folders, both of them, where either is another URL."""
     from medveil.io.remote import is_url, local_path
 

@@ -6,7 +6,7 @@ nibabel loads on the first NIfTI file, so that commands on other formats start w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def read_nifti(path: Path) -> MedicalImage:
         raise InputError(f"not a NIfTI image ({type(img).__name__})")
     shape, dtype = img.header.get_data_shape(), img.header.get_data_dtype()
     check_decoded_size(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, f"NIfTI of shape {shape} {dtype}")
-    pixels = np.asarray(img.dataobj.get_unscaled())  # stored integers, not scl_slope-scaled floats
+    pixels = np.asarray(cast(Any, img.dataobj).get_unscaled())  # stored integers, not scl_slope-scaled floats
     return MedicalImage(pixels=pixels, format="nifti", bits=8 * pixels.dtype.itemsize, meta=img)
 
 

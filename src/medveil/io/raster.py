@@ -22,7 +22,8 @@ def _read_pil(path: Path, fmt: str) -> MedicalImage:
     # The decoding budget below replaces Pillow's own pixel-count limit, which refuses some files the
     # budget allows and allows 16-bit and RGBA files of four times the bytes it means to.
     Image.MAX_IMAGE_PIXELS = None
-    with Image.open(path) as im:  # reads the header only
+    with Image.open(path) as opened:  # reads the header only
+        im: Image.Image = opened
         band_bytes = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
         bands = 4 if im.mode in _CONVERTED_TO_RGBA else len(im.getbands())
         check_decoded_size(im.width * im.height * bands * band_bytes, f"{im.width}x{im.height} {im.mode} {fmt}")

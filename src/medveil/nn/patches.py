@@ -16,7 +16,7 @@ Paper PN trains its 3-D networks on 64³ patches and applies them to whole volum
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from typing import Any, Callable, Sized, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -45,13 +45,20 @@ def sliding_window(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     padding = [max(0, patch - n) for n in spatial]
     if any(padding):
         x = torch.nn.functional.pad(x, [p for n in reversed(padding) for p in (0, n)])
-    out = None
+    out: torch.Tensor | None = None
     for tiles in itertools.product(*[_tiles(n, patch, margin, align) for n in x.shape[2:]]):
-        y = function(x[(..., *(slice(start, start + patch) for start, _, _ in tiles))])
+        y = function(x[_index(slice(start, start + patch) for start, _, _ in tiles)])
         if out is None:
             out = y.new_empty((*y.shape[:2], *x.shape[2:]))
-        out[(..., *(slice(lo, hi) for _, lo, hi in tiles))] = y[(..., *(slice(lo - start, hi - start) for start, lo, hi in tiles))]
-    return out[(..., *(slice(0, n) for n in spatial))]
+        out[_index(slice(lo, hi) for _, lo, hi in tiles)] = y[_index(slice(lo - start, hi - start)
+                                                                     for start, lo, hi in tiles)]
+    assert out is not None  # a volume has at least one tile
+    return out[_index(slice(0, n) for n in spatial)]
+
+
+def _index(trailing) -> tuple[Any, ...]:
+    """``[..., a, b, c]``: slices of the trailing axes."""
+    return (Ellipsis, *trailing)
 
 
 def _tiles(length: int, patch: int, margin: int, align: int) -> list[tuple[int, int, int]]:
@@ -68,7 +75,7 @@ def random_corner(shape: tuple[int, ...], patch: int, generator: torch.Generator
 
 def crop(x: torch.Tensor, corner: tuple[int, ...], patch: int) -> torch.Tensor:
     """``x``'s trailing ``len(corner)`` axes cropped to side ``patch`` at ``corner``."""
-    return x[(..., *(slice(c, c + patch) for c in corner))]
+    return x[_index(slice(c, c + patch) for c in corner)]
 
 
 def random_crop(tensors, patch: int, dims: int = 3, generator: torch.Generator | None = None) -> tuple:
@@ -90,7 +97,7 @@ class RandomPatches(Dataset):
         self.dataset, self.patch, self.dims, self.fixed, self.seed = dataset, patch, dims, fixed, seed
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))
 
     def __getitem__(self, i: int):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + i) if self.fixed else None
@@ -102,4 +109,4 @@ def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> t
     that side, started on its pooling grid."""
     if patch is None:
         return unet(x)
-    return sliding_window(unet, x, patch, align=2 ** len(unet.up))
+    return sliding_window(unet, x, patch, align=2 ** len(cast(Sized, unet.up)))

@@ -24,7 +24,7 @@ would move every code) and give one logit per image as :class:`SeedCNN` does.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 import torch
@@ -115,11 +115,12 @@ def absorb_block_key(embedding: nn.Conv2d, perm: np.ndarray, flips: np.ndarray, 
     plain = embedding.weight.detach().reshape(-1, channels, 2, m, m).permute(0, 3, 4, 1, 2).reshape(-1, 2 * channels * m * m)
     sign = torch.from_numpy(np.where(flips, -1.0, 1.0)).to(plain.dtype)
     encrypted = plain[:, torch.from_numpy(perm)] * sign
+    assert embedding.bias is not None  # the plain embedding is built with one
     bias = embedding.bias.detach() + plain[:, torch.from_numpy(perm[flips.astype(bool)])].sum(1)
     out = nn.Conv2d(embedding.in_channels, embedding.out_channels, m, stride=m)
     with torch.no_grad():
         out.weight.copy_(encrypted.reshape(-1, m, m, channels, 2).permute(0, 3, 4, 1, 2).reshape(embedding.weight.shape))
-        out.bias.copy_(bias)
+        cast(torch.Tensor, out.bias).copy_(bias)
     return out
 
 
@@ -190,7 +191,7 @@ FAMILY_MODELS = {"intensity": _code_embedding, "vae": _code_embedding, "skk": _p
 def matched_model(size: int, channels: int, outputs: int, scheme: str | None, params: Mapping[str, Any]) -> nn.Module:
     """The structure-aware model for a scheme's family, chosen from its public name and parameters only
     (paper NB's CNN on codes for 16-bit codes or a scheme outside :data:`FAMILY_MODELS`)."""
-    build = FAMILY_MODELS.get(scheme) if params.get("bits", 8) <= 8 else None
+    build = FAMILY_MODELS.get(scheme) if scheme is not None and params.get("bits", 8) <= 8 else None
     return build(size, channels, outputs, scheme, params) if build else SeedCNN(size, channels, num_outputs=outputs)
 
 

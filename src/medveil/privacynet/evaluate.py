@@ -45,7 +45,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -240,7 +240,7 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
         row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name,
                                                                attacker_data, volumes=patch is not None)
         views = [np.stack([_view(v) for v in a[:3]]) for a in (target, obfuscated, reconstructed)]
-        attack_figure(row, *views, figures_dir / _attack_figure_name(row), examples=3)
+        attack_figure(row, views[0], views[1], views[2], figures_dir / _attack_figure_name(row), examples=3)
         rows.append(row)
     return rows
 
@@ -281,7 +281,7 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
                    **_cached(out_dir / "runs" / f"labels-seed{seed}.json",
                              lambda: _run_labels(train, test, pairs, replace(config, seed=seed)))}
                   for seed in range(seeds)]
-    attack_rows = []
+    attack_rows: list[dict] = []
     for lam in lambdas:  # against the first seed's encoders, loaded from their key files
         attack_rows += _cached(out_dir / "runs" / f"attacks-lambda-{lam:g}.json",
                                lambda: _attacks(Key.load(_key_path(keys_dir, train, lam, 0)), train, test, attack_epochs,
@@ -295,7 +295,7 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     return rows
 
 
-def _cached(path: Path, compute: Callable[[], dict | list]) -> dict | list:
+def _cached(path: Path, compute: Callable[[], Any]) -> Any:
     """The JSON value at ``path``, made by ``compute()`` and written first if missing: a resumed run redoes only that.
 
     A fresh result is read back from its file too, so a resumed run reports exactly what a whole one does.
@@ -366,14 +366,15 @@ def _volume_sections(runs: dict, labels: list[str]) -> list[str]:
             + _dice_table(transfer_intro, "S", "paper PN GM / WM / CSF / overall", transfer))
 
 
-def _dice_table(intro: list[str], variant: str, paper: str, rows: list[tuple[str, str, dict, str]]) -> list[str]:
+def _dice_table(intro: list[str], variant: str, paper: str, rows: list[tuple[str, str, dict | None, str]]) -> list[str]:
     """``intro`` and a table of ``(λ, variant, Dice scores, paper's figure)`` rows; nothing without rows."""
-    if not rows:
+    scored = [(label, name, scores, quoted) for label, name, scores, quoted in rows if scores is not None]
+    if not scored:
         return []
-    classes = [c for c in rows[0][2] if c != "overall"]
+    classes = [c for c in scored[0][2] if c != "overall"]
     table = [["λ", variant, "Dice overall", *classes, paper]] + [
         [label, name, number(scores["overall"]), *[number(scores[c]) for c in classes], quoted]
-        for label, name, scores, quoted in rows]
+        for label, name, scores, quoted in scored]
     return intro + markdown_table(table) + [""]
 
 

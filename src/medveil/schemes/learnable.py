@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -93,7 +94,8 @@ def undo_block_scramble(encrypted: np.ndarray, perm: np.ndarray, flips: np.ndarr
 class _BlockParams:
     """Parameters of the block-wise schemes: ``block`` M (default 4) and ``channels`` 1 or 3."""
 
-    parameters = (Parameter("block", int, 4, "block size M"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
+    parameters: ClassVar[tuple[Parameter, ...]] = (Parameter("block", int, 4, "block size M"),
+                                                   Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
 
     @classmethod
     def validate_params(cls, params):
@@ -135,7 +137,7 @@ class SKK(_LearnableScheme):
     """Pixel-wise negative-positive transform and colour-channel shuffle. Param: ``channels``."""
 
     name = "skk"
-    parameters = (Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),)
+    parameters: ClassVar[tuple[Parameter, ...]] = (Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),)
 
     @classmethod
     def validate_params(cls, params):

@@ -17,7 +17,7 @@ import json
 import time
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import httpx
 import numpy as np
@@ -73,7 +73,7 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs) -> dict | list:
+    def _call(self, method: str, path: str, **kwargs) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

@@ -99,7 +99,9 @@ class Worker:
         from medveil.training.loop import TrainConfig
 
         job = self.store.job_by_id(job_id)
-        dataset = self.store.dataset(job["tenant"], job["dataset_id"])
+        dataset = self.store.dataset(job["tenant"], job["dataset_id"]) if job else None
+        if job is None or dataset is None:  # deleted while it waited (a job's dataset cannot be: 409)
+            return
         self.store.update_job(job_id, status="running")
         checkpoint = self.store.checkpoint_path(job_id)
         try:
@@ -210,7 +212,7 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
             raise http_error(400, "fingerprint must be a medveil key fingerprint (32 hex characters)")
         if task not in TASKS.names():
             raise http_error(400, f"task must be one of {', '.join(TASKS.names())}, got {task!r}")
-        scheme = _public_scheme(scheme)
+        public = _public_scheme(scheme)
         with ExitStack() as held:
             def admit(decoded: int) -> None:  # the headers are counted; nothing is decoded yet
                 if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
@@ -219,7 +221,7 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
                 held.enter_context(memory.hold(decoded))
 
             images, labels, classes = read_archive(archive.file, limits, admit, TASKS[task])
-            return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, scheme))
+            return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, public))
 
     @app.get("/datasets", tags=["datasets"], responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:

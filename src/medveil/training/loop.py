@@ -12,7 +12,7 @@ import copy
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sized, cast
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ def batches(data: Dataset, batch_size: int, device: torch.device, generator: tor
 
 
 def apply_batched(module: nn.Module, images: np.ndarray, batch_size: int = 256,
-                  call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                  call: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
                   device: str | torch.device | None = None) -> np.ndarray:
     """``module`` (or ``call(module, x)``) over uint8 images ``(n, C, H, W)``, without gradients.
 
@@ -129,7 +129,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
     generator = torch.Generator().manual_seed(config.seed)
     result, best_state, start = TrainResult(), copy.deepcopy(model.state_dict()), 0
     # channels-last convolutions measured ~1.4x faster on the development machine's CPU, 1.8x in 3-D
-    model.to(memory_format=_CHANNELS_LAST[5 if any(isinstance(m, nn.Conv3d) for m in model.modules()) else 4])
+    model.to(memory_format=_CHANNELS_LAST[5 if any(isinstance(m, nn.Conv3d) for m in model.modules()) else 4])  # type: ignore[call-overload]  # torch's stubs omit Module.to's keyword form
     with on_device(model, resolve_device(config.device)) as device:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)  # made on the device: its state lives there
         if config.checkpoint and Path(config.checkpoint).exists():
@@ -184,7 +184,7 @@ class _Items(Dataset):
         self.data = data
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(cast(Sized, self.data))
 
     def __getitem__(self, i: int):
         return self.data[i]
