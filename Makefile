@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	# From Debian: Tesseract's English model reads burned-in text, dciodvfy (dicom3tools) validates
-	# DICOM in the tests. Installed where apt-get and root are at hand; elsewhere install them yourself
-	# (without the model, obfuscate needs --burned-in-text off; the tests that need either skip, saying why).
+	# DICOM in the tests, Orthanc (with its DICOMweb plugin) and dcmtk are the PACS and the modality of
+	# the gateway's tests. Installed where apt-get and root are at hand; elsewhere install them yourself
+	# (without the model, obfuscate needs --burned-in-text off; the tests that need one skip, saying why).
 	bash scripts/install-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip

@@ -24,7 +24,10 @@ COLOUR_HELP = ("Colour: 'rgb' keeps the files' colour; a matplotlib colormap nam
 Colour = Annotated[Optional[str], typer.Option(help=COLOUR_HELP)]
 DatasetName = Annotated[str, typer.Option(help="'br35h' or a folder with one subfolder per class.")]
 Device = Annotated[str, typer.Option(help="Where models train and predict: auto (a CUDA GPU when torch sees one, "
-                                          "else the CPU), cpu, cuda or cuda:N. Keys and obfuscation stay on the CPU.")]
+                                          "else the CPU), cpu, cuda or cuda:N. Keys and obfuscation stay on the CPU. "
+                                          "On a GPU, Privacy-Net 3-D and segmentation losses use two operations with "
+                                          "no deterministic CUDA kernel (max_pool3d's and nll_loss2d's backward): "
+                                          "their results may differ in the last digits from run to run.")]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
