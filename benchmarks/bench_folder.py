@@ -78,7 +78,7 @@ def scheduling_overhead(tasks: int = 2000) -> float:
     """Seconds per no-op task on a 2-worker LocalCluster, submitted one by one and gathered as completed."""
     from distributed import as_completed
 
-    from medveil.cluster import dask_client
+    from medveil.parallel.cluster import dask_client
 
     with dask_client("local", 2) as client:
         client.gather(client.map(int, range(10), pure=False))  # workers warm

@@ -103,7 +103,7 @@ def test_big_endian_input_maps_like_native():
 
 
 def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
-    from medveil._lut import KERNEL_MIN_SIZE, apply_lut
+    from medveil.schemes._lut import KERNEL_MIN_SIZE, apply_lut
 
     lut = rng.integers(0, 2**16, 2**16).astype(np.uint16)
     volume = rng.integers(0, 2**16, KERNEL_MIN_SIZE + 7).astype(np.uint16)  # large enough for the numba kernel
@@ -114,8 +114,8 @@ def test_the_compiled_look_up_for_volumes_matches_numpy(rng):
 
 @pytest.mark.parametrize("path", ["translate", "pair kernel", "permuting kernel"])
 def test_each_8_bit_path_matches_numpy_at_odd_sizes_and_offsets(rng, path, monkeypatch):
-    from medveil import _lut_kernels
-    from medveil._lut import KERNEL_MIN_SIZE, apply_lut, pair_table
+    from medveil.schemes import _lut_kernels
+    from medveil.schemes._lut import KERNEL_MIN_SIZE, apply_lut, pair_table
 
     if path == "permuting kernel" and not _lut_kernels.PERMUTES_BYTES:
         pytest.skip("this CPU has no AVX-512 VBMI (the pair kernel runs instead)")
@@ -137,7 +137,7 @@ def test_each_8_bit_path_matches_numpy_at_odd_sizes_and_offsets(rng, path, monke
 
 
 def test_values_outside_a_narrow_key_are_refused_on_the_volume_path_too(rng):
-    from medveil._lut import KERNEL_MIN_SIZE
+    from medveil.schemes._lut import KERNEL_MIN_SIZE
 
     scheme = medveil.from_key(medveil.generate_key("intensity", bits=12, signed=True, levels=300))
     volume = rng.integers(-2048, 2048, KERNEL_MIN_SIZE + 1).astype(np.int16)

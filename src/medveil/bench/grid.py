@@ -214,7 +214,7 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
             bar.set_postfix_str(f"{cell.setting.label} {cell.attack or f'utility {cell.model} seed {cell.seed}'}")
             finish(index, _computed(compute, cell, shared, secret, threads, device))
     elif todo:
-        from medveil.cluster import local_threads
+        from medveil.parallel.cluster import local_threads
 
         if threads is None and scheduler == "local":
             threads = local_threads(workers)

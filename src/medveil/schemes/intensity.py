@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from medveil._lut import apply_lut
+from medveil.schemes._lut import apply_lut
 from medveil.errors import InputError, ParameterError
 from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, register

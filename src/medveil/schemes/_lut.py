@@ -5,7 +5,7 @@ through the generic gather path with int64 index conversion; a compiled loop ove
 unsigned values reaches memcpy-like speed. See ``benchmarks/bench_intensity.py``.
 
 Loading numba and the cached parallel loop costs 0.3-1.5 s per process, far more than an image
-needs, so the compiled loop (:mod:`medveil._lut_kernels`) loads only once an array is large enough to
+needs, so the compiled loop (:mod:`medveil.schemes._lut_kernels`) loads only once an array is large enough to
 win it back: a volume. Below that, an 8-bit table goes through ``bytearray.translate`` (CPython's
 byte loop: 2.4 GB/s on a 2048x2048 radiograph, against 0.4-0.7 for NumPy's lut[x], or 1 through a table of
 byte pairs) and a 16-bit one through NumPy's take. In the compiled loop an 8-bit table is applied two
@@ -60,7 +60,7 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
         if invalid is not None and (out == invalid).any():
             raise LookupError("a value outside the table's domain")
         return out
-    from medveil._lut_kernels import PERMUTES_BYTES, gather_bytes_permuting, gather_counting, gather_parallel
+    from medveil.schemes._lut_kernels import PERMUTES_BYTES, gather_bytes_permuting, gather_counting, gather_parallel
 
     if invalid is not None:
         if gather_counting(flat_src, np.ascontiguousarray(lut), flat_out, lut.dtype.type(invalid)):

@@ -34,7 +34,7 @@ def run(work: Callable[..., Any], context: tuple, jobs: Sequence[tuple], workers
     LocalCluster of ``workers`` processes, or a scheduler's address).
     """
     if scheduler is not None:
-        from medveil.cluster import dask_client
+        from medveil.parallel.cluster import dask_client
 
         with dask_client(scheduler, workers) as client:
             yield from _run_on_dask(client, work, context, jobs)
@@ -84,7 +84,7 @@ def _init_worker(parent: int) -> None:
 def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequence[tuple]) -> Iterator[Outcome]:
     """``(index, result, error)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
-    ``context`` travels to the workers once (:func:`~medveil.cluster.scatter_secret`); task names
+    ``context`` travels to the workers once (:func:`~medveil.parallel.cluster.scatter_secret`); task names
     carry no job's arguments either. A task whose worker dies is rerun elsewhere by Dask, so ``work``
     must be safe to repeat (a folder run's outputs are written atomically: a rerun replaces nothing
     but temporaries and its own files, with the same bytes).
@@ -93,7 +93,7 @@ def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequenc
 
     from distributed import as_completed as finished
 
-    from medveil.cluster import scatter_secret
+    from medveil.parallel.cluster import scatter_secret
 
     shared = scatter_secret(client, context)
     name = uuid.uuid4().hex[:8]

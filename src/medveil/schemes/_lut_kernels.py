@@ -1,4 +1,4 @@
-"""The compiled gather loops behind :func:`medveil._lut.apply_lut` (numba; loaded only for large arrays)."""
+"""The compiled gather loops behind :func:`medveil.schemes._lut.apply_lut` (numba; loaded only for large arrays)."""
 
 from llvmlite import binding, ir
 from numba import config, njit, prange, types
