@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +49,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-import medveil
 from medveil import metrics
 from medveil._atomic import write_json
 from medveil.attacks import LearnedReconstruction, attacker_training
@@ -62,33 +60,15 @@ from medveil.data.volumes import lower_resolution, merge_classes, rician_noise
 from medveil.errors import InputError
 from medveil.evaluation.privacy import ATTACK_COLUMNS, attack_figure, attack_images
 from medveil.keys import Key
-from medveil.evaluation.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
 from medveil.nn.patches import RandomPatches
+from medveil.privacynet.report import (EXAMPLES, LABELS_ROW, REID_COLUMNS, attack_figure_name, columns, label_of, view,
+                                       volume_sections, write_figures, write_report)
 from medveil.privacynet.train import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
                                 train_privacynet, training_patch)
-from medveil.report import markdown_table, mean_std, number, pm, slug, write_csv
+from medveil.report import write_csv
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.training.loop import TrainConfig, fit
-
-REID_COLUMNS = ["reid_msssim_acc", "reid_dadv_acc", "reid_dnew_acc", "reid_map"]
-
-EXAMPLES = 3
-LABELS_ROW = "tissue labels"  # the report's reference row; not in results.csv
-
-
-def _label(lam: float | None) -> str:
-    return "plain" if lam is None else f"{lam:g}"
-
-
-def columns(data: SegmentationData) -> list[str]:
-    """results.csv's columns: Dice overall and per tissue class (background left out), then re-identification."""
-    return ["lambda", "seed", "dice_overall", *[f"dice_{c}" for c in data.class_names[1:]], *REID_COLUMNS]
-
-
-def _view(image: np.ndarray) -> np.ndarray:
-    """What a figure shows of an image: itself, or a volume's middle axial slice, anterior up."""
-    return image if image.ndim == 2 else np.rot90(image[:, :, image.shape[2] // 2])
 
 
 def _scores(segmenter, images: np.ndarray, data: SegmentationData, pairs: np.ndarray, patch: int | None) -> dict:
@@ -203,8 +183,8 @@ def _run_lambda(base, lam: float, train: SegmentationData, test: SegmentationDat
     out |= {"reid_dadv_acc": discriminator_accuracy(net.discriminator, encoded_test, pairs),
             **_new_discriminator_scores(encoded_train, train, encoded_test, test, pairs, config), "history": history,
             "key_fingerprint": key.fingerprint,
-            "examples": {"encoded": [_view(v).tolist() for v in encoded_test[:EXAMPLES]],
-                         "predicted": [_view(v).tolist() for v in segment(net.segmenter, encoded_test[:EXAMPLES], patch)]},
+            "examples": {"encoded": [view(v).tolist() for v in encoded_test[:EXAMPLES]],
+                         "predicted": [view(v).tolist() for v in segment(net.segmenter, encoded_test[:EXAMPLES], patch)]},
             **_volume_experiments(encoder, net.segmenter, train, test, transfer, config)}
     return out
 
@@ -239,14 +219,10 @@ def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: 
         attack = LearnedReconstruction(training, width=16 if patch is None else config.width, patch=patch)
         row, target, obfuscated, reconstructed = attack_images(attack, "oracle", key, test.images, own, test.name,
                                                                attacker_data, volumes=patch is not None)
-        views = [np.stack([_view(v) for v in a[:3]]) for a in (target, obfuscated, reconstructed)]
-        attack_figure(row, views[0], views[1], views[2], figures_dir / _attack_figure_name(row), examples=3)
+        views = [np.stack([view(v) for v in a[:3]]) for a in (target, obfuscated, reconstructed)]
+        attack_figure(row, views[0], views[1], views[2], figures_dir / attack_figure_name(row), examples=3)
         rows.append(row)
     return rows
-
-
-def _attack_figure_name(row: dict) -> str:
-    return slug("attack", row["params"], row["attacker_data"]) + ".png"
 
 
 def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds: int, out_dir: Path, keys_dir: Path,
@@ -273,10 +249,10 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     runs: dict[tuple[str, int], dict] = {}
     for seed in range(seeds):
         seeded = replace(config, seed=seed)
-        paths = {lam: out_dir / "runs" / f"lambda-{_label(lam)}-seed{seed}.json" for lam in [None, *lambdas]}
+        paths = {lam: out_dir / "runs" / f"lambda-{label_of(lam)}-seed{seed}.json" for lam in [None, *lambdas]}
         base = None if all(path.exists() for path in paths.values()) else pretrain(train, seeded)
         for lam, path in paths.items():
-            runs[_label(lam), seed] = _cached(path, lambda: _run_setting(base, lam, train, test, pairs, seeded, keys_dir, transfer))
+            runs[label_of(lam), seed] = _cached(path, lambda: _run_setting(base, lam, train, test, pairs, seeded, keys_dir, transfer))
     label_rows = [{"lambda": LABELS_ROW, "seed": seed,
                    **_cached(out_dir / "runs" / f"labels-seed{seed}.json",
                              lambda: _run_labels(train, test, pairs, replace(config, seed=seed)))}
@@ -289,9 +265,10 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
     rows = [_row(label, seed, run, data) for (label, seed), run in runs.items()]
     write_csv(out_dir / "results.csv", rows, columns(data))
     write_csv(out_dir / "attacks.csv", attack_rows, ATTACK_COLUMNS)
-    _figures(runs, test, pairs, [_label(lam) for lam in lambdas], out_dir / "figures")
-    _report(out_dir, rows + label_rows, attack_rows, [_label(lam) for lam in lambdas], data, train, test, config,
-            time.perf_counter() - started, command, _volume_sections(runs, ["plain", *map(_label, lambdas)]))
+    write_figures(runs, test, pairs, [label_of(lam) for lam in lambdas], out_dir / "figures")
+    write_report(out_dir, rows + label_rows, attack_rows, [label_of(lam) for lam in lambdas], data, train, test, config,
+                 time.perf_counter() - started, command,
+                 volume_sections(runs, ["plain", *map(label_of, lambdas)], list(DEGRADATIONS)))
     return rows
 
 
@@ -311,128 +288,3 @@ def _row(label: str, seed: int, run: dict, data: SegmentationData) -> dict:
             **{f"dice_{c}": dice.get(c, math.nan) for c in data.class_names[1:]}, **{k: run[k] for k in REID_COLUMNS}}
 
 
-def _figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: list[str], folder: Path) -> None:
-    from medveil.evaluation.figures import image_grid, plot_pair_distributions
-
-    shown = [lam for lam in lambdas if (lam, 0) in runs]
-    rows = []
-    for k in range(min(EXAMPLES, len(test))):
-        row = [_view(test.images[k]), _view(test.masks[k])]
-        for lam in shown:
-            row += [np.array(runs[lam, 0]["examples"]["encoded"][k]), np.array(runs[lam, 0]["examples"]["predicted"][k])]
-        rows.append(row)
-    titles = ["original", "tissue labels"] + [t for lam in shown for t in (f"encoded λ={lam}", f"segmented λ={lam}")]
-    where = "" if test.dims == 2 else ", middle axial slice of each volume"
-    image_grid(rows, titles, [f"subject {test.subjects[k]}" for k in range(len(rows))], folder / "examples.png",
-               title=f"Privacy-Net on {test.name} (test subjects, seed 0{where})")
-    distributions = [(f"λ={lam}" if lam != "plain" else "plain images", np.array(runs[lam, 0]["pair_msssim"]))
-                     for lam in ["plain", *shown] if (lam, 0) in runs]
-    plot_pair_distributions(distributions, pairs[:, 2], folder / "msssim.png")
-
-
-def _over_seeds(rows: list[dict], label: str, column: str) -> tuple[float, float]:
-    return mean_std(r.get(column, math.nan) for r in rows if r["lambda"] == label)
-
-
-def _volume_sections(runs: dict, labels: list[str]) -> list[str]:
-    """The report's robustness and transfer tables (mean Dice over seeds), beside paper PN's Tables 5 and 4."""
-    def dice(label: str, *path: str) -> dict[str, float] | None:
-        found = [run for (lab, _), run in runs.items() if lab == label]
-        for step in path:
-            found = [run[step] for run in found if step in run]
-        return {name: float(np.mean([d[name] for d in found])) for name in found[0]} if found else None
-
-    def has(label: str, part: str) -> bool:
-        return any(part in run for (lab, _), run in runs.items() if lab == label)
-
-    robustness = [(label, name, dice(label, *path), number(PN_ROBUSTNESS[name]) if label == "1" and name in PN_ROBUSTNESS
-                   else "")
-                  for label in labels if has(label, "robustness")
-                  for name, path in [("clean", ("dice",)), *[(name, ("robustness", name)) for name in DEGRADATIONS]]]
-    transfer = [(label, kind, dice(label, "transfer", kind),
-                 " / ".join(map(str, PN_TRANSFER[kind][label])) if label in PN_TRANSFER[kind] else "")
-                for label in labels if has(label, "transfer") for kind in ("fixed", "retrained")]
-    robustness_intro = [
-        "## Robustness (paper PN, Table 5): Dice on degraded test volumes", "",
-        "E and S as trained on clean volumes; the test volumes get Rician noise at 15 or 10 dB SNR (σ = mean head "
-        "intensity / 10^(SNR/20)) or half their resolution (2×2×2 blocks averaged). Paper PN reports λ = 1 only; its "
-        "overall Dice is in the last column.", ""]
-    transfer_intro = [
-        "## Transfer to another site (paper PN, Table 4): three classes", "",
-        "E fixed. `fixed`: S as trained, its outputs merged into three classes (nuclei into GM, both CSFs into CSF); "
-        "`retrained`: S retrained on the new site's encoded training volumes. Paper PN: MRBrainS, GM / WM / CSF / "
-        "overall.", ""]
-    return (_dice_table(robustness_intro, "test volumes", "paper PN (λ = 1)", robustness)
-            + _dice_table(transfer_intro, "S", "paper PN GM / WM / CSF / overall", transfer))
-
-
-def _dice_table(intro: list[str], variant: str, paper: str, rows: list[tuple[str, str, dict | None, str]]) -> list[str]:
-    """``intro`` and a table of ``(λ, variant, Dice scores, paper's figure)`` rows; nothing without rows."""
-    scored = [(label, name, scores, quoted) for label, name, scores, quoted in rows if scores is not None]
-    if not scored:
-        return []
-    classes = [c for c in scored[0][2] if c != "overall"]
-    table = [["λ", variant, "Dice overall", *classes, paper]] + [
-        [label, name, number(scores["overall"]), *[number(scores[c]) for c in classes], quoted]
-        for label, name, scores, quoted in scored]
-    return intro + markdown_table(table) + [""]
-
-
-def _report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: list[str], data: SegmentationData,
-            train: SegmentationData, test: SegmentationData, config: PrivacyNetConfig, seconds: float,
-            command: str | None, volume_sections: list[str]) -> Path:
-    labels = ["plain", *lambdas]
-    seeds = len({r["seed"] for r in rows})
-    names = columns(data)
-    dice_names = list(data.class_names[1:])
-    simulation = ("`medveil.data.segmentation` (MNI152 template, per-subject anatomy, per-scan noise, bias and jitter)"
-                  if data.dims == 2 else
-                  "`medveil.data.volumes` (MNI152 template in 3-D; identity sources in the data name; per-scan noise, "
-                  "bias and jitter)")
-    training = "whole images" if data.dims == 2 else f"{config.patch}³ patches, whole volumes by sliding windows"
-    lines = [
-        "# Privacy-Net: segmentation utility against re-identification", "",
-        f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{platform.machine()}, {torch.get_num_threads()} threads; {seconds / 60:.1f} min for what this run computed.",
-        "", f"Command: `{command}`" if command else "", "",
-        f"Data: {data.name}, {len(np.unique(data.subjects))} subjects × {len(data) // len(np.unique(data.subjects))} scans "
-        f"at {'×'.join(map(str, data.shape))}; {len(np.unique(train.subjects))} subjects train, "
-        f"{len(np.unique(test.subjects))} test ({len(test)} {'images' if data.dims == 2 else 'volumes'}, "
-        f"{len(subject_pairs(test.subjects))} balanced test pairs). Simulation: {simulation}.",
-        f"Training ({training}; U-Nets width {config.width}, depth {config.depth}): pre-training "
-        f"{config.pretrain_epochs} epochs (lr {config.pretrain_lr:g}), adversarial {config.epochs} epochs (Adam lr "
-        f"{config.lr:g}, {config.batch_pairs} pairs per step); {seeds} seed(s), mean ± std over seeds.", "",
-        "## Segmentation (Dice on test subjects) and re-identification (test pairs, 0.5 = chance)", "",
-    ]
-    lines += markdown_table(
-        [["λ", "Dice overall", *dice_names, "MS-SSIM threshold acc", "D_adv acc", "D_new acc", "mAP (D_new)"]]
-        + [[label] + [pm(_over_seeds(rows, label, c), 1, 3) for c in names[2:]] for label in [*labels, LABELS_ROW]])
-    lines += ["", f"`{LABELS_ROW}`: the same re-identification attacks on the true label maps instead of images. "
-              "Whatever S reads off an encoded image a new discriminator can read too, so an encoder that keeps "
-              "the segmentation is not expected to push D_new far below this row."]
-    lines += ["", "## Beside paper PN (PPMI, 3-D; Tables 2 and 3)", ""]
-
-    def means(label: str, columns: Sequence[str]) -> str:
-        return " / ".join(number(_over_seeds(rows, label, c)[0]) for c in columns)
-
-    lines += markdown_table(
-        [["λ", "paper Dice overall / GM / WM / CSF int. / ext.", f"ours Dice overall / {' / '.join(dice_names)}",
-          "paper re-id (MS-SSIM / D_adv / D_new / mAP)", "ours"]]
-        + [[label, " / ".join(map(str, PN_DICE[label])), means(label, names[2:-len(REID_COLUMNS)]),
-            PN_REIDENTIFICATION[label], means(label, REID_COLUMNS)] for label in labels if label in PN_DICE])
-    lines += ["", "Paper PN's encoded rows of Table 2 print three numbers for four columns in our copy; they are "
-              "quoted as printed. Its non-encoded MS-SSIM and D_new accuracies are 0.970 and 0.953.", ""]
-    lines += volume_sections
-    if attack_rows:
-        lines += ["## Learned reconstruction against the encoder as a black box (seed 0)", ""]
-        lines += markdown_table([["λ", "attacker data", "queries", "SSIM", "PSNR dB", "MS-SSIM"]] + [
-            [r["params"], r["attacker_data"], r["queries"], number(r["ssim"]), number(r["psnr"], 2), number(r["ms_ssim"])]
-            for r in attack_rows])
-        lines += [""] + [f"![{r['params']} {r['attacker_data']}](figures/{_attack_figure_name(r)})"
-                         for r in attack_rows] + [""]
-    lines += ["## Figures", "", "![examples](figures/examples.png)", "",
-              "MS-SSIM between the two images of each test pair, same subject vs different subjects:", "",
-              "![msssim](figures/msssim.png)", ""]
-    report = out_dir / "report.md"
-    report.write_text("\n".join(lines))
-    return report
