@@ -21,7 +21,7 @@ from pathlib import Path
 
 from medveil.bench import PROFILES, run_grid
 from medveil.bench.grid import Cell
-from medveil.bench.report import recommendation, summarise, write_cards
+from medveil.bench.verdicts import recommendation, summarise, write_cards
 from medveil.data import load_dataset
 from medveil.schemes import Setting
 

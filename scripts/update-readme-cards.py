@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from medveil.bench.report import cards_markdown
+from medveil.bench.verdicts import cards_markdown
 
 root = Path(__file__).resolve().parent.parent
 results = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "docs" / "results" / "bench-full"

@@ -44,7 +44,7 @@ def test_no_committed_card_says_holds_where_the_strongest_attack_beats_the_guess
     import csv
     from pathlib import Path
 
-    from medveil.bench.report import HOLDS_MARGIN
+    from medveil.bench.verdicts import HOLDS_MARGIN
 
     rows = list(csv.DictReader(open(Path(__file__).resolve().parents[1] / "docs/results/bench-full/cards.csv")))
     cards = [r for r in rows if r["verdict"] != "guess"]

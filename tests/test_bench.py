@@ -71,17 +71,17 @@ def test_bench_options_reach_their_attack_and_are_cached_apart():
 
 
 def test_a_card_whose_images_hold_but_whose_patients_link_says_links():
-    from medveil.bench.report import _card_text
+    from medveil.bench.verdicts import card_text
 
     strongest = {"ssim": 0.25, "attack": "kerckhoffs-unet", "attacker_data": "prior"}
     guess = {"ssim": 0.23, "attack": "prior-mean", "attacker_data": "prior"}
     entry = {"setting": Setting("block-shuffle", (("block", 8),)), "strongest": strongest, "strongest_guess": guess,
              "by_capability": {"ciphertext-only": strongest}, "guess": {"ciphertext-only": guess},
              "verdicts": {"ciphertext-only": "links"}}
-    assert _card_text(entry).startswith("links: no image recovered beyond the guess (best: kerckhoffs-unet (prior "
+    assert card_text(entry).startswith("links: no image recovered beyond the guess (best: kerckhoffs-unet (prior "
                                         "data), SSIM 0.25, +0.02 over the guess), but")
     entry["verdicts"] = {"ciphertext-only": "holds"}
-    assert _card_text(entry).startswith("holds: no attack tried here recovers more than the guess")
+    assert card_text(entry).startswith("holds: no attack tried here recovers more than the guess")
 
 
 def test_committed_reports_have_every_field_filled_in():
@@ -91,7 +91,7 @@ def test_committed_reports_have_every_field_filled_in():
 
 def test_a_scheme_designed_here_is_not_yet_attacked_until_an_attack_of_its_own_has_run():
     from medveil.attacks import attack_spec
-    from medveil.bench.report import NOT_YET_ATTACKED, summarise
+    from medveil.bench.verdicts import NOT_YET_ATTACKED, summarise
     from medveil.schemes import scheme_class
 
     assert scheme_class("warp-smooth").designed_here and scheme_class("block-shuffle").designed_here

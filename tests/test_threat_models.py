@@ -20,7 +20,7 @@ from medveil.attacks import (
     unregister_attack,
 )
 from medveil.attacks.base import AttackerView
-from medveil.bench import report
+from medveil.bench import verdicts
 from medveil.bench.grid import PROFILES, cells_of
 from medveil.cli import app
 from medveil.errors import InputError
@@ -134,8 +134,8 @@ def test_no_card_rates_a_setting_better_than_its_strongest_attack_beyond_the_gue
                 "ssim": 0.23, "psnr": 14.0, "ms_ssim": 0.4}]
     records = [{"cell": type("C", (), {"setting": setting, "kind": "attack", "attack": a["attack"]})(),
                 "status": "done", "result": {"row": a}} for a in attacks]
-    rows = report.summarise(records, [setting])
-    report.write_cards(tmp_path / "cards.csv", "toy", rows)
+    rows = verdicts.summarise(records, [setting])
+    verdicts.write_cards(tmp_path / "cards.csv", "toy", rows)
     import csv
 
     written = list(csv.DictReader(open(tmp_path / "cards.csv")))
@@ -147,9 +147,9 @@ def test_no_card_rates_a_setting_better_than_its_strongest_attack_beyond_the_gue
     assert float(cards["oracle"]["gain"]) == pytest.approx(0.6 - 0.23)
     # c recovers 0.02 beyond the guess: no image, but patients are re-identified at 5x chance
     assert cards["ciphertext-only"]["verdict"] == "links" and cards["ciphertext-only"]["attack"] == "c"
-    assert report._card_text(rows[0]).startswith("weak")  # the overall verdict follows the strongest column
+    assert verdicts.card_text(rows[0]).startswith("weak")  # the overall verdict follows the strongest column
     records[2]["result"]["row"] = dict(attacks[2], ssim=0.29)  # below the old absolute threshold 0.3 ...
-    partial = report.summarise(records, [setting])[0]
+    partial = verdicts.summarise(records, [setting])[0]
     assert partial["verdicts"]["ciphertext-only"] == "partial"  # ... yet 0.06 beyond the guess
 
 
