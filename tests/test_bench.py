@@ -45,8 +45,12 @@ def test_grid_caches_resumes_and_reports_a_failing_scheme(tmp_path, rng):
     assert [c.setting.label for c in calls] == ["intensity levels=1"] * 2  # only the failed cells are retried
     assert [r["status"] for r in again if r["cell"].setting.scheme != "intensity"] == ["cached"] * 3
 
-    md, page = write_report(tmp_path / "out", data, PROFILE, again, "medveil bench ...", 1.0)
-    text = md.read_text()
+    md, page = write_report(tmp_path / "out", data, PROFILE, again, "medveil bench ...")
+    text, html = md.read_bytes(), page.read_bytes()
+    write_report(tmp_path / "out", data, PROFILE, run_grid(data, PROFILE, tmp_path / "out", progress=False),
+                 "medveil bench ...")  # drawn again from the cache: the same files, byte for byte
+    assert md.read_bytes() == text and page.read_bytes() == html
+    text = text.decode()
     assert "## Privacy cards" in text and "**skk**" in text and "Failed cells" in text
     assert "U-Nets train 1 epochs" in text and "{profile." not in text  # every field of the text is filled in
     assert "ParameterError" in page.read_text() and (tmp_path / "out" / "tradeoff.png").is_file()

@@ -87,3 +87,18 @@ def test_declared_parameters_parse_by_type_and_refuse_strangers():
         parse_assignments(["bits=8"], declared, "intensity")
     with pytest.raises(ParameterError, match="must be a int"):
         parse_assignments(["levels=many"], declared, "intensity")
+
+
+def test_a_plugin_format_is_read_and_written_by_obfuscate(plugin_path, tmp_path, rng):
+    """A new format is one module (tests/plugin/medveil_toy/fmt.py) and one entry point."""
+    assert run(plugin_path, "keygen", "--scheme", "toy-shift", "-p", "offset=7", "-o", "toy.key", cwd=tmp_path).returncode == 0
+    (tmp_path / "scans").mkdir()
+    image = rng.integers(0, 256, (12, 20), dtype=np.uint8)
+    (tmp_path / "scans" / "a.toyimg").write_bytes(np.array(image.shape, "<u2").tobytes() + image.tobytes())
+    done = run(plugin_path, "obfuscate", "--key", "toy.key", "--no-progress", "--burned-in-text", "off", "--keep-names",
+               "scans", "obf", cwd=tmp_path)
+    assert done.returncode == 0 and "1 obfuscated" in done.stdout, done.stderr
+    written = (tmp_path / "obf" / "a.toyimg").read_bytes()
+    assert np.array_equal(np.frombuffer(written[4:], np.uint8).reshape(12, 20), image + np.uint8(7))
+    unplugged = subprocess.run([str(MEDVEIL), "inspect", str(tmp_path / "scans" / "a.toyimg")], capture_output=True, text=True)
+    assert unplugged.returncode == 2 and "unsupported format '.toyimg'" in unplugged.stderr  # without the plugin

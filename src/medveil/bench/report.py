@@ -83,7 +83,7 @@ def headline(recommended: list[str]) -> str:
     return "Under every threat model at once: " + last.split(": ", 1)[1].split("; ")[0]
 
 
-def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], command: str | None, seconds: float) -> tuple[Path, Path]:
+def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], command: str | None) -> tuple[Path, Path]:
     """``report.md`` and ``report.html`` in ``out_dir``; returns both paths."""
     import torch
 
@@ -107,10 +107,10 @@ def write_report(out_dir: Path, dataset, profile, records: Sequence[dict], comma
         plot_tradeoff(link_points, out_dir / "tradeoff-linkage.png",
                       f"{dataset.name}, {profile.size}×{profile.size}: linkage",
                       ((LINKAGE_FACTOR, f"links above {LINKAGE_FACTOR:g}× chance"),), loss="linkage")
+    # Nothing here depends on when or how fast the cells ran: a report drawn again from the same
+    # cached cells is the same file (the command prints the time; docs/results/README.md keeps it).
     environment = (f"medveil {medveil.__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
-                   f"{platform.machine()}, {os.cpu_count()} CPUs; {seconds / 60:.1f} min for the "
-                   f"{sum(r['status'] != 'cached' for r in records)} cells computed in this run "
-                   f"({sum(r['status'] == 'cached' for r in records)} more from the cache, computed before).")
+                   f"{platform.machine()}, {os.cpu_count()} CPUs; {len(records)} cells.")
     setup = (f"{len(dataset)} images at {profile.size}×{profile.size}, split 70/15/15 keeping near-duplicate groups "
              f"whole; scores are on the test split. Utility: {', '.join(profile.models)} (the server models), "
              f"{profile.epochs} epochs, {profile.seeds} seed(s), each with its own key; test accuracy and F1 of each "

@@ -341,11 +341,14 @@ def bench(
     started = time.perf_counter()
     data = load_dataset(dataset, chosen.size)
     records = run_grid(data, chosen, output, progress, scheduler=scheduler, workers=workers, device=device)
-    md, page = write_report(output, data, chosen, records, command_line(), time.perf_counter() - started)
+    md, page = write_report(output, data, chosen, records, command_line())
+    minutes = (time.perf_counter() - started) / 60
     failed = sum(r["status"] == "failed" for r in records)
     if as_json:
         echo_json({"cells": len(records), "cached": sum(r["status"] == "cached" for r in records), "failed": failed,
-                    "report": str(page), "markdown": str(md), "cards": str(Path(output) / "cards.csv")})
+                   "minutes": round(minutes, 2),
+                   "report": str(page), "markdown": str(md), "cards": str(Path(output) / "cards.csv")})
         return
-    typer.echo(f"{len(records)} cells ({sum(r['status'] == 'cached' for r in records)} cached, {failed} failed)")
+    typer.echo(f"{len(records)} cells ({sum(r['status'] == 'cached' for r in records)} cached, {failed} failed) "
+               f"in {minutes:.1f} min")
     typer.echo(f"report: {page} (and {md.name})")

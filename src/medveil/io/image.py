@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medveil.errors import InputError
-from medveil.plugins import Registry
+from medveil.plugins import Registry, load_plugins
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,8 @@ def format_of(path: str | os.PathLike) -> Format:
     """The format a path's name says it holds (or, with no suffix, its content); :class:`InputError` if none."""
     path = Path(path)
     suffix = suffix_of(path)
+    if suffix not in _BY_SUFFIX:
+        load_plugins(FORMATS.group)  # a plugin's format registers when its module is imported
     if suffix in _BY_SUFFIX:
         return _BY_SUFFIX[suffix]
     if suffix == "" and path.is_file():
