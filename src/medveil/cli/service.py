@@ -105,6 +105,7 @@ def client_options(
                                        "command, 'mask' blanks it before obfuscating, 'off' skips the check."),
     allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
+    """The hospital's client: obfuscates locally, then talks to a server."""
     ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": burned_in_text,
                "allow_broken": allow_broken}
 

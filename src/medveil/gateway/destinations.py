@@ -50,6 +50,7 @@ class Gated:
 
 
 class Destination(Protocol):
+    """What the gateway forwards to: a name to journal sends under, and ``send``."""
     name: str  # the spec it was made from: a node or a place, never a patient's
 
     def send(self, items: list[Gated]) -> list[str]:

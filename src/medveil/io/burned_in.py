@@ -70,6 +70,7 @@ def tessdata() -> str | None:
 
 
 def tesseract_available() -> bool:
+    """Whether Tesseract's English model is installed (the burned-in text screen needs it)."""
     return tessdata() is not None
 
 

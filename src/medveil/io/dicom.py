@@ -66,6 +66,7 @@ def _check_pixel_size(ds: pydicom.Dataset) -> None:
 
 
 def read_dicom(path: Path) -> MedicalImage:
+    """A DICOM file's stored pixel values (never rescaled) and its header, within the decoding budget."""
     import pydicom
 
     _check_inflated_size(path)
@@ -86,6 +87,7 @@ def read_dicom(path: Path) -> MedicalImage:
 
 
 def declares_burned_in_text(ds: pydicom.Dataset) -> bool:
+    """Whether the header says the pixels hold text (BurnedInAnnotation YES)."""
     return str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
 
 
@@ -127,6 +129,7 @@ _PIXEL_DESCRIPTION = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ImageT
 
 
 def write_dicom(path: Path, image: MedicalImage) -> None:
+    """Write ``image`` (its header de-identified, or refused) as Explicit VR Little Endian DICOM at ``path``."""
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 

@@ -103,6 +103,7 @@ def fit_channels(image: MedicalImage, scheme: Scheme) -> MedicalImage:
 
 
 def check_policy(policy: str) -> str:
+    """``policy`` if it is a burned-in text policy (refuse, mask, off); :class:`InputError` if not."""
     if policy not in POLICIES:
         raise InputError(f"burned-in text policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     return policy

@@ -48,6 +48,7 @@ def still_done(record: dict | None, source_sha256: str, output_size, output_sha2
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 (hex) of the file at ``path``, read a megabyte at a time."""
     with open(path, "rb") as fh:
         return sha256_stream(fh)
 

@@ -21,6 +21,7 @@ _TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name", "data_type")
 
 
 def read_nifti(path: Path) -> MedicalImage:
+    """A NIfTI file's stored values (unscaled) and its header and affine, within the decoding budget."""
     import nibabel as nib
 
     img = nib.load(path)
@@ -48,6 +49,7 @@ def deidentify(img: nib.Nifti1Image, secret: bytes = b"", *, text_masked: bool =
 
 
 def write_nifti(path: Path, image: MedicalImage) -> None:
+    """Write ``image`` as NIfTI with its source's affine, qform and sform (scaling reset for codes)."""
     src = image.meta
     header = src.header.copy()
     header.set_data_dtype(image.pixels.dtype)

@@ -49,14 +49,17 @@ def _read_pil(path: Path, fmt: str) -> MedicalImage:
 
 
 def read_png(path: Path) -> MedicalImage:
+    """A PNG's stored values (8- or 16-bit, grayscale or colour)."""
     return _read_pil(path, "png")
 
 
 def read_jpeg(path: Path) -> MedicalImage:
+    """A JPEG's 8-bit values (its obfuscated copy is written as PNG, which keeps codes exactly)."""
     return _read_pil(path, "jpeg")
 
 
 def write_png(path: Path, image: MedicalImage) -> None:
+    """Write ``image`` as PNG (8- or 16-bit grayscale, or colour)."""
     from PIL import Image
 
     pixels = image.pixels
@@ -69,6 +72,7 @@ def write_png(path: Path, image: MedicalImage) -> None:
 
 
 def read_tiff(path: Path) -> MedicalImage:
+    """A TIFF's stored values (every page), within the decoding budget."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -84,6 +88,7 @@ def read_tiff(path: Path) -> MedicalImage:
 
 
 def write_tiff(path: Path, image: MedicalImage) -> None:
+    """Write ``image`` as TIFF (grayscale, or interleaved RGB)."""
     import tifffile
 
     photometric = "rgb" if image.channel_axis is not None else "minisblack"

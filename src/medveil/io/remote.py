@@ -34,6 +34,7 @@ DICOM_HEAD = 132  # the preamble and "DICM": what recognises a suffix-less DICOM
 
 
 def is_url(location: str | os.PathLike) -> bool:
+    """Whether ``location`` is a URL (``scheme://...``) rather than a local path."""
     return isinstance(location, str) and "://" in location
 
 

@@ -48,6 +48,7 @@ def attack_figure_name(row: dict) -> str:
 
 
 def write_figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: list[str], folder: Path) -> None:
+    """The example images (plain, encoded, segmented) and the pair-score histograms, into ``folder``."""
 
     shown = [lam for lam in lambdas if (lam, 0) in runs]
     rows = []
@@ -116,6 +117,7 @@ def _dice_table(intro: list[str], variant: str, paper: str, rows: list[tuple[str
 def write_report(out_dir: Path, rows: list[dict], attack_rows: list[dict], lambdas: list[str], data: SegmentationData,
             train: SegmentationData, test: SegmentationData, config: PrivacyNetConfig, seconds: float,
             command: str | None, volume_sections: list[str]) -> Path:
+    """``out_dir/report.md``: the setup, Dice and re-identification per λ beside paper PN's, the attacks."""
     labels = ["plain", *lambdas]
     seeds = len({r["seed"] for r in rows})
     names = columns(data)

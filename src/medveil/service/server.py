@@ -42,6 +42,7 @@ DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles: pub
 
 
 class JobRequest(BaseModel):
+    """A training job: the dataset, the epochs, and the model (the task's default if none)."""
     dataset_id: str
     epochs: int = Field(30, ge=1, le=500)
     model: Optional[str] = Field(None, pattern="^[a-z0-9][a-z0-9_-]{0,39}$",
@@ -50,6 +51,7 @@ class JobRequest(BaseModel):
 
 
 class Problem(BaseModel):
+    """An error's body: one line saying what was wrong."""
     detail: str
 
 

@@ -59,10 +59,12 @@ DELETED, MISSING, BUSY = "deleted", "missing", "busy"
 
 
 def hash_token(token: str) -> str:
+    """What the store keeps of a token: its SHA-256 (hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_id() -> str:
+    """A new record id: 32 hex digits from ``secrets``."""
     return secrets.token_hex(16)
 
 

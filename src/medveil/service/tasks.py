@@ -74,6 +74,7 @@ class Task:
 
 
 class Classification(Task):
+    """Two class folders, a class per image, the server models of :mod:`medveil.nn`."""
     name, score, entries_per_image = "classification", "val_accuracy", 1
 
     def models(self) -> tuple[str, list[str]]:
@@ -116,6 +117,7 @@ class Classification(Task):
 
 
 class Segmentation(Task):
+    """Images with masks of class indices, paper PN's U-Net, the validation Dice."""
     name, score, entries_per_image, grayscale_only = "segmentation", "val_dice", 2, True
 
     def models(self) -> tuple[str, list[str]]:

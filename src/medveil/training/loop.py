@@ -41,6 +41,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`fit` did: the history per epoch and the best epoch and its score."""
     history: list[dict] = field(default_factory=list)  # one {"epoch", "train_loss", "val_loss", "val_score"} per epoch
     best_epoch: int = -1
     best_score: float = -float("inf")

@@ -28,6 +28,7 @@ def build_segmenter(classes: int) -> UNet:
 
 
 def class_names(classes: int) -> tuple[str, ...]:
+    """The names of ``classes`` mask classes: "0", "1", and so on."""
     return tuple(str(c) for c in range(classes))
 
 
