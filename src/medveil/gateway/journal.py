@@ -30,10 +30,14 @@ class Journal:
     def __init__(self, path: Path, destinations: list[str]):
         self.path = Path(path)
         self.destinations = list(destinations)
+        self._needed = set(destinations)
         self._lock = threading.Lock()
         self.received: dict[str, dict] = {}  # instance -> its received record
         self.sent: dict[str, set[str]] = {}
         self.quarantined: dict[str, str] = {}
+        # received and not done, in arrival order: kept as records are applied, so that asking what is
+        # pending costs what is pending, not everything the journal ever received
+        self._pending: dict[str, None] = {}
         if self.path.exists():
             with open(self.path, encoding="utf-8") as fh:
                 for line in fh:
@@ -51,6 +55,10 @@ class Journal:
             self.sent.setdefault(instance, set()).add(record["to"])
         elif record["event"] == "quarantined":
             self.quarantined[instance] = record["reason"]
+        if instance in self.received and not self.done(instance):
+            self._pending[instance] = None
+        else:
+            self._pending.pop(instance, None)
 
     def append(self, event: str, instance: str, **fields) -> dict:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, "instance": instance, **fields}
@@ -62,19 +70,18 @@ class Journal:
         return record
 
     def done(self, instance: str) -> bool:
-        return instance in self.quarantined or self.sent.get(instance, set()) >= set(self.destinations)
+        return instance in self.quarantined or self.sent.get(instance, set()) >= self._needed
 
     def pending(self) -> list[str]:
         """Instances received but not done, in the order they came."""
         with self._lock:
-            return [name for name in self.received if not self.done(name)]
+            return list(self._pending)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            names = list(self.received)
-            forwarded = sum(1 for name in names if name not in self.quarantined and self.done(name))
-            return {"received": len(names), "forwarded": forwarded, "quarantined": len(self.quarantined),
-                    "pending": len(names) - forwarded - len(self.quarantined)}
+            received, quarantined, pending = len(self.received), len(self.quarantined), len(self._pending)
+            return {"received": received, "forwarded": received - quarantined - pending, "quarantined": quarantined,
+                    "pending": pending}
 
     def close(self) -> None:
         self._fh.close()
