@@ -49,8 +49,8 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
     A grayscale picture stored as RGB (three equal channels) is compared as the grayscale image the
     gate obfuscated it as (:func:`medveil.io.gate.fit_channels`).
     """
-    original, other = (_gray_if_equal(image) if (original.channel_axis is None) != (other.channel_axis is None)
-                       else image for image in (original, other))
+    if (original.channel_axis is None) != (other.channel_axis is None):
+        original, other = original.gray_if_equal_channels(), other.gray_if_equal_channels()
     a, b = original.planes(), other.planes()
     _check_pair(a, b)
     data_range = pair_data_range(a, b, max(original.bits, other.bits))
@@ -59,13 +59,6 @@ def compare_images(original: MedicalImage, other: MedicalImage) -> dict[str, flo
         "ssim": float(np.mean([ssim(pa, pb, data_range, channel_axis) for pa, pb in zip(a, b)])),
         "psnr": psnr(a, b, data_range),
     }
-
-
-def _gray_if_equal(image: MedicalImage) -> MedicalImage:
-    pixels = image.pixels
-    if image.channel_axis is not None and pixels.shape[-1] == 3 and (pixels[..., :1] == pixels[..., 1:]).all():
-        return image.replace(pixels=pixels[..., 0], channel_axis=None)
-    return image
 
 
 MS_SSIM_MIN_SIDE = 2 * 16 + 1  # five scales with the smallest (3-pixel) window

@@ -31,7 +31,7 @@ from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.gateway.destinations import Destination, ForwardError, Gated
 from medveil.gateway.journal import Journal
 from medveil.io.dicom_profile import keyed_uid
-from medveil.io.gate import Gate
+from medveil.io.gate import Gate, dicom_uid_secret
 from medveil.io.manifest import run_lock
 
 log = logging.getLogger("medveil.gateway")
@@ -83,7 +83,7 @@ class Pipeline:
 
     @cached_property
     def _uids(self) -> bytes:  # the secret the gate keys UIDs with, so the audit's study is the one sent on
-        return self.gate.scheme.key.stream("io/dicom-uid").read(32)
+        return dicom_uid_secret(self.gate.scheme.key)
 
     def keyed(self, label: str) -> str:
         return hmac.new(self._names, label.encode(), hashlib.sha256).hexdigest()[:_NAME_DIGITS]

@@ -29,6 +29,7 @@ from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.burned_in import POLICIES, describe, find_text, mask_text
 from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
+from medveil.keys import Key
 from medveil.schemes import Scheme
 
 # Every way pixels or names leave the hospital, and the Gate method it goes through.
@@ -93,9 +94,8 @@ def fit_channels(image: MedicalImage, scheme: Scheme) -> MedicalImage:
     colour = image.channel_axis is not None
     if wanted is None or colour == (wanted == 3):
         return image
-    pixels = image.pixels
-    if colour and wanted == 1 and pixels.shape[-1] == 3 and (pixels[..., :1] == pixels[..., 1:]).all():
-        return image.replace(pixels=np.ascontiguousarray(pixels[..., 0]), channel_axis=None)
+    if colour and wanted == 1 and (gray := image.gray_if_equal_channels()) is not image:
+        return gray
     have = "colour" if colour else "grayscale"
     fits = f"medveil keygen --scheme {scheme.name} --param channels={3 if colour else 1}"
     raise RefusedError(f"{have} image, but this {scheme.name} key is for {'colour' if wanted == 3 else 'grayscale'} "
@@ -162,7 +162,7 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
     fmt = format_named(image.format)
     meta = image.meta
     if fmt.deidentify is not None and meta is not None:
-        meta = fmt.deidentify(meta, scheme.key.stream("io/dicom-uid").read(32), text_masked=masked, copy=copy,
+        meta = fmt.deidentify(meta, dicom_uid_secret(scheme.key), text_masked=masked, copy=copy,
                               clean_descriptors=not keep_descriptors)
     if not obfuscate:
         return image.replace(format=fmt.writes_as, meta=meta)
@@ -174,6 +174,11 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
         meta=meta,
         coded=True,
     )
+
+
+def dicom_uid_secret(key: Key) -> bytes:
+    """The secret every DICOM UID is keyed with under ``key`` (one for all files, so a study stays one study)."""
+    return key.stream("io/dicom-uid").read(32)
 
 
 def naming(error: MedveilError, path) -> InputError:

@@ -73,6 +73,14 @@ class MedicalImage:
         planes = self.planes()
         return np.rot90(planes, axes=(1, 2)) if self.format == "nifti" else planes
 
+    def gray_if_equal_channels(self) -> "MedicalImage":
+        """This image as grayscale where it is a grayscale picture stored as RGB (three equal channels, as
+        Br35H's JPEGs are); otherwise itself."""
+        pixels = self.pixels
+        if self.channel_axis is not None and pixels.shape[-1] == 3 and (pixels[..., :1] == pixels[..., 1:]).all():
+            return self.replace(pixels=np.ascontiguousarray(pixels[..., 0]), channel_axis=None)
+        return self
+
     def with_display_planes(self, planes: np.ndarray) -> "MedicalImage":
         """This image with its pixels replaced by ``planes`` laid out as :meth:`display_planes` gives them."""
         if self.format == "nifti":
