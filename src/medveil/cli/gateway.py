@@ -6,21 +6,37 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from medveil.cli._common import ALLOW_BROKEN_HELP, app, check_broken, clean_errors, fail, load_key
 
-CONFIG_HELP = "A TOML file with the whole pipeline (see `medveil check-config --help`); flags win over it."
-TO_HELP = ("Where what passes goes, repeatable: dicom://AET@HOST:PORT (C-STORE), stow:URL (DICOMweb STOW-RS), "
-           "folder:PATH.")
+# Options gateway and pull share; each is None unless given, so the config file's value stands.
+Config = Annotated[Optional[Path], typer.Option(help="A TOML file with the whole pipeline (see `medveil check-config "
+                                                     "--help`); flags win over it.")]
+KeyFile = Annotated[Optional[Path], typer.Option("--key", "-k", help="Key file from `medveil keygen`.")]
+To = Annotated[Optional[List[str]], typer.Option(help="Where what passes goes, repeatable: dicom://AET@HOST:PORT "
+                                                      "(C-STORE), stow:URL (DICOMweb STOW-RS), folder:PATH.")]
+Workdir = Annotated[Optional[Path], typer.Option(help="Spool, quarantine, journal and audit log (stays in the "
+                                                      "hospital). A restart on the same folder resumes. Default: "
+                                                      "medveil-gateway.")]
+DeidentifyOnly = Annotated[Optional[bool], typer.Option("--deidentify-only", help="De-identify, do not obfuscate.")]
+BurnedInText = Annotated[Optional[str], typer.Option(help="refuse (default: quarantined), mask or off.")]
+KeepDescriptors = Annotated[Optional[bool], typer.Option("--keep-descriptors", help="Keep free text the table does "
+                                                                                    "not list.")]
+AllowBroken = Annotated[Optional[bool], typer.Option("--allow-broken", help=ALLOW_BROKEN_HELP)]
+Batch = Annotated[Optional[int], typer.Option(min=1, help="Instances per forwarding association. Default: 32.")]
+MaxDecodedMb = Annotated[Optional[int], typer.Option(min=1, help="What one instance may decode to. Default: 2048.")]
+LogLevel = Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING (default) or ERROR, to stderr.")]
+LogJson = Annotated[Optional[bool], typer.Option("--log-json", help="Log JSON lines.")]
 
 
-def _config(config: Optional[Path], **flags):
+def _config(config: Optional[Path], deidentify_only: Optional[bool], **flags):
     from medveil.gateway.config import PipelineConfig, load
 
-    return (load(config) if config else PipelineConfig()).merged(**flags)
+    obfuscate = None if deidentify_only is None else not deidentify_only
+    return (load(config) if config else PipelineConfig()).merged(obfuscate=obfuscate, **flags)
 
 
 def _pipeline(settings):
@@ -53,24 +69,22 @@ def _counts(pipeline) -> str:
 @app.command()
 @clean_errors
 def gateway(
-    config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
-    key: Optional[Path] = typer.Option(None, "--key", "-k", help="Key file from `medveil keygen`."),
-    to: Optional[List[str]] = typer.Option(None, help=TO_HELP),
-    workdir: Optional[Path] = typer.Option(None, help="Spool, quarantine, journal and audit log (stays in the "
-                                           "hospital). A restart on the same folder resumes. Default: medveil-gateway."),
+    config: Config = None,
+    key: KeyFile = None,
+    to: To = None,
+    workdir: Workdir = None,
     ae_title: Optional[str] = typer.Option(None, help="This node's AE title. Default: MEDVEIL."),
     host: Optional[str] = typer.Option(None, help="Address to listen on. Default: 127.0.0.1."),
     port: Optional[int] = typer.Option(None, help="Port to listen on. Default: 11112."),
     calling_ae: Optional[List[str]] = typer.Option(None, help="A calling AE title to accept, repeatable. Default: any."),
-    deidentify_only: Optional[bool] = typer.Option(None, "--deidentify-only", help="De-identify, do not obfuscate."),
-    burned_in_text: Optional[str] = typer.Option(None, help="refuse (default: quarantined), mask or off."),
-    keep_descriptors: Optional[bool] = typer.Option(None, "--keep-descriptors", help="Keep free text the table "
-                                                    "does not list."),
-    allow_broken: Optional[bool] = typer.Option(None, "--allow-broken", help=ALLOW_BROKEN_HELP),
-    batch: Optional[int] = typer.Option(None, min=1, help="Instances per forwarding association. Default: 32."),
-    max_decoded_mb: Optional[int] = typer.Option(None, min=1, help="What one instance may decode to. Default: 2048."),
-    log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING (default) or ERROR, to stderr."),
-    log_json: Optional[bool] = typer.Option(None, "--log-json", help="Log JSON lines."),
+    deidentify_only: DeidentifyOnly = None,
+    burned_in_text: BurnedInText = None,
+    keep_descriptors: KeepDescriptors = None,
+    allow_broken: AllowBroken = None,
+    batch: Batch = None,
+    max_decoded_mb: MaxDecodedMb = None,
+    log_level: LogLevel = None,
+    log_json: LogJson = None,
 ):
     """Receive DICOM (C-STORE), pass each instance through the gate, forward it; refused ones go to quarantine.
 
@@ -79,9 +93,8 @@ def gateway(
     """
     from medveil.gateway import Gateway
 
-    settings = _config(config, key=key, to=to, workdir=workdir, ae_title=ae_title, host=host, port=port,
-                       calling_aes=calling_ae, obfuscate=None if deidentify_only is None else not deidentify_only,
-                       burned_in_text=burned_in_text, keep_descriptors=keep_descriptors, allow_broken=allow_broken,
+    settings = _config(config, deidentify_only, key=key, to=to, workdir=workdir, ae_title=ae_title, host=host,
+                       port=port, calling_aes=calling_ae, burned_in_text=burned_in_text, keep_descriptors=keep_descriptors, allow_broken=allow_broken,
                        batch=batch, max_decoded_mb=max_decoded_mb, log_level=log_level, log_json=log_json)
     pipeline = _pipeline(settings)
     node = Gateway(pipeline, settings.ae_title, settings.host, settings.port, settings.calling_aes)
@@ -105,32 +118,29 @@ def gateway(
 @app.command()
 @clean_errors
 def pull(
-    config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
+    config: Config = None,
     source: Optional[str] = typer.Option(None, "--from", help="The PACS: dicom://AET@HOST:PORT."),
     study: Optional[List[str]] = typer.Option(None, help="A Study Instance UID, repeatable."),
     patient: Optional[str] = typer.Option(None, help="A Patient ID."),
     dates: Optional[str] = typer.Option(None, help="Study dates, YYYYMMDD-YYYYMMDD (either end may be left open)."),
     accession: Optional[List[str]] = typer.Option(None, help="An accession number, repeatable."),
-    key: Optional[Path] = typer.Option(None, "--key", "-k", help="Key file from `medveil keygen`."),
-    to: Optional[List[str]] = typer.Option(None, help=TO_HELP),
-    workdir: Optional[Path] = typer.Option(None, help="Spool, quarantine, journal and audit log. Default: "
-                                           "medveil-gateway."),
-    deidentify_only: Optional[bool] = typer.Option(None, "--deidentify-only", help="De-identify, do not obfuscate."),
-    burned_in_text: Optional[str] = typer.Option(None, help="refuse (default: quarantined), mask or off."),
-    keep_descriptors: Optional[bool] = typer.Option(None, "--keep-descriptors", help="Keep free text the table "
-                                                    "does not list."),
-    allow_broken: Optional[bool] = typer.Option(None, "--allow-broken", help=ALLOW_BROKEN_HELP),
-    batch: Optional[int] = typer.Option(None, min=1, help="Instances per forwarding association. Default: 32."),
-    max_decoded_mb: Optional[int] = typer.Option(None, min=1, help="What one instance may decode to. Default: 2048."),
-    log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING (default) or ERROR, to stderr."),
-    log_json: Optional[bool] = typer.Option(None, "--log-json", help="Log JSON lines."),
+    key: KeyFile = None,
+    to: To = None,
+    workdir: Workdir = None,
+    deidentify_only: DeidentifyOnly = None,
+    burned_in_text: BurnedInText = None,
+    keep_descriptors: KeepDescriptors = None,
+    allow_broken: AllowBroken = None,
+    batch: Batch = None,
+    max_decoded_mb: MaxDecodedMb = None,
+    log_level: LogLevel = None,
+    log_json: LogJson = None,
 ):
     """Query a PACS (C-FIND), fetch the studies (C-GET), pass them through the gate and deliver them."""
     from medveil.gateway import Query
     from medveil.gateway import pull as pull_studies
 
-    settings = _config(config, source=source, key=key, to=to, workdir=workdir,
-                       obfuscate=None if deidentify_only is None else not deidentify_only,
+    settings = _config(config, deidentify_only, source=source, key=key, to=to, workdir=workdir,
                        burned_in_text=burned_in_text, keep_descriptors=keep_descriptors, allow_broken=allow_broken,
                        batch=batch, max_decoded_mb=max_decoded_mb, log_level=log_level, log_json=log_json)
     if settings.source is None:

@@ -103,16 +103,13 @@ class Pipeline:
             sop, study = "sha256:" + hashlib.sha256(encoded).hexdigest(), ""
         instance = self.keyed("instance:" + sop)
         if instance in self.journal.received:
-            audit.info("duplicate", extra={"audit": {"calling_ae": calling_ae, "instance": instance,
-                                                      "study": self.journal.received[instance]["study"],
-                                                      "action": "duplicate"}})
+            _audit("duplicate", instance, {**self.journal.received[instance], "calling_ae": calling_ae})
             return True
         with atomic_path(self._spooled(instance)) as tmp:  # synced before its name appears
             tmp.write_bytes(encoded)
         study_pseudonym = keyed_uid(study, self._uids) if study else ""
-        self.journal.append("received", instance, study=study_pseudonym, calling_ae=calling_ae)
-        audit.info("received", extra={"audit": {"calling_ae": calling_ae, "instance": instance,
-                                                  "study": study_pseudonym, "action": "received"}})
+        _audit("received", instance, self.journal.append("received", instance, study=study_pseudonym,
+                                                          calling_ae=calling_ae))
         with self._wake:
             self._wake.notify()
         return True
@@ -178,9 +175,7 @@ class Pipeline:
             os.replace(spooled, kept)
         (self.workdir / "quarantine" / f"{instance}.txt").write_text(f"{error}\n")  # the full line, for people
         self.journal.append("quarantined", instance, reason=reason)
-        audit.warning("quarantined", extra={"audit": {"calling_ae": received["calling_ae"], "instance": instance,
-                                                       "study": received["study"], "action": "quarantined",
-                                                       "reason": reason}})
+        _audit("quarantined", instance, received, reason)
 
     def _forward(self, items: list[Gated]) -> None:
         for dest in self.destinations:
@@ -199,10 +194,7 @@ class Pipeline:
                 log.warning("%s: held %d of %d instance(s); the others stay pending", dest.name, len(held), len(todo))
         for item in items:
             if self.journal.done(item.instance):
-                received = self.journal.received[item.instance]
-                audit.info("forwarded", extra={"audit": {"calling_ae": received["calling_ae"],
-                                                          "instance": item.instance, "study": received["study"],
-                                                          "action": "forwarded"}})
+                _audit("forwarded", item.instance, self.journal.received[item.instance])
                 item.path.unlink(missing_ok=True)
                 self._spooled(item.instance).unlink(missing_ok=True)  # the plain copy goes once it is delivered
 
@@ -215,6 +207,14 @@ class Pipeline:
         self._held.close()
         audit.removeHandler(self._audit_file)
         self._audit_file.close()
+
+
+def _audit(action: str, instance: str, received: dict, reason: str | None = None) -> None:
+    """One audit line: the action on ``instance``, with the calling AE and keyed study of its ``received`` record."""
+    fields = {"calling_ae": received["calling_ae"], "instance": instance, "study": received["study"], "action": action}
+    if reason is not None:
+        fields["reason"] = reason
+    audit.log(logging.WARNING if action == "quarantined" else logging.INFO, action, extra={"audit": fields})
 
 
 def _audit_handler(path: Path) -> logging.Handler:
