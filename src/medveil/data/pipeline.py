@@ -14,6 +14,7 @@ runs per item.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -89,15 +90,17 @@ class ImageTensors(Dataset):
 
     def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item, normalised (not augmented): ``(n, C, H, W)`` float32 and the labels ``(n,)`` float32."""
-        if not hasattr(self, "_tensors"):
-            x = torch.from_numpy(channels_first(self.images).astype(np.float32))
-            if self.scale == "minmax":  # per image, over all its channels, as minmax() does
-                lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
-                x = torch.where(hi > lo, (x - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0)
-            else:
-                x = x / np.iinfo(self.images.dtype).max
-            self._tensors = (x, torch.from_numpy(np.asarray(self.labels, np.float32)))
-        return self._tensors
+        return self._normalised
+
+    @cached_property
+    def _normalised(self) -> tuple[torch.Tensor, torch.Tensor]:  # once per dataset, for items and batches alike
+        x = torch.from_numpy(channels_first(self.images).astype(np.float32))
+        if self.scale == "minmax":  # per image, over all its channels, as minmax() does
+            lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+            x = torch.where(hi > lo, (x - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0)
+        else:
+            x = x / np.iinfo(self.images.dtype).max
+        return x, torch.from_numpy(np.asarray(self.labels, np.float32))
 
     def __getitem__(self, i: int):
         x, y = self.as_tensors()

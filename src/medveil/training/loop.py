@@ -12,7 +12,7 @@ import copy
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sized, cast
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -69,16 +69,19 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
     return torch.cat(outputs), torch.cat(targets)
 
 
-def batches(data: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-            augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(data: Dataset, batch_size: int, device: torch.device,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(input, target)`` batches of ``data`` on ``device``, shuffled by ``generator`` when one is given.
 
     A dataset that gives its whole content as tensors (``data.as_tensors()``, as every one in
-    :mod:`medveil.data.pipeline` does) is moved to the device once and cut there, and ``augment``
-    (a batch-wise callable, :meth:`~medveil.data.pipeline.RandomAffine.batch`) moves a whole
-    batch at once; any other dataset goes through a DataLoader, item by item.
+    :mod:`medveil.data.pipeline` does) is moved to the device once and cut there, and its
+    ``augment``, where it has one, moves a whole batch at once (its ``batch`` form,
+    :meth:`~medveil.data.pipeline.RandomAffine.batch`). Any other dataset, or one whose augmentation
+    has no batch form, goes through a DataLoader, item by item.
     """
-    if not hasattr(data, "as_tensors"):
+    item_augment = getattr(data, "augment", None)
+    augment = getattr(item_augment, "batch", None)
+    if not hasattr(data, "as_tensors") or (item_augment is not None and augment is None):
         for x, y in DataLoader(data, batch_size=batch_size, shuffle=generator is not None, generator=generator):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         return
@@ -141,16 +144,12 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
             torch.set_rng_state(state["torch_rng"].cpu())
             result, best_state, start = state["result"], state["best_model"], state["epoch"] + 1
 
-        # Whole-tensor datasets augment a batch at a time (their augment's batch form); others per item.
-        augment = getattr(getattr(train, "augment", None), "batch", None) if hasattr(train, "as_tensors") else None
-        whole = hasattr(train, "as_tensors") and (getattr(train, "augment", None) is None or augment is not None)
-        source = train if whole else _Items(train)
         bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
                    initial=start, total=config.epochs)
         for epoch in bar:
             model.train()
             total, count = 0.0, 0
-            for x, y in batches(source, config.batch_size, device, generator, augment):
+            for x, y in batches(train, config.batch_size, device, generator):
                 optimizer.zero_grad()
                 loss = loss_fn(model(_fast_layout(x)), y)
                 loss.backward()
@@ -176,19 +175,6 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, loss_fn: Callable
                 config.on_epoch(record)
         model.load_state_dict(best_state)
     return result
-
-
-class _Items(Dataset):
-    """A dataset seen item by item only (its augmentation has no batch form)."""
-
-    def __init__(self, data: Dataset):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(cast(Sized, self.data))
-
-    def __getitem__(self, i: int):
-        return self.data[i]
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
