@@ -231,10 +231,10 @@ def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, wor
     unwalkable: list[tuple[str, str]] = []
     hidden: list[str] = []
     files = source.walk(unwalkable, hidden)
-    chosen = [rel for rel in files if (not include or any(fnmatchcase(rel, p) for p in include))
-              and not any(fnmatchcase(rel, p) for p in exclude)]
-    filtered = [rel for rel in files if rel not in set(chosen)]
-    files = chosen
+    taken = [(not include or any(fnmatchcase(rel, p) for p in include)) and not any(fnmatchcase(rel, p) for p in exclude)
+             for rel in files]
+    filtered = [rel for rel, take in zip(files, taken) if not take]
+    files = [rel for rel, take in zip(files, taken) if take]
     if not files and filtered:
         raise InputError(f"{source}: --include/--exclude leave none of its {len(filtered)} files")
     if not files and not unwalkable:
