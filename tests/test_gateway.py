@@ -163,24 +163,45 @@ def test_a_killed_gateway_resumes_with_nothing_lost_or_sent_twice(tmp_path, orth
 
 
 @needs_orthanc
-def test_pull_fetches_a_study_from_orthanc_through_the_gate(tmp_path, orthanc, dicom_dir, key16):
+def test_pull_fetches_a_study_from_orthanc_through_the_gate_into_a_folder_and_the_service(tmp_path, orthanc, dicom_dir,
+                                                                                          key16):
+    from medveil.service.client import Client
+    from medveil.service.server import local_server
+    from medveil.service.store import Store
+
     study = ct_study(tmp_path / "study", dicom_dir / "CT_small.dcm", instances=6, series=2)
     other = ct_study(tmp_path / "other", dicom_dir / "CT_small.dcm", instances=2, series=1)
     for path in study + other:
         orthanc.upload(path)
-    uid = pydicom.dcmread(study[0]).StudyInstanceUID
-    args = ["pull", "--from", orthanc.node, "--study", uid, "-k", str(key16), "--to", f"folder:{tmp_path / 'out'}",
-            "--workdir", str(tmp_path / "work"), "--burned-in-text", "off"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "6 received, 6 forwarded, 0 quarantined, 0 pending" in result.output
-    delivered = sorted((tmp_path / "out").rglob("*.dcm"))
-    assert len(delivered) == 6 and len({p.parent for p in delivered}) == 2  # STUDY/SERIES/INSTANCE.dcm
-    planted = secrets_of(study)
-    assert not [s for s in planted for p in delivered if s in p.read_bytes() or s in str(p).encode()]
-    again = runner.invoke(app, args)  # pulling again forwards nothing twice
-    assert again.exit_code == 0 and "6 received, 6 forwarded" in again.output
-    assert len(sorted((tmp_path / "out").rglob("*.dcm"))) == 6
+    token = Store(tmp_path / "srv").create_token("hospital")
+    with local_server(tmp_path / "srv") as url:
+        def pull(uid, label, workdir):
+            return runner.invoke(app, ["pull", "--from", orthanc.node, "--study", uid, "-k", str(key16),
+                                       "--to", f"folder:{tmp_path / 'out'}",
+                                       "--to", f"service:{url}?dataset=cohort&label={label}&size=32",
+                                       "--workdir", str(tmp_path / workdir), "--burned-in-text", "off"],
+                                 env={"MEDVEIL_TOKEN": token})
+
+        uid = pydicom.dcmread(study[0]).StudyInstanceUID
+        result = pull(uid, "tumour", "work")
+        assert result.exit_code == 0, result.output
+        assert "6 received, 6 forwarded, 0 quarantined, 0 pending" in result.output
+        delivered = sorted((tmp_path / "out").rglob("*.dcm"))
+        assert len(delivered) == 6 and len({p.parent for p in delivered}) == 2  # STUDY/SERIES/INSTANCE.dcm
+        planted = secrets_of(study)
+        assert not [s for s in planted for p in delivered if s in p.read_bytes() or s in str(p).encode()]
+        check_in_service(tmp_path / "srv", study, key16)
+        again = pull(uid, "tumour", "work")  # pulling again forwards nothing twice
+        assert again.exit_code == 0 and "6 received, 6 forwarded" in again.output
+        assert len(sorted((tmp_path / "out").rglob("*.dcm"))) == 6
+        check_in_service(tmp_path / "srv", study, key16)
+
+        cohort = pull(pydicom.dcmread(other[0]).StudyInstanceUID, "clear", "work-clear")  # the other class
+        assert cohort.exit_code == 0, cohort.output
+        with Client(url, token, medveil.Key.load(key16)) as client:
+            (dataset,) = client.datasets()
+            assert (dataset["images"], dataset["classes"], dataset["bits"]) == (8, ["tumour", "clear"], 16)
+            assert client.wait(client.train(dataset["id"], epochs=1)["id"], poll=0.2)["status"] == "done"
 
 
 @needs_orthanc
@@ -244,3 +265,69 @@ def test_one_pipeline_per_working_folder(tmp_path, key16):
         Pipeline(gate, [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work")
     first.close()
     Pipeline(gate, [destination(f"folder:{tmp_path / 'out'}")], tmp_path / "work").close()  # free again
+
+
+def service_dataset(data_dir) -> tuple[np.ndarray, list[str]]:
+    """The one dataset a test server holds: its images and their member names."""
+    stored = list((data_dir / "datasets").glob("*.npz"))
+    assert len(stored) == 1, stored
+    with np.load(stored[0]) as data:
+        return data["images"], data["names"].tolist()
+
+
+def check_in_service(data_dir, study, key, size=32):
+    """Every instance of ``study`` in the service's dataset once, as the key's codes of the plain slice read
+    through the gate at ``size``; no planted PHI, no original UID in anything the server stored."""
+    from medveil.data import load_image
+
+    images, names = service_dataset(data_dir)
+    assert len(images) == len(set(names)) == len(study)
+    scheme = medveil.from_key(medveil.Key.load(key))
+    expected = {scheme(load_image(p, size, stored=True)).tobytes() for p in study}
+    assert {image.tobytes() for image in images} == expected
+    planted = secrets_of(study)
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            raw = path.read_bytes()
+            assert not [s for s in planted if s in raw or s in str(path).encode()], path
+
+
+def test_the_gateway_adds_each_instance_to_a_service_dataset_once(tmp_path, dicom_dir, key16, monkeypatch):
+    from medveil.service.server import local_server
+    from medveil.service.store import Store
+
+    study = ct_study(tmp_path / "study", dicom_dir / "CT_small.dcm", instances=6, series=2)
+    monkeypatch.setenv("MEDVEIL_TOKEN", Store(tmp_path / "srv").create_token("hospital"))
+    gate = Gate(medveil.from_key(medveil.Key.load(key16)), "off")
+    with local_server(tmp_path / "srv") as url:
+        spec = f"service:{url}?dataset=cohort&label=tumour&size=32"
+        pipeline = Pipeline(gate, [destination(spec, gate)], tmp_path / "work")
+        for path in study[:4]:
+            pipeline.receive(path.read_bytes(), "CT01")
+        journal_line = pipeline.journal.append
+
+        def crash(event, *args, **kwargs):  # the service stored the batch; the process dies before the journal says so
+            if event == "sent":
+                raise KeyboardInterrupt
+            return journal_line(event, *args, **kwargs)
+
+        pipeline.journal.append = crash
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run_pending()
+        pipeline.close()
+        assert len(service_dataset(tmp_path / "srv")[0]) == 4
+        pipeline = Pipeline(gate, [destination(spec, gate)], tmp_path / "work")
+        for path in study[4:]:
+            pipeline.receive(path.read_bytes(), "CT01")
+        assert pipeline.run_pending() == 0
+        assert pipeline.counts() == {"received": 6, "forwarded": 6, "quarantined": 0, "pending": 0}
+        pipeline.close()
+    check_in_service(tmp_path / "srv", study, key16)
+    with pytest.raises(InputError, match="dataset=NAME&label=CLASS&size=N"):
+        destination("service:http://127.0.0.1:1?dataset=x&size=32", gate)  # no label
+    with pytest.raises(InputError, match="letters, digits"):
+        destination("service:http://127.0.0.1:1?dataset=x&label=Doe Jane&size=32", gate)
+    monkeypatch.delenv("MEDVEIL_TOKEN")
+    with pytest.raises(InputError, match="MEDVEIL_TOKEN"):
+        destination("service:http://127.0.0.1:1?dataset=x&label=a&size=32", gate)
+    destination("service:http://127.0.0.1:1?dataset=x&label=a&size=32")  # a config check needs no token

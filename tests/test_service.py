@@ -618,3 +618,38 @@ def test_tasks_are_a_registry_the_server_asks():
     with pytest.raises(ValueError, match="registered twice"):
         TASKS.add("segmentation", Task())
     assert {TASKS[name].score for name in TASKS.names()} == {"val_accuracy", "val_dice"}
+
+
+def _append(http, token, dataset_id, archive, fingerprint="0" * 32):
+    return http.post(f"/datasets/{dataset_id}/images", headers={"Authorization": f"Bearer {token}"},
+                     files={"archive": ("d.zip", archive, "application/zip")}, data={"fingerprint": fingerprint})
+
+
+def test_a_dataset_grows_by_appending_and_the_same_images_twice_add_nothing(secured, rng):
+    http, tokens, tmp_path = secured
+    alice = {"Authorization": f"Bearer {tokens['alice']}"}
+    first = {f"tumour/{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(3)}
+    created = _upload(http, tokens["alice"], png_zip(first))
+    assert created.status_code == 201, created.text
+    dataset_id = created.json()["id"]
+    refused = http.post("/jobs", headers=alice, json={"dataset_id": dataset_id})
+    assert refused.status_code == 422 and "two classes" in refused.json()["detail"]
+
+    second = {f"clear/{i + 3}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(2)}
+    grown = _append(http, tokens["alice"], dataset_id, png_zip(second | {"tumour/0.png": first["tumour/0.png"]}))
+    assert grown.status_code == 200, grown.text
+    assert (grown.json()["images"], grown.json()["added"], grown.json()["already_held"]) == (5, 2, 1)
+    assert grown.json()["classes"] == ["tumour", "clear"]
+    again = _append(http, tokens["alice"], dataset_id, png_zip(second))
+    assert (again.json()["images"], again.json()["added"]) == (5, 0)
+    with np.load(tmp_path / "srv" / "datasets" / f"{dataset_id}.npz") as stored:
+        images, labels = stored["images"], stored["labels"]
+    assert np.array_equal(images[3], second["clear/3.png"]) and labels.tolist() == [0, 0, 0, 1, 1]
+
+    third = png_zip({"other/9.png": rng.integers(0, 256, (16, 16), dtype=np.uint8)})
+    assert _append(http, tokens["alice"], dataset_id, third).status_code == 400  # a third class
+    wrong_size = png_zip({"clear/9.png": rng.integers(0, 256, (24, 24), dtype=np.uint8)})
+    assert "dataset's are (16, 1, 8)" in _append(http, tokens["alice"], dataset_id, wrong_size).json()["detail"]
+    assert _append(http, tokens["alice"], dataset_id, png_zip(second), "1" * 32).status_code == 400  # another key
+    assert _append(http, tokens["bob"], dataset_id, png_zip(second)).status_code == 404  # another tenant's
+    assert http.post("/jobs", headers=alice, json={"dataset_id": dataset_id, "epochs": 1}).status_code == 202

@@ -17,7 +17,9 @@ Config = Annotated[Optional[Path], typer.Option(help="A TOML file with the whole
                                                      "--help`); flags win over it.")]
 KeyFile = Annotated[Optional[Path], typer.Option("--key", "-k", help="Key file from `medveil keygen`.")]
 To = Annotated[Optional[List[str]], typer.Option(help="Where what passes goes, repeatable: dicom://AET@HOST:PORT "
-                                                      "(C-STORE), stow:URL (DICOMweb STOW-RS), folder:PATH.")]
+                                                      "(C-STORE), stow:URL (DICOMweb STOW-RS), folder:PATH, "
+                                                      "service:URL?dataset=NAME&label=CLASS&size=N (the medveil "
+                                                      "service; token in MEDVEIL_TOKEN).")]
 Workdir = Annotated[Optional[Path], typer.Option(help="Spool, quarantine, journal and audit log (stays in the "
                                                       "hospital). A restart on the same folder resumes. Default: "
                                                       "medveil-gateway.")]
@@ -51,14 +53,15 @@ def _pipeline(settings):
     if settings.key is None:
         fail("no key: give --key or `key = ...` in the config file")
     if not settings.to:
-        fail("no destination: give --to (dicom://AET@HOST:PORT, stow:URL, folder:PATH) or `to = [...]` in the config")
+        fail("no destination: give --to (dicom://AET@HOST:PORT, stow:URL, folder:PATH, service:URL?...) or `to = [...]` "
+             "in the config")
     key = load_key(settings.key)
     if settings.obfuscate:
         check_broken(key, settings.allow_broken, "gateway")
     os.environ[BUDGET_ENV] = str(settings.max_decoded_mb)
     gate = Gate(from_key(key), settings.burned_in_text, keep_descriptors=settings.keep_descriptors,
                 obfuscate=settings.obfuscate)
-    return Pipeline(gate, [destination(spec) for spec in settings.to], settings.workdir, batch=settings.batch)
+    return Pipeline(gate, [destination(spec, gate) for spec in settings.to], settings.workdir, batch=settings.batch)
 
 
 def _counts(pipeline) -> str:

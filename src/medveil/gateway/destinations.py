@@ -4,26 +4,38 @@ A destination is written as one string, in a config file and on the command line
 
 - ``dicom://AET@HOST:PORT``: a DICOM node, by C-STORE (pynetdicom), one association per batch;
 - ``stow:URL``: a DICOMweb server's STOW-RS (``URL/studies``), one request per batch;
-- ``folder:PATH``: a local folder, ``STUDY/SERIES/INSTANCE.dcm`` under keyed names.
+- ``folder:PATH``: a local folder, ``STUDY/SERIES/INSTANCE.dcm`` under keyed names;
+- ``service:URL?dataset=NAME&label=CLASS&size=N``: the medveil service, as ``medveil client upload``
+  sends to it: each instance read through the gate (:meth:`medveil.io.Gate.read`), resized to ``N``,
+  obfuscated by the client, and added as ``CLASS/INSTANCE.png`` to the tenant's dataset ``NAME``
+  (created under this key by the first batch), one request per series. The token comes from the
+  ``MEDVEIL_TOKEN`` environment variable, never from the spec, which is logged and journaled.
 
-Every destination receives only gated files, named by keyed pseudonyms. Sending an instance again
-(after a crash between a destination's answer and the journal's line) is harmless at each of them:
-its keyed SOP Instance UID is the same, so a PACS keeps one copy and a folder one file.
+Every destination receives only gated files or pixels, named by keyed pseudonyms. Sending an instance
+again (after a crash between a destination's answer and the journal's line) is harmless at each of
+them: its keyed SOP Instance UID is the same, so a PACS keeps one copy, a folder one file, and the
+service skips an image name its dataset holds.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Callable, Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from medveil._atomic import atomic_path
 from medveil.errors import InputError, MedveilError
 from medveil.plugins import Registry
+
+if TYPE_CHECKING:
+    from medveil.io.gate import Gate
 
 log = logging.getLogger("medveil.gateway")
 
@@ -40,13 +52,15 @@ class ForwardError(MedveilError):
 
 @dataclass(frozen=True)
 class Gated:
-    """One instance that passed the gate: its keyed names, its SOP class, and the gated file."""
+    """One instance that passed the gate: its keyed names, its SOP class, the gated file, and the file as
+    received (for a destination that reads its pixels through the gate itself, the service's)."""
 
     instance: str
     study: str
     series: str
     sop_class: str
     path: Path
+    source: Path
 
 
 class Destination(Protocol):
@@ -57,16 +71,18 @@ class Destination(Protocol):
         """Deliver ``items``; the instances the destination now holds (raise ForwardError if none could go)."""
 
 
-DESTINATIONS: Registry[Callable[[str], Destination]] = Registry("destination kind", "medveil.destinations",
-                                                                missing=InputError)
+# A kind is made from its spec and the pipeline's gate (None when a config file is only checked).
+DESTINATIONS: Registry[Callable[[str, "Gate | None"], Destination]] = Registry("destination kind",
+                                                                              "medveil.destinations", missing=InputError)
 
 
-def destination(spec: str) -> Destination:
-    """The destination ``spec`` names (``dicom://AET@HOST:PORT``, ``stow:URL``, ``folder:PATH``)."""
+def destination(spec: str, gate: Gate | None = None) -> Destination:
+    """The destination ``spec`` names (``dicom://AET@HOST:PORT``, ``stow:URL``, ``folder:PATH``, ``service:URL?...``),
+    for a pipeline through ``gate``; without a gate, ``spec`` is only checked."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise InputError(f"destination {spec!r}: write KIND:WHERE, KIND one of {', '.join(DESTINATIONS.names())}")
-    return DESTINATIONS[kind](spec)
+    return DESTINATIONS[kind](spec, gate)
 
 
 def dicom_node(spec: str) -> tuple[str, str, int]:
@@ -86,7 +102,7 @@ def dicom_node(spec: str) -> tuple[str, str, int]:
 class DicomNode:
     """A DICOM destination by C-STORE: one association per batch, a context per SOP class in it."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, gate: Gate | None = None):
         self.name = spec
         self.ae_title, self.host, self.port = dicom_node(spec)
 
@@ -120,7 +136,7 @@ class DicomNode:
 class StowRs:
     """A DICOMweb destination by STOW-RS: one multipart/related POST of a batch to ``URL/studies``."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, gate: Gate | None = None):
         self.name = spec
         self.url = spec.partition(":")[2].rstrip("/")
         if urlsplit(self.url).scheme not in ("http", "https"):
@@ -160,7 +176,7 @@ def _stow_refused(response) -> int:
 class Folder:
     """A local folder: ``STUDY/SERIES/INSTANCE.dcm`` under the keyed names, each written atomically."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, gate: Gate | None = None):
         self.name = spec
         self.root = Path(spec.partition(":")[2])
 
@@ -173,6 +189,66 @@ class Folder:
         return [item.instance for item in items]
 
 
+class Service:
+    """The medveil service (see the module's docstring): a dataset grows by one request per series."""
+
+    _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+    def __init__(self, spec: str, gate: Gate | None = None):
+        self.name = spec
+        parts = urlsplit(spec.partition(":")[2])
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        usage = f"service destination {spec!r}: write service:http(s)://HOST:PORT?dataset=NAME&label=CLASS&size=N"
+        if parts.scheme not in ("http", "https") or not parts.netloc or set(query) != {"dataset", "label", "size"}:
+            raise InputError(usage)
+        if not self._LABEL.match(query["label"]) or not self._LABEL.match(query["dataset"]):
+            raise InputError(f"{usage} (dataset and label: letters, digits, '-' and '_'; they reach the server)")
+        if not query["size"].isdigit() or not 8 <= int(query["size"]) <= 1024:
+            raise InputError(f"{usage} (size: the images' side in pixels, 8 to 1024)")
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        self.dataset, self.label, self.size = query["dataset"], query["label"], int(query["size"])
+        self.gate = gate
+        if gate is not None and not os.environ.get("MEDVEIL_TOKEN"):
+            raise InputError(f"{spec}: set MEDVEIL_TOKEN to the service token (medveil token create)")
+
+    def send(self, items: list[Gated]) -> list[str]:
+        from medveil.service.client import Client, ServiceError
+
+        assert self.gate is not None, "a destination made without a gate only checks its spec"
+        held: list[str] = []
+        with Client(self.url, os.environ["MEDVEIL_TOKEN"], self.gate.scheme.key,
+                    burned_in_text=self.gate.burned_in_text) as client:
+            for _, series in itertools.groupby(sorted(items, key=lambda i: i.series), key=lambda i: i.series):
+                group = list(series)
+                try:
+                    held += self._add(client, group)
+                except ServiceError as exc:
+                    if not held:
+                        raise ForwardError(f"{self.name}: {exc}") from None
+                    log.warning("%s: a series stays pending: %s", self.name, exc)
+                    break
+        return held
+
+    def _add(self, client, group: list[Gated]) -> list[str]:
+        """Add ``group`` in one request; if the gate refuses a file of it, each file alone (the refused
+        stay pending, said once per try). The instances the dataset now holds."""
+        def add(batch: list[Gated]) -> list[str]:
+            client.add_files([i.source for i in batch], [i.instance for i in batch], self.label, self.size, self.dataset)
+            return [i.instance for i in batch]
+
+        try:
+            return add(group)
+        except InputError:
+            held = []
+            for item in group:
+                try:
+                    held += add([item])
+                except InputError as exc:
+                    log.warning("%s: instance %s not sent (%s)", self.name, item.instance, exc.__class__.__name__)
+            return held
+
+
 DESTINATIONS.add("dicom", DicomNode)
 DESTINATIONS.add("stow", StowRs)
 DESTINATIONS.add("folder", Folder)
+DESTINATIONS.add("service", Service)

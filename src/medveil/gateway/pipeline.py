@@ -67,7 +67,8 @@ class Pipeline:
         for sub in ("spool", "gated", "quarantine"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         if not self.destinations:
-            raise InputError("no destination: give at least one (dicom://AET@HOST:PORT, stow:URL, folder:PATH)")
+            raise InputError("no destination: give at least one (dicom://AET@HOST:PORT, stow:URL, folder:PATH, "
+                             "service:URL?dataset=NAME&label=CLASS&size=N)")
         self._held = ExitStack()  # one gateway or pull per working folder, released by the kernel if it dies
         self._held.enter_context(run_lock(self.workdir / "journal.jsonl", self.workdir))
         self.journal = Journal(self.workdir / "journal.jsonl", [d.name for d in self.destinations])
@@ -165,7 +166,7 @@ class Pipeline:
                 continue
             passed.append(Gated(instance, self.keyed("study:" + str(header.get("StudyInstanceUID", ""))),
                                 self.keyed("series:" + str(header.get("SeriesInstanceUID", ""))),
-                                str(header.SOPClassUID), gated))
+                                str(header.SOPClassUID), gated, spooled))
         return passed
 
     def _quarantine(self, instance: str, received: dict, error: MedveilError) -> None:

@@ -37,7 +37,8 @@ ENTRY_POINTS = {
     "medveil obfuscate FILE": "Gate.write",
     "medveil obfuscate FOLDER (one process, --workers, --scheduler, fsspec URLs)": "Gate.write, Gate.name",
     "medveil deidentify FILE / FOLDER (the gate with obfuscate=False)": "Gate.write, Gate.name",
-    "medveil gateway / medveil pull (medveil.gateway.Pipeline: spool, gate, forward)": "Gate.write",
+    "medveil gateway / medveil pull (medveil.gateway.Pipeline: spool, gate, forward)":
+        "Gate.write, then Gate.read for the service destination",
     "medveil client upload / Client.upload_folder / upload_segmentation_folder": "Gate.read",
     "medveil client predict / Client.predict_files": "Gate.read",
     "Client.upload / upload_segmentation / predict (arrays the caller made)": "Gate.screen",

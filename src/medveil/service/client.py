@@ -138,6 +138,23 @@ class Client:
         dataset = load_folder(root, size, stored=self.stored_samples, read=self.gate.read)  # screened at full size
         return self._upload_classes(dataset.images, dataset, name or self.gate.name(Path(root).name))
 
+    def add_files(self, files: Sequence[Path], names: Sequence[str], label: str, size: int, dataset: str) -> dict:
+        """Read ``files`` through the gate at ``size``, obfuscate them, and add them as ``LABEL/NAME.png`` to this
+        tenant's classification dataset called ``dataset`` under this key, which the first call creates.
+
+        ``names`` reach the server: give keyed pseudonyms (the gateway gives each instance's). An image
+        whose name the dataset holds already is skipped, so a repeated call adds nothing. Returns the
+        dataset's record with ``added`` and ``already_held``.
+        """
+        images = self.obfuscate(self.read_images(files, size, rgb=self.scheme.channels == 3))
+        members = {f"{label}/{name}.png": image for name, image in zip(names, images)}
+        found = [d for d in self.datasets() if (d["name"], d["fingerprint"], d["task"])
+                 == (dataset, self.key.fingerprint, "classification")]
+        if not found:
+            return {**self._upload(members, dataset, "classification"), "added": len(members), "already_held": 0}
+        return self._call("POST", f"/datasets/{found[0]['id']}/images", data={"fingerprint": self.key.fingerprint},
+                          files={"archive": ("images.zip", _zip(members), "application/zip")})
+
     def read_images(self, files: Sequence[Path], size: int, rgb: bool = False) -> np.ndarray:
         """Image files as :meth:`upload_folder` reads them (through the gate), ``(n, size, size[, 3])``."""
         return np.stack([load_image(f, size, rgb=rgb, stored=self.stored_samples, read=self.gate.read) for f in files])
@@ -145,6 +162,10 @@ class Client:
     def train(self, dataset_id: str, epochs: int = 30, model: str | None = None) -> dict:
         """Start a training job; ``model`` defaults to cnn for classification, unet for segmentation."""
         return self._call("POST", "/jobs", json={"dataset_id": dataset_id, "epochs": epochs, "model": model})
+
+    def datasets(self) -> list[dict]:
+        """This tenant's datasets, oldest first, as the server records them."""
+        return self._call("GET", "/datasets")
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/jobs/{job_id}")

@@ -138,6 +138,10 @@ def _job_view(job: dict) -> dict:
             "message": job["message"], "model_id": job["model_id"]}
 
 
+def _stored_bytes(d: dict) -> int:
+    return d["images"] * d["size"] * d["size"] * d["channels"] * d["bits"] // 8
+
+
 def _dataset_view(d: dict) -> dict:
     return {k: d[k] for k in ("id", "name", "task", "fingerprint", "images", "size", "channels", "bits", "classes",
                               "scheme")}
@@ -222,8 +226,38 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
                                           f"quota of {limits.max_tenant_bytes} bytes")
                 held.enter_context(memory.hold(decoded))
 
-            images, labels, classes = read_archive(archive.file, limits, admit, TASKS[task])
-            return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, public))
+            images, labels, classes, names = read_archive(archive.file, limits, admit, TASKS[task])
+            return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, public, names))
+
+    @app.post("/datasets/{dataset_id}/images", tags=["datasets"], responses=_responses(400, 401, 404, 411, 413, 415, 422))
+    def append_images(who: Tenant, dataset_id: str, archive: Annotated[UploadFile, File()],
+                      fingerprint: Annotated[str, Form()]) -> dict:
+        """Add an archive's images to a dataset, laid out as its task says; an image whose member name the
+        dataset already holds is skipped, so sending the same archive again adds nothing."""
+        dataset = owned(store.dataset(who, dataset_id), "dataset")
+        if archive.content_type not in ZIP_TYPES:
+            raise http_error(415, f"archive must be application/zip, got {archive.content_type}")
+        if fingerprint != dataset["fingerprint"]:
+            raise http_error(400, "these images were obfuscated under another key than the dataset's")
+        task = TASKS[dataset["task"]]
+        with ExitStack() as held:
+            def admit(decoded: int) -> None:
+                if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
+                    raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
+                                          f"quota of {limits.max_tenant_bytes} bytes")
+                # the dataset is read back and written whole beside the new images
+                held.enter_context(memory.hold(decoded + _stored_bytes(dataset)))
+
+            images, labels, classes, names = read_archive(archive.file, limits, admit, task)
+            expected = (dataset["size"], dataset["channels"], dataset["bits"])
+            got = (images.shape[1], 3 if images.ndim == 4 else 1, 8 * images.dtype.itemsize)
+            if got != expected:
+                raise http_error(400, "the images are (size, channels, bits) = {}; the dataset's are {}".format(got, expected))
+            if len(set(names)) != len(names):
+                raise http_error(400, "two images of the archive share a file name; appended names must be unique")
+            labels, classes = task.merge(dataset["classes"], labels, classes)
+            record, added = store.append(dataset, images, labels, names, classes)
+            return {**_dataset_view(record), "added": added, "already_held": len(names) - added}
 
     @app.get("/datasets", tags=["datasets"], responses=_responses(401))
     def list_datasets(who: Tenant) -> list[dict]:

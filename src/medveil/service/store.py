@@ -3,8 +3,9 @@
 Layout of ``data_dir``::
 
     medveil-service.sqlite   tenants' hashed tokens, datasets, jobs, models
-    datasets/<id>.npz        obfuscated images (uint8, or uint16 for 16-bit codes) and labels (class
-                             indices, or masks for segmentation), as uploaded
+    datasets/<id>.npz        obfuscated images (uint8, or uint16 for 16-bit codes), labels (class
+                             indices, or masks for segmentation) and the images' member names, as
+                             uploaded and appended
     models/<id>.pt           trained weights
     checkpoints/<id>.pt      a running job's checkpoint (training resumes from it after a restart)
 
@@ -80,6 +81,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()  # one connection shared by the request threads and the worker
         self._reserved: dict[str, int] = {}  # per tenant: decoded bytes of uploads being stored
+        self._append_lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
@@ -125,16 +127,38 @@ class Store:
 
     # datasets
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
-                    classes: list[str], task: str = "classification", scheme: dict | None = None) -> dict:
+                    classes: list[str], task: str = "classification", scheme: dict | None = None,
+                    names: list[str] | None = None) -> dict:
         dataset_id = new_id()
-        with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
-            np.savez(tmp, images=images, labels=labels)
+        self._save(dataset_id, images, labels, names or [])
         channels = 3 if images.ndim == 4 else 1
         self._query("INSERT INTO datasets (id, tenant, name, fingerprint, images, size, channels, classes, created, bits, "
                     "task, scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, tenant, name, fingerprint, len(images), images.shape[1], channels, json.dumps(classes),
                      time.time(), 8 * images.dtype.itemsize, task, json.dumps(scheme)))
         return self._one("SELECT * FROM datasets WHERE id = ?", (dataset_id,)) or {}
+
+    def _save(self, dataset_id: str, images: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
+        with atomic_path(self.dataset_path(dataset_id), mode=0o600) as tmp:
+            np.savez(tmp, images=images, labels=labels, names=np.array(names, dtype=str))
+
+    def append(self, dataset: dict, images: np.ndarray, labels: np.ndarray, names: list[str],
+               classes: list[str]) -> tuple[dict, int]:
+        """Add to ``dataset`` the images whose member names it does not hold yet, with their ``labels``
+        already in the merged ``classes``; ``(its record now, how many were added)``. Appends to one
+        data folder happen one at a time, so two of them cannot lose each other's images."""
+        with self._append_lock:
+            with np.load(self.dataset_path(dataset["id"])) as data:
+                held_images, held_labels = data["images"], data["labels"]
+                held = data["names"].tolist() if "names" in data else []
+            known = set(held)
+            new = [i for i, name in enumerate(names) if name not in known]
+            if new:
+                self._save(dataset["id"], np.concatenate([held_images, images[new]]),
+                           np.concatenate([held_labels, labels[new]]), held + [names[i] for i in new])
+            self._query("UPDATE datasets SET images = ?, classes = ? WHERE id = ?",
+                        (len(held_images) + len(new), json.dumps(classes), dataset["id"]))
+        return self._one("SELECT * FROM datasets WHERE id = ?", (dataset["id"],)) or {}, len(new)
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes of the decoded images ``tenant``'s datasets hold (what its quota counts)."""
@@ -168,6 +192,7 @@ class Store:
         return self._query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created", (tenant,))
 
     def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """A dataset's images and labels."""
         with np.load(self.dataset_path(dataset_id)) as data:
             return data["images"], data["labels"]
 
@@ -228,7 +253,7 @@ class Store:
         :data:`DELETED`, :data:`MISSING` or :data:`BUSY`."""
         table, path = {"dataset": ("datasets", self.dataset_path), "model": ("models", self.model_path),
                        "job": ("jobs", self.checkpoint_path)}[kind]
-        with self._lock:
+        with self._append_lock, self._lock:  # not while an append rewrites the dataset's file
             if self._db.execute(f"SELECT 1 FROM {table} WHERE id = ? AND tenant = ?", (record_id, tenant)).fetchone() is None:
                 return MISSING
             busy = {"dataset": "SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running')",

@@ -1,8 +1,8 @@
 """What the service learns: a registry of tasks, each saying how its archives are laid out, how its
 models train, load and answer.
 
-- ``classification``: ``CLASS/NAME.png`` in exactly two class folders; a class per image; the server
-  models of :mod:`medveil.nn` (``cnn`` by default); the validation accuracy.
+- ``classification``: ``CLASS/NAME.png`` in two class folders (or one, to be appended to); a class
+  per image; the server models of :mod:`medveil.nn` (``cnn`` by default); the validation accuracy.
 - ``segmentation``: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class indices
   below :data:`MAX_MASK_CLASSES`); a label map per image; paper PN's U-Net; the validation Dice.
 
@@ -47,6 +47,11 @@ class Task:
         """Refuse (HTTP 400) an archive whose top-level folders are not this task's layout."""
         raise NotImplementedError
 
+    def merge(self, held: list[str], labels: np.ndarray, classes: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Labels and classes of images appended to a dataset whose classes are ``held``: the labels
+        renumbered into the merged class list (HTTP 400 if the dataset cannot hold them)."""
+        raise NotImplementedError
+
     def is_image(self, folder: str) -> bool:
         """Whether members of ``folder`` are the images (the rest are labels)."""
         return True
@@ -86,13 +91,24 @@ class Classification(Task):
         from medveil.nn import model_spec
 
         super().check_model(model, dataset)
+        if len(dataset["classes"]) != 2:
+            raise http_error(422, f"binary classification trains on two classes; this dataset holds "
+                                  f"{len(dataset['classes'])} ({', '.join(dataset['classes'])}): append images of the "
+                                  "other class first")
         if model_spec(model).uses_scheme and not dataset["scheme"]:
             raise http_error(422, f"{model} learns the obfuscation's structure from the key's public scheme and "
                                   "parameters, which this dataset was uploaded without (medveil client upload sends them)")
 
     def check_folders(self, folders: list[str]) -> None:
-        if len(folders) != 2:
-            raise http_error(400, f"binary classification needs exactly two class folders, got {len(folders)}")
+        if not 1 <= len(folders) <= 2:
+            raise http_error(400, f"binary classification needs one or two class folders, got {len(folders)}")
+
+    def merge(self, held, labels, classes):
+        merged = held + [c for c in classes if c not in held]
+        if len(merged) > 2:
+            raise http_error(400, f"binary classification: the dataset holds {', '.join(held)}; "
+                                  f"cannot add {', '.join(c for c in classes if c not in held)}")
+        return np.array([merged.index(classes[i]) for i in labels], np.int64), merged
 
     def labels(self, folders, image_folders, names, shape, decode):
         return np.array([folders.index(folder) for folder in image_folders], np.int64), folders
@@ -144,6 +160,9 @@ class Segmentation(Task):
         if classes > MAX_MASK_CLASSES:
             raise http_error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
         return masks, [str(c) for c in range(max(classes, 2))]
+
+    def merge(self, held, labels, classes):
+        return labels, [str(c) for c in range(max(len(held), len(classes)))]
 
     def train(self, images, labels, dataset, job, config):
         from medveil.training.segmentation import train_segmentation_on_images

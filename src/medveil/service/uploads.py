@@ -125,8 +125,9 @@ def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]
 
 
 def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None],
-                 task: "Task") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels and class names from a zip laid out as ``task`` says (:mod:`medveil.service.tasks`).
+                 task: "Task") -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Images, labels, class names and the images' file names (archive order) from a zip laid out as
+    ``task`` says (:mod:`medveil.service.tasks`).
 
     Memory stays bounded whatever the archive holds: the member count is read from the zip's end
     record before the central directory is parsed; members are read one at a time with a size cap
@@ -178,4 +179,4 @@ def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None
     admit(decoded)
     images = decode(images_at, shape, dtype)
     labels, classes = task.labels(folders, [folder for folder, _ in images_at], names, shape, decode)
-    return images, labels, classes
+    return images, labels, classes, names
