@@ -19,3 +19,31 @@ def test_jobs_go_out_in_batches_that_still_balance_the_load():
     batches = parallel._batches(jobs, workers=2)
     assert [job for batch in batches for job in batch] == [(i, i) for i in range(1000)]  # numbered, none lost
     assert max(map(len, batches)) <= parallel.BATCH_JOBS and len(batches) >= 2 * parallel.BATCHES_PER_WORKER
+
+
+def test_map_ordered_keeps_the_order_raises_the_first_error_and_stays_serial_unless_asked(monkeypatch):
+    started = []
+    monkeypatch.setattr(parallel, "run", lambda *a, **k: started.append(a) or [])
+    assert parallel.map_ordered(operator.mul, (3,), list(range(100))) == [3 * i for i in range(100)]
+    assert not started  # a library caller gets no processes it did not ask for
+    monkeypatch.undo()
+    monkeypatch.setattr(parallel, "_cores", 2)
+    assert parallel.map_ordered(operator.mul, (3,), list(range(100)), min_items=8) == [3 * i for i in range(100)]
+    with pytest.raises(ZeroDivisionError):
+        parallel.map_ordered(operator.truediv, (1,), [1, 2, 0, 4] * 8, min_items=4)
+
+
+def test_structural_traces_on_every_core_with_the_same_images(monkeypatch, rng):
+    import numpy as np
+
+    import medveil
+
+    scheme = medveil.from_key(medveil.generate_key("structural", size=24, raster=32))
+    images = rng.integers(0, 256, (72, 32, 32), dtype=np.uint8)
+    images[:, 8:24, 8:24] = 255
+    used = []
+    run = parallel.run
+    monkeypatch.setattr(parallel, "run", lambda *a, **k: used.append(a[3]) or run(*a, **k))
+    serial = scheme(images)
+    monkeypatch.setattr(parallel, "_cores", 2)
+    assert np.array_equal(scheme(images), serial) and used == [2]

@@ -245,6 +245,7 @@ def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: b
         import torch
 
         torch.set_num_threads(threads)
+        parallel.set_cores(threads)  # and per-image work (structural's tracing) as many processes
     if device is not None:
         from medveil.nn.device import set_default_device
 

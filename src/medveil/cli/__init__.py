@@ -27,3 +27,6 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
     Exit status: 0 done; 1 some files failed (the others were written); 2 usage or input error.
     """
+    from medveil import parallel
+
+    parallel.set_cores(parallel.available_cores())  # per-image work (structural's tracing) on every core

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 BATCH_JOBS = 32  # jobs per task at most, for the pool and Dask (see _batches)
 BATCHES_PER_WORKER = 16
+MIN_ITEMS_PER_WORKER = 32  # map_ordered's default: below this a worker's start-up outweighs its share
 
 Outcome = tuple[int, Any, "BaseException | None"]
 
@@ -47,6 +48,45 @@ def run(work: Callable[..., Any], context: tuple, jobs: Sequence[tuple], workers
             futures = {pool.submit(_work_batch, work, context, batch): batch for batch in _batches(jobs, workers)}
             for future in as_completed(futures):
                 yield from _outcomes(future, futures[future])
+
+
+_cores = 1
+
+
+def set_cores(count: int) -> None:
+    """Let :func:`map_ordered` use ``count`` processes in this process.
+
+    One by default: a library caller gets no processes it did not ask for (a script that asks must
+    guard its main module with ``if __name__ == "__main__"``, as multiprocessing's spawn requires).
+    The ``medveil`` command gives it :func:`available_cores`; a bench cell its share of them.
+    """
+    global _cores
+    _cores = max(1, count)
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def map_ordered(work: Callable[..., Any], context: tuple, items: Sequence[Any],
+                min_items: int = MIN_ITEMS_PER_WORKER) -> list:
+    """``[work(*context, item) for item in items]`` over a pool of :func:`set_cores` processes, in order.
+
+    For per-image work that holds one core (tracing, rendering): a pool pays for its start-up
+    (a spawned worker imports medveil anew), so it is used only where every worker gets at least
+    ``min_items``; a daemonic process (which may not start children) works alone. The first
+    error is raised, as the loop would raise it.
+    """
+    workers = min(_cores, len(items) // max(1, min_items))
+    if workers <= 1 or multiprocessing.current_process().daemon:
+        return [work(*context, item) for item in items]
+    results: list = [None] * len(items)
+    for index, result, error in run(work, context, [(item,) for item in items], workers):
+        if error is not None:
+            raise error
+        results[index] = result
+    return results
 
 
 def pool_context() -> multiprocessing.context.BaseContext:

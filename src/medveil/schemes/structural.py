@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from medveil.errors import InputError, ParameterError
+from medveil.parallel import map_ordered
 from medveil.plugins import Parameter
 from medveil.schemes.base import Scheme, check_params, image_shape_8bit, int_param, register
 
@@ -141,6 +142,11 @@ class StructuralDeidentification(Scheme):
         shape = image_shape_8bit(images, self.params["channels"], self.name)
         batch = images.shape[: images.ndim - len(shape)]
         flat = images.reshape((-1, *shape))
-        out = np.stack([self.deidentify(img) for img in flat]) if len(flat) else np.empty((0,), np.uint8)
+        out = np.stack(map_ordered(_deidentify, (self,), flat)) if len(flat) else np.empty((0,), np.uint8)
         side = self.params["raster"]
         return out.reshape(batch + (side, side) + shape[2:])
+
+
+def _deidentify(scheme: StructuralDeidentification, image: np.ndarray) -> np.ndarray:
+    """``scheme.deidentify(image)``, for a worker of :func:`~medveil.parallel.map_ordered` (which needs a module-level function)."""
+    return scheme.deidentify(image)
