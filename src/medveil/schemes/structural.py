@@ -142,7 +142,7 @@ class StructuralDeidentification(Scheme):
         shape = image_shape_8bit(images, self.params["channels"], self.name)
         batch = images.shape[: images.ndim - len(shape)]
         flat = images.reshape((-1, *shape))
-        out = np.stack(map_ordered(_deidentify, (self,), flat)) if len(flat) else np.empty((0,), np.uint8)
+        out = np.stack(map_ordered(_deidentify, (self,), list(flat))) if len(flat) else np.empty((0,), np.uint8)
         side = self.params["raster"]
         return out.reshape(batch + (side, side) + shape[2:])
 
