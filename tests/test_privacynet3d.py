@@ -69,17 +69,48 @@ def test_sliding_window_reproduces_a_whole_volume_pass_where_the_receptive_field
         assert not torch.allclose(sliding_window(unet, x, patch=24, margin=1, align=2), whole, atol=1e-5)
 
 
-def test_random_patches_crop_input_and_target_at_one_corner():
-    image = torch.arange(10 * 12 * 14, dtype=torch.float32).reshape(1, 10, 12, 14)
-    mask = image[0].long()
-    patches = RandomPatches([(image, mask), (image, torch.tensor(1.0))], patch=6, dims=3, fixed=True, seed=3)
-    x, y = patches[0]
-    assert x.shape == (1, 6, 6, 6) and y.shape == (6, 6, 6) and torch.equal(x[0].long(), y)
-    assert torch.equal(patches[0][0], x)  # fixed: the same patch every epoch
-    assert patches[1][1] == 1.0  # a scalar target passes through
+def test_random_patches_crop_a_batch_of_inputs_and_targets_at_one_corner():
+    from medveil.attacks.reidentify import PairTensors
+    from medveil.data.pipeline import ImagePairs
+
+    volumes = (np.arange(2 * 10 * 12 * 14) % 251).astype(np.uint8).reshape(2, 10, 12, 14)
+    patches = RandomPatches(ImagePairs(volumes, volumes, volumes=True), patch=6, dims=3, fixed=True, seed=3)
+    x, y = patches.take(torch.tensor([0, 1]))
+    assert x.shape == y.shape == (2, 1, 6, 6, 6) and torch.equal(x, y)
+    assert torch.equal(patches.take(torch.tensor([0, 1]))[0], x)  # fixed: the same patches every epoch
+    assert torch.equal(patches[0][0], patches.take(torch.tensor([0]))[0][0])
+    fresh = RandomPatches(ImagePairs(volumes, volumes, volumes=True), patch=6, dims=3)
+    torch.manual_seed(0)
+    assert len({fresh.take(torch.tensor([0]))[0].sum().item() for _ in range(8)}) > 1  # a fresh corner each time
+    pairs = RandomPatches(PairTensors(volumes, np.array([[0, 1, 0], [1, 1, 1]])), patch=6, dims=3, fixed=True)
+    x, same = pairs.take(torch.tensor([0, 1]))
+    assert x.shape == (2, 2, 6, 6, 6) and same.tolist() == [0.0, 1.0]  # a pair's label passes through
     corner = random_corner((10, 12, 14), 6, torch.Generator().manual_seed(0))
     assert all(0 <= c <= n - 6 for c, n in zip(corner, (10, 12, 14)))
+    image = torch.from_numpy(volumes[:1].astype(np.float32))
     assert torch.equal(crop(image, corner, 6)[0, 0, 0, 0], image[0, corner[0], corner[1], corner[2]])
+
+
+def test_the_training_loop_gathers_pairs_a_batch_at_a_time_as_the_per_item_loader_gave_them(monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from medveil.attacks.reidentify import PairTensors
+    from medveil.training.loop import batches
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    pairs = PairTensors(images, np.array([[i, (i + 1) % 6, i % 2] for i in range(6)]))
+    loader = list(DataLoader(pairs, batch_size=4))
+    monkeypatch.setattr(PairTensors, "__getitem__", lambda *_: pytest.fail("an item at a time"))
+    ours = list(batches(pairs, 4, torch.device("cpu")))
+    assert [len(x) for x, _ in ours] == [len(x) for x, _ in loader] == [4, 2]
+    for (x, y), (lx, ly) in zip(ours, loader):
+        assert torch.equal(x, lx) and torch.equal(y, ly)
+    shuffled = list(batches(pairs, 4, torch.device("cpu"), torch.Generator().manual_seed(5)))
+
+    def sums(batches_):
+        return sorted(torch.cat([x for x, _ in batches_]).sum((1, 2, 3)).tolist())
+
+    assert sums(shuffled) == sums(ours)  # shuffled: each pair once
 
 
 def test_ms_ssim_on_volumes_by_known_pairs():

@@ -36,9 +36,14 @@ class PairTensors(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def take(self, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs ``ks`` (indices) gathered at once: ``(b, 2, H, W)`` and ``(b,)``."""
+        i, j, same = self.pairs[ks].unbind(1)
+        return torch.stack([self.images[i], self.images[j]], 1), same.float()
+
     def __getitem__(self, k: int):
-        i, j, same = self.pairs[k]
-        return torch.stack([self.images[i], self.images[j]]), same.float()
+        x, same = self.take(torch.tensor([k]))
+        return x[0], same[0]
 
 
 def msssim_reidentification(images: np.ndarray, pairs: np.ndarray, volumes: bool = False) -> tuple[float, np.ndarray]:

@@ -2,8 +2,8 @@
 
 Paper PN trains its 3-D networks on 64³ patches and applies them to whole volumes. Here:
 
-* :class:`RandomPatches` wraps a dataset of ``(input, target)`` tensors and crops both, at one
-  random corner, to a cube of side ``patch`` over their trailing ``dims`` axes (targets without
+* :class:`RandomPatches` wraps a dataset of ``(input, target)`` tensors and crops a batch of both, at
+  one random corner, to a cube of side ``patch`` over their trailing ``dims`` axes (targets without
   those axes, such as a pair's same/different label, pass through);
 * :func:`sliding_window` runs a fully convolutional network over a whole ``(B, C, D, H, W)``
   batch window by window and stitches the windows' interiors ("overlap-tile", as the U-Net paper
@@ -88,8 +88,10 @@ def random_crop(tensors, patch: int, dims: int = 3, generator: torch.Generator |
 class RandomPatches(Dataset):
     """``dataset``'s items cropped to cubes of side ``patch`` over their trailing ``dims`` axes.
 
-    Input and target share the corner. A fresh corner per item and epoch, or with ``fixed`` one
-    corner per index (seeded by ``seed`` and the index), for validation sets that must not change
+    ``dataset`` gathers batches by index (``take``) or gives its whole content as tensors
+    (``as_tensors``). A batch is cropped at once, input and target at one corner (as paper PN's
+    training loop crops a batch): a fresh corner per batch and epoch, or with ``fixed`` one seeded
+    by ``seed`` and the batch's first index, for validation sets (cut in order) that must not change
     between epochs.
     """
 
@@ -99,9 +101,17 @@ class RandomPatches(Dataset):
     def __len__(self) -> int:
         return len(cast(Sized, self.dataset))
 
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items ``indices`` gathered and cropped at one corner: ``(b, C, patch, ...)`` and the targets."""
+        inner: Any = self.dataset
+        x, y = inner.take(indices) if hasattr(inner, "take") else (t[indices] for t in inner.as_tensors())
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(indices[0])) if self.fixed else None
+        x, y = random_crop((x, y), self.patch, self.dims, generator)
+        return x, y
+
     def __getitem__(self, i: int):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + i) if self.fixed else None
-        return random_crop(self.dataset[i], self.patch, self.dims, generator)
+        x, y = self.take(torch.tensor([i]))
+        return x[0], y[0]
 
 
 def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import copy
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sized, cast
 
 import numpy as np
 import torch
@@ -76,22 +76,34 @@ def batches(data: Dataset, batch_size: int, device: torch.device,
     A dataset that gives its whole content as tensors (``data.as_tensors()``, as every one in
     :mod:`medveil.data.pipeline` does) is moved to the device once and cut there, and its
     ``augment``, where it has one, moves a whole batch at once (its ``batch`` form,
-    :meth:`~medveil.data.pipeline.RandomAffine.batch`). Any other dataset, or one whose augmentation
-    has no batch form, goes through a DataLoader, item by item.
+    :meth:`~medveil.data.pipeline.RandomAffine.batch`). A dataset that gathers a batch by index
+    (``data.take(indices)``: pairs of one image tensor, patches cropped at once) is asked a batch at
+    a time. Any other dataset, or one whose augmentation has no batch form, goes through a
+    DataLoader, item by item.
     """
     item_augment = getattr(data, "augment", None)
     augment = getattr(item_augment, "batch", None)
+    if hasattr(data, "take"):
+        order = _order(len(cast(Sized, data)), generator)
+        for start in range(0, len(order), batch_size):
+            x, y = data.take(order[start:start + batch_size])
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return
     if not hasattr(data, "as_tensors") or (item_augment is not None and augment is None):
         for x, y in DataLoader(data, batch_size=batch_size, shuffle=generator is not None, generator=generator):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         return
     inputs, targets = (t.to(device) for t in data.as_tensors())
-    order = (torch.randperm(len(inputs), generator=generator) if generator is not None
-             else torch.arange(len(inputs))).to(device)
+    order = _order(len(inputs), generator).to(device)
     for start in range(0, len(inputs), batch_size):
         chosen = order[start:start + batch_size]
         x = inputs[chosen]
         yield (augment(x) if augment is not None else x), targets[chosen]
+
+
+def _order(length: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The items' order for one pass: shuffled by ``generator`` (as a DataLoader's sampler draws it), or as stored."""
+    return torch.randperm(length, generator=generator) if generator is not None else torch.arange(length)
 
 
 def apply_batched(module: nn.Module, images: np.ndarray, batch_size: int = 256,
