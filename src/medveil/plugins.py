@@ -60,12 +60,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
+        """Register ``item`` under ``name`` and return it; ``ValueError`` if the name is taken."""
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._items[name] = item
         return item
 
     def remove(self, name: str) -> None:
+        """Unregister ``name`` (no error if absent)."""
         self._items.pop(name, None)
 
     def __getitem__(self, name: str) -> T:
@@ -81,6 +83,7 @@ class Registry(Generic[T]):
         return iter(list(self._items.values()))
 
     def names(self) -> list[str]:
+        """Every registered name, sorted, plugins' included."""
         load_plugins(self.group)
         return sorted(self._items)
 

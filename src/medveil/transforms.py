@@ -105,6 +105,7 @@ class Obfuscate:
         return values.astype(wanted)
 
     def __call__(self, image: Any) -> Any:
+        """``image`` (a NumPy array or a MONAI MetaTensor) through the gate's check and screen, obfuscated."""
         values, tensor = _to_numpy(image)
         source = (getattr(tensor, "meta", None) or {}).get("filename_or_obj")
         colour_first = self.channel_first and self.scheme.params.get("channels", 1) == 3
@@ -142,6 +143,7 @@ class ObfuscateD:
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        """A copy of ``data`` with each of :attr:`keys` obfuscated (see :class:`Obfuscate`)."""
         out = dict(data)
         for name in self.keys:
             if name not in out:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError
 from medveil.keys import Key
@@ -66,6 +67,7 @@ class BlackBox:
         self.queries = 0
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        """The obfuscation of ``images`` (any shape the scheme takes), computed by the key's process."""
         images = np.asarray(images)
         self._conn.send(images)
         result = self._conn.recv()
@@ -75,6 +77,7 @@ class BlackBox:
         return result
 
     def close(self) -> None:
+        """Ask the key's process to stop (waiting up to 10 s for it) and close the pipe to it."""
         if self._process.is_alive():
             self._conn.send(None)
             self._process.join(timeout=10)
@@ -117,16 +120,19 @@ class AttackerView:
     own_labels: np.ndarray | None = None
 
     def require_oracle(self, attack: str) -> BlackBox:
+        """The black box, or :class:`InputError` naming ``attack`` where this threat model grants none."""
         if self.oracle is None:
             raise InputError(f"{attack} needs oracle access to the obfuscation, which this threat model does not grant")
         return self.oracle
 
     def require_pairs(self, attack: str) -> tuple[np.ndarray, np.ndarray]:
+        """The leaked ``(plain, obfuscated)`` pairs, or :class:`InputError` naming ``attack`` where none are granted."""
         if self.pairs is None:
             raise InputError(f"{attack} needs leaked (plain, obfuscated) pairs, which this threat model does not grant")
         return self.pairs
 
     def require_obfuscated_set(self, attack: str) -> np.ndarray:
+        """The service's obfuscated images, or :class:`InputError` naming ``attack`` where they are not granted."""
         if self.obfuscated_set is None:
             raise InputError(f"{attack} needs the service's obfuscated set, which this threat model does not grant")
         return self.obfuscated_set
@@ -165,6 +171,7 @@ class SingleImageAttack(Attack):
     def __init__(self, bit: int = 0):
         self.bit = bit
 
+    @override
     def fit(self, view: AttackerView) -> "SingleImageAttack":
         return self
 
@@ -178,6 +185,7 @@ class ValueTableAttack(Attack):
 
     table: np.ndarray | None = None
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.table is None:
             raise RuntimeError("fit the attack first")
@@ -198,6 +206,7 @@ class PositionMapAttack(Attack):
         """The map that undoes negating the positions where ``negated`` (bool ``(H, W)``) is set."""
         self.slope, self.offset = np.where(negated, -1.0, 1.0), np.where(negated, 255.0, 0.0)
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.slope is None:
             raise RuntimeError("fit the attack first")
@@ -251,6 +260,7 @@ class AttackSpec:
     written_for: tuple[str, ...] = ()
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
+        """Whether this attack runs against ``scheme`` (never against the plain baseline)."""
         return scheme != "plain" and (self.schemes is None or scheme in self.schemes)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.errors import InputError
@@ -33,6 +34,7 @@ class PriorMean(Attack):
     name = "prior-mean"
     mean: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "PriorMean":
         own = view.pairs[0] if view.pairs is not None else view.own
         if not len(own):
@@ -40,6 +42,7 @@ class PriorMean(Attack):
         self.mean = _mean(own)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.mean is None:
             raise RuntimeError("fit the attack first")
@@ -56,6 +59,7 @@ class LabelMean(Attack):
         self.labels: dict[bytes, int] = {}
         self.fallback: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "LabelMean":
         codes = view.require_obfuscated_set(self.name)
         if view.labels is None or view.own_labels is None or not len(view.own):
@@ -65,6 +69,7 @@ class LabelMean(Attack):
         self.fallback = _mean(view.own)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.fallback is None:
             raise RuntimeError("fit the attack first")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
@@ -40,6 +41,7 @@ class ChosenPlaintext(Attack):
         if refine:
             self.name = "chosen-plaintext+unet"
 
+    @override
     def fit(self, view: AttackerView) -> "ChosenPlaintext":
         attacker_images = view.own
         probe = np.arange(DOMAIN, dtype=np.uint8).reshape(16, 16)
@@ -86,6 +88,7 @@ class ChosenPlaintext(Attack):
         mean = self.conditional_mean[observed].round().astype(np.uint8)
         return np.stack([mean, self.set_min[observed].astype(np.uint8), self.set_max[observed].astype(np.uint8)], axis=-1)
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.table is None:
             raise RuntimeError("fit the attack first")
@@ -114,6 +117,7 @@ class TanakaChosenPlaintext(Attack):
         self.perm: np.ndarray | None = None
         self.flips: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "TanakaChosenPlaintext":
         from medveil.schemes.learnable import from_slots, to_slots
 
@@ -132,6 +136,7 @@ class TanakaChosenPlaintext(Attack):
         self.perm = (changed.astype(np.int64) << np.arange(bits)[:, None]).sum(axis=0)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 
@@ -159,6 +164,7 @@ class StructuralChosenPlaintext(Attack):
         self.size, self.raster, self.channels = size, raster, channels
         self.positions: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "StructuralChosenPlaintext":
         columns = np.arange(self.size)
         steps = np.stack([np.broadcast_to(np.where(columns < x, 0, 255).astype(np.uint8), (self.size, self.size))
@@ -176,6 +182,7 @@ class StructuralChosenPlaintext(Attack):
         self.positions = np.maximum.accumulate(np.interp(grid, grid[seen], measured[seen]))
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.positions is None:
             raise RuntimeError("fit the attack first")

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from scipy.sparse.csgraph import laplacian
+from typing_extensions import override
 
 from medveil.attacks.base import AttackerView, AttackSpec, ValueTableAttack, register_attack
 from medveil.errors import InputError
@@ -66,6 +67,7 @@ class CodeCooccurrence(ValueTableAttack):
     def __init__(self, levels: int):
         self.levels = levels
 
+    @override
     def fit(self, view: AttackerView) -> "CodeCooccurrence":
         codes = view.require_obfuscated_set(self.name)
         if codes.ndim != 3:

@@ -9,6 +9,7 @@ are (structural) shows them here.
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import AttackerView, AttackSpec, ValueTableAttack, register_attack
 
@@ -20,6 +21,7 @@ class Identity(ValueTableAttack):
 
     name = "identity"
 
+    @override
     def fit(self, view: AttackerView) -> "Identity":
         codes = view.require_obfuscated_set(self.name)
         frequency = np.bincount(codes.ravel(), minlength=DOMAIN).astype(np.float64)

@@ -47,6 +47,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.errors import InputError
@@ -208,6 +209,7 @@ class PositionNet(nn.Module):
                                   nn.Flatten(), nn.Linear(64 * block * block, 256), nn.ReLU(),
                                   nn.Linear(256, positions * TURNS))
 
+    @override
     def forward(self, x):
         return self.body(x)
 
@@ -231,6 +233,7 @@ class Jigsaw(Attack):
         """The solver for a block-shuffle key's public parameters."""
         return cls(params["block"], params.get("remap", 0), params.get("noise", 0), config, **options)
 
+    @override
     def fit(self, view: AttackerView) -> "Jigsaw":
         own = view.pairs[0] if view.pairs is not None else view.own
         self.reference = own.astype(np.float64).mean(0) if len(own) else None
@@ -265,6 +268,7 @@ class Jigsaw(Attack):
         fit(self.net, train, val, nn.CrossEntropyLoss(), self.config)
         self.net.eval()
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if obfuscated.ndim != 3:
             raise InputError(f"{self.name} takes grayscale images (n, H, W), got shape {obfuscated.shape}")

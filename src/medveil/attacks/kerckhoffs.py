@@ -22,6 +22,7 @@ import hashlib
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
@@ -60,6 +61,7 @@ class Kerckhoffs(Attack):
         self.statistics: np.ndarray | None = None
         self.history: list[dict] = []
 
+    @override
     def fit(self, view: AttackerView) -> "Kerckhoffs":
         from medveil.schemes import Setting, from_key
 
@@ -81,6 +83,7 @@ class Kerckhoffs(Attack):
                                                        self.width)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.statistics is None:
             raise RuntimeError("fit the attack first")

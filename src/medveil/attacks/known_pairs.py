@@ -3,6 +3,7 @@
 * code tables (``intensity``): each code's mean plain value over the pairs; codes the pairs never
   showed get the pairs' mean. A bijective table is read off exactly for every value the pairs
   contain.
+
 * ``tanaka``: every block of every pair is one more sample of the same key, so each output slot
   is matched to the input slot (and negation) it agrees with most often; one 64×64 pair already
   holds 256 blocks, enough to recover the key exactly.
@@ -29,6 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, PositionMapAttack, ValueTableAttack, register_attack
 from medveil.errors import InputError, SchemeMismatchError
@@ -45,6 +47,7 @@ class KnownPairsTable(ValueTableAttack):
     def __init__(self, levels: int):
         self.levels = levels
 
+    @override
     def fit(self, view: AttackerView) -> "KnownPairsTable":
         plain, codes = view.require_pairs(self.name)
         counts = np.bincount(codes.ravel(), minlength=self.levels).astype(np.float64)
@@ -63,6 +66,7 @@ class KnownPairsBlockKey(Attack):
         self.perm: np.ndarray | None = None
         self.flips: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "KnownPairsBlockKey":
         from medveil.schemes.learnable import to_slots
 
@@ -78,6 +82,7 @@ class KnownPairsBlockKey(Attack):
         self.flips = agreement[1, outputs, inputs] > agreement[0, outputs, inputs]
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 
@@ -113,6 +118,7 @@ class KnownPairsWarp(Attack):
         self.size, self.raster = size, raster
         self.positions: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "KnownPairsWarp":
         from medveil.data import resize_images
 
@@ -130,6 +136,7 @@ class KnownPairsWarp(Attack):
         self.positions = np.maximum.accumulate(positions)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.attacks.chosen_plaintext import undo_warp
 
@@ -146,6 +153,7 @@ class KnownPairsPositions(PositionMapAttack):
     def __init__(self, affine: bool):
         self.affine = affine
 
+    @override
     def fit(self, view: AttackerView) -> "KnownPairsPositions":
         plain, obfuscated = (a.astype(np.float64) for a in view.require_pairs(self.name))
         if plain.shape != obfuscated.shape:

@@ -10,6 +10,7 @@ same shape.
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import AttackSpec, SingleImageAttack, register_attack
 
@@ -19,6 +20,7 @@ class LeadingBit(SingleImageAttack):
 
     name = "leading-bit"
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         flip = (obfuscated >> 7) != self.bit
         folded = np.where(flip, obfuscated ^ 255, obfuscated)

@@ -13,6 +13,7 @@ import itertools
 
 import numpy as np
 from numba import njit
+from typing_extensions import override
 
 from medveil.attacks.base import AttackSpec, SingleImageAttack, register_attack
 
@@ -53,6 +54,7 @@ class MinimumDifference(SingleImageAttack):
 
     name = "minimum-difference"
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         colour = obfuscated.ndim == 4 and obfuscated.shape[-1] == 3
         hwc = obfuscated if colour else obfuscated[..., None]

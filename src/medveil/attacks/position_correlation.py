@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import eigsh
+from typing_extensions import override
 
 from medveil.attacks.base import AttackerView, AttackSpec, PositionMapAttack, register_attack
 from medveil.errors import InputError
@@ -50,6 +51,7 @@ class PositionCorrelation(PositionMapAttack):
 
     name = "position-correlation"
 
+    @override
     def fit(self, view: AttackerView) -> "PositionCorrelation":
         codes = view.require_obfuscated_set(self.name)
         if codes.ndim != 3:

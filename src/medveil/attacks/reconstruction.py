@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.data.pipeline import ImagePairs
@@ -76,11 +77,13 @@ class LearnedReconstruction(Attack):
         self.model: UNet | None = None
         self.history: list[dict] = []
 
+    @override
     def fit(self, view: AttackerView) -> "LearnedReconstruction":
         obfuscated = view.require_oracle(self.name)(view.own)
         self.model, self.history = train_reconstructor(obfuscated, view.own, self.config, self.width, patch=self.patch)
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("fit the attack first")

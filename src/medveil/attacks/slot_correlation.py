@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.errors import InputError
@@ -97,6 +98,7 @@ class SlotCorrelation(Attack):
         self.perm: np.ndarray | None = None
         self.flips: np.ndarray | None = None
 
+    @override
     def fit(self, view: AttackerView) -> "SlotCorrelation":
         from medveil.schemes.learnable import to_slots
 
@@ -136,6 +138,7 @@ class SlotCorrelation(Attack):
         self.perm, self.flips = perm, flips
         return self
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         from medveil.schemes.learnable import undo_block_scramble
 

@@ -36,6 +36,7 @@ import hashlib
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.attacks.base import Attack, AttackerView, AttackSpec, register_attack
 from medveil.attacks.reconstruction import attacker_training, run_reconstructor, train_reconstructor
@@ -118,6 +119,7 @@ class SmoothUnmix(Attack):
         self._service_set: np.ndarray | None = None
         self.history: list[dict] = []
 
+    @override
     def fit(self, view: AttackerView) -> "SmoothUnmix":
         from medveil.schemes import Setting, from_key
 
@@ -157,6 +159,7 @@ class SmoothUnmix(Attack):
         means = np.nanmean(padded.reshape(n, padded.shape[1] // m, m, padded.shape[2] // m, m), axis=(2, 4))
         return means.mean(axis=0), means.std(axis=0)
 
+    @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
         if self.plain is None or self._service_set is None:
             raise RuntimeError("fit the attack first")

@@ -61,6 +61,7 @@ class Profile:
     models: tuple[str, ...] = ("cnn",)
 
     def options_of(self, attack: str) -> dict[str, Any]:
+        """The declared options this profile gives ``attack`` (empty where it gives none)."""
         return dict(dict(self.options).get(attack, ()))
 
 
@@ -106,6 +107,7 @@ class Cell:
     model: str = "cnn"  # utility: the server model
 
     def file_name(self, dataset: str) -> str:
+        """The cached cell's file name under ``dataset``: setting, then seed and model, or attack and data."""
         tail = ([f"seed{self.seed}"] + ([self.model] if self.model != "cnn" else []) if self.kind == "utility"
                 else [self.attack, self.attacker_data])
         return slug(dataset, self.setting.slug, *tail, *(f"{k}{v}" for k, v in self.options)) + ".json"

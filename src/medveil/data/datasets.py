@@ -63,6 +63,7 @@ class ImageDataset:
 
     @property
     def size(self) -> int:
+        """The images' side in pixels."""
         return self.images.shape[1]
 
     @property
@@ -71,6 +72,7 @@ class ImageDataset:
         return 3 if self.images.ndim == 4 else 1
 
     def subset(self, mask: np.ndarray) -> "ImageDataset":
+        """The images where ``mask`` (boolean, one per image) is true, with their labels, files and groups."""
         idx = np.flatnonzero(mask)
         return ImageDataset(self.images[idx], self.labels[idx], [self.files[i] for i in idx],
                             self.groups[idx], self.classes, self.root, self.name)

@@ -74,6 +74,8 @@ class ObfuscatedFolder(Dataset):
         return len(self.files)
 
     def label(self, index: int) -> int:
+        """The class index of file ``index`` (its top folder's place in :attr:`classes`), or -1 outside a class
+        folder."""
         parts = self.files[index].relative_to(self.root).parts
         return self.classes.index(parts[0]) if len(parts) > 1 else -1
 

@@ -44,6 +44,7 @@ class RandomAffine:
         self.generator = generator
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """One image ``(C, H, W)`` moved by a random affine (see :meth:`batch`)."""
         return self.batch(image[None])[0]
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:

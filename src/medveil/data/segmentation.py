@@ -80,6 +80,7 @@ class SegmentationData:
         return self.images.ndim - 1
 
     def subset(self, selection: np.ndarray) -> "SegmentationData":
+        """The volumes or slices at ``selection`` (indices or a boolean mask), with their masks and subjects."""
         return SegmentationData(self.images[selection], self.masks[selection], self.subjects[selection],
                                 self.name, self.class_names)
 
@@ -91,6 +92,7 @@ class SegmentationData:
         return tuple(self.subset(np.isin(self.subjects, ids[a:b])) for a, b in zip(bounds[:-1], bounds[1:]))
 
     def save(self, path: str | Path) -> None:
+        """Write the set to ``path`` as a compressed ``.npz`` (images, masks, subjects, class names)."""
         np.savez_compressed(path, images=self.images, masks=self.masks, subjects=self.subjects,
                             class_names=np.array(self.class_names))
 

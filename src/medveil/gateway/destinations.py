@@ -107,6 +107,7 @@ class DicomNode:
         self.ae_title, self.host, self.port = dicom_node(spec)
 
     def send(self, items: list[Gated]) -> list[str]:
+        """C-STORE ``items`` over one association; the instances the node answered with success or a warning."""
         from pydicom.uid import ExplicitVRLittleEndian
         from pynetdicom import AE
 
@@ -143,6 +144,7 @@ class StowRs:
             raise InputError(f"STOW-RS destination {spec!r}: write stow:http(s)://HOST/PATH")
 
     def send(self, items: list[Gated]) -> list[str]:
+        """POST ``items`` in one multipart/related request; all of them, or :class:`ForwardError` if any was refused."""
         import httpx
 
         boundary = uuid.uuid4().hex
@@ -181,6 +183,7 @@ class Folder:
         self.root = Path(spec.partition(":")[2])
 
     def send(self, items: list[Gated]) -> list[str]:
+        """Copy each gated file to ``STUDY/SERIES/INSTANCE.dcm`` (atomically); all of ``items``."""
         for item in items:
             target = self.root / item.study / item.series / f"{item.instance}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +215,8 @@ class Service:
             raise InputError(f"{spec}: set MEDVEIL_TOKEN to the service token (medveil token create)")
 
     def send(self, items: list[Gated]) -> list[str]:
+        """Add ``items`` to the dataset, a request per series; the instances it now holds (:class:`ForwardError` if
+        none)."""
         from medveil.service.client import Client, ServiceError
 
         assert self.gate is not None, "a destination made without a gate only checks its spec"

@@ -61,6 +61,7 @@ class Journal:
             self._pending.pop(instance, None)
 
     def append(self, event: str, instance: str, **fields) -> dict:
+        """Write one event line (synced) and update the in-memory state; the record written."""
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, "instance": instance, **fields}
         with self._lock:
             self._fh.write(json.dumps(record) + "\n")
@@ -70,6 +71,7 @@ class Journal:
         return record
 
     def done(self, instance: str) -> bool:
+        """Whether ``instance`` is quarantined or held by every destination."""
         return instance in self.quarantined or self.sent.get(instance, set()) >= self._needed
 
     def pending(self) -> list[str]:
@@ -78,10 +80,12 @@ class Journal:
             return list(self._pending)
 
     def counts(self) -> dict[str, int]:
+        """Instances received, forwarded (to every destination), quarantined and pending."""
         with self._lock:
             received, quarantined, pending = len(self.received), len(self.quarantined), len(self._pending)
             return {"received": received, "forwarded": received - quarantined - pending, "quarantined": quarantined,
                     "pending": pending}
 
     def close(self) -> None:
+        """Close the journal file."""
         self._fh.close()

@@ -87,6 +87,7 @@ class Pipeline:
         return dicom_uid_secret(self.gate.scheme.key)
 
     def keyed(self, label: str) -> str:
+        """The keyed pseudonym (16 hex digits) of ``label``, such as ``instance:`` and a SOP Instance UID."""
         return hmac.new(self._names, label.encode(), hashlib.sha256).hexdigest()[:_NAME_DIGITS]
 
     def receive(self, encoded: bytes, calling_ae: str) -> bool:
@@ -143,6 +144,7 @@ class Pipeline:
                     self._wake.wait()
 
     def wake(self) -> None:
+        """Wake :meth:`serve` (to stop, or to retry now)."""
         with self._wake:
             self._wake.notify_all()
 
@@ -204,6 +206,7 @@ class Pipeline:
         return self.journal.counts()
 
     def close(self) -> None:
+        """Close the journal and the audit log and release the working folder's lock."""
         self.journal.close()
         self._held.close()
         audit.removeHandler(self._audit_file)

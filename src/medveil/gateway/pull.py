@@ -33,6 +33,7 @@ class Query:
     accession: str | None = None
 
     def dataset(self):
+        """The C-FIND identifier at study level: the fields given, the rest empty (asked back)."""
         from pydicom import Dataset
 
         ds = Dataset()

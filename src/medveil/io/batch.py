@@ -58,6 +58,7 @@ class BatchReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no file failed."""
         return not self.failed
 
 
@@ -122,12 +123,16 @@ class Folder:
 
     @cached_property
     def resolved(self) -> Path:
+        """The folder's absolute path, links resolved."""
         return self.root.resolve()
 
     def is_dir(self) -> bool:
+        """Whether the folder exists as a directory."""
         return self.root.is_dir()
 
     def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
+        """Every file below the folder as a POSIX path relative to it; unreadable entries go to ``problems``, hidden
+        ones to ``hidden``."""
         return [rel.as_posix() for rel in walk(self.root, problems, hidden)]
 
     def location(self, rel: str) -> Path:
@@ -135,9 +140,11 @@ class Folder:
         return self.root / rel
 
     def output_name(self, rel: str) -> str:
+        """The output's relative name for input ``rel`` (its suffix as written)."""
         return output_name(rel, self.root / rel).as_posix()
 
     def check_disjoint(self, output: "Folder", manifest: Path) -> None:
+        """:class:`InputError` if ``output`` is this folder, inside it, or holds it."""
         s, d = self.resolved, output.resolved
         if s == d or s in d.parents or d in s.parents:
             raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")

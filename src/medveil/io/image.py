@@ -50,6 +50,7 @@ class MedicalImage:
     coded: bool = False
 
     def replace(self, **changes: Any) -> "MedicalImage":
+        """A copy with ``changes`` (field names and values) applied."""
         return dataclasses.replace(self, **changes)
 
     def planes(self) -> np.ndarray:

@@ -69,9 +69,12 @@ class RemoteFolder:
         return f"{self.root}/{rel}"
 
     def is_dir(self) -> bool:
+        """Whether the URL names a directory."""
         return self.fs.isdir(self.root)
 
     def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
+        """Every file below the URL as a path relative to it; unreadable entries go to ``problems``, hidden ones to
+        ``hidden``."""
         files = []
         for path, info in sorted(self.fs.find(self.root, detail=True).items()):
             rel = path[len(self.root):].lstrip("/")
@@ -89,6 +92,7 @@ class RemoteFolder:
         return f"{self.url}/{rel}"
 
     def output_name(self, rel: str) -> str:
+        """The output's relative name for input ``rel`` (read to learn its format where the name does not say)."""
         if is_supported(rel):
             return output_name(rel).as_posix()
         with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
@@ -100,6 +104,7 @@ class RemoteFolder:
                 raise InputError(str(exc).replace(str(head), self.location(rel))) from None
 
     def check_disjoint(self, output: "RemoteFolder", manifest: Path) -> None:
+        """:class:`InputError` if ``output`` is this URL, below it, or above it, on the same filesystem."""
         if self.fs.protocol != output.fs.protocol:
             return
         s, d = self.root.rstrip("/") + "/", output.root.rstrip("/") + "/"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import nn
+from typing_extensions import override
 
 from medveil.plugins import Registry
 
@@ -35,6 +36,7 @@ class SeedCNN(nn.Module):
         )
         self.num_outputs = num_outputs
 
+    @override
     def forward(self, x):
         out = self.head(self.features(x))
         return out.squeeze(1) if self.num_outputs == 1 else out
@@ -73,6 +75,7 @@ class SmallResNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_outputs))
         self.num_outputs = num_outputs
 
+    @override
     def forward(self, x):
         out = self.head(self.blocks(self.stem(x)))
         return out.squeeze(1) if self.num_outputs == 1 else out

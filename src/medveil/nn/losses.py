@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 
 class GeneralisedDiceLoss(nn.Module):
@@ -26,6 +27,7 @@ class GeneralisedDiceLoss(nn.Module):
         self.eps = eps
         self.cross_entropy = cross_entropy
 
+    @override
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probabilities = torch.softmax(logits, dim=1)
         onehot = nn.functional.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from medveil.nn.unet import layers
 
@@ -35,6 +36,7 @@ class SiameseDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * embedding, embedding), nn.ReLU(inplace=True), nn.Linear(embedding, 1))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's features of a batch of images ``(B, C, H, W)`` (or volumes)."""
         return self.backbone(x)
 
     def compare(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -43,6 +45,7 @@ class SiameseDiscriminator(nn.Module):
         ea, eb = both[: len(a)], both[len(a):]
         return self.head(torch.cat([(ea - eb).abs(), ea * eb], dim=1)).squeeze(1)
 
+    @override
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.compare(pairs[:, :1], pairs[:, 1:2])
 

@@ -29,6 +29,7 @@ from typing import Any, Mapping, cast
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from medveil.nn.classifiers import ModelSpec, SeedCNN, register_model
 
@@ -50,6 +51,7 @@ class CodeEmbeddingCNN(nn.Module):
         """Integer codes ``(B, C, H, W)`` of float input scaled by 255."""
         return (x * CODE_SCALE).round().long().clamp_(0, self.levels - 1)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.embedding(self.codes(x))  # (B, C, H, W, dim)
         b, c, h, w, d = features.shape
@@ -65,6 +67,7 @@ class PerPositionCNN(nn.Module):
         self.bias = nn.Parameter(torch.zeros(in_channels, size, size))
         self.cnn = SeedCNN(size, in_channels, num_outputs=num_outputs)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn(x * self.weight + self.bias)
 
@@ -95,6 +98,7 @@ class PatchEmbeddingNet(nn.Module):
             nn.Linear(dim, num_outputs))
         self.num_outputs = num_outputs
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(self.embed(nibble_planes(x)))
         return out.squeeze(1) if self.num_outputs == 1 else out
@@ -152,6 +156,7 @@ class BlockBagNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(4 * width, 64), nn.SELU(), nn.Linear(64, num_outputs))
         self.num_outputs = num_outputs
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         m = self.block

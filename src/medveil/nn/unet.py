@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 
 def layers(dims: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -47,6 +48,7 @@ class UNet(nn.Module):
         self.merge = nn.ModuleList([_conv_block(2 * widths[i], widths[i], dims) for i in reversed(range(depth))])
         self.out = conv(widths[0], out_channels, 1)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.down):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 
 class ConvVAE(nn.Module):
@@ -37,6 +38,7 @@ class ConvVAE(nn.Module):
         )
         self.kl = torch.zeros(())
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encoder(x)
         mu, logvar = self.mu(h), self.logvar(h).clamp(-10, 10)
@@ -57,6 +59,7 @@ class VAELoss(nn.Module):
         super().__init__()
         self.model, self.beta = model, beta
 
+    @override
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets)
         latent, pixels = self.model.mu.out_features, targets[0].numel()

@@ -16,6 +16,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError, ParameterError
 from medveil.keys import Key
@@ -42,10 +43,12 @@ class AdversarialEncoder(Scheme):
     name = "adversarial"
     trained_key = True
 
+    @override
     @classmethod
     def params_label(cls, params: Mapping[str, Any]) -> str:
         return f"lambda={params['lam']:g}" + ("-3d" if params.get("dims", 2) == 3 else "")
 
+    @override
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"size", "patch", "dims", "width", "depth", "lam"} | WEIGHT_PARAMS, cls.name)
@@ -72,6 +75,7 @@ class AdversarialEncoder(Scheme):
         self.encoder.load_state_dict(load_weights(key))
         self.encoder.eval()
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         from medveil.nn.patches import whole_volume
         from medveil.training.loop import apply_batched

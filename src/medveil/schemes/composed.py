@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import ParameterError
 from medveil.keys import SECRET_BYTES, Key
@@ -47,6 +48,7 @@ class WarpSmooth(Scheme):
                   Parameter("raster", int, 64, "output size: the raster is raster x raster"),
                   Parameter("block", int, 4, "skk-smooth's block size M"))
 
+    @override
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"size", "raster", "block"}, cls.name)
@@ -62,6 +64,7 @@ class WarpSmooth(Scheme):
                                                                  "raster": self.params["raster"], "channels": 1}))
         self.smooth = from_key(self.stage_key("skk-smooth", {"block": self.params["block"], "channels": 1}))
 
+    @override
     @property
     def channels(self) -> int:
         return 1  # structural and skk-smooth run on one channel here
@@ -70,5 +73,6 @@ class WarpSmooth(Scheme):
         """The key of one stage: its own secret, drawn from this key's stream under the stage's name."""
         return Key.new(scheme, params, self.key.stream(f"stage/{scheme}").read(SECRET_BYTES))
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.smooth(self.structural(images))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.schemes._lut import apply_lut
 from medveil.errors import InputError, ParameterError
@@ -59,6 +60,7 @@ class IntensityMapping(Scheme):
                   Parameter("signed", bool, False, "the stored values are signed (CT)"),
                   Parameter("levels", int, None, "N distinct output values (default 2**bits: bijective)"))
 
+    @override
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"bits", "signed", "levels"}, cls.name)
@@ -94,12 +96,15 @@ class IntensityMapping(Scheme):
 
     @property
     def bijective(self) -> bool:
+        """Whether every input value has its own code (``levels`` equals the domain size)."""
         return self.params["levels"] == self.domain_size
 
+    @override
     @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(f"{'i' if self.params['signed'] else 'u'}{self.itemsize}")
 
+    @override
     @property
     def output_bits(self) -> int:
         return self.params["bits"]

@@ -27,6 +27,7 @@ import math
 from typing import ClassVar
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError
 from medveil.plugins import Parameter
@@ -116,9 +117,11 @@ class Tanaka(_BlockParams, _LearnableScheme):
         return stream.permutation(slots), stream.bits(slots)
 
     def keyspace_bits(self, shape: tuple[int, ...]) -> float:
+        """log2 of the number of keys for images of ``shape``: a permutation and flips of one block's slots."""
         slots = 2 * self.params["channels"] * self.params["block"] ** 2
         return math.lgamma(slots + 1) / math.log(2) + slots
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         self.image_shape(images)
@@ -139,6 +142,7 @@ class SKK(_LearnableScheme):
     name = "skk"
     parameters: ClassVar[tuple[Parameter, ...]] = (Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"),)
 
+    @override
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"channels"}, cls.name)
@@ -162,6 +166,7 @@ class SKK(_LearnableScheme):
         u, v, c = shape[0], shape[1], self.params["channels"]
         return c * u * v + (u * v * math.log2(6) if c == 3 else 0.0)
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         shape = self.image_shape(images)
@@ -191,6 +196,7 @@ class SKKSmooth(_BlockParams, SKK):
         m = self.params["block"]
         return super().keyspace_bits(shape) + 2 * (-(-shape[0] // m)) * (-(-shape[1] // m))
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         encrypted = super().__call__(images)
         m = self.params["block"]

@@ -24,17 +24,20 @@ class Setting:
 
     @classmethod
     def for_key(cls, key: Key) -> "Setting":
+        """The setting ``key`` instantiates, holding the key."""
         setting = cls.from_row({"scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params)})
         return replace(setting, key=key)
 
     @classmethod
     def from_row(cls, row: dict) -> "Setting":
+        """The setting a CSV row names (``scheme`` and ``params`` as ``k=v;k=v``)."""
         params = tuple((k, int(v) if v.lstrip("-").isdigit() else v)
                        for k, v in (part.split("=", 1) for part in row["params"].split(";") if part))
         return cls(row["scheme"], params)
 
     @property
     def params_text(self) -> str:
+        """The parameters as ``k=v;k=v``."""
         return ";".join(f"{k}={v}" for k, v in self.params)
 
     @property
@@ -44,6 +47,7 @@ class Setting:
 
     @property
     def label(self) -> str:
+        """The scheme and its parameters, for tables and figures."""
         return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
 
     def build_scheme(self, channels: int = 1) -> Scheme | None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError
 from medveil.keys import KeyStream
@@ -89,6 +90,7 @@ class BlockShuffle(Scheme):
                   Parameter("remap", int, 0, "1: a keyed monotone curve per image and block"),
                   Parameter("noise", int, 0, "keyed Gaussian noise of this many grey levels per pixel"))
 
+    @override
     @classmethod
     def validate_params(cls, params):
         check_params(params, {"block", "channels", "remap", "noise"}, cls.name)
@@ -103,6 +105,7 @@ class BlockShuffle(Scheme):
         digest = hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).hexdigest()
         return self.key.stream(f"image/{digest}")
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         shape = image_shape_8bit(images, self.params["channels"], self.name)

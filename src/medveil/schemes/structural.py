@@ -30,6 +30,7 @@ import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError, ParameterError
 from medveil.parallel import map_ordered
@@ -110,6 +111,7 @@ class StructuralDeidentification(Scheme):
     parameters = (Parameter("size", int, 50, "images are resized to size x size before tracing"),
                   Parameter("raster", int, 64, "output size: the de-identified raster is raster x raster"), Parameter("channels", int, 1, "1 (grayscale) or 3 (colour)"))
 
+    @override
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"size", "raster", "channels"}, cls.name)
@@ -137,6 +139,7 @@ class StructuralDeidentification(Scheme):
         svg = shift_coordinates(vectorize(resized), transform or self.encrypt_coordinates, size, size)
         return rasterize(svg, raster, channels)
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         shape = image_shape_8bit(images, self.params["channels"], self.name)

@@ -21,6 +21,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError, ParameterError
 from medveil.keys import SECRET_BYTES, Key
@@ -43,15 +44,18 @@ class VAEObfuscation(Scheme):
     name = "vae"
     trained_key = True
 
+    @override
     @classmethod
     def params_label(cls, params: Mapping[str, Any]) -> str:
         return f"levels={params['levels']}"  # the rest is architecture and key material
 
+    @override
     def describe(self) -> str:
         p = self.params
         return (f"vae(levels={p['levels']}, size={p['size']}, channels={p['channels']}, latent={p['latent']}) "
                 f"key {self.key.fingerprint}, weights {p['weights']}")
 
+    @override
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         check_params(params, {"levels", "size", "channels", "latent"} | WEIGHT_PARAMS, cls.name)
@@ -88,6 +92,7 @@ class VAEObfuscation(Scheme):
         recon = recon[:, 0] if self.params["channels"] == 1 else recon.transpose(0, 2, 3, 1)
         return recon.reshape(images.shape)
 
+    @override
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.mapping(self.reconstruct(images))
 

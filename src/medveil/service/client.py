@@ -65,6 +65,7 @@ class Client:
                                  timeout=timeout)
 
     def close(self) -> None:
+        """Close the HTTP connection."""
         self.http.close()
 
     def __enter__(self) -> "Client":
@@ -168,6 +169,7 @@ class Client:
         return self._call("GET", "/datasets")
 
     def job(self, job_id: str) -> dict:
+        """The server's record of training job ``job_id``."""
         return self._call("GET", f"/jobs/{job_id}")
 
     def wait(self, job_id: str, poll: float = 1.0, timeout: float = 3600.0) -> dict:
@@ -184,6 +186,7 @@ class Client:
         self._call("DELETE", f"/{kind}s/{record_id}")
 
     def model(self, model_id: str) -> dict:
+        """The server's record of model ``model_id`` (task, size, classes, fingerprint, validation score)."""
         return self._call("GET", f"/models/{model_id}")
 
     def predict(self, model_id: str, images: np.ndarray) -> list[dict]:

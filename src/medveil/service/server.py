@@ -76,6 +76,7 @@ class Worker:
         self.thread = threading.Thread(target=self._loop, name="medveil-trainer", daemon=True)
 
     def start(self) -> None:
+        """Queue the jobs a stopped server left unfinished, then start the training thread."""
         for job in self.store.unfinished_jobs():
             if job["status"] == "running":
                 self.store.update_job(job["id"], status="queued", message="resumed after a server restart")
@@ -83,6 +84,7 @@ class Worker:
         self.thread.start()
 
     def stop(self) -> None:
+        """Ask the training thread to stop after the current job."""
         self.queue.put(None)
 
     def _loop(self) -> None:
@@ -98,6 +100,7 @@ class Worker:
             self.run(job_id)
 
     def run(self, job_id: str) -> None:
+        """Train job ``job_id``, from its checkpoint if it has one, and store the model or the failure."""
         from medveil.training.loop import TrainConfig
 
         job = self.store.job_by_id(job_id)

@@ -122,6 +122,7 @@ class Store:
                                     (TOKEN_ID_DIGITS, token_id)).rowcount > 0
 
     def tenant_of(self, token: str) -> str | None:
+        """The tenant ``token`` belongs to, or None."""
         row = self._one("SELECT tenant FROM tokens WHERE hash = ?", (hash_token(token),))
         return row["tenant"] if row else None
 
@@ -129,6 +130,7 @@ class Store:
     def add_dataset(self, tenant: str, name: str, fingerprint: str, images: np.ndarray, labels: np.ndarray,
                     classes: list[str], task: str = "classification", scheme: dict | None = None,
                     names: list[str] | None = None) -> dict:
+        """Store an uploaded dataset (its arrays in a 0600 file) and return its record."""
         dataset_id = new_id()
         self._save(dataset_id, images, labels, names or [])
         channels = 3 if images.ndim == 4 else 1
@@ -183,12 +185,15 @@ class Store:
                     self._reserved[tenant] -= size
 
     def dataset_path(self, dataset_id: str) -> Path:
+        """Where dataset ``dataset_id``'s arrays are stored."""
         return self.root / "datasets" / f"{dataset_id}.npz"
 
     def dataset(self, tenant: str, dataset_id: str) -> dict | None:
+        """``tenant``'s dataset ``dataset_id``, or None."""
         return self._one("SELECT * FROM datasets WHERE id = ? AND tenant = ?", (dataset_id, tenant))
 
     def datasets(self, tenant: str) -> list[dict]:
+        """``tenant``'s datasets, oldest first."""
         return self._query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created", (tenant,))
 
     def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -198,12 +203,14 @@ class Store:
 
     # jobs
     def add_job(self, tenant: str, dataset_id: str, model: str, epochs: int) -> dict:
+        """Queue a training job and return its record."""
         job_id, now = new_id(), time.time()
         self._query("INSERT INTO jobs (id, tenant, dataset_id, model, epochs, status, created, updated) "
                     "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)", (job_id, tenant, dataset_id, model, epochs, now, now))
         return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,)) or {}
 
     def job(self, tenant: str, job_id: str) -> dict | None:
+        """``tenant``'s job ``job_id``, or None."""
         return self._one("SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant))
 
     def job_by_id(self, job_id: str) -> dict | None:
@@ -211,16 +218,20 @@ class Store:
         return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
     def jobs(self, tenant: str) -> list[dict]:
+        """``tenant``'s jobs, oldest first."""
         return self._query("SELECT * FROM jobs WHERE tenant = ? ORDER BY created", (tenant,))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set ``fields`` of job ``job_id`` (and its update time)."""
         names = ", ".join(f"{k} = ?" for k in fields)
         self._query(f"UPDATE jobs SET {names}, updated = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
 
     def unfinished_jobs(self) -> list[dict]:
+        """Every tenant's queued or running jobs, oldest first."""
         return self._query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created")
 
     def checkpoint_path(self, job_id: str) -> Path:
+        """Where job ``job_id``'s checkpoint is kept while it runs."""
         return self.root / "checkpoints" / f"{job_id}.pt"
 
     # models
@@ -239,12 +250,15 @@ class Store:
         return model_id
 
     def model_path(self, model_id: str) -> Path:
+        """Where model ``model_id``'s weights are stored."""
         return self.root / "models" / f"{model_id}.pt"
 
     def model(self, tenant: str, model_id: str) -> dict | None:
+        """``tenant``'s model ``model_id``, or None."""
         return self._one("SELECT * FROM models WHERE id = ? AND tenant = ?", (model_id, tenant))
 
     def models(self, tenant: str) -> list[dict]:
+        """``tenant``'s models, oldest first."""
         return self._query("SELECT * FROM models WHERE tenant = ? ORDER BY created", (tenant,))
 
     # deletion and retention

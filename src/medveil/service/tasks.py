@@ -3,6 +3,7 @@ models train, load and answer.
 
 - ``classification``: ``CLASS/NAME.png`` in two class folders (or one, to be appended to); a class
   per image; the server models of :mod:`medveil.nn` (``cnn`` by default); the validation accuracy.
+
 - ``segmentation``: ``images/NAME.png`` with ``masks/NAME.png`` beside each (8-bit class indices
   below :data:`MAX_MASK_CLASSES`); a label map per image; paper PN's U-Net; the validation Dice.
 
@@ -17,6 +18,7 @@ import io
 from typing import Callable
 
 import numpy as np
+from typing_extensions import override
 
 from medveil.errors import InputError
 from medveil.plugins import Registry
@@ -82,11 +84,13 @@ class Classification(Task):
     """Two class folders, a class per image, the server models of :mod:`medveil.nn`."""
     name, score, entries_per_image = "classification", "val_accuracy", 1
 
+    @override
     def models(self) -> tuple[str, list[str]]:
         from medveil.nn import available_models
 
         return "cnn", available_models()
 
+    @override
     def check_model(self, model: str, dataset: dict) -> None:
         from medveil.nn import model_spec
 
@@ -99,10 +103,12 @@ class Classification(Task):
             raise http_error(422, f"{model} learns the obfuscation's structure from the key's public scheme and "
                                   "parameters, which this dataset was uploaded without (medveil client upload sends them)")
 
+    @override
     def check_folders(self, folders: list[str]) -> None:
         if not 1 <= len(folders) <= 2:
             raise http_error(400, f"binary classification needs one or two class folders, got {len(folders)}")
 
+    @override
     def merge(self, held, labels, classes):
         merged = held + [c for c in classes if c not in held]
         if len(merged) > 2:
@@ -110,20 +116,24 @@ class Classification(Task):
                                   f"cannot add {', '.join(c for c in classes if c not in held)}")
         return np.array([merged.index(classes[i]) for i in labels], np.int64), merged
 
+    @override
     def labels(self, folders, image_folders, names, shape, decode):
         return np.array([folders.index(folder) for folder in image_folders], np.int64), folders
 
+    @override
     def train(self, images, labels, dataset, job, config):
         from medveil.training.classification import train_on_images
 
         return train_on_images(images, labels, job["model"], config, **(dataset["scheme"] or {}))  # scheme=, params=
 
+    @override
     def build(self, record):
         from medveil.nn import build_classifier
 
         return build_classifier(record["model"], record["size"], in_channels=record["channels"],
                                 **(record["scheme"] or {}))
 
+    @override
     def predictions(self, record, net, images, names):
         from medveil.training.classification import model_tensors, predict_probabilities
 
@@ -136,24 +146,29 @@ class Segmentation(Task):
     """Images with masks of class indices, paper PN's U-Net, the validation Dice."""
     name, score, entries_per_image, grayscale_only = "segmentation", "val_dice", 2, True
 
+    @override
     def models(self) -> tuple[str, list[str]]:
         from medveil.training.segmentation import SEGMENTER
 
         return SEGMENTER, [SEGMENTER]
 
+    @override
     def check_folders(self, folders: list[str]) -> None:
         if folders != ["images", "masks"]:
             raise http_error(400, f"a segmentation archive holds images/ and masks/, got {', '.join(folders)}")
 
+    @override
     def is_image(self, folder: str) -> bool:
         return folder == "images"
 
+    @override
     def check_labels(self, layouts, names, shape):
         if sorted(name for folder, name in layouts if folder == "masks") != sorted(names):
             raise http_error(400, "every image needs a mask of the same name under masks/, and every mask an image")
         if any(layouts["masks", name] != (shape, np.dtype(np.uint8)) for name in names):
             raise http_error(400, f"masks must be 8-bit grayscale PNGs of the images' size {shape}")
 
+    @override
     def labels(self, folders, image_folders, names, shape, decode):
         masks = decode([("masks", name) for name in names], shape, np.dtype(np.uint8))
         classes = int(masks.max()) + 1
@@ -161,19 +176,23 @@ class Segmentation(Task):
             raise http_error(400, f"masks hold class {classes - 1}; at most {MAX_MASK_CLASSES} classes (0 = background)")
         return masks, [str(c) for c in range(max(classes, 2))]
 
+    @override
     def merge(self, held, labels, classes):
         return labels, [str(c) for c in range(max(len(held), len(classes)))]
 
+    @override
     def train(self, images, labels, dataset, job, config):
         from medveil.training.segmentation import train_segmentation_on_images
 
         return train_segmentation_on_images(images, labels, len(dataset["classes"]), config)
 
+    @override
     def build(self, record):
         from medveil.training.segmentation import build_segmenter
 
         return build_segmenter(len(record["classes"]))
 
+    @override
     def predictions(self, record, net, images, names):
         from medveil.training.segmentation import predict_masks
 
