@@ -22,6 +22,11 @@ def test_jobs_go_out_in_batches_that_still_balance_the_load():
 
 
 def test_map_ordered_keeps_the_order_raises_the_first_error_and_stays_serial_unless_asked(monkeypatch):
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+
+    assert CliRunner().invoke(app, ["attack", "list"]).exit_code == 0  # a command uses every core, then gives them back
     started = []
     monkeypatch.setattr(parallel, "run", lambda *a, **k: started.append(a) or [])
     assert parallel.map_ordered(operator.mul, (3,), list(range(100))) == [3 * i for i in range(100)]

@@ -21,12 +21,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print medveil's version and exit.")):
+def main(ctx: typer.Context, version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                                          help="Print medveil's version and exit.")):
     """Obfuscate medical images with a secret key; measure what utility and privacy survive.
 
     Exit status: 0 done; 1 some files failed (the others were written); 2 usage or input error.
     """
     from medveil import parallel
 
-    parallel.set_cores(parallel.available_cores())  # per-image work (structural's tracing) on every core
+    previous = parallel.set_cores(parallel.available_cores())  # per-image work (structural's tracing) on every core
+    ctx.call_on_close(lambda: parallel.set_cores(previous))  # while the command runs, not after it (in a caller's process)

@@ -53,15 +53,16 @@ def run(work: Callable[..., Any], context: tuple, jobs: Sequence[tuple], workers
 _cores = 1
 
 
-def set_cores(count: int) -> None:
-    """Let :func:`map_ordered` use ``count`` processes in this process.
+def set_cores(count: int) -> int:
+    """Let :func:`map_ordered` use ``count`` processes in this process; returns the count it replaces.
 
     One by default: a library caller gets no processes it did not ask for (a script that asks must
     guard its main module with ``if __name__ == "__main__"``, as multiprocessing's spawn requires).
-    The ``medveil`` command gives it :func:`available_cores`; a bench cell its share of them.
+    A ``medveil`` command gives it :func:`available_cores` while it runs; a bench cell its share of them.
     """
     global _cores
-    _cores = max(1, count)
+    previous, _cores = _cores, max(1, count)
+    return previous
 
 
 def available_cores() -> int:
