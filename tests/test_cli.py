@@ -151,3 +151,10 @@ def test_a_mixed_folder_says_which_key_the_others_need_and_filters_split_it(tmp_
     assert png.exit_code == 0 and "3 obfuscated" in png.output
     none = medveil("obfuscate", "-k", tmp_path / "h.key", "--include", "*.nii", scans, tmp_path / "none")
     assert none.exit_code == 2 and "leave none of its 4 files" in none.output
+
+
+def test_help_writes_placeholders_as_click_does():
+    usage = runner.invoke(app, ["obfuscate", "--help"], env={"COLUMNS": "120"}, terminal_width=120).output
+    assert "obfuscate [OPTIONS] SOURCE OUTPUT" in usage, usage
+    assert "TEXT" in usage and "PATH" in usage
+    assert not [mark for mark in ("{source}", "<str>", "<path>") if mark in usage]
