@@ -653,3 +653,18 @@ def test_a_dataset_grows_by_appending_and_the_same_images_twice_add_nothing(secu
     assert _append(http, tokens["alice"], dataset_id, png_zip(second), "1" * 32).status_code == 400  # another key
     assert _append(http, tokens["bob"], dataset_id, png_zip(second)).status_code == 404  # another tenant's
     assert http.post("/jobs", headers=alice, json={"dataset_id": dataset_id, "epochs": 1}).status_code == 202
+
+
+def test_concurrent_appends_to_one_dataset_lose_nothing(tmp_path, rng):
+    store = Store(tmp_path / "srv")
+    token = store.create_token("alice")
+    first = {f"a/{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(2)}
+    batches = [png_zip({f"b/{k}-{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(3)})
+               for k in range(8)]
+    with local_server(tmp_path / "srv") as url, httpx.Client(base_url=url, timeout=120) as http:
+        dataset_id = _upload(http, token, png_zip(first)).json()["id"]
+        answers = _concurrently(8, lambda k: _append(http, token, dataset_id, batches[k]).status_code)
+        record = http.get(f"/datasets/{dataset_id}", headers={"Authorization": f"Bearer {token}"}).json()
+    assert answers == [200] * 8 and record["images"] == 2 + 8 * 3
+    with np.load(tmp_path / "srv" / "datasets" / f"{dataset_id}.npz") as data:
+        assert len(data["images"]) == len(set(data["names"].tolist())) == 26
