@@ -126,3 +126,30 @@ def test_structural_tune_cli_writes_the_sweep_and_recommends_a_size(tmp_path):
     assert list(rows[0]) == SDIM_COLUMNS and [r["size"] for r in rows] == ["16", "24"]
     best = min(rows, key=lambda r: float(r["sdim"]))["size"]
     assert f"recommended input size: {best}" in result.output
+
+
+def test_coordinates_are_rewritten_path_by_path_as_the_plain_loop_does(rng):
+    import re
+
+    from medveil.data import load_br35h
+    from medveil.schemes.structural import _NUMBER, _PATH, shift_coordinates, vectorize
+
+    def one_path_at_a_time(svg, transform, width, height):  # the reading of the format, written plainly
+        parts = []
+        for d, fill, tx, ty in _PATH.findall(svg):
+            numbers = np.array(_NUMBER.findall(d), dtype=np.float64)
+            numbers[0::2] += float(tx)
+            numbers[1::2] += float(ty)
+            shifted = iter(f"{v:.3f}" for v in transform(numbers))
+            parts.append(f'<path d="{_NUMBER.sub(lambda _: next(shifted), d)}" fill="{fill}"/>')
+        w, h = transform(np.array([width, height], dtype=np.float64))
+        return (f'<svg version="1.1" xmlns="http://www.w3.org/2000/svg" width="{w:.3f}" height="{h:.3f}" '
+                f'viewBox="0 0 {w:.3f} {h:.3f}">' + "".join(parts) + "</svg>")
+
+    scheme = structural(size=50)
+    images = load_br35h(64).images[::300]
+    for image in [disc(), *(np.asarray(Image.fromarray(i).resize((50, 50))) for i in images)]:
+        svg = vectorize(image)
+        assert len(re.findall("<path", svg)) > 1
+        for transform in (scheme.encrypt_coordinates, lambda v: v):
+            assert shift_coordinates(svg, transform, 50, 50) == one_path_at_a_time(svg, transform, 50, 50)
