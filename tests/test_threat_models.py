@@ -64,7 +64,7 @@ def test_a_ciphertext_only_attack_gets_the_service_set_and_no_oracle(rng):
                             service_set=(held, np.arange(10) % 2))
     view = spy.view
     assert view.oracle is None and view.pairs is None and row["queries"] == 0
-    assert np.array_equal(view.obfuscated_set, medveil.from_key(key)(held)) and view.labels is not None
+    assert np.array_equal(view.require_obfuscated_set("spy"), medveil.from_key(key)(held)) and view.labels is not None
     assert view.scheme == "intensity" and view.params == dict(key.params)
     assert key.secret.hex() not in repr(vars(view))
     with pytest.raises(InputError, match="oracle"):
@@ -299,3 +299,24 @@ def test_known_pairs_measure_the_structural_warp_as_crafted_images_do(rng):
     recovered = metrics.mean_pair_scores(target, attack.reconstruct(scheme(target)), with_ms_ssim=False)["ssim"]
     identity = metrics.mean_pair_scores(target, scheme(target), with_ms_ssim=False)["ssim"]
     assert recovered > identity
+
+
+def test_the_service_set_is_obfuscated_only_for_an_attack_that_asks(rng, monkeypatch):
+    from medveil.attacks.baselines import LabelMean, PriorMean
+    from medveil.evaluation import privacy
+
+    key = medveil.generate_key("intensity", levels=50)
+    held, labels = rng.integers(0, 256, (10, 40, 40), dtype=np.uint8), np.arange(10) % 2
+    sizes = []
+
+    def counting(k):
+        scheme = medveil.from_key(k)
+        return lambda images: sizes.append(len(images)) or scheme(images)
+
+    monkeypatch.setattr(privacy, "from_key", counting)
+    attack_images(PriorMean(), "ciphertext-only", key, held[:3], held[5:], "toy", "prior", service_set=(held, labels))
+    assert sizes == [3]  # the targets only: the guess never looks at the service's set
+    sizes.clear()
+    attack_images(LabelMean(), "ciphertext-only", key, held[:3], held[5:], "toy", "prior", service_set=(held, labels),
+                  own_labels=labels[5:])
+    assert sizes == [3, 10]

@@ -103,7 +103,9 @@ class AttackerView:
     own_labels : ndarray or None
         Their labels ``(n,)``, where the attacker's data are labelled (``prior``).
     obfuscated_set, labels : ndarray or None
-        ciphertext-only: every image the service holds under the key, and their labels.
+        ciphertext-only: every image the service holds under the key, and their labels. The set
+        may be given as a function that computes it, called when an attack first asks for it
+        (:meth:`require_obfuscated_set`): the prior-mean guess never does.
     pairs : (ndarray, ndarray) or None
         known-pairs: leaked plain images and their obfuscated versions.
     oracle : BlackBox or None
@@ -113,7 +115,7 @@ class AttackerView:
     scheme: str
     params: dict[str, Any]
     own: np.ndarray
-    obfuscated_set: np.ndarray | None = None
+    obfuscated_set: np.ndarray | Callable[[], np.ndarray] | None = None
     labels: np.ndarray | None = None
     pairs: tuple[np.ndarray, np.ndarray] | None = None
     oracle: BlackBox | None = field(default=None, repr=False)
@@ -135,6 +137,8 @@ class AttackerView:
         """The service's obfuscated images, or :class:`InputError` naming ``attack`` where they are not granted."""
         if self.obfuscated_set is None:
             raise InputError(f"{attack} needs the service's obfuscated set, which this threat model does not grant")
+        if callable(self.obfuscated_set):
+            self.obfuscated_set = self.obfuscated_set()
         return self.obfuscated_set
 
 

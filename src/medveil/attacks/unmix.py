@@ -143,7 +143,7 @@ class SmoothUnmix(Attack):
             targets.append(view.own[group])
         self.model, self.history = train_reconstructor(np.concatenate(inputs), np.concatenate(targets), self.config,
                                                        self.width)
-        self._service_set = view.obfuscated_set
+        self._service_set = view.require_obfuscated_set(self.name) if view.obfuscated_set is not None else None
         return self
 
     def _plain_statistics(self, own: np.ndarray, raster: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

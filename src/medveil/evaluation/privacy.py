@@ -99,7 +99,7 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     queries = 0
     if capability == "ciphertext-only":
         images, labels = service_set if service_set is not None else (target, None)
-        view.obfuscated_set, view.labels = scheme(images), labels
+        view.obfuscated_set, view.labels = (lambda: scheme(images)), labels  # obfuscated if an attack asks
         attack.fit(view)
     elif capability == "known-pairs":
         if leaked is None or not len(leaked):
