@@ -20,7 +20,7 @@ import queue
 import threading
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Optional, Sequence
+from typing import Annotated, Callable, Optional, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -207,6 +207,16 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
             raise http_error(404, f"no such {what}")
         return record
 
+    def admitter(held: ExitStack, who: str, also_held: int = 0) -> Callable[[int], None]:
+        """What :func:`read_archive` calls once the headers are counted (nothing decoded yet): reserve the
+        decoded bytes in the tenant's quota (413 past it) and hold them, plus ``also_held``, in memory."""
+        def admit(decoded: int) -> None:
+            if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
+                raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
+                                      f"quota of {limits.max_tenant_bytes} bytes")
+            held.enter_context(memory.hold(decoded + also_held))
+        return admit
+
     @app.get("/health", tags=["health"])
     def health() -> dict:
         return {"status": "ok"}
@@ -223,13 +233,7 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
             raise http_error(400, f"task must be one of {', '.join(TASKS.names())}, got {task!r}")
         public = _public_scheme(scheme)
         with ExitStack() as held:
-            def admit(decoded: int) -> None:  # the headers are counted; nothing is decoded yet
-                if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
-                    raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
-                                          f"quota of {limits.max_tenant_bytes} bytes")
-                held.enter_context(memory.hold(decoded))
-
-            images, labels, classes, names = read_archive(archive.file, limits, admit, TASKS[task])
+            images, labels, classes, names = read_archive(archive.file, limits, admitter(held, who), TASKS[task])
             return _dataset_view(store.add_dataset(who, name, fingerprint, images, labels, classes, task, public, names))
 
     @app.post("/datasets/{dataset_id}/images", tags=["datasets"], responses=_responses(400, 401, 404, 411, 413, 415, 422))
@@ -244,14 +248,9 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
             raise http_error(400, "these images were obfuscated under another key than the dataset's")
         task = TASKS[dataset["task"]]
         with ExitStack() as held:
-            def admit(decoded: int) -> None:
-                if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
-                    raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
-                                          f"quota of {limits.max_tenant_bytes} bytes")
-                # the dataset is read back and written whole beside the new images
-                held.enter_context(memory.hold(decoded + _stored_bytes(dataset)))
-
-            images, labels, classes, names = read_archive(archive.file, limits, admit, task)
+            # the dataset is read back and written whole beside the new images
+            images, labels, classes, names = read_archive(archive.file, limits,
+                                                          admitter(held, who, _stored_bytes(dataset)), task)
             expected = (dataset["size"], dataset["channels"], dataset["bits"])
             got = (images.shape[1], 3 if images.ndim == 4 else 1, 8 * images.dtype.itemsize)
             if got != expected:
