@@ -1,4 +1,4 @@
-"""The package's shape: no import circles between its modules."""
+"""The package's shape: no import circles between its modules, none of them over 400 lines."""
 
 import ast
 from pathlib import Path
@@ -74,3 +74,9 @@ def test_the_circle_finder_finds_one():
     a, b, c = Path("a"), Path("b"), Path("c")
     assert [set(g) for g in circles({a: {b}, b: {c}, c: {a}})] == [{a, b, c}]
     assert circles({a: {b}, b: {c}, c: set()}) == []
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(path.relative_to(SRC)): n for path in (SRC / "medveil").rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert not long, long

@@ -41,7 +41,7 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None, durable: bool 
 
 
 def temporary_name(name: str) -> str:
-    """The name a file called ``name`` is written under before it is renamed into place."""
+    """Return the name a file called ``name`` is written under before it is renamed into place."""
     return f"{TMP_PREFIX}{secrets.token_hex(4)}-{name}"
 
 

@@ -65,7 +65,7 @@ class KeyStream:
         self._buffer = b""
 
     def read(self, n: int) -> bytes:
-        """The next ``n`` bytes of the stream."""
+        """Return the next ``n`` bytes of the stream."""
         blocks_needed = -(-(n - len(self._buffer)) // _BLOCK)
         chunks = [self._buffer]
         for _ in range(max(blocks_needed, 0)):
@@ -104,7 +104,7 @@ class KeyStream:
         return (draws % bounds).astype(np.int64)
 
     def permutation(self, n: int) -> np.ndarray:
-        """A uniform random permutation of ``range(n)`` (Fisher–Yates), as int64."""
+        """Return a uniform random permutation of ``range(n)`` (Fisher–Yates), as int64."""
         perm = np.arange(n, dtype=np.int64)
         if n < 2:
             return perm
@@ -146,7 +146,7 @@ class Key:
 
     @classmethod
     def new(cls, scheme: str, params: Mapping[str, Any], secret: bytes | None = None) -> "Key":
-        """A fresh key. Use :func:`medveil.schemes.generate_key`, which validates ``params`` first.
+        """Return a fresh key. Use :func:`medveil.schemes.generate_key`, which validates ``params`` first.
 
         ``secret`` (default: new bytes from :mod:`secrets`) is for keys a run must be able to make
         again, from :func:`derive_secret`; never for a hospital's key.
@@ -164,7 +164,7 @@ class Key:
         return mac.hexdigest()[:32]
 
     def stream(self, label: str) -> KeyStream:
-        """An independent deterministic stream for ``label`` (e.g. ``"intensity/permutation"``)."""
+        """Return an independent deterministic stream for ``label`` (e.g. ``"intensity/permutation"``)."""
         return KeyStream(self.secret, f"{self.scheme}/{label}")
 
     def require(self, scheme: str) -> None:
@@ -181,7 +181,7 @@ class Key:
         ).encode()
 
     def to_json(self, passphrase: str | None = None) -> str:
-        """The key file's text; with ``passphrase``, the secret is stored encrypted (see the module docstring)."""
+        """Return the key file's text; with ``passphrase``, the secret is stored encrypted (see the module docstring)."""
         doc = {"medveil_key_version": self.version, "scheme": self.scheme, "params": dict(self.params),
                "fingerprint": self.fingerprint}
         if passphrase is None:
@@ -266,8 +266,10 @@ class Key:
 
 
 def derive_secret(master: bytes, label: str) -> bytes:
-    """Key material for ``label`` from a random ``master`` secret (HMAC-SHA256, a PRF): independent
-    per label, and the same on every machine that holds ``master`` (the benchmark's cells)."""
+    """Key material for ``label`` from a random ``master`` secret (HMAC-SHA256, a PRF).
+
+    Independent per label, and the same on every machine that holds ``master`` (the benchmark's cells).
+    """
     return hmac.new(master, b"medveil-derive\x00" + label.encode(), hashlib.sha256).digest()[:SECRET_BYTES]
 
 
@@ -303,7 +305,7 @@ def _open_secret(doc: dict, source: str, passphrase: str | None) -> bytes:
 
 
 def read_key_text(path: str | os.PathLike) -> str:
-    """A key file's text; :class:`KeyFileError` in one line for a missing, unreadable or binary file (an image, say)."""
+    """Return a key file's text; :class:`KeyFileError` in one line for a missing, unreadable or binary file (an image, say)."""
     path = Path(path)
     try:
         return path.read_text(encoding="utf-8")
@@ -316,7 +318,7 @@ def read_key_text(path: str | os.PathLike) -> str:
 
 
 def public_part(text: str, source: str = "key") -> dict:
-    """A key file's parsed JSON, checked to be a key of a version this medveil reads; nothing is decrypted.
+    """Return a key file's parsed JSON, checked to be a key of a version this medveil reads; nothing is decrypted.
 
     ``medveil key info`` shows its ``scheme``, ``params`` and ``fingerprint`` (as stored: only
     loading the key verifies it) and whether the secret is encrypted.

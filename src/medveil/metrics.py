@@ -1,5 +1,7 @@
-"""Metrics: similarity between an original and an obfuscated or reconstructed image, classification,
-segmentation (Dice) and re-identification (best-threshold accuracy, retrieval mAP).
+"""Metrics.
+
+Similarity between an original and an obfuscated or reconstructed image, classification, segmentation (Dice) and
+re-identification (best-threshold accuracy, retrieval mAP).
 
 SSIM and PSNR come from scikit-image. The data range they need is chosen by
 :func:`pair_data_range`: 255 for 8-bit images (the convention of the papers we compare with), and
@@ -182,7 +184,7 @@ def dice_scores(predicted: np.ndarray, truth: np.ndarray, class_names: tuple[str
 
 
 def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> float:
-    """The best accuracy of "same subject" decided by one threshold on pair ``scores`` (paper PN, Table 2).
+    """Return the best accuracy of "same subject" decided by one threshold on pair ``scores`` (paper PN, Table 2).
 
     Either direction counts (high score = same, or low score = same), as an attacker who has seen
     labelled pairs would choose. ``same``: (n,) 0/1.
@@ -197,7 +199,7 @@ def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> float:
 
 
 def mean_average_precision(embeddings: np.ndarray, subjects: np.ndarray) -> float:
-    """Retrieval mAP (paper PN, eq. 8): each item queries all others ranked by Euclidean distance.
+    """Return the retrieval mAP (paper PN, eq. 8): each item queries all others ranked by Euclidean distance.
 
     An item's AP is the mean of precision@k over the ranks k of its same-subject items; items
     with no other item of their subject are skipped. ``embeddings`` (n, d), ``subjects`` (n,).
@@ -240,7 +242,7 @@ def linkage_topk(probes: np.ndarray, gallery: np.ndarray, probe_ids: np.ndarray,
 
 
 def pair_data_range(a: np.ndarray, b: np.ndarray, bits: int) -> float:
-    """The data range for comparing ``a`` with ``b`` when their samples have up to ``bits`` bits."""
+    """Return the data range for comparing ``a`` with ``b`` when their samples have up to ``bits`` bits."""
     if bits <= 8:
         return 255.0
     lo = min(float(a.min()), float(b.min()))
@@ -284,7 +286,7 @@ def compare_trees(originals: Path, others: Path) -> tuple[list[dict[str, Any]], 
 
 
 def counterparts(originals: Path, others: Path):
-    """A function giving, for a relative path below ``originals``, its counterpart's path below ``others``.
+    """Return a function giving, for a relative path below ``originals``, its counterpart's path below ``others``.
 
     Through the manifest of the folder run that wrote ``others`` where it is beside it; else by name.
     """

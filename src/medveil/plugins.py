@@ -71,6 +71,7 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
 
     def __getitem__(self, name: str) -> T:
+        """Return the item registered as ``name``, loading plugins first; an unknown name is one line naming the others."""
         if name not in self._items:
             load_plugins(self.group)
         try:
@@ -79,6 +80,7 @@ class Registry(Generic[T]):
             raise self.missing(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}") from None
 
     def __iter__(self) -> Iterator[T]:
+        """Iterate over every registered item, plugins' included, in registration order."""
         load_plugins(self.group)
         return iter(list(self._items.values()))
 
@@ -102,7 +104,7 @@ class Parameter:
     help: str
 
     def parse(self, text: str, owner: str) -> Any:
-        """The value ``text`` names, as :attr:`type`; :class:`ParameterError` if it is not one."""
+        """Return the value ``text`` names, as :attr:`type`; :class:`ParameterError` if it is not one."""
         if self.type is bool:
             lowered = text.strip().lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -118,7 +120,7 @@ class Parameter:
 
 
 def declared_parameter(declared: Sequence[Parameter], name: str, owner: str) -> Parameter:
-    """The parameter ``name`` of ``declared``; :class:`ParameterError` naming the others if there is none."""
+    """Return the parameter ``name`` of ``declared``; :class:`ParameterError` naming the others if there is none."""
     for parameter in declared:
         if parameter.name == name:
             return parameter

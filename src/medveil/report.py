@@ -55,7 +55,7 @@ def number(value, digits: int = 3) -> str:
 
 
 def slug(*parts: str) -> str:
-    """A file-name stem from ``parts`` (``"intensity", "levels=50;bits=8"`` -> ``"intensity-levels50-bits8"``)."""
+    """Return a file-name stem from ``parts`` (``"intensity", "levels=50;bits=8"`` -> ``"intensity-levels50-bits8"``)."""
     text = "-".join(p for p in parts if p)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("=", "")).strip("-") or "-"
 
@@ -68,7 +68,7 @@ def markdown_table(table: Sequence[Sequence[str]]) -> list[str]:
 
 
 def html_table(table: Sequence[Sequence[str]]) -> str:
-    """An HTML ``<table>`` for ``table`` (first row: the header), every cell escaped."""
+    """Return an HTML ``<table>`` for ``table`` (first row: the header), every cell escaped."""
     header, *rows = table
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)

@@ -37,8 +37,11 @@ from medveil.schemes import Scheme, from_key
 
 
 def place(stored: np.ndarray, values: np.ndarray) -> tuple[int, ...] | None:
-    """The axis order that lays ``stored`` out as ``values`` (singleton axes aside) when some linear map
-    ``values = a * stored + b`` (a DICOM rescale, a NIfTI scaling) holds exactly; ``None`` when none does."""
+    """Return the axis order that lays ``stored`` out as ``values`` (singleton axes aside).
+
+    Where some linear map ``values = a * stored + b`` (a DICOM rescale, a NIfTI scaling) holds exactly; ``None``
+    when none does.
+    """
     shape = tuple(n for n in values.shape if n != 1)
     want = values.astype(np.float64).reshape(shape)
     for order in itertools.permutations(range(stored.ndim)):
@@ -55,7 +58,7 @@ def place(stored: np.ndarray, values: np.ndarray) -> tuple[int, ...] | None:
 
 
 def _to_numpy(image: Any) -> tuple[np.ndarray, Any]:
-    """The image as NumPy, and the tensor it came from (or None)."""
+    """Return the image as NumPy, and the tensor it came from (or None)."""
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, without importing torch here
         return image.detach().cpu().numpy(), image
     return np.asarray(image), None
@@ -82,7 +85,7 @@ class Obfuscate:
         self.gate = Gate(self.scheme, burned_in_text)
 
     def _from_file(self, values: np.ndarray, source: str) -> np.ndarray:
-        """The CLI's codes for the file MONAI read ``values`` from, laid out as ``values``."""
+        """Return the CLI's codes for the file MONAI read ``values`` from, laid out as ``values``."""
         stored = self.gate.read(source).pixels
         order = place(stored, values)
         if order is None:
@@ -143,7 +146,7 @@ class ObfuscateD:
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        """A copy of ``data`` with each of :attr:`keys` obfuscated (see :class:`Obfuscate`)."""
+        """Return a copy of ``data`` with each of :attr:`keys` obfuscated (see :class:`Obfuscate`)."""
         out = dict(data)
         for name in self.keys:
             if name not in out:

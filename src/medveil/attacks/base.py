@@ -67,7 +67,7 @@ class BlackBox:
         self.queries = 0
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """The obfuscation of ``images`` (any shape the scheme takes), computed by the key's process."""
+        """Return the obfuscation of ``images`` (any shape the scheme takes), computed by the key's process."""
         images = np.asarray(images)
         self._conn.send(images)
         result = self._conn.recv()
@@ -122,19 +122,19 @@ class AttackerView:
     own_labels: np.ndarray | None = None
 
     def require_oracle(self, attack: str) -> BlackBox:
-        """The black box, or :class:`InputError` naming ``attack`` where this threat model grants none."""
+        """Return the black box, or :class:`InputError` naming ``attack`` where this threat model grants none."""
         if self.oracle is None:
             raise InputError(f"{attack} needs oracle access to the obfuscation, which this threat model does not grant")
         return self.oracle
 
     def require_pairs(self, attack: str) -> tuple[np.ndarray, np.ndarray]:
-        """The leaked ``(plain, obfuscated)`` pairs, or :class:`InputError` naming ``attack`` where none are granted."""
+        """Return the leaked ``(plain, obfuscated)`` pairs, or :class:`InputError` naming ``attack`` where none are granted."""
         if self.pairs is None:
             raise InputError(f"{attack} needs leaked (plain, obfuscated) pairs, which this threat model does not grant")
         return self.pairs
 
     def require_obfuscated_set(self, attack: str) -> np.ndarray:
-        """The service's obfuscated images, or :class:`InputError` naming ``attack`` where they are not granted."""
+        """Return the service's obfuscated images, or :class:`InputError` naming ``attack`` where they are not granted."""
         if self.obfuscated_set is None:
             raise InputError(f"{attack} needs the service's obfuscated set, which this threat model does not grant")
         if callable(self.obfuscated_set):
@@ -143,7 +143,7 @@ class AttackerView:
 
 
 def oracle_view(black_box: BlackBox, own: np.ndarray | None) -> AttackerView:
-    """The view of an attacker with oracle access and ``own`` plain images (the papers' threat actor)."""
+    """Return the view of an attacker with oracle access and ``own`` plain images (the papers' threat actor)."""
     own = np.zeros((0, 1, 1), np.uint8) if own is None else own
     return AttackerView("", {}, own, oracle=black_box)
 
@@ -207,7 +207,7 @@ class PositionMapAttack(Attack):
     offset: np.ndarray | None = None
 
     def undo_negations(self, negated: np.ndarray) -> None:
-        """The map that undoes negating the positions where ``negated`` (bool ``(H, W)``) is set."""
+        """Return the map that undoes negating the positions where ``negated`` (bool ``(H, W)``) is set."""
         self.slope, self.offset = np.where(negated, -1.0, 1.0), np.where(negated, 255.0, 0.0)
 
     @override
@@ -291,10 +291,10 @@ def available_attacks() -> list[AttackSpec]:
 
 
 def attack_spec(name: str) -> AttackSpec:
-    """The registered attack ``name``'s spec (its threat model, data, schemes); an unknown name is one line."""
+    """Return the registered attack ``name``'s spec (its threat model, data, schemes); an unknown name is one line."""
     return _ATTACKS[name]
 
 
 def applicable_attacks(scheme: str, params: Mapping[str, Any] | None = None) -> list[AttackSpec]:
-    """The registered attacks that apply to ``scheme`` with ``params``."""
+    """Return the registered attacks that apply to ``scheme`` with ``params``."""
     return [a for a in available_attacks() if a.applies_to(scheme, params)]

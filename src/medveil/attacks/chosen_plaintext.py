@@ -210,7 +210,7 @@ def undo_warp(obfuscated: np.ndarray, positions: np.ndarray, size: int, raster: 
 
 def chosen_plaintext_attack(scheme: str, params: Mapping[str, Any], refine: bool = False,
                            config: TrainConfig | None = None) -> Attack:
-    """The chosen-plaintext attack for ``scheme`` with its public ``params`` (the secret stays in the black box)."""
+    """Return the chosen-plaintext attack for ``scheme`` with its public ``params`` (the secret stays in the black box)."""
     if scheme == "intensity":
         return ChosenPlaintext(refine=refine, config=config)
     if scheme == "tanaka":

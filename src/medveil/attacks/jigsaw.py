@@ -96,7 +96,7 @@ def _predicted_costs(oriented: np.ndarray) -> np.ndarray:
 
 
 def assemble(pieces: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The greedy placement of ``pieces`` ``(P, M, M)`` (P = rows·cols) in a ``rows``×``cols`` frame: ``(rows, cols)`` oriented indices."""
+    """Place ``pieces`` ``(P, M, M)`` (P = rows·cols) in a ``rows``×``cols`` frame greedily: ``(rows, cols)`` oriented indices."""
     right, down = edge_dissimilarities(pieces.astype(np.float64))
     n = len(pieces)
     canvas = -np.ones((2 * rows - 1, 2 * cols - 1), dtype=np.int64)  # room to grow either way from the start
@@ -161,9 +161,12 @@ def _undo_table(block: int) -> np.ndarray:
 
 
 def piece_features(blocks: np.ndarray, per_block: bool) -> np.ndarray:
-    """Network input for pieces ``(n, P, M, M)`` uint8: ``(n, P, 3, M, M)`` float32, each piece standardised,
-    beside its level and contrast as constant planes. Standardised by its whole image, or, where each
-    block's values are the key's draw (``per_block``, for ``remap``), by itself."""
+    """Network input for pieces ``(n, P, M, M)`` uint8.
+
+    ``(n, P, 3, M, M)`` float32, each piece standardised, beside its level and contrast as constant planes.
+    Standardised by its whole image, or, where each block's values are the key's draw (``per_block``, for
+    ``remap``), by itself.
+    """
     values = blocks.astype(np.float32) / 255
     axes = (2, 3) if per_block else (1, 2, 3)
     level, contrast = values.mean(axis=axes, keepdims=True), values.std(axis=axes, keepdims=True) + 1e-2
@@ -172,9 +175,11 @@ def piece_features(blocks: np.ndarray, per_block: bool) -> np.ndarray:
 
 
 class TurnedPieces(Dataset):
-    """Upright pieces ``(n, 3, M, M)`` at their ``places``, each served under a random turn drawn anew on every
-    fetch, with the label ``place · 8 + undo-turn`` that :class:`PositionNet` predicts. Batches are turned at
-    once (``__getitems__``), not piece by piece."""
+    """Upright pieces ``(n, 3, M, M)`` at their ``places``, each under a random turn drawn on every fetch.
+
+    Each comes with the label ``place · 8 + undo-turn`` that :class:`PositionNet` predicts. Batches are turned at
+    once (``__getitems__``), not piece by piece.
+    """
 
     def __init__(self, features: np.ndarray, places: np.ndarray, undo: np.ndarray, seed: int):
         self.features, self.places, self.undo = features, places, undo
@@ -230,7 +235,7 @@ class Jigsaw(Attack):
 
     @classmethod
     def for_key_params(cls, params: Mapping[str, Any], config: TrainConfig | None = None, **options) -> "Jigsaw":
-        """The solver for a block-shuffle key's public parameters."""
+        """Return the solver for a block-shuffle key's public parameters."""
         return cls(params["block"], params.get("remap", 0), params.get("noise", 0), config, **options)
 
     @override
@@ -246,8 +251,10 @@ class Jigsaw(Attack):
         return BlockShuffle(Key.new(BlockShuffle.name, params, ATTACKER_SECRET))
 
     def _learn_positions(self, own: np.ndarray) -> None:
-        """Train :class:`PositionNet` on every piece of ``own`` at its place, under a random turn (and the
-        block disguise, drawn under the attacker's own key, where the scheme has one)."""
+        """Train :class:`PositionNet` on every piece of ``own`` at its place, under a random turn.
+
+        Where the scheme has a block disguise, the pieces wear it too, drawn under the attacker's own key.
+        """
         plain = np.stack([to_blocks(image, self.block) for image in own])
         n, positions = plain.shape[:2]
         blocks = plain
@@ -327,7 +334,7 @@ class Jigsaw(Attack):
         return candidates[int(np.nanargmax(scores))] if not np.all(np.isnan(scores)) else solved
 
     def linkage_features(self, images: np.ndarray, plain: bool) -> np.ndarray:
-        """What block-shuffle leaves (nearly) unchanged, per image ``(n, H, W)``: its blocks' texture, sorted.
+        """Return what block-shuffle leaves (nearly) unchanged, per image ``(n, H, W)``: its blocks' texture, sorted.
 
         A block's autocorrelation at lags 1 to M - 2, along rows and columns averaged, does not
         change when the block moves or turns, nor under an affine map of its values (``remap``'s
@@ -354,9 +361,11 @@ class Jigsaw(Attack):
 
 
 def _assignment(log_scores: np.ndarray) -> np.ndarray:
-    """``(position, piece, undo)`` log-scores to a joint probability whose piece × position marginal is
-    doubly stochastic (Sinkhorn, in logs: a confident network's scores underflow as plain weights): each
-    position holds one piece in all, each piece sits in one place."""
+    """Turn ``(position, piece, undo)`` log-scores into a doubly stochastic joint probability.
+
+    Its piece × position marginal is made doubly stochastic by Sinkhorn, in logs (a confident network's scores
+    underflow as plain weights): each position holds one piece in all, each piece sits in one place.
+    """
     turns = logsumexp(log_scores, axis=-1, keepdims=True)
     marginal = turns[..., 0]
     for _ in range(SINKHORN_ROUNDS):

@@ -92,8 +92,10 @@ class KnownPairsBlockKey(Attack):
 
 
 def monotone_alignment(cost: np.ndarray) -> np.ndarray:
-    """For each row ``i`` of ``cost`` ``(n, m)``, the mean column a least-cost monotone path from
-    ``(0, 0)`` to ``(n-1, m-1)`` visits (dynamic time warping)."""
+    """Return, for each row ``i`` of ``cost`` ``(n, m)``, the mean column of a least-cost monotone path.
+
+    The path runs from ``(0, 0)`` to ``(n-1, m-1)`` (dynamic time warping).
+    """
     n, m = cost.shape
     total = np.full((n + 1, m + 1), np.inf)
     total[0, 0] = 0.0
@@ -171,7 +173,7 @@ class KnownPairsPositions(PositionMapAttack):
 
 
 def known_pairs_attack(scheme: str, params: Mapping[str, Any]) -> Attack:
-    """The known-pairs attack for ``scheme`` with its public ``params``."""
+    """Return the known-pairs attack for ``scheme`` with its public ``params``."""
     if scheme == "structural":
         return KnownPairsWarp(params["size"], params["raster"])
     if scheme == "block-shuffle":

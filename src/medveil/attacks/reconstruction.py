@@ -52,8 +52,10 @@ def train_reconstructor(inputs: np.ndarray, targets: np.ndarray, config: TrainCo
 
 
 def run_reconstructor(model: UNet, inputs: np.ndarray, patch: int | None = None) -> np.ndarray:
-    """The model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs;
-    with ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side."""
+    """Return the model's reconstructions of ``inputs`` as uint8 ``(n, H, W)``, or ``(n, H, W, C)`` for C > 1 outputs.
+
+    With ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side.
+    """
     if patch is None:
         # predict's DataLoader draws from torch's global generator, which the next U-Net's initial
         # weights come from: keeping it keeps every later attack in a process as it was.

@@ -1,4 +1,4 @@
-"""Re-identification: does a pair of (encoded) images show the same subject? (paper PN, Table 2)
+"""Re-identification: whether a pair of (encoded) images shows the same subject (paper PN, Table 2).
 
 Three attackers, each on image pairs with subject ids:
 
@@ -26,8 +26,10 @@ from medveil.training.loop import TrainConfig, apply_batched, fit, predict, seed
 
 
 class PairTensors(Dataset):
-    """Items ``(pair (2, H, W) float in [0, 1], same (float 0/1))`` from uint8 images (or volumes: ``(2, D, H, W)``)
-    and ``(k, 3)`` pairs."""
+    """Items ``(pair, same)`` from uint8 images and ``(k, 3)`` pairs.
+
+    ``pair`` is ``(2, H, W)`` float in ``[0, 1]`` (volumes: ``(2, D, H, W)``), ``same`` float 0/1.
+    """
 
     def __init__(self, images: np.ndarray, pairs: np.ndarray):
         self.images = torch.from_numpy(images.astype(np.float32) / 255)
@@ -37,7 +39,7 @@ class PairTensors(Dataset):
         return len(self.pairs)
 
     def take(self, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pairs ``ks`` (indices) gathered at once: ``(b, 2, H, W)`` and ``(b,)``."""
+        """Return the pairs ``ks`` (indices) gathered at once: ``(b, 2, H, W)`` and ``(b,)``."""
         i, j, same = self.pairs[ks].unbind(1)
         return torch.stack([self.images[i], self.images[j]], 1), same.float()
 
@@ -83,7 +85,7 @@ def discriminator_accuracy(model: SiameseDiscriminator, images: np.ndarray, pair
 
 
 def embeddings(model: SiameseDiscriminator, images: np.ndarray) -> np.ndarray:
-    """The discriminator's embedding ``(n, d)`` of each image."""
+    """Return the discriminator's embedding ``(n, d)`` of each image."""
     model.eval()
     return apply_batched(model, images[:, None], call=SiameseDiscriminator.embed)
 

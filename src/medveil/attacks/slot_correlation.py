@@ -57,7 +57,7 @@ def _adjacent_positions(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def arrange(slots: np.ndarray, within: np.ndarray, across_right: np.ndarray, across_down: np.ndarray, m: int,
             rng: np.random.Generator) -> np.ndarray:
-    """The layout of ``slots`` (one per position of an M×M block) with the highest adjacent correlation.
+    """Return the layout of ``slots`` (one per position of an M×M block) with the highest adjacent correlation.
 
     ``within[a, b]``: correlation of slots a and b in one block; ``across_right[a, b]`` of slot a
     with slot b of the block to the right; ``across_down`` likewise below. Returns the slot at

@@ -1,5 +1,6 @@
-"""Unmixing skk-smooth's blocks from the service's own set, then a U-Net: an attack written against
-skk-smooth's structure, and so against warp-smooth's last stage.
+"""Unmixing skk-smooth's blocks from the service's own set, then a U-Net.
+
+An attack written against skk-smooth's structure, and so against warp-smooth's last stage.
 
 skk-smooth negates a keyed half of the pixels and then keeps one keyed statistic (mean, median,
 max or min) of each M×M block. Within a block of even grey level v, what comes out is a fixed
@@ -86,11 +87,12 @@ def block_signs(values: np.ndarray, reference: np.ndarray | None = None) -> tupl
 
 
 def unmix(images: np.ndarray, block: int, plain_mean: np.ndarray, plain_std: np.ndarray) -> np.ndarray:
-    """``images`` (a set under one key) with each block's direction, offset and slope undone, in the
-    grey levels of the attacker's plain images (``plain_mean``/``plain_std`` at block resolution),
-    shrunk towards the plain mean where the direction is unsure; that sureness as a second channel,
-    and the blocks' values as the service holds them as a third (a folded block's value still says how
-    far from mid-grey it is): ``(n, H, W, 3)`` uint8."""
+    """Undo each block's direction, offset and slope in ``images`` (a set under one key): ``(n, H, W, 3)`` uint8.
+
+    The first channel is in the grey levels of the attacker's plain images (``plain_mean``/``plain_std`` at block
+    resolution), shrunk towards the plain mean where the direction is unsure; the second is that sureness; the third
+    the blocks' values as the service holds them (a folded block's value still says how far from mid-grey it is).
+    """
     values = block_values(images, block)
     signs, sure = block_signs(values, plain_mean)
     restored = sure * signs * _standardised(values) * plain_std + plain_mean
@@ -147,7 +149,7 @@ class SmoothUnmix(Attack):
         return self
 
     def _plain_statistics(self, own: np.ndarray, raster: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The attacker's plain images' mean and spread per block, at the obfuscated raster's block grid."""
+        """Return the attacker's plain images' mean and spread per block, at the obfuscated raster's block grid."""
         from skimage.transform import resize
 
         scaled = own if own.shape[1:] == raster else np.stack(

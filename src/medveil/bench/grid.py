@@ -61,7 +61,7 @@ class Profile:
     models: tuple[str, ...] = ("cnn",)
 
     def options_of(self, attack: str) -> dict[str, Any]:
-        """The declared options this profile gives ``attack`` (empty where it gives none)."""
+        """Return the declared options this profile gives ``attack`` (empty where it gives none)."""
         return dict(dict(self.options).get(attack, ()))
 
 
@@ -107,14 +107,14 @@ class Cell:
     model: str = "cnn"  # utility: the server model
 
     def file_name(self, dataset: str) -> str:
-        """The cached cell's file name under ``dataset``: setting, then seed and model, or attack and data."""
+        """Return the cached cell's file name under ``dataset``: setting, then seed and model, or attack and data."""
         tail = ([f"seed{self.seed}"] + ([self.model] if self.model != "cnn" else []) if self.kind == "utility"
                 else [self.attack, self.attacker_data])
         return slug(dataset, self.setting.slug, *tail, *(f"{k}{v}" for k, v in self.options)) + ".json"
 
 
 def cells_of(profile: Profile) -> list[Cell]:
-    """Utility cells per setting and seed, then one attack cell per applicable registered attack and data."""
+    """Return utility cells per setting and seed, then one attack cell per applicable registered attack and data."""
     from medveil.attacks import applicable_attacks
     from medveil.nn import model_spec
 
@@ -135,7 +135,7 @@ def _left_out(profile: Profile, setting: Setting, attack: str, data: str) -> boo
 
 
 def grid_secret(out_dir: Path) -> bytes:
-    """The output folder's secret that every cell's key derives from, made on first use (0600)."""
+    """Return the output folder's secret that every cell's key derives from, made on first use (0600)."""
     path = Path(out_dir) / "bench.secret"
     if not path.exists():
         with atomic_path(path) as tmp:
@@ -241,8 +241,11 @@ def _failed(error: BaseException) -> dict:
 
 def _computed(compute: Callable[..., dict], cell: Cell, shared: tuple, secret: bytes, threads: int | None,
               device: str | None) -> dict:
-    """``compute(cell, *shared, secret)`` as a record: ``{"status": "done", "result"}`` or
-    ``{"status": "failed", "error", "trace"}``; the same in this process and on a Dask worker."""
+    """``compute(cell, *shared, secret)`` as a record.
+
+    ``{"status": "done", "result"}`` or ``{"status": "failed", "error", "trace"}``; the same in this process and on
+    a Dask worker.
+    """
     if threads:
         import torch
 

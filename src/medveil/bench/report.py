@@ -73,8 +73,10 @@ LEGEND = ((NOT_YET_ATTACKED, "designed here; no attack written against it has ru
 
 
 def headline(recommended: list[str]) -> str:
-    """The report's first sentence: whether any setting holds under every threat model at once, from
-    :func:`recommendation`'s last line."""
+    """Return the report's first sentence.
+
+    Whether any setting holds under every threat model at once, from :func:`recommendation`'s last line.
+    """
     last = recommended[-1].replace("`", "").rstrip(".")
     if "none qualifies" in last:
         closest = last.split("; ", 1)[1].split("; ")[0]  # "closest: SETTING with MODEL: accuracy A % (B points ...)"

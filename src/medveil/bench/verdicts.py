@@ -1,5 +1,7 @@
-"""The benchmark's verdicts: what each attack recovers beyond the guess, the cards per setting and threat
-model, cards.csv and the recommendation drawn from them.
+"""The benchmark's verdicts.
+
+What each attack recovers beyond the guess, the cards per setting and threat model, cards.csv and the recommendation
+drawn from them.
 
 :func:`summarise` turns the grid's records into one entry per setting (utility, the strongest attack
 and guess of each threat model, linkage, verdicts); :func:`write_cards` and :func:`recommendation`
@@ -35,7 +37,7 @@ THRESHOLDS_WHY = (
 
 
 def gain(attack: dict, guess: dict | None) -> float:
-    """What ``attack`` recovers beyond ``guess``, in SSIM (its SSIM alone where no guess was measured)."""
+    """Return what ``attack`` recovers beyond ``guess``, in SSIM (its SSIM alone where no guess was measured)."""
     return float(attack["ssim"]) - (float(guess["ssim"]) if guess else 0.0)
 
 
@@ -59,7 +61,7 @@ def verdict(strongest: dict | None, links: bool = False, guess: dict | None = No
 
 
 def verdict_level(strongest: dict, guess: dict | None = None) -> str:
-    """The one word of :func:`verdict`: broken, weak, partial or holds."""
+    """Return the one word of :func:`verdict`: broken, weak, partial or holds."""
     return verdict(strongest, guess=guess).split(":")[0].split(" ")[0]
 
 
@@ -114,7 +116,7 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
 
 
 def strongest_linkage(attacks: Sequence[dict]) -> dict | None:
-    """The attack row that re-identified most patients (top-1), among those that scored linkage."""
+    """Return the attack row that re-identified most patients (top-1), among those that scored linkage."""
     scored = [a for a in attacks if a.get("linkage_top1") not in (None, "")]
     return max(scored, key=lambda a: float(a["linkage_top1"]), default=None)
 
@@ -129,7 +131,7 @@ def _designed_here(scheme: str) -> bool:
 
 
 def card_text(entry: dict) -> str:
-    """The verdict of the strongest attack over every threat model, then the strongest in each."""
+    """Return the verdict of the strongest attack over every threat model, then the strongest in each."""
     if entry["setting"].scheme == "plain":
         return "nothing hidden (the baseline)"
     if NOT_YET_ATTACKED in entry["verdicts"].values():
@@ -143,7 +145,7 @@ def card_text(entry: dict) -> str:
 
 
 def _spec(attack: str):
-    """The registered attack, or ``None`` for one no longer registered (in old cached cells)."""
+    """Return the registered attack, or ``None`` for one no longer registered (in old cached cells)."""
     from medveil.attacks import attack_spec
 
     try:
@@ -153,8 +155,11 @@ def _spec(attack: str):
 
 
 def _card_verdict(best: dict, linked: dict | None, guess: dict | None) -> str:
-    """The verdict on the gain over ``guess``, except that images no attack recovers still 'link' when
-    patients are re-identified at more than :data:`LINKAGE_FACTOR` times chance."""
+    """Return the verdict on the gain over ``guess``.
+
+    Images no attack recovers still 'link' when patients are re-identified at more than :data:`LINKAGE_FACTOR` times
+    chance.
+    """
     level = verdict_level(best, guess)
     if level == "holds" and linked and float(linked["linkage_top1"]) > LINKAGE_FACTOR * float(linked["linkage_chance"]):
         return "links"
@@ -162,8 +167,10 @@ def _card_verdict(best: dict, linked: dict | None, guess: dict | None) -> str:
 
 
 def write_cards(path: Path, dataset: str, rows: Sequence[dict]) -> None:
-    """``cards.csv``: per setting and threat model, the strongest attack and the verdict it gives, then the
-    strongest guess (verdict ``guess``) that its ``gain`` is measured from.
+    """Write ``cards.csv``.
+
+    Per setting and threat model, the strongest attack and the verdict it gives, then the strongest guess (verdict
+    ``guess``) that its ``gain`` is measured from.
 
     A threat model with no registered attack for the scheme has no row. Linkage is the best top-1
     re-identification any attack of that threat model reached with its reconstructions (empty for
@@ -193,7 +200,7 @@ def _or_empty(value: float) -> float | str:
 
 
 def cards_markdown(cards_csv: Path) -> str:
-    """A Markdown table of ``cards.csv``: per setting, the strongest attack and verdict in each threat model."""
+    """Return a Markdown table of ``cards.csv``: per setting, the strongest attack and verdict in each threat model."""
     import csv
 
     cards = [c for c in csv.DictReader(open(cards_csv)) if c["verdict"] != "guess"]

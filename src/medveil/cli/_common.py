@@ -1,5 +1,7 @@
-"""What every command shares: the Typer app, options several commands take, and the one way errors,
-keys and verdicts reach the terminal."""
+"""What every command shares.
+
+The Typer app, options several commands take, and the one way errors, keys and verdicts reach the terminal.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def use_device(name: str) -> None:
 
 
 def load_key(path: Path) -> Key:
-    """The key at ``path``; an encrypted one is opened with MEDVEIL_KEY_PASSPHRASE, or a prompt at a terminal."""
+    """Return the key at ``path``; an encrypted one is opened with MEDVEIL_KEY_PASSPHRASE, or a prompt at a terminal."""
     try:
         return Key.load(path)
     except KeyEncryptedError:
@@ -81,7 +83,7 @@ def load_key(path: Path) -> Key:
 
 
 def new_passphrase() -> str:
-    """A passphrase for encrypting a key: MEDVEIL_KEY_PASSPHRASE, or asked twice at a terminal."""
+    """Return a passphrase for encrypting a key: MEDVEIL_KEY_PASSPHRASE, or asked twice at a terminal."""
     given = os.environ.get(PASSPHRASE_ENV)
     if given:
         return given
@@ -106,7 +108,7 @@ def check_broken(key: Key, allow_broken: bool, command: str) -> None:
 
 
 def echo_verdicts(scheme: str, params) -> None:
-    """The privacy cards' verdict on a setting, one line per threat model (as a DP tool states its epsilon)."""
+    """Return the privacy cards' verdict on a setting, one line per threat model (as a DP tool states its epsilon)."""
     from medveil.evaluation.cards import verdict_lines
 
     for line in verdict_lines(scheme, params):
@@ -114,5 +116,5 @@ def echo_verdicts(scheme: str, params) -> None:
 
 
 def command_line() -> str | None:
-    """The command as typed, for reports (None when called from Python)."""
+    """Return the command as typed, for reports (None when called from Python)."""
     return "medveil " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medveil") else None

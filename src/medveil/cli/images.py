@@ -100,8 +100,11 @@ def deidentify(
     include: Include = None,
     exclude: Exclude = None,
 ):
-    """De-identify without obfuscating: headers, names and the burned-in text screen as `obfuscate` does them,
-    pixels as stored. For a destination trusted with images but not with identities."""
+    """De-identify without obfuscating.
+
+    Headers, names and the burned-in text screen as `obfuscate` does them, pixels as stored. For a destination
+    trusted with images but not with identities.
+    """
     gate = Gate(from_key(load_key(key)), burned_in_text, keep_names, keep_descriptors, obfuscate=False)
     if not _through_gate(gate, source, output, workers, scheduler, progress, manifest, include, exclude):
         raise typer.Exit(1)
@@ -110,8 +113,10 @@ def deidentify(
 def _through_gate(gate: Gate, source: str, output: str, workers: int, scheduler: Optional[str], progress: bool,
                   manifest: Optional[Path], include: Optional[list[str]] = None,
                   exclude: Optional[list[str]] = None) -> bool:
-    """One file or a folder tree through ``gate``, and what was done (obfuscate and deidentify alike);
-    False where some files of a folder failed (the others were written)."""
+    """One file or a folder tree through ``gate``, and what was done (obfuscate and deidentify alike).
+
+    False where some files of a folder failed (the others were written).
+    """
     from medveil.io.remote import local_path
 
     done = f"with {gate.scheme.describe()}" if gate.obfuscate else "de-identified, pixels as stored"

@@ -44,7 +44,8 @@ def keygen(
 ):
     """Create a new secret key. Keep it: without it nobody, you included, can map new images the same way.
 
-    Prints what the shipped privacy cards say of its setting, one line per threat model."""
+    Prints what the shipped privacy cards say of its setting, one line per threat model.
+    """
     from medveil.evaluation.cards import best_setting
     from medveil.plugins import describe_parameters, merge, parse_assignments
 
@@ -79,8 +80,11 @@ KeyPath = Annotated[Path, typer.Argument(help="A key file from `medveil keygen`.
 @key_app.command("info")
 @clean_errors
 def key_info(path: KeyPath, as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
-    """Show a key's public part (scheme, parameters, fingerprint, encrypted or not) and what the privacy cards say
-    of its setting; needs no passphrase."""
+    """Show a key's public part and what the privacy cards say of its setting.
+
+    The public part is the scheme, its parameters, the fingerprint and whether the key is encrypted; no passphrase
+    is needed.
+    """
     from medveil.evaluation.cards import verdict_lines
     from medveil.keys import public_part, read_key_text
 

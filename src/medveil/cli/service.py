@@ -105,13 +105,13 @@ def client_options(
                                        "command, 'mask' blanks it before obfuscating, 'off' skips the check."),
     allow_broken: bool = typer.Option(False, "--allow-broken", help=ALLOW_BROKEN_HELP),
 ):
-    """The hospital's client: obfuscates locally, then talks to a server."""
+    """Set up the hospital's client: it obfuscates locally, then talks to a server."""
     ctx.obj = {"server": server, "token": token, "key": key, "burned_in_text": burned_in_text,
                "allow_broken": allow_broken}
 
 
 def _client(ctx: typer.Context, sends_images: bool = False):
-    """The client for these options; one that sends images refuses a key the cards call broken."""
+    """Return the client for these options; one that sends images refuses a key the cards call broken."""
     from medveil.service.client import Client
 
     key = load_key(ctx.obj["key"])
@@ -158,7 +158,7 @@ def client_train(ctx: typer.Context, dataset_id: str = typer.Argument(...), epoc
 @clean_errors
 def client_status(ctx: typer.Context, job_id: str = typer.Argument(...),
                   as_json: bool = typer.Option(False, "--json", help="The job as one JSON object.")):
-    """A job's state and progress."""
+    """Show a job's state and progress."""
     with _client(ctx) as client:
         job = client.job(job_id)
     if as_json:

@@ -72,7 +72,7 @@ class ImageDataset:
         return 3 if self.images.ndim == 4 else 1
 
     def subset(self, mask: np.ndarray) -> "ImageDataset":
-        """The images where ``mask`` (boolean, one per image) is true, with their labels, files and groups."""
+        """Return the images where ``mask`` (boolean, one per image) is true, with their labels, files and groups."""
         idx = np.flatnonzero(mask)
         return ImageDataset(self.images[idx], self.labels[idx], [self.files[i] for i in idx],
                             self.groups[idx], self.classes, self.root, self.name)
@@ -89,7 +89,7 @@ def _to_8bit(pixels: np.ndarray, channel_axis: int | None, mode: str) -> np.ndar
 
 
 def _read_plane(path: Path, size: int, rgb: bool, stored: bool, read=read_image) -> tuple[np.ndarray, np.ndarray]:
-    """The middle plane of an image file at ``size``×``size``, and as 8-bit gray (unresized, for thumbnails).
+    """Return the middle plane of an image file at ``size``×``size``, and as 8-bit gray (unresized, for thumbnails).
 
     The plane is 8-bit gray, 8-bit RGB (``rgb``) or, with ``stored``, the file's own stored samples
     (any integer type: 12- and 16-bit CT/MR keep their values), resized bilinearly with anti-aliasing.
@@ -119,8 +119,10 @@ def load_image(path: Path, size: int, rgb: bool = False, stored: bool = False, r
 
 
 def load_mask(path: Path, size: int) -> np.ndarray:
-    """A label map (class indices 0-255 in one grayscale plane) from any file medveil reads, resized to
-    ``size``×``size`` by nearest neighbour, uint8."""
+    """Return a label map from any file medveil reads, as uint8 ``(size, size)``.
+
+    Class indices 0-255 in one grayscale plane, resized by nearest neighbour.
+    """
     from skimage.transform import resize
 
     image = read_image(path)
@@ -140,7 +142,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def pseudo_colour(dataset: ImageDataset, colormap: str = "viridis") -> ImageDataset:
-    """The grayscale ``dataset`` rendered through a matplotlib colormap: ``(n, S, S, 3)`` uint8.
+    """Return the grayscale ``dataset`` rendered through a matplotlib colormap: ``(n, S, S, 3)`` uint8.
 
     Gives a colour dataset whose channels differ per pixel (unlike gray stored as RGB, where the
     three channels are equal and colour shuffling would change nothing), with the same labels,
@@ -176,7 +178,7 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = DUPLICATE_T
 def load_folder(root: Path, size: int, classes: Sequence[str] | None = None, name: str | None = None,
                 threshold: float = DUPLICATE_THRESHOLD, rgb: bool = False, stored: bool = False,
                 read=read_image) -> ImageDataset:
-    """A class-per-subfolder dataset: ``root/<class>/**/<image>``, any supported format.
+    """Return a class-per-subfolder dataset: ``root/<class>/**/<image>``, any supported format.
 
     ``classes`` fixes the order of class indices (default: sorted subfolder names). ``rgb`` keeps
     colour (grayscale files become three equal channels); ``stored`` keeps every file's stored

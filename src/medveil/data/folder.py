@@ -74,8 +74,10 @@ class ObfuscatedFolder(Dataset):
         return len(self.files)
 
     def label(self, index: int) -> int:
-        """The class index of file ``index`` (its top folder's place in :attr:`classes`), or -1 outside a class
-        folder."""
+        """Return the class index of file ``index``, or -1 outside a class folder.
+
+        The index is its top folder's place in :attr:`classes`.
+        """
         parts = self.files[index].relative_to(self.root).parts
         return self.classes.index(parts[0]) if len(parts) > 1 else -1
 
@@ -115,8 +117,10 @@ class ObfuscatedFolder(Dataset):
         return default_collate(items)
 
     def loader(self, **options):
-        """A ``torch.utils.data.DataLoader`` over this folder with :meth:`collate` (``options``: batch_size,
-        num_workers, shuffle, ...)."""
+        """Return a ``torch.utils.data.DataLoader`` over this folder with :meth:`collate`.
+
+        ``options`` go to the loader: batch_size, num_workers, shuffle, ...
+        """
         from torch.utils.data import DataLoader
 
         return DataLoader(self, collate_fn=self.collate, **options)

@@ -133,8 +133,10 @@ class ImagePairs(Dataset):
 
 
 class SegmentationTensors(Dataset):
-    """``(image (1, H, W) float in [0, 1], mask (H, W) int64 class indices)`` from ``(n, H, W)`` arrays
-    (volumes ``(n, D, H, W)`` give ``(1, D, H, W)`` and ``(D, H, W)``).
+    """Items ``(image, mask)`` from ``(n, H, W)`` images and masks.
+
+    ``image`` is ``(1, H, W)`` float in ``[0, 1]``, ``mask`` ``(H, W)`` int64 class indices; volumes ``(n, D, H,
+    W)`` give ``(1, D, H, W)`` and ``(D, H, W)``.
 
     Images are uint8 or uint16 (16-bit codes), scaled by their type's largest value.
     """

@@ -27,7 +27,7 @@ from medveil.io import read_image
 
 
 def _nifti(path) -> Any:
-    """nibabel's image at ``path`` (a NIfTI: its ``dataobj`` is there, whatever nib.load's declared type)."""
+    """Nibabel's image at ``path`` (a NIfTI: its ``dataobj`` is there, whatever nib.load's declared type)."""
     return nib.load(path)
 
 

@@ -15,7 +15,7 @@ from medveil.errors import InputError
 
 
 def package_path(package: str, *parts: str) -> Path:
-    """A file or folder inside an installed package, found without importing the package."""
+    """Return a file or folder inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"package '{package}' is not installed (pip install {package})")

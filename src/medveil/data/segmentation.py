@@ -43,8 +43,11 @@ _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 @dataclass(frozen=True)
 class SegmentationData:
-    """``images`` (n, H, W) or volumes (n, D, H, W) uint8, ``masks`` of the same shape (uint8 class
-    indices into ``class_names``), ``subjects`` (n,) int."""
+    """Images or volumes with their masks and subjects.
+
+    ``images`` (n, H, W) or volumes (n, D, H, W) uint8, ``masks`` of the same shape (uint8 class indices into
+    ``class_names``), ``subjects`` (n,) int.
+    """
 
     images: np.ndarray
     masks: np.ndarray
@@ -80,7 +83,7 @@ class SegmentationData:
         return self.images.ndim - 1
 
     def subset(self, selection: np.ndarray) -> "SegmentationData":
-        """The volumes or slices at ``selection`` (indices or a boolean mask), with their masks and subjects."""
+        """Return the volumes or slices at ``selection`` (indices or a boolean mask), with their masks and subjects."""
         return SegmentationData(self.images[selection], self.masks[selection], self.subjects[selection],
                                 self.name, self.class_names)
 
@@ -98,8 +101,11 @@ class SegmentationData:
 
     @classmethod
     def load(cls, path: str | Path) -> "SegmentationData":
-        """Triples from a ``.npz`` holding ``images`` (n, H, W) or (n, D, H, W) uint8, ``masks`` and ``subjects``
-        (and optionally ``class_names``)."""
+        """Return the triples of a ``.npz`` file.
+
+        It holds ``images`` (n, H, W) or (n, D, H, W) uint8, ``masks`` and ``subjects`` (and optionally
+        ``class_names``).
+        """
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -129,9 +135,10 @@ def subject_pairs(subjects: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def template_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """nilearn's MNI152 2009a T1, grey- and white-matter maps ``(197, 233, 189)`` at 1 mm, float32 as stored.
+    """Nilearn's MNI152 2009a T1, grey- and white-matter maps ``(197, 233, 189)`` at 1 mm, float32 as stored.
 
-    Callers scale them over the part they use (the slice simulation over its slices only)."""
+    Callers scale them over the part they use (the slice simulation over its slices only).
+    """
     def volume(kind: str) -> np.ndarray:
         path = package_path("nilearn", "datasets", "data", _TEMPLATE.format(kind))
         return np.asarray(cast(Any, nib.load(path)).dataobj, dtype=np.float32)
@@ -140,7 +147,7 @@ def template_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def intracranial(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """The head mask of the tissue maps (GM + WM > 0.1, holes filled, closed), slice by slice along the last axis."""
+    """Return the head mask of the tissue maps (GM + WM > 0.1, holes filled, closed), slice by slice along the last axis."""
     planes = np.moveaxis(gm + wm, -1, 0)
     mask = np.stack([ndimage.binary_closing(ndimage.binary_fill_holes(s > 0.1), iterations=3) for s in planes])
     return np.moveaxis(mask, 0, -1)
@@ -157,7 +164,7 @@ def _template_slices(levels: range) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float, sigma: float) -> np.ndarray:
-    """A ``(len(shape), *shape)`` displacement field whose largest component is about ``amplitude`` pixels."""
+    """Return a ``(len(shape), *shape)`` displacement field whose largest component is about ``amplitude`` pixels."""
     field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma) for _ in shape])
     return field * (amplitude / max(np.abs(field).max(), 1e-9))
 
@@ -168,7 +175,7 @@ def _rotation_scale(angle_deg: float, scale: tuple[float, float]) -> np.ndarray:
 
 
 def simulate_subjects(subjects: int = 60, scans: int = 3, size: int = 64, seed: int = 0) -> SegmentationData:
-    """Simulated brain MR slices (see the module docstring): ``subjects × scans`` triples at ``size``×``size``."""
+    """Return simulated brain MR slices (see the module docstring): ``subjects × scans`` triples at ``size``×``size``."""
     if subjects < 2 or scans < 2:
         raise InputError(f"re-identification needs at least 2 subjects with 2 scans each, got {subjects} × {scans}")
     rng = np.random.default_rng(seed)

@@ -55,7 +55,7 @@ _SKULL, _SCALP = 0.08, 0.85  # T1 intensities relative to white matter
 
 @lru_cache(maxsize=1)
 def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The template's T1, GM and WM maps and its intracranial mask."""
+    """Return the template's T1, GM and WM maps and its intracranial mask."""
     t1, gm, wm = (v / v.max() for v in template_volumes())
     return t1, gm, wm, intracranial(gm, wm)
 
@@ -88,7 +88,7 @@ def _rotation_scale_3d(rng: np.random.Generator, degrees: float, scale: tuple[fl
 
 def simulate_volumes(subjects: int = 40, scans: int = 2, size: int = 48, identity: tuple[str, ...] = IDENTITY_SOURCES,
                      seed: int = 0, contrast: float = 1.0, noise: float = 0.03) -> SegmentationData:
-    """Simulated head MR volumes (see the module docstring): ``subjects × scans`` triples ``(size, size, size)``.
+    """Return simulated head MR volumes (see the module docstring): ``subjects × scans`` triples ``(size, size, size)``.
 
     ``contrast`` (an exponent on every volume's intensities) and ``noise`` (Rician σ, as a share of
     the range) describe the acquisition protocol; other values simulate another site's scanner.
@@ -144,7 +144,7 @@ class _Head:
         self.gamma = float(np.exp(pick(np.log(0.75), np.log(1.33))))
 
     def draw(self, brain: np.ndarray, inside: np.ndarray) -> np.ndarray:
-        """The head: ``brain`` T1 inside the intracranial mask ``inside``, skull, scalp and nose around it."""
+        """Return the head: ``brain`` T1 inside the intracranial mask ``inside``, skull, scalp and nose around it."""
         depth_out = ndimage.distance_transform_edt(~inside) * self.spacing  # mm outside the brain
         skull = self.skull_mm * self.modulation
         scalp = skull + self.scalp_mm * self.modulation
@@ -155,7 +155,7 @@ class _Head:
         return (image * self.bias) ** self.gamma
 
     def _nose(self, inside: np.ndarray, scalp_voxels: np.ndarray) -> np.ndarray:
-        """A soft ellipsoid in front of the lower forehead: the face-like profile."""
+        """Return a soft ellipsoid in front of the lower forehead: the face-like profile."""
         x, y, z = np.nonzero(inside)
         level = np.quantile(z, 0.3)
         front = y[np.abs(z - level) <= 1].max() if (np.abs(z - level) <= 1).any() else y.max()
@@ -199,8 +199,11 @@ def lower_resolution(volumes: np.ndarray, factor: int = 2) -> np.ndarray:
 
 def simulate_other_site(subjects: int, size: int, identity: tuple[str, ...] = IDENTITY_SOURCES,
                         seed: int = 1) -> SegmentationData:
-    """Paper PN's transfer set: new subjects from another site's scanner (contrast exponent 1.5, noise 5 %),
-    labelled with three classes (:data:`THREE_CLASSES`), ``subjects × 2`` volumes."""
+    """Paper PN's transfer set.
+
+    New subjects from another site's scanner (contrast exponent 1.5, noise 5 %), labelled with three classes
+    (:data:`THREE_CLASSES`), ``subjects × 2`` volumes.
+    """
     site = simulate_volumes(subjects, 2, size, identity, seed=seed, contrast=1.5, noise=0.05)
     return SegmentationData(site.images, merge_classes(site.masks, site.class_names), site.subjects, site.name,
                             THREE_CLASSES)
@@ -231,8 +234,10 @@ def save_nifti_folder(data: SegmentationData, folder: str | Path, spacing: float
 
 
 def load_nifti_folder(folder: str | Path) -> tuple[SegmentationData, list[np.ndarray]]:
-    """Volumes from ``folder``: ``images/*.nii[.gz]`` (uint8), ``labels/`` (same names, class indices),
-    ``subjects.csv`` (columns ``file``, ``subject``) and optionally ``classes.txt`` (one class name per line).
+    """Volumes from ``folder``.
+
+    ``images/*.nii[.gz]`` (uint8), ``labels/`` (same names, class indices), ``subjects.csv`` (columns ``file``,
+    ``subject``) and optionally ``classes.txt`` (one class name per line).
 
     All volumes must share one shape. Returns the triples and each volume's affine, in CSV order.
     """

@@ -46,8 +46,11 @@ class Card:
     plain_accuracy: float | None  # plain images in the same run
 
     def line(self) -> str:
-        """``privacy card, ciphertext-only: links (kerckhoffs-unet, prior data: SSIM 0.24; re-identifies 26% of
-        patients, chance 0.9%)``."""
+        """Return the card as one line.
+
+        ``privacy card, ciphertext-only: links (kerckhoffs-unet, prior data: SSIM 0.24; re-identifies 26% of patients,
+        chance 0.9%)``.
+        """
         data = "no plain data" if self.attacker_data == "none" else f"{self.attacker_data} data"
         linked = (f"; re-identifies {self.linkage_top1:.0%} of patients, chance {self.linkage_chance:.1%}"
                   if self.linkage_top1 is not None and self.linkage_chance else "")
@@ -61,8 +64,10 @@ def _number(text: str) -> float | None:
 
 @functools.lru_cache(maxsize=1)
 def shipped_cards() -> tuple[Card, ...]:
-    """Every card in the package's ``cards.csv``, in its order; the guesses' rows (verdict ``guess``), which
-    the cards' gains are measured from, are left out."""
+    """Every card in the package's ``cards.csv``, in its order.
+
+    The guesses' rows (verdict ``guess``), which the cards' gains are measured from, are left out.
+    """
     text = resources.files("medveil.evaluation").joinpath("cards.csv").read_text(encoding="utf-8")
     with io.StringIO(text, newline="") as fh:
         return tuple(Card(row["scheme"], row["params"], row["capability"], row["attack"], row["attacker_data"],
@@ -80,7 +85,7 @@ def setting_label(scheme: str, params: Mapping[str, Any]) -> str:
 
 
 def cards_for(scheme: str, params: Mapping[str, Any]) -> dict[str, Card]:
-    """The setting's card per threat model (``{}`` where the benchmark did not measure this setting)."""
+    """Return the setting's card per threat model (``{}`` where the benchmark did not measure this setting)."""
     if scheme not in {c.scheme for c in shipped_cards()}:  # a plugin's scheme, or one this medveil lacks
         return {}
     label = setting_label(scheme, params)
@@ -111,9 +116,11 @@ def _useful(card: Card) -> bool:
 
 
 def best_setting() -> tuple[str, dict[str, Any]]:
-    """The setting the cards rate best, among those within :data:`TARGET_POINTS` of plain images' accuracy
-    (all, where none is): by its verdict under ciphertext-only, then its worst verdict under any threat
-    model, then the ciphertext-only attack's SSIM. Returns ``(scheme, params)`` for ``generate_key``."""
+    """Return the setting the cards rate best, as ``(scheme, params)`` for ``generate_key``.
+
+    Among the settings within :data:`TARGET_POINTS` of plain images' accuracy (all, where none is): by its verdict
+    under ciphertext-only, then its worst verdict under any threat model, then the ciphertext-only attack's SSIM.
+    """
     from medveil.schemes import Setting
 
     settings: dict[tuple[str, str], dict[str, Card]] = {}
@@ -127,6 +134,6 @@ def best_setting() -> tuple[str, dict[str, Any]]:
 
 
 def broken_under_service(scheme: str, params: Mapping[str, Any]) -> Card | None:
-    """The ciphertext-only card when it says "broken" (the service recovers the images), else ``None``."""
+    """Return the ciphertext-only card when it says "broken" (the service recovers the images), else ``None``."""
     card = cards_for(scheme, params).get(SERVICE)
     return card if card and card.verdict == "broken" else None

@@ -69,7 +69,7 @@ def plot_utility(summary: Sequence[dict], path: Path, title: str = "") -> Path:
 
 def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path, title: str = "",
                   thresholds: Sequence[tuple[float, str]] = (), loss: str = "ssim") -> Path:
-    """Utility against privacy loss: ``(label, loss, accuracy %, accuracy std)`` per point, and the frontier.
+    """Return utility against privacy loss: ``(label, loss, accuracy %, accuracy std)`` per point, and the frontier.
 
     ``loss``: ``"ssim"`` (what the strongest attack recovers, 0-1), ``"gain"`` (what it recovers beyond
     the guess, SSIM over the attacker's mean image) or ``"linkage"`` (its top-1
@@ -117,7 +117,7 @@ def plot_tradeoff(points: Sequence[tuple[str, float, float, float]], path: Path,
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The ``(loss, gain)`` points that no other has both lower loss and higher gain than, by increasing loss."""
+    """Return the ``(loss, gain)`` points that no other has both lower loss and higher gain than, by increasing loss."""
     front: list[tuple[float, float]] = []
     for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
         if not front or y > front[-1][1]:

@@ -36,15 +36,18 @@ ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attack
                   "ms_ssim", "linkage_top1", "linkage_top5", "linkage_chance"]
 
 def linkage_sets(target_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the gallery (the first image of each test group: the attacker holds its plain image)
-    and of the probes (every other image of a group with two or more), with the groups as identities."""
+    """Return the indices of the gallery and of the probes, with the groups as identities.
+
+    The gallery is the first image of each test group (the attacker holds its plain image); the probes every other
+    image of a group with two or more.
+    """
     _, first = np.unique(target_groups, return_index=True)
     probes = np.setdiff1d(np.arange(len(target_groups)), first)
     return np.sort(first), probes
 
 
 def target_and_attacker_images(dataset: ImageDataset, attacker_data: str, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The hospital's test images and the attacker's own images, ``(n, H, W[, 3])`` uint8 each."""
+    """Return the hospital's test images and the attacker's own images, ``(n, H, W[, 3])`` uint8 each."""
     split = group_split(dataset.labels, dataset.groups, seed=split_seed)
     target = dataset.images[split == "test"]
     if attacker_data == "prior":
@@ -80,10 +83,12 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
                   attacker_data: str, service_set: tuple[np.ndarray, np.ndarray] | None = None,
                   leaked: np.ndarray | None = None, target_groups: np.ndarray | None = None,
                   volumes: bool = False, own_labels: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`run_attack` on given arrays: the hospital's ``target`` images, the attacker's ``own``;
-    for ciphertext-only attacks the plain ``(images, labels)`` the service holds obfuscated (``target``
-    alone when not given); for known-pairs the ``leaked`` plain images, whose obfuscated versions go
-    with them. ``queries`` in the row counts black-box images (oracle) or pairs (known-pairs).
+    """:func:`run_attack` on given arrays.
+
+    The hospital's ``target`` images, the attacker's ``own``; for ciphertext-only attacks the plain ``(images,
+    labels)`` the service holds obfuscated (``target`` alone when not given); for known-pairs the ``leaked`` plain
+    images, whose obfuscated versions go with them. ``queries`` in the row counts black-box images (oracle) or pairs
+    (known-pairs).
 
     With ``target_groups`` (a patient proxy per target image), the row also scores linkage: each
     probe's reconstruction matched against the plain gallery (:func:`linkage_sets`,
@@ -92,7 +97,8 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     ``linkage_features(images, plain)`` method (features that the obfuscation leaves unchanged, or
     changes in a way the attacker can simulate on its plain images) is also scored by matching those
     of the obfuscated probe with the gallery's; the row keeps the better linkage. ``own_labels`` are
-    the labels of ``own`` where the attacker's data are labelled (a guess per label uses them)."""
+    the labels of ``own`` where the attacker's data are labelled (a guess per label uses them).
+    """
     scheme = from_key(key)
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own, own_labels=own_labels)

@@ -44,7 +44,7 @@ def sdim_sweep(dataset: ImageDataset, sizes: Sequence[int], raster: int = 64, im
 
 
 def recommended_size(rows: Sequence[dict]) -> int:
-    """The input size with the lowest SDIM."""
+    """Return the input size with the lowest SDIM."""
     return int(min(rows, key=lambda r: r["sdim"])["size"])
 
 

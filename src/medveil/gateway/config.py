@@ -68,7 +68,7 @@ class PipelineConfig:
     log_json: bool = False
 
     def merged(self, **flags: Any) -> "PipelineConfig":
-        """This configuration with every flag that was given (not None) in place of the file's value."""
+        """Return this configuration with every flag that was given (not None) in place of the file's value."""
         given = {name: value for name, value in flags.items() if value is not None and value != []}
         config = dataclasses.replace(self, **given)
         check(config, "command line")
@@ -89,7 +89,7 @@ _SECTIONS = {section for section, _ in _FIELDS if section}
 
 
 def load(path: str | Path) -> PipelineConfig:
-    """The configuration in the TOML file ``path``; :class:`InputError` naming the file and field if it is wrong."""
+    """Return the configuration in the TOML file ``path``; :class:`InputError` naming the file and field if it is wrong."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

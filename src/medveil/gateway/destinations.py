@@ -52,8 +52,11 @@ class ForwardError(MedveilError):
 
 @dataclass(frozen=True)
 class Gated:
-    """One instance that passed the gate: its keyed names, its SOP class, the gated file, and the file as
-    received (for a destination that reads its pixels through the gate itself, the service's)."""
+    """One instance that passed the gate.
+
+    Its keyed names, its SOP class, the gated file, and the file as received (for a destination that reads its
+    pixels through the gate itself, the service's).
+    """
 
     instance: str
     study: str
@@ -65,6 +68,7 @@ class Gated:
 
 class Destination(Protocol):
     """What the gateway forwards to: a name to journal sends under, and ``send``."""
+
     name: str  # the spec it was made from: a node or a place, never a patient's
 
     def send(self, items: list[Gated]) -> list[str]:
@@ -77,8 +81,11 @@ DESTINATIONS: Registry[Callable[[str, "Gate | None"], Destination]] = Registry("
 
 
 def destination(spec: str, gate: Gate | None = None) -> Destination:
-    """The destination ``spec`` names (``dicom://AET@HOST:PORT``, ``stow:URL``, ``folder:PATH``, ``service:URL?...``),
-    for a pipeline through ``gate``; without a gate, ``spec`` is only checked."""
+    """Return the destination ``spec`` names, for a pipeline through ``gate``.
+
+    ``spec`` is ``dicom://AET@HOST:PORT``, ``stow:URL``, ``folder:PATH`` or ``service:URL?...``; without a gate, it
+    is only checked.
+    """
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise InputError(f"destination {spec!r}: write KIND:WHERE, KIND one of {', '.join(DESTINATIONS.names())}")
@@ -215,8 +222,10 @@ class Service:
             raise InputError(f"{spec}: set MEDVEIL_TOKEN to the service token (medveil token create)")
 
     def send(self, items: list[Gated]) -> list[str]:
-        """Add ``items`` to the dataset, a request per series; the instances it now holds (:class:`ForwardError` if
-        none)."""
+        """Add ``items`` to the dataset, a request per series.
+
+        The instances it now holds (:class:`ForwardError` if none).
+        """
         from medveil.service.client import Client, ServiceError
 
         assert self.gate is not None, "a destination made without a gate only checks its spec"
@@ -235,8 +244,11 @@ class Service:
         return held
 
     def _add(self, client, group: list[Gated]) -> list[str]:
-        """Add ``group`` in one request; if the gate refuses a file of it, each file alone (the refused
-        stay pending, said once per try). The instances the dataset now holds."""
+        """Add ``group`` in one request.
+
+        If the gate refuses a file of it, each file alone (the refused stay pending, said once per try). The
+        instances the dataset now holds.
+        """
         def add(batch: list[Gated]) -> list[str]:
             client.add_files([i.source for i in batch], [i.instance for i in batch], self.label, self.size, self.dataset)
             return [i.instance for i in batch]

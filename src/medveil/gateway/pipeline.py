@@ -87,7 +87,7 @@ class Pipeline:
         return dicom_uid_secret(self.gate.scheme.key)
 
     def keyed(self, label: str) -> str:
-        """The keyed pseudonym (16 hex digits) of ``label``, such as ``instance:`` and a SOP Instance UID."""
+        """Return the keyed pseudonym (16 hex digits) of ``label``, such as ``instance:`` and a SOP Instance UID."""
         return hmac.new(self._names, label.encode(), hashlib.sha256).hexdigest()[:_NAME_DIGITS]
 
     def receive(self, encoded: bytes, calling_ae: str) -> bool:

@@ -33,7 +33,7 @@ class Query:
     accession: str | None = None
 
     def dataset(self):
-        """The C-FIND identifier at study level: the fields given, the rest empty (asked back)."""
+        """Return the C-FIND identifier at study level: the fields given, the rest empty (asked back)."""
         from pydicom import Dataset
 
         ds = Dataset()
@@ -46,7 +46,7 @@ class Query:
 
 
 def _retrieve(study: str):
-    """A C-GET identifier: the level and the study's UID, nothing else (Orthanc reads an empty key as the one asked for)."""
+    """Return a C-GET identifier: the level and the study's UID, nothing else (Orthanc reads an empty key as the one asked for)."""
     from pydicom import Dataset
 
     ds = Dataset()
@@ -56,7 +56,7 @@ def _retrieve(study: str):
 
 
 def find_studies(source: str, queries: list[Query]) -> list[str]:
-    """The Study Instance UIDs the PACS ``source`` (``dicom://AET@HOST:PORT``) answers ``queries`` with."""
+    """Return the Study Instance UIDs the PACS ``source`` (``dicom://AET@HOST:PORT``) answers ``queries`` with."""
     from pynetdicom import AE
 
     if not queries or any(q == Query() for q in queries):

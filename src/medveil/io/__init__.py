@@ -1,5 +1,8 @@
-"""Medical image I/O: one reader and writer over DICOM, NIfTI, PNG/JPEG/TIFF and NumPy, the gate every
-way out of the hospital passes (:mod:`medveil.io.gate`), and safe folder runs through it."""
+"""Medical image I/O.
+
+One reader and writer over DICOM, NIfTI, PNG/JPEG/TIFF and NumPy, the gate every way out of the hospital passes
+(:mod:`medveil.io.gate`), and safe folder runs through it.
+"""
 
 # Importing the format modules registers them.
 from medveil.io import dicom, nifti, npy, raster  # noqa: F401

@@ -45,9 +45,12 @@ from medveil.schemes import Scheme
 
 @dataclass
 class BatchReport:
-    """What a folder run did: relative paths done now, already done before, failed with why, hidden ones and
-    ones the include/exclude patterns left out; and, by the ``medveil keygen`` command that makes the key
-    they need, the files whose samples this key does not map."""
+    """What a folder run did.
+
+    Relative paths done now, already done before, failed with why, hidden ones and ones the include/exclude patterns
+    left out; and, by the ``medveil keygen`` command that makes the key they need, the files whose samples this key
+    does not map.
+    """
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -131,8 +134,10 @@ class Folder:
         return self.root.is_dir()
 
     def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
-        """Every file below the folder as a POSIX path relative to it; unreadable entries go to ``problems``, hidden
-        ones to ``hidden``."""
+        """Every file below the folder as a POSIX path relative to it.
+
+        Unreadable entries go to ``problems``, hidden ones to ``hidden``.
+        """
         return [rel.as_posix() for rel in walk(self.root, problems, hidden)]
 
     def location(self, rel: str) -> Path:
@@ -140,7 +145,7 @@ class Folder:
         return self.root / rel
 
     def output_name(self, rel: str) -> str:
-        """The output's relative name for input ``rel`` (its suffix as written)."""
+        """Return the output's relative name for input ``rel`` (its suffix as written)."""
         return output_name(rel, self.root / rel).as_posix()
 
     def check_disjoint(self, output: "Folder", manifest: Path) -> None:
@@ -153,9 +158,11 @@ class Folder:
                              "the hospital's map from the shipped names back to the sources)")
 
     def check_target(self, output: "Folder", out_rel: str) -> None:
-        """Refuse an output ``out_rel`` whose folder resolves, through any link in the output tree, outside it
-        (into this source folder, say). Only folders count: an output is renamed into place, which
-        replaces a link standing at its own name instead of writing through it."""
+        """Refuse an output ``out_rel`` whose folder resolves outside the output tree through a link.
+
+        Into this source folder, say. Only folders count: an output is renamed into place, which replaces a link
+        standing at its own name instead of writing through it.
+        """
         folder = output.folder_resolved(PurePosixPath(out_rel).parent.as_posix())
         if folder == self.resolved or self.resolved in folder.parents or not (
                 folder == output.resolved or output.resolved in folder.parents):
@@ -163,14 +170,14 @@ class Folder:
                              "a link in the output tree would write there (into the input, perhaps); remove it")
 
     def folder_resolved(self, rel: str) -> Path:
-        """The real path of the folder ``rel`` below this one, resolved once per run and folder."""
+        """Return the real path of the folder ``rel`` below this one, resolved once per run and folder."""
         if rel not in self._folders_resolved:
             self._folders_resolved[rel] = (self.root / rel).resolve()
         return self._folders_resolved[rel]
 
     @contextmanager
     def run(self, key: Key, manifest: Path) -> Iterator["Manifest"]:
-        """This folder as a run's output: created, locked, cleared of a dead run's temporaries; its manifest."""
+        """Return this folder as a run's output: created, locked, cleared of a dead run's temporaries; its manifest."""
         if self.root.exists() and not manifest.exists() and any(self.root.iterdir()):
             raise InputError(f"{self}: output folder is not empty and its manifest {manifest} does not exist; "
                              "choose an empty folder (or give --manifest)")
@@ -222,8 +229,9 @@ def obfuscate_tree(src: Path, dst: Path, scheme: Scheme, workers: int = 1, progr
 def gate_tree(src: str | os.PathLike, dst: str | os.PathLike, gate: Gate, *, workers: int = 1, progress: bool = True,
               scheduler: str | None = None, manifest: str | os.PathLike | None = None,
               include: Sequence[str] = (), exclude: Sequence[str] = ()) -> BatchReport:
-    """Pass every supported file below ``src`` through ``gate`` into ``dst``: :func:`obfuscate_tree` with
-    the gate's options fixed in one object (a de-identify-only gate, say).
+    """Pass every supported file below ``src`` through ``gate`` into ``dst``.
+
+    :func:`obfuscate_tree` with the gate's options fixed in one object (a de-identify-only gate, say).
 
     ``include`` and ``exclude`` are glob patterns on the files' relative POSIX paths (``*`` crosses
     folders: ``*.dcm`` is every DICOM file): with ``include``, only files that match one are taken;
@@ -300,7 +308,7 @@ def _default_manifest(output) -> Path:
 
 
 def _record_for(entry: dict | None, out_rel: str) -> dict | None:
-    """The manifest's record of a file, for its worker's resume check, if it names the output this run writes."""
+    """Return the manifest's record of a file, for its worker's resume check, if it names the output this run writes."""
     return entry if entry is not None and entry.get("output") == out_rel else None
 
 

@@ -64,7 +64,7 @@ class TextBox:
 
 
 def tessdata() -> str | None:
-    """The folder holding Tesseract's English model (``eng.traineddata``), or None where there is none."""
+    """Return the folder holding Tesseract's English model (``eng.traineddata``), or None where there is none."""
     folders = ([os.environ["TESSDATA_PREFIX"]] if "TESSDATA_PREFIX" in os.environ else []) + list(TESSDATA_FOLDERS)
     return next((folder for folder in folders if Path(folder, "eng.traineddata").is_file()), None)
 
@@ -78,7 +78,7 @@ _engines: dict[int, tuple] = {}  # per process (a forked worker must not share i
 
 
 def _engine() -> tuple:
-    """This process's Tesseract and the lock that serialises its use (one image at a time per engine)."""
+    """Return this process's Tesseract and the lock that serialises its use (one image at a time per engine)."""
     if os.getpid() not in _engines:
         from tesserocr import PSM, PyTessBaseAPI
 
@@ -189,7 +189,7 @@ def _read_page(planes: np.ndarray) -> list[TextBox]:
 
 
 def mask_text(planes: np.ndarray, boxes: list[TextBox]) -> np.ndarray:
-    """A copy of ``planes`` with every box (padded by a few pixels) set to its plane's minimum."""
+    """Return a copy of ``planes`` with every box (padded by a few pixels) set to its plane's minimum."""
     masked = planes.copy()
     for box in boxes:
         plane = masked[box.plane]

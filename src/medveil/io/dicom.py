@@ -35,8 +35,10 @@ _VALUE_DEPENDENT = (
 
 
 def _check_inflated_size(path: Path) -> None:
-    """A deflated file's dataset, inflated in a stream and thrown away, must fit the decoding budget:
-    pydicom inflates it whole into memory before it parses anything."""
+    """Check that a deflated file's dataset, inflated in a stream and thrown away, fits the decoding budget.
+
+    pydicom inflates it whole into memory before it parses anything.
+    """
     import zlib
 
     from pydicom.filereader import read_file_meta_info
@@ -66,7 +68,7 @@ def _check_pixel_size(ds: pydicom.Dataset) -> None:
 
 
 def read_dicom(path: Path) -> MedicalImage:
-    """A DICOM file's stored pixel values (never rescaled) and its header, within the decoding budget."""
+    """Return a DICOM file's stored pixel values (never rescaled) and its header, within the decoding budget."""
     import pydicom
 
     _check_inflated_size(path)
@@ -162,7 +164,7 @@ def write_dicom(path: Path, image: MedicalImage) -> None:
 
 
 def looks_like_dicom(path: Path) -> bool:
-    """True for a file with the DICM magic at byte 128 (DICOM files often have no suffix)."""
+    """Tell whether a file has the DICM magic at byte 128 (DICOM files often have no suffix)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(128)

@@ -88,7 +88,7 @@ _EXACT, _MASKED = _load_table()
 
 
 def profile_action(tag: int) -> str | None:
-    """medveil's action for ``tag``: ``X`` remove, ``Z`` empty, ``D`` dummy, ``U`` keyed UID; None keeps."""
+    """Medveil's action for ``tag``: ``X`` remove, ``Z`` empty, ``D`` dummy, ``U`` keyed UID; None keeps."""
     action = _EXACT.get(tag)
     if action is None:
         action = next((a for value, mask, a in _MASKED if tag & mask == value & mask), None)
@@ -96,7 +96,7 @@ def profile_action(tag: int) -> str | None:
 
 
 def keyed_uid(uid: str, secret: bytes) -> str:
-    """A DICOM UID derived from ``uid`` under ``secret`` (``2.25.<128-bit integer>``)."""
+    """Return a DICOM UID derived from ``uid`` under ``secret`` (``2.25.<128-bit integer>``)."""
     digest = hmac.new(secret, uid.encode(), hashlib.sha256).digest()[:16]
     return f"2.25.{int.from_bytes(digest, 'big')}"
 
@@ -106,12 +106,12 @@ def _keyed_int(secret: bytes, label: str) -> int:
 
 
 def patient_pseudonym(patient: str, secret: bytes) -> str:
-    """The keyed stand-in for a patient's ID and name: ``MV`` and 12 hex digits."""
+    """Return the keyed stand-in for a patient's ID and name: ``MV`` and 12 hex digits."""
     return f"MV{_keyed_int(secret, 'patient:' + patient):016X}"[:14]
 
 
 def date_shift_days(patient: str, secret: bytes) -> int:
-    """The keyed per-patient shift, -10 to -1 years in whole days."""
+    """Return the keyed per-patient shift, -10 to -1 years in whole days."""
     return -(_MIN_SHIFT_DAYS + _keyed_int(secret, "date-shift:" + patient) % _SHIFT_SPAN_DAYS)
 
 
@@ -141,8 +141,10 @@ def _dummy(vr: str):
 
 
 def _sequence(ds: Dataset, raw) -> bool:
-    """Replace the UN element ``raw`` of ``ds`` by the sequence its bytes hold (PS3.5 6.2.2: implicit VR
-    little endian inside); False, changing nothing, where they hold none."""
+    """Replace the UN element ``raw`` of ``ds`` by the sequence its bytes hold.
+
+    PS3.5 6.2.2: implicit VR little endian inside. False, changing nothing, where they hold none.
+    """
     value = raw.value if raw.is_raw else ds[raw.tag].value
     if not isinstance(value, bytes) or not value.startswith(_ITEM):
         return False
@@ -218,12 +220,12 @@ class _Walker:
 
 
 def _vr(ds: Dataset, tag: BaseTag) -> str:
-    """The VR of an element read with implicit VR: the dictionary's, or what pydicom decodes."""
+    """Return the VR of an element read with implicit VR: the dictionary's, or what pydicom decodes."""
     return dictionary_VR(tag) if dictionary_has_tag(tag) else ds[tag].VR
 
 
 def copy_dataset(ds: Dataset) -> Dataset:
-    """A deep copy of ``ds`` that shares its tags and undecoded elements, at any depth, instead of copying them.
+    """Return a deep copy of ``ds`` that shares its tags and undecoded elements, at any depth, instead of copying them.
 
     Both are immutable (an int, a tuple of bytes and numbers), and undecoded elements are most of a
     header as read; ``copy.deepcopy`` would rebuild each of them field by field.
@@ -252,7 +254,7 @@ def _code_item(key: str) -> Dataset:
 
 def deidentify(ds: Dataset, secret: bytes, *, text_masked: bool = False, copy: bool = True,
                clean_descriptors: bool = True) -> Dataset:
-    """A de-identified copy of ``ds``; ``ds`` itself is not changed unless ``copy`` is False.
+    """Return a de-identified copy of ``ds``; ``ds`` itself is not changed unless ``copy`` is False.
 
     Parameters
     ----------

@@ -61,7 +61,7 @@ def check_mappable(image: MedicalImage) -> None:
 
 
 def key_command(image: MedicalImage) -> str | None:
-    """The ``medveil keygen`` command for a key that maps ``image``'s samples; None where no key does.
+    """Return the ``medveil keygen`` command for a key that maps ``image``'s samples; None where no key does.
 
     8-bit data get the default key (the setting the privacy cards rate best); wider samples the one
     scheme that maps them, intensity at their bit depth.
@@ -87,10 +87,12 @@ def check_key_fits(image: MedicalImage, scheme: Scheme) -> None:
 
 
 def fit_channels(image: MedicalImage, scheme: Scheme) -> MedicalImage:
-    """``image`` laid out as the key's images are: a grayscale picture stored as RGB (three equal
-    channels, as Br35H's JPEGs) becomes grayscale for a grayscale key; a colour image with a grayscale
-    key, or the reverse, is refused (one line naming the key that fits) rather than obfuscated with
-    the key laid over the wrong axes."""
+    """``image`` laid out as the key's images are.
+
+    A grayscale picture stored as RGB (three equal channels, as Br35H's JPEGs) becomes grayscale for a grayscale
+    key; a colour image with a grayscale key, or the reverse, is refused (one line naming the key that fits) rather
+    than obfuscated with the key laid over the wrong axes.
+    """
     wanted = scheme.channels
     colour = image.channel_axis is not None
     if wanted is None or colour == (wanted == 3):
@@ -178,7 +180,7 @@ def obfuscate_image(image: MedicalImage, scheme: Scheme, burned_in_text: str = "
 
 
 def dicom_uid_secret(key: Key) -> bytes:
-    """The secret every DICOM UID is keyed with under ``key`` (one for all files, so a study stays one study)."""
+    """Return the secret every DICOM UID is keyed with under ``key`` (one for all files, so a study stays one study)."""
     return key.stream("io/dicom-uid").read(32)
 
 
@@ -190,7 +192,7 @@ def naming(error: MedveilError, path) -> InputError:
 
 
 def pseudonym(secret: bytes, rel: str | os.PathLike) -> str:
-    """The keyed stand-in for the relative path ``rel``: each folder and the file named by an HMAC.
+    """Return the keyed stand-in for the relative path ``rel``: each folder and the file named by an HMAC.
 
     A folder's name is the HMAC of its own relative path, so files that shared a folder still do
     (a study stays together) and the same path gets the same name on every run under one key. The
@@ -241,7 +243,7 @@ class Gate:
         return self.scheme.key.stream("io/names").read(32)
 
     def name(self, rel: str | os.PathLike) -> str:
-        """The name ``rel`` (a relative POSIX path) leaves under: its keyed pseudonym, or itself with ``keep_names``."""
+        """Return the name ``rel`` (a relative POSIX path) leaves under: its keyed pseudonym, or itself with ``keep_names``."""
         if self.keep_names:
             return PurePosixPath(*Path(rel).parts).as_posix()
         return pseudonym(self._names_secret, rel)
@@ -261,9 +263,11 @@ class Gate:
         return image.replace(meta=None)
 
     def screen(self, images: np.ndarray) -> np.ndarray:
-        """Arrays a caller made for the service, ``(n, H, W)`` or colour ``(n, H, W, 3)``, checked and
-        screened as :meth:`read` checks a file's pixels, at the size they are given; returns them (masked
-        where the policy masks). They carry no header and no name."""
+        """Check and screen arrays a caller made for the service, at the size they are given.
+
+        ``(n, H, W)`` or colour ``(n, H, W, 3)``, checked as :meth:`read` checks a file's pixels; returns them
+        (masked where the policy masks). They carry no header and no name.
+        """
         image = MedicalImage(images, "npy", 8 * images.dtype.itemsize, -1 if images.ndim == 4 else None)
         try:
             check_mappable(image)

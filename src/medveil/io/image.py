@@ -50,11 +50,11 @@ class MedicalImage:
     coded: bool = False
 
     def replace(self, **changes: Any) -> "MedicalImage":
-        """A copy with ``changes`` (field names and values) applied."""
+        """Return a copy with ``changes`` (field names and values) applied."""
         return dataclasses.replace(self, **changes)
 
     def planes(self) -> np.ndarray:
-        """The image as a stack of 2-D planes, ``(n, H, W)`` or ``(n, H, W, C)``.
+        """Return the image as a stack of 2-D planes, ``(n, H, W)`` or ``(n, H, W, C)``.
 
         NIfTI planes are axial ``(x, y)`` slices; other formats stack frames / pages.
         """
@@ -65,7 +65,7 @@ class MedicalImage:
         return self.pixels.reshape((-1,) + self.pixels.shape[-plane_dims:])
 
     def middle_plane(self) -> np.ndarray:
-        """The middle 2-D plane of :meth:`planes`, ``(H, W)`` or ``(H, W, C)``: a volume's central slice."""
+        """Return the middle 2-D plane of :meth:`planes`, ``(H, W)`` or ``(H, W, C)``: a volume's central slice."""
         planes = self.planes()
         return planes[len(planes) // 2]
 
@@ -75,15 +75,17 @@ class MedicalImage:
         return np.rot90(planes, axes=(1, 2)) if self.format == "nifti" else planes
 
     def gray_if_equal_channels(self) -> "MedicalImage":
-        """This image as grayscale where it is a grayscale picture stored as RGB (three equal channels, as
-        Br35H's JPEGs are); otherwise itself."""
+        """Return this image as grayscale where it is a grayscale picture stored as RGB; otherwise itself.
+
+        A grayscale picture stored as RGB has three equal channels, as Br35H's JPEGs are.
+        """
         pixels = self.pixels
         if self.channel_axis is not None and pixels.shape[-1] == 3 and (pixels[..., :1] == pixels[..., 1:]).all():
             return self.replace(pixels=np.ascontiguousarray(pixels[..., 0]), channel_axis=None)
         return self
 
     def with_display_planes(self, planes: np.ndarray) -> "MedicalImage":
-        """This image with its pixels replaced by ``planes`` laid out as :meth:`display_planes` gives them."""
+        """Return this image with its pixels replaced by ``planes`` laid out as :meth:`display_planes` gives them."""
         if self.format == "nifti":
             volume = np.moveaxis(np.rot90(planes, k=-1, axes=(1, 2)), 0, -1)
             return self.replace(pixels=np.ascontiguousarray(volume.reshape(self.pixels.shape)))
@@ -140,13 +142,13 @@ def register_format(fmt: Format) -> Format:
 
 
 def suffix_of(path: str | os.PathLike) -> str:
-    """A file name's suffix, lower case, as the formats go by it: ``.nii.gz`` whole."""
+    """Return a file name's suffix, lower case, as the formats go by it: ``.nii.gz`` whole."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix.lower()
 
 
 def format_of(path: str | os.PathLike) -> Format:
-    """The format a path's name says it holds (or, with no suffix, its content); :class:`InputError` if none."""
+    """Return the format a path's name says it holds (or, with no suffix, its content); :class:`InputError` if none."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in _BY_SUFFIX:
@@ -162,7 +164,7 @@ def format_of(path: str | os.PathLike) -> Format:
 
 
 def format_named(name: str) -> Format:
-    """The registered format called ``name`` (``"dicom"``, ``"png"``, ...); :class:`InputError` if none is."""
+    """Return the registered format called ``name`` (``"dicom"``, ``"png"``, ...); :class:`InputError` if none is."""
     return FORMATS[name]
 
 

@@ -38,7 +38,7 @@ class Written:
 
 
 def still_done(record: dict | None, source_sha256: str, output_size, output_sha256) -> bool:
-    """A manifest ``record`` covers these source bytes, and its output is still there, whole and unchanged.
+    """Tell whether a manifest ``record`` covers these source bytes, and its output is still there, whole and unchanged.
 
     ``output_size()`` (None where the output is missing) and ``output_sha256()`` read the output
     only if the record matches the source.
@@ -48,13 +48,13 @@ def still_done(record: dict | None, source_sha256: str, output_size, output_sha2
 
 
 def sha256_file(path: Path) -> str:
-    """The SHA-256 (hex) of the file at ``path``, read a megabyte at a time."""
+    """Return the SHA-256 (hex) of the file at ``path``, read a megabyte at a time."""
     with open(path, "rb") as fh:
         return sha256_stream(fh)
 
 
 def sha256_stream(fh) -> str:
-    """The SHA-256 (hex) of what a binary file object holds from where it stands, read a megabyte at a time."""
+    """Return the SHA-256 (hex) of what a binary file object holds from where it stands, read a megabyte at a time."""
     digest = hashlib.sha256()
     for block in iter(lambda: fh.read(1 << 20), b""):
         digest.update(block)
@@ -126,8 +126,11 @@ class Manifest:
 
 
 def read_manifest(path: Path) -> tuple[dict, dict[str, dict], bool]:
-    """A manifest's header, its latest record of each source, and whether a line was torn (cut short
-    by a power cut or a full disk, or left without its newline); :class:`InputError` if it has no header."""
+    """Return a manifest's header, its latest record of each source, and whether a line was torn.
+
+    A line is torn when a power cut or a full disk cut it short, or left it without its newline; :class:`InputError`
+    if it has no header.
+    """
     text = Path(path).read_text()
     lines = text.splitlines()
     try:

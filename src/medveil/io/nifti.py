@@ -21,7 +21,7 @@ _TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name", "data_type")
 
 
 def read_nifti(path: Path) -> MedicalImage:
-    """A NIfTI file's stored values (unscaled) and its header and affine, within the decoding budget."""
+    """Return a NIfTI file's stored values (unscaled) and its header and affine, within the decoding budget."""
     import nibabel as nib
 
     img = nib.load(path)
@@ -35,11 +35,13 @@ def read_nifti(path: Path) -> MedicalImage:
 
 def deidentify(img: nib.Nifti1Image, secret: bytes = b"", *, text_masked: bool = False,
                copy: bool = True, clean_descriptors: bool = True) -> nib.Nifti1Image:
-    """A copy of ``img`` without header extensions (comments, DICOM headers, any free text) and with
-    the free-text fields cleared; the affine, qform/sform codes and units are kept. NIfTI has no UIDs
-    to remap, so neither ``secret`` nor ``text_masked`` changes anything here; its text fields hold
-    nothing but free text, so they go whatever ``clean_descriptors`` says; and the header is always
-    copied (it is small), whatever ``copy`` says."""
+    """Return a copy of ``img`` without header extensions and with the free-text fields cleared.
+
+    Extensions are comments, DICOM headers, any free text; the affine, qform/sform codes and units are kept. NIfTI
+    has no UIDs to remap, so neither ``secret`` nor ``text_masked`` changes anything here; its text fields hold
+    nothing but free text, so they go whatever ``clean_descriptors`` says; and the header is always copied (it is
+    small), whatever ``copy`` says.
+    """
     header = img.header.copy()
     header.extensions.clear()
     for name in _TEXT_FIELDS:

@@ -11,7 +11,7 @@ from medveil.io.image import Format, MedicalImage, check_decoded_size, register_
 
 
 def read_npy(path: Path) -> MedicalImage:
-    """A NumPy file's array (no pickles), within the decoding budget."""
+    """Return a NumPy file's array (no pickles), within the decoding budget."""
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -49,12 +49,12 @@ def _read_pil(path: Path, fmt: str) -> MedicalImage:
 
 
 def read_png(path: Path) -> MedicalImage:
-    """A PNG's stored values (8- or 16-bit, grayscale or colour)."""
+    """Return a PNG's stored values (8- or 16-bit, grayscale or colour)."""
     return _read_pil(path, "png")
 
 
 def read_jpeg(path: Path) -> MedicalImage:
-    """A JPEG's 8-bit values (its obfuscated copy is written as PNG, which keeps codes exactly)."""
+    """Return a JPEG's 8-bit values (its obfuscated copy is written as PNG, which keeps codes exactly)."""
     return _read_pil(path, "jpeg")
 
 
@@ -72,7 +72,7 @@ def write_png(path: Path, image: MedicalImage) -> None:
 
 
 def read_tiff(path: Path) -> MedicalImage:
-    """A TIFF's stored values (every page), within the decoding budget."""
+    """Return a TIFF's stored values (every page), within the decoding budget."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:

@@ -39,7 +39,7 @@ def is_url(location: str | os.PathLike) -> bool:
 
 
 def local_path(location: str | os.PathLike) -> str | Path:
-    """A ``file://`` URL or a path as a :class:`Path`; any other URL as it is."""
+    """Return a ``file://`` URL or a path as a :class:`Path`; any other URL as it is."""
     if not is_url(location):
         return Path(location)
     protocol, _, rest = str(location).partition("://")
@@ -73,8 +73,10 @@ class RemoteFolder:
         return self.fs.isdir(self.root)
 
     def walk(self, problems: list[tuple[str, str]], hidden: list[str]) -> list[str]:
-        """Every file below the URL as a path relative to it; unreadable entries go to ``problems``, hidden ones to
-        ``hidden``."""
+        """Every file below the URL as a path relative to it.
+
+        Unreadable entries go to ``problems``, hidden ones to ``hidden``.
+        """
         files = []
         for path, info in sorted(self.fs.find(self.root, detail=True).items()):
             rel = path[len(self.root):].lstrip("/")
@@ -88,11 +90,11 @@ class RemoteFolder:
         return files
 
     def location(self, rel: str) -> str:
-        """The URL a worker reads ``rel`` from or writes it to."""
+        """Return the URL a worker reads ``rel`` from or writes it to."""
         return f"{self.url}/{rel}"
 
     def output_name(self, rel: str) -> str:
-        """The output's relative name for input ``rel`` (read to learn its format where the name does not say)."""
+        """Return the output's relative name for input ``rel`` (read to learn its format where the name does not say)."""
         if is_supported(rel):
             return output_name(rel).as_posix()
         with tempfile.TemporaryDirectory(prefix="medveil-") as tmp:
@@ -112,12 +114,15 @@ class RemoteFolder:
             raise InputError(f"output folder {output} must lie outside the input folder {self} (and not contain it)")
 
     def check_target(self, output: "RemoteFolder", out_rel: str) -> None:
-        """Nothing to check: a run uses these only where one side is a URL, so at most one side is
-        local, and an output can never resolve into a source on another file system."""
+        """Nothing to check.
+
+        A run uses these only where one side is a URL, so at most one side is local, and an output can never
+        resolve into a source on another file system.
+        """
 
     @contextmanager
     def run(self, key: Key, manifest: Path) -> Iterator[Manifest]:
-        """This folder as a run's output: created, cleared of a dead run's temporaries; the local manifest."""
+        """Return this folder as a run's output: created, cleared of a dead run's temporaries; the local manifest."""
         if self.fs.isdir(self.root) and not manifest.exists() and self.fs.find(self.root):
             raise InputError(f"{self}: output folder is not empty and its manifest {manifest} does not exist; "
                              "choose an empty folder (or give --manifest)")

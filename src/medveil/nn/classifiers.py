@@ -83,8 +83,10 @@ class SmallResNet(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A server model: ``build(size, in_channels, num_outputs) -> nn.Module`` taking ``(B, C, size, size)``
-    floats in ``[0, 1]`` and giving logits as :class:`SeedCNN` does; ``summary`` is one line for people.
+    """A server model.
+
+    ``build(size, in_channels, num_outputs) -> nn.Module`` taking ``(B, C, size, size)`` floats in ``[0, 1]`` and
+    giving logits as :class:`SeedCNN` does; ``summary`` is one line for people.
 
     ``input``: ``"minmax"`` (paper NB: each image scaled to ``[0, 1]``) or ``"codes"`` (each value
     divided by its type's largest, so the model can read the exact codes back). ``uses_scheme``:
@@ -116,13 +118,13 @@ def available_models() -> list[str]:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registered server model ``name``; a one-line error names the choices."""
+    """Return the registered server model ``name``; a one-line error names the choices."""
     return _MODELS[name]
 
 
 def build_classifier(name: str, size: int, in_channels: int = 1, num_outputs: int = 1, scheme: str | None = None,
                      params: Mapping[str, Any] | None = None) -> nn.Module:
-    """The registered model ``name`` (``"cnn"``: paper NB's, ``"resnet"``, ``"matched"``, or a plugin's) for ``size`` images.
+    """Return the registered model ``name`` (``"cnn"``: paper NB's, ``"resnet"``, ``"matched"``, or a plugin's) for ``size`` images.
 
     ``scheme`` and ``params``: the public name and parameters of the obfuscation the images went
     through (``None`` for plain images), for models that learn its structure.

@@ -34,7 +34,7 @@ def set_default_device(name: str) -> None:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The :class:`torch.device` for ``device`` (default: the process default, ``auto`` unless set).
+    """Return the :class:`torch.device` for ``device`` (default: the process default, ``auto`` unless set).
 
     ``auto`` is CUDA when torch sees a CUDA device, else the CPU. Asking for ``cuda`` where there
     is none raises :class:`InputError`. Choosing CUDA also turns on torch's deterministic
@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 @contextmanager
 def on_device(module: nn.Module, device: torch.device) -> Iterator[torch.device]:
-    """``module`` moved to ``device`` for the block and back to where its parameters were.
+    """Move ``module`` to ``device`` for the block, then back to where its parameters were.
 
     Modules live on the CPU between calls, where keys are saved and schemes apply them.
     """

@@ -23,8 +23,11 @@ from torch.utils.data import Dataset
 
 
 def window_starts(length: int, patch: int, margin: int, align: int = 1) -> list[int]:
-    """Starts of windows of ``patch`` along an axis of ``length`` whose interiors (``margin`` off each
-    inner side) tile it; starts are multiples of ``align`` (``length`` and ``patch`` should be too)."""
+    """Return the starts of windows of ``patch`` along an axis of ``length`` that tile it.
+
+    The windows' interiors (``margin`` off each inner side) tile the axis; starts are multiples of ``align``
+    (``length`` and ``patch`` should be too).
+    """
     if length <= patch:
         return [0]
     step = max(align, (patch - 2 * margin) // align * align)
@@ -34,7 +37,7 @@ def window_starts(length: int, patch: int, margin: int, align: int = 1) -> list[
 
 def sliding_window(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, patch: int,
                    margin: int | None = None, align: int = 1) -> torch.Tensor:
-    """``function`` over ``x`` ``(B, C, *spatial)`` in windows of side ``patch``; returns ``(B, C', *spatial)``.
+    """Apply ``function`` over ``x`` ``(B, C, *spatial)`` in windows of side ``patch``; returns ``(B, C', *spatial)``.
 
     ``function`` must keep the spatial shape (a U-Net, an encoder). Axes shorter than ``patch``
     are zero-padded to it and cropped back. ``margin`` (default ``patch // 4``) voxels of each
@@ -62,14 +65,17 @@ def _index(trailing) -> tuple[Any, ...]:
 
 
 def _tiles(length: int, patch: int, margin: int, align: int) -> list[tuple[int, int, int]]:
-    """Along one axis (at least ``patch`` long): each window's start and the ``[lo, hi)`` it contributes,
-    its interior, reaching the axis' ends where the window does."""
+    """Along one axis (at least ``patch`` long).
+
+    Each window's start and the ``[lo, hi)`` it contributes, its interior, reaching the axis' ends where the window
+    does.
+    """
     return [(start, start if start == 0 else start + margin, length if start + patch == length else start + patch - margin)
             for start in window_starts(length, patch, margin, align)]
 
 
 def random_corner(shape: tuple[int, ...], patch: int, generator: torch.Generator | None = None) -> tuple[int, ...]:
-    """A uniformly random corner of a cube of side ``patch`` inside ``shape`` (0 where an axis is shorter)."""
+    """Return a uniformly random corner of a cube of side ``patch`` inside ``shape`` (0 where an axis is shorter)."""
     return tuple(int(torch.randint(0, max(n - patch, 0) + 1, (1,), generator=generator)) for n in shape)
 
 
@@ -79,8 +85,10 @@ def crop(x: torch.Tensor, corner: tuple[int, ...], patch: int) -> torch.Tensor:
 
 
 def random_crop(tensors, patch: int, dims: int = 3, generator: torch.Generator | None = None) -> tuple:
-    """``tensors`` cropped at one random corner to side ``patch`` over their trailing ``dims`` axes (the
-    first one's shape picks the corner); tensors with fewer axes, such as labels, pass through."""
+    """Crop ``tensors`` at one random corner to side ``patch`` over their trailing ``dims`` axes.
+
+    The first tensor's shape picks the corner; tensors with fewer axes, such as labels, pass through.
+    """
     corner = random_corner(tuple(tensors[0].shape[-dims:]), patch, generator)
     return tuple(crop(t, corner, patch) if t.dim() >= dims else t for t in tensors)
 
@@ -102,7 +110,7 @@ class RandomPatches(Dataset):
         return len(cast(Sized, self.dataset))
 
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The items ``indices`` gathered and cropped at one corner: ``(b, C, patch, ...)`` and the targets."""
+        """Return the items ``indices`` gathered and cropped at one corner: ``(b, C, patch, ...)`` and the targets."""
         inner: Any = self.dataset
         x, y = inner.take(indices) if hasattr(inner, "take") else (t[indices] for t in inner.as_tensors())
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(indices[0])) if self.fixed else None
@@ -115,8 +123,10 @@ class RandomPatches(Dataset):
 
 
 def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> torch.Tensor:
-    """A :class:`~medveil.nn.UNet` over a whole batch: directly, or with ``patch`` by sliding windows of
-    that side, started on its pooling grid."""
+    """Run a :class:`~medveil.nn.UNet` over a whole batch.
+
+    Directly, or with ``patch`` by sliding windows of that side, started on its pooling grid.
+    """
     if patch is None:
         return unet(x)
     return sliding_window(unet, x, patch, align=2 ** len(cast(Sized, unet.up)))

@@ -10,7 +10,7 @@ from medveil.nn.unet import layers
 
 
 class SiameseDiscriminator(nn.Module):
-    """Does a pair of images show the same subject?
+    """A Siamese discriminator: whether a pair of images shows the same subject.
 
     One CNN backbone embeds each image (four 3×3 conv + batch norm + ReLU + max-pool stages, global
     average pooling, a linear layer to ``embedding`` features); two fully connected layers on
@@ -36,7 +36,7 @@ class SiameseDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * embedding, embedding), nn.ReLU(inplace=True), nn.Linear(embedding, 1))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's features of a batch of images ``(B, C, H, W)`` (or volumes)."""
+        """Return the backbone's features of a batch of images ``(B, C, H, W)`` (or volumes)."""
         return self.backbone(x)
 
     def compare(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

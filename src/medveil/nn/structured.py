@@ -105,7 +105,7 @@ class PatchEmbeddingNet(nn.Module):
 
 
 def absorb_block_key(embedding: nn.Conv2d, perm: np.ndarray, flips: np.ndarray, channels: int) -> nn.Conv2d:
-    """The patch embedding that gives on Tanaka-encrypted input what ``embedding`` gives on plain input.
+    """Return the patch embedding that gives on Tanaka-encrypted input what ``embedding`` gives on plain input.
 
     ``perm`` and ``flips`` are Tanaka's block key over the ``2·C·M²`` nibble slots, slot order
     ``(y, x, channel, nibble)`` (:meth:`medveil.schemes.Tanaka.block_key`): encrypted slot ``j``
@@ -194,8 +194,10 @@ FAMILY_MODELS = {"intensity": _code_embedding, "vae": _code_embedding, "skk": _p
 
 
 def matched_model(size: int, channels: int, outputs: int, scheme: str | None, params: Mapping[str, Any]) -> nn.Module:
-    """The structure-aware model for a scheme's family, chosen from its public name and parameters only
-    (paper NB's CNN on codes for 16-bit codes or a scheme outside :data:`FAMILY_MODELS`)."""
+    """Return the structure-aware model for a scheme's family, from its public name and parameters only.
+
+    Paper NB's CNN on codes for 16-bit codes or a scheme outside :data:`FAMILY_MODELS`.
+    """
     build = FAMILY_MODELS.get(scheme) if scheme is not None and params.get("bits", 8) <= 8 else None
     return build(size, channels, outputs, scheme, params) if build else SeedCNN(size, channels, num_outputs=outputs)
 

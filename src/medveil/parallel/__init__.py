@@ -66,7 +66,7 @@ def set_cores(count: int) -> int:
 
 
 def available_cores() -> int:
-    """The CPUs this process may run on."""
+    """Return the CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -158,8 +158,11 @@ def _batches(jobs: Sequence[tuple], workers: int) -> list[list[tuple]]:
 
 
 def _outcomes(future, batch: list[tuple]) -> list[Outcome]:
-    """A finished batch's ``(index, result, error)``; every job of it fails with the task where the task
-    itself failed (a worker that crashed on one of its jobs, say), as a failed job does."""
+    """Return a finished batch's ``(index, result, error)``.
+
+    Every job of it fails with the task where the task itself failed (a worker that crashed on one of its jobs,
+    say), as a failed job does.
+    """
     error = future.exception()
     return future.result() if error is None else [(index, None, error) for index, *_ in batch]
 

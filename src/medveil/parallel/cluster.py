@@ -27,8 +27,11 @@ WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 1 << 25, "MALLOC_TRIM_THRESHOLD_": 1 
 
 @contextmanager
 def dask_client(scheduler: str, workers: int) -> Iterator:
-    """A Dask distributed client: ``"local"`` starts a LocalCluster of ``workers`` single-threaded
-    processes (gone with the block), anything else is a running scheduler's address (``tcp://host:8786``)."""
+    """Return a Dask distributed client.
+
+    ``"local"`` starts a LocalCluster of ``workers`` single-threaded processes (gone with the block), anything else
+    is a running scheduler's address (``tcp://host:8786``).
+    """
     try:
         import dask
         from distributed import Client, LocalCluster
@@ -51,8 +54,10 @@ def dask_client(scheduler: str, workers: int) -> Iterator:
 
 
 def scatter_secret(client, value: Any):
-    """``value`` sent to every worker once under a random name (``hash=False``): no task name, log
-    line or dashboard entry carries it, nor a hash of it. Returns the future to pass to tasks."""
+    """``value`` sent to every worker once under a random name (``hash=False``).
+
+    No task name, log line or dashboard entry carries it, nor a hash of it. Returns the future to pass to tasks.
+    """
     return client.scatter(value, broadcast=True, hash=False)
 
 

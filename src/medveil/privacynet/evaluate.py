@@ -124,7 +124,7 @@ def _volume_experiments(encode: Callable, segmenter, train: SegmentationData, te
 
 def _run_plain(net, train: SegmentationData, test: SegmentationData, pairs: np.ndarray, config: PrivacyNetConfig,
                transfer: SegmentationData | None) -> dict:
-    """The non-encoded baseline: S trained on plain images as long as the encoded runs train theirs."""
+    """Return the non-encoded baseline: S trained on plain images as long as the encoded runs train theirs."""
     segmenter = copy.deepcopy(net.segmenter)  # pre-trained; now the adversarial phase's schedule, without E and D
     patch = training_patch(train, config)
     tensors = SegmentationTensors(train.images, train.masks)
@@ -161,7 +161,7 @@ def _new_discriminator_scores(train_images: np.ndarray, train: SegmentationData,
 
 def _run_setting(base, lam: float | None, train: SegmentationData, test: SegmentationData, pairs: np.ndarray,
                  config: PrivacyNetConfig, keys_dir: Path, transfer: SegmentationData | None) -> dict:
-    """The plain baseline (``lam`` None) or one λ, from the pre-trained ``base``, with its run time in seconds."""
+    """Return the plain baseline (``lam`` None) or one λ, from the pre-trained ``base``, with its run time in seconds."""
     started = time.perf_counter()
     result = (_run_plain(base, train, test, pairs, config, transfer) if lam is None else
               _run_lambda(base, lam, train, test, pairs, config, keys_dir, transfer))
@@ -195,7 +195,7 @@ def _key_path(keys_dir: Path, data: SegmentationData, lam: float, seed: int) -> 
 
 def _attacks(key: Key, train: SegmentationData, test: SegmentationData, epochs: int, figures_dir: Path,
              config: PrivacyNetConfig, transfer: SegmentationData | None) -> list[dict]:
-    """The learned reconstruction with prior data (the plain training images) and with public ones.
+    """Return the learned reconstruction with prior data (the plain training images) and with public ones.
 
     Public images are other medical images for 2-D; for volumes (no public head volumes ship
     offline) the other site's volumes of the transfer experiment, when given. Both attackers get
@@ -273,7 +273,7 @@ def evaluate_privacynet(data: SegmentationData, lambdas: Sequence[float], seeds:
 
 
 def _cached(path: Path, compute: Callable[[], Any]) -> Any:
-    """The JSON value at ``path``, made by ``compute()`` and written first if missing: a resumed run redoes only that.
+    """Return the JSON value at ``path``, made by ``compute()`` and written first if missing: a resumed run redoes only that.
 
     A fresh result is read back from its file too, so a resumed run reports exactly what a whole one does.
     """

@@ -38,18 +38,17 @@ def columns(data: SegmentationData) -> list[str]:
 
 
 def view(image: np.ndarray) -> np.ndarray:
-    """What a figure shows of an image: itself, or a volume's middle axial slice, anterior up."""
+    """Return what a figure shows of an image: itself, or a volume's middle axial slice, anterior up."""
     return image if image.ndim == 2 else np.rot90(image[:, :, image.shape[2] // 2])
 
 
 def attack_figure_name(row: dict) -> str:
-    """The file name of an attack's figure, from its row."""
+    """Return the file name of an attack's figure, from its row."""
     return slug("attack", row["params"], row["attacker_data"]) + ".png"
 
 
 def write_figures(runs: dict, test: SegmentationData, pairs: np.ndarray, lambdas: list[str], folder: Path) -> None:
-    """The example images (plain, encoded, segmented) and the pair-score histograms, into ``folder``."""
-
+    """Write the example images (plain, encoded, segmented) and the pair-score histograms, into ``folder``."""
     shown = [lam for lam in lambdas if (lam, 0) in runs]
     rows = []
     for k in range(min(EXAMPLES, len(test))):
@@ -71,7 +70,7 @@ def _over_seeds(rows: list[dict], label: str, column: str) -> tuple[float, float
 
 
 def volume_sections(runs: dict, labels: list[str], degradations: Sequence[str]) -> list[str]:
-    """The report's robustness and transfer tables (mean Dice over seeds), beside paper PN's Tables 5 and 4."""
+    """Return the report's robustness and transfer tables (mean Dice over seeds), beside paper PN's Tables 5 and 4."""
     def dice(label: str, *path: str) -> dict[str, float] | None:
         found = [run for (lab, _), run in runs.items() if lab == label]
         for step in path:

@@ -106,8 +106,10 @@ def segmentation_loss(dims: int) -> GeneralisedDiceLoss:
 
 
 def check_trainable(data: SegmentationData, config: PrivacyNetConfig) -> None:
-    """Raise :class:`InputError` unless the U-Nets can halve ``data``'s images (square) or volumes,
-    and for volumes the training cubes, ``depth`` times."""
+    """Raise :class:`InputError` unless the U-Nets can halve ``data``'s images ``depth`` times.
+
+    Images must be square; for volumes, the volumes and the training cubes must halve.
+    """
     step = 2**config.depth
     if data.dims == 2:
         height, width = data.shape
@@ -121,7 +123,7 @@ def check_trainable(data: SegmentationData, config: PrivacyNetConfig) -> None:
 
 
 def training_patch(data: SegmentationData, config: PrivacyNetConfig) -> int | None:
-    """The side of the cubes the networks train on and slide over: ``config.patch`` for volumes, None for images."""
+    """Return the side of the cubes the networks train on and slide over: ``config.patch`` for volumes, None for images."""
     return config.patch if data.dims == 3 else None
 
 
@@ -184,8 +186,10 @@ def train_privacynet(net: PrivacyNet, data: SegmentationData, config: PrivacyNet
 
 
 def segment(segmenter: nn.Module, images: np.ndarray, patch: int | None = None) -> np.ndarray:
-    """The segmenter's label map ``(n, H, W)`` uint8 for uint8 images ``(n, H, W)`` (encoded or plain);
-    with ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side."""
+    """Return the segmenter's label map ``(n, H, W)`` uint8 for uint8 images ``(n, H, W)`` (encoded or plain).
+
+    With ``patch``, of volumes ``(n, D, H, W)`` by sliding windows of that side.
+    """
     segmenter.eval()
     outputs = apply_batched(segmenter, images[:, None], batch_size=256 if patch is None else 4,
                             call=lambda m, x: whole_volume(m, x, patch))

@@ -79,7 +79,7 @@ def apply_lut(values: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None
 
 
 def pair_table(lut: np.ndarray) -> np.ndarray:
-    """The uint16 table mapping two adjacent uint8 values, read as one uint16, to their two mapped bytes.
+    """Return the uint16 table mapping two adjacent uint8 values, read as one uint16, to their two mapped bytes.
 
     Built through byte views, so it is right for either byte order.
     """

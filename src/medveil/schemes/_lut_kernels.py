@@ -53,8 +53,10 @@ def _map_64_bytes(typingctx, src, table, dst):
 
 @njit(parallel=True, boundscheck=False, nogil=True, cache=True)
 def gather_bytes_permuting(src, table, dst):
-    """:func:`gather_parallel` for uint8 values and a 256-entry uint8 table, 64 values per step (needs
-    :data:`PERMUTES_BYTES`); any address, any size."""
+    """Apply a 256-entry uint8 table to uint8 values, 64 values per step: :func:`gather_parallel`.
+
+    Needs :data:`PERMUTES_BYTES`; any address, any size.
+    """
     steps = src.size // 64
     s, t, d = src.ctypes.data, table.ctypes.data, dst.ctypes.data
     for step in prange(steps):

@@ -22,7 +22,7 @@ WEIGHT_PARAMS = {"weights", "weights_sha256"}
 
 
 def check_weight_params(params: Mapping[str, Any], scheme: str, how: str) -> dict[str, str]:
-    """The ``weights`` and ``weights_sha256`` parameters, or a :class:`ParameterError` saying ``how`` to make a key."""
+    """Return the ``weights`` and ``weights_sha256`` parameters, or a :class:`ParameterError` saying ``how`` to make a key."""
     for name in WEIGHT_PARAMS:
         if not isinstance(params.get(name), str):
             raise ParameterError(f"{scheme} keys hold trained weights: make one with {how}, not keygen")
@@ -30,7 +30,7 @@ def check_weight_params(params: Mapping[str, Any], scheme: str, how: str) -> dic
 
 
 def load_weights(key: Key) -> dict:
-    """The state dict stored beside ``key``'s file, checked against the key's ``weights_sha256``."""
+    """Return the state dict stored beside ``key``'s file, checked against the key's ``weights_sha256``."""
     import torch
 
     if key.origin is None:

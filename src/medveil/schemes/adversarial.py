@@ -111,5 +111,5 @@ def create_adversarial_key(encoder, path: str | os.PathLike, size: int, lam: flo
 
 
 def encode(encoder, x):
-    """The encoding of ``(B, 1, H, W)`` float images in ``[0, 1]`` by a U-Net ``encoder``: its sigmoid output, same shape."""
+    """Return the encoding of ``(B, 1, H, W)`` float images in ``[0, 1]`` by a U-Net ``encoder``: its sigmoid output, same shape."""
     return encoder(x).sigmoid()

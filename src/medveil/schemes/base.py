@@ -74,8 +74,10 @@ class Scheme(ABC):
 
     @property
     def channels(self) -> int | None:
-        """The colour channels this key's images have (1 grayscale, 3 colour), or None where the scheme
-        maps each value on its own and takes either (intensity)."""
+        """The colour channels this key's images have (1 grayscale, 3 colour).
+
+        None where the scheme maps each value on its own and takes either (intensity).
+        """
         return self.params.get("channels")
 
     @property
@@ -100,17 +102,17 @@ def available_schemes() -> list[str]:
 
 
 def scheme_class(name: str) -> type[Scheme]:
-    """The scheme class registered as ``name``; :class:`~medveil.errors.ParameterError` naming the others if none is."""
+    """Return the scheme class registered as ``name``; :class:`~medveil.errors.ParameterError` naming the others if none is."""
     return _REGISTRY[name]
 
 
 def generate_key(scheme: str, **params: Any) -> Key:
-    """A new secret key for ``scheme``; ``params`` are checked and completed by the scheme."""
+    """Return a new secret key for ``scheme``; ``params`` are checked and completed by the scheme."""
     return Key.new(scheme, scheme_class(scheme).validate_params(params))
 
 
 def from_key(key: Key) -> Scheme:
-    """The scheme a key was made for, bound to it."""
+    """Return the scheme a key was made for, bound to it."""
     return scheme_class(key.scheme)(key)
 
 

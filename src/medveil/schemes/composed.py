@@ -70,7 +70,7 @@ class WarpSmooth(Scheme):
         return 1  # structural and skk-smooth run on one channel here
 
     def stage_key(self, scheme: str, params: dict[str, Any]) -> Key:
-        """The key of one stage: its own secret, drawn from this key's stream under the stage's name."""
+        """Return the key of one stage: its own secret, drawn from this key's stream under the stage's name."""
         return Key.new(scheme, params, self.key.stream(f"stage/{scheme}").read(SECRET_BYTES))
 
     @override

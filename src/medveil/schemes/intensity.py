@@ -27,7 +27,7 @@ from medveil.schemes.base import Scheme, check_params, register
 
 
 def bits_covering(lo: int, hi: int) -> tuple[int, bool]:
-    """The narrowest ``(bits, signed)`` domain that holds every integer in ``[lo, hi]``."""
+    """Return the narrowest ``(bits, signed)`` domain that holds every integer in ``[lo, hi]``."""
     signed = lo < 0
     bits = 1
     while True:

@@ -130,7 +130,7 @@ class Tanaka(_BlockParams, _LearnableScheme):
         return from_slots(slots[..., perm] ^ (flips.astype(np.uint8) * 15), layout)
 
     def decrypt(self, encrypted: np.ndarray) -> np.ndarray:
-        """The key holder's inverse."""
+        """Return the key holder's inverse."""
         perm, flips = self.block_key()
         return undo_block_scramble(np.asarray(encrypted), perm, flips, self.params["block"], self.params["channels"])
 

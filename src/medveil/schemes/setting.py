@@ -24,13 +24,13 @@ class Setting:
 
     @classmethod
     def for_key(cls, key: Key) -> "Setting":
-        """The setting ``key`` instantiates, holding the key."""
+        """Return the setting ``key`` instantiates, holding the key."""
         setting = cls.from_row({"scheme": key.scheme, "params": scheme_class(key.scheme).params_label(key.params)})
         return replace(setting, key=key)
 
     @classmethod
     def from_row(cls, row: dict) -> "Setting":
-        """The setting a CSV row names (``scheme`` and ``params`` as ``k=v;k=v``)."""
+        """Return the setting a CSV row names (``scheme`` and ``params`` as ``k=v;k=v``)."""
         params = tuple((k, int(v) if v.lstrip("-").isdigit() else v)
                        for k, v in (part.split("=", 1) for part in row["params"].split(";") if part))
         return cls(row["scheme"], params)
@@ -51,7 +51,7 @@ class Setting:
         return self.scheme if not self.params else f"{self.scheme} {self.params_text}"
 
     def build_scheme(self, channels: int = 1) -> Scheme | None:
-        """A scheme with a fresh in-memory key for images of ``channels`` channels, or ``None`` for plain.
+        """Return a scheme with a fresh in-memory key for images of ``channels`` channels, or ``None`` for plain.
 
         Schemes with a ``channels`` parameter get it from the data unless the setting fixes it.
         """
@@ -60,7 +60,7 @@ class Setting:
         return from_key(self.key if self.key is not None else self.new_key(channels))
 
     def new_key(self, channels: int = 1, secret: bytes | None = None) -> Key:
-        """A fresh in-memory key of this setting for images of ``channels`` channels (see :meth:`build_scheme`).
+        """Return a fresh in-memory key of this setting for images of ``channels`` channels (see :meth:`build_scheme`).
 
         ``secret``: the key's material, when the run must be able to make the same key again
         (:func:`medveil.keys.derive_secret`); default new bytes from :mod:`secrets`.

@@ -56,8 +56,10 @@ MIN_SPAN = 64  # the narrowest output range a remapped block gets, in grey level
 
 
 def turn(blocks: np.ndarray, which: int, colour: bool = False) -> np.ndarray:
-    """Blocks ``(..., M, M)`` (or ``(..., M, M, C)`` if ``colour``) under dihedral transform ``which`` in ``0..7``:
-    ``which % 4`` quarter turns, then a mirror if ``which >= 4``."""
+    """Blocks ``(..., M, M)`` (or ``(..., M, M, C)`` if ``colour``) under dihedral transform ``which`` in ``0..7``.
+
+    ``which % 4`` quarter turns, then a mirror if ``which >= 4``.
+    """
     spatial = (-3, -2) if colour else (-2, -1)
     out = np.rot90(blocks, which % 4, axes=spatial)
     return np.flip(out, axis=spatial[1]) if which >= 4 else out
@@ -79,8 +81,10 @@ def from_blocks(blocks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 @register
 class BlockShuffle(Scheme):
-    """Per-image keyed block order and block turns, optionally with per-block remaps and noise (see the module
-    docstring). Params: ``block`` M, ``channels``, ``remap`` (0 or 1), ``noise`` σ in grey levels."""
+    """Per-image keyed block order and block turns, optionally with per-block remaps and noise (see the module docstring).
+
+    Params: ``block`` M, ``channels``, ``remap`` (0 or 1), ``noise`` σ in grey levels.
+    """
 
     designed_here = True
 
@@ -101,7 +105,7 @@ class BlockShuffle(Scheme):
         return valid
 
     def image_key(self, image: np.ndarray) -> KeyStream:
-        """The keyed stream of one image, from its content and shape; :meth:`__call__` draws everything from it."""
+        """Return the keyed stream of one image, from its content and shape; :meth:`__call__` draws everything from it."""
         digest = hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).hexdigest()
         return self.key.stream(f"image/{digest}")
 
@@ -130,8 +134,11 @@ class BlockShuffle(Scheme):
         return out.reshape(images.shape)
 
     def disguise(self, blocks: np.ndarray, stream: KeyStream) -> np.ndarray:
-        """``remap`` and ``noise`` on one image's blocks ``(P, M, M[, C])`` uint8, drawn from its ``stream``
-        (public, like the whole algorithm: an attacker simulates it under keys of its own)."""
+        """Apply ``remap`` and ``noise`` to one image's blocks ``(P, M, M[, C])`` uint8.
+
+        Drawn from the image's ``stream`` (public, like the whole algorithm: an attacker simulates it under keys
+        of its own).
+        """
         values = blocks.astype(np.float64)
         per_block = (len(blocks),) + (1,) * (blocks.ndim - 1)
         if self.params.get("remap"):

@@ -95,7 +95,7 @@ def rasterize(svg: str, output: int, channels: int) -> np.ndarray:
 
 
 def order_preserving_map(stream, domain: int, range_size: int = OPE_RANGE) -> np.ndarray:
-    """A uniformly random strictly increasing map ``{0..domain-1} -> {0..range_size-1}``, as int64 values.
+    """Return a uniformly random strictly increasing map ``{0..domain-1} -> {0..range_size-1}``, as int64 values.
 
     Floyd's algorithm draws a uniform ``domain``-subset of the range from the key ``stream``; sorted,
     it is the map.
@@ -138,7 +138,7 @@ class StructuralDeidentification(Scheme):
         self._table = table - table[size]  # paper SD's offset: E(0) becomes 0
 
     def encrypt_coordinates(self, values: np.ndarray) -> np.ndarray:
-        """The key's order-preserving map of coordinates (piecewise-linear between integers)."""
+        """Return the key's order-preserving map of coordinates (piecewise-linear between integers)."""
         return np.interp(values, self._grid, self._table)
 
     def deidentify(self, image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:

@@ -77,7 +77,7 @@ class VAEObfuscation(Scheme):
         self.mapping = IntensityMapping(_mapping_key(key))
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        """The VAE's mean reconstruction of ``images`` as uint8, same shape (the first stage alone)."""
+        """Return the VAE's mean reconstruction of ``images`` as uint8, same shape (the first stage alone)."""
         import torch
 
         from medveil.data.pipeline import channels_first
@@ -126,7 +126,7 @@ def train_vae(images: np.ndarray, config, latent: int = 64, beta: float = 1.0, v
 
 
 def _mapping_key(key: Key) -> Key:
-    """The intensity-mapping key inside a vae key: its secret is derived from the vae key's stream."""
+    """Return the intensity-mapping key inside a vae key: its secret is derived from the vae key's stream."""
     params = {"bits": 8, "signed": False, "levels": key.params["levels"]}
     return Key("intensity", IntensityMapping.validate_params(params), key.stream("intensity-secret").read(SECRET_BYTES))
 

@@ -43,7 +43,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _zip(members: dict[str, np.ndarray]) -> bytes:
-    """A zip of PNGs, stored (PNG is compressed already)."""
+    """Return a zip of PNGs, stored (PNG is compressed already)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, image in members.items():
@@ -88,7 +88,7 @@ class Client:
         return response.json() if response.content else {}
 
     def obfuscate(self, images: np.ndarray) -> np.ndarray:
-        """The key's obfuscation of ``images`` (which must have passed the gate: every sender here sees to it)."""
+        """Return the key's obfuscation of ``images`` (which must have passed the gate: every sender here sees to it)."""
         return self.scheme(images)
 
     def _upload(self, members: dict[str, np.ndarray], name: str, task: str) -> dict:
@@ -108,8 +108,11 @@ class Client:
                             name, "classification")
 
     def upload_segmentation(self, images: np.ndarray, masks: np.ndarray, name: str = "") -> dict:
-        """Screen and obfuscate ``images`` ``(n, S, S)`` and upload them with their ``masks`` (uint8 class indices, not
-        obfuscated: they are the task's labels, and they show the segmented shapes to the server)."""
+        """Screen and obfuscate ``images`` ``(n, S, S)`` and upload them with their ``masks``.
+
+        Masks are uint8 class indices, not obfuscated: they are the task's labels, and they show the segmented
+        shapes to the server.
+        """
         return self._upload_segmentation(self.gate.screen(images), masks, name)
 
     def _upload_segmentation(self, images: np.ndarray, masks: np.ndarray, name: str) -> dict:
@@ -140,8 +143,10 @@ class Client:
         return self._upload_classes(dataset.images, dataset, name or self.gate.name(Path(root).name))
 
     def add_files(self, files: Sequence[Path], names: Sequence[str], label: str, size: int, dataset: str) -> dict:
-        """Read ``files`` through the gate at ``size``, obfuscate them, and add them as ``LABEL/NAME.png`` to this
-        tenant's classification dataset called ``dataset`` under this key, which the first call creates.
+        """Read ``files`` through the gate at ``size``, obfuscate them, and add them to a dataset.
+
+        They go in as ``LABEL/NAME.png`` to this tenant's classification dataset called ``dataset`` under this
+        key, which the first call creates.
 
         ``names`` reach the server: give keyed pseudonyms (the gateway gives each instance's). An image
         whose name the dataset holds already is skipped, so a repeated call adds nothing. Returns the
@@ -165,11 +170,11 @@ class Client:
         return self._call("POST", "/jobs", json={"dataset_id": dataset_id, "epochs": epochs, "model": model})
 
     def datasets(self) -> list[dict]:
-        """This tenant's datasets, oldest first, as the server records them."""
+        """Return this tenant's datasets, oldest first, as the server records them."""
         return self._call("GET", "/datasets")
 
     def job(self, job_id: str) -> dict:
-        """The server's record of training job ``job_id``."""
+        """Return the server's record of training job ``job_id``."""
         return self._call("GET", f"/jobs/{job_id}")
 
     def wait(self, job_id: str, poll: float = 1.0, timeout: float = 3600.0) -> dict:
@@ -186,7 +191,7 @@ class Client:
         self._call("DELETE", f"/{kind}s/{record_id}")
 
     def model(self, model_id: str) -> dict:
-        """The server's record of model ``model_id`` (task, size, classes, fingerprint, validation score)."""
+        """Return the server's record of model ``model_id`` (task, size, classes, fingerprint, validation score)."""
         return self._call("GET", f"/models/{model_id}")
 
     def predict(self, model_id: str, images: np.ndarray) -> list[dict]:

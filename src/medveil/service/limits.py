@@ -18,7 +18,7 @@ from fastapi import HTTPException
 
 
 def http_error(status: int, message: str) -> HTTPException:
-    """The HTTP error the service answers with: ``status`` and a one-line ``message``."""
+    """Return the HTTP error the service answers with: ``status`` and a one-line ``message``."""
     return HTTPException(status_code=status, detail=message)
 
 

@@ -16,7 +16,6 @@ start-up and resumes from its last epoch's checkpoint.
 
 
 import json
-import queue
 import threading
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -33,16 +32,17 @@ from medveil.service.limits import Limits, MemoryBudget, http_error, return_free
 from medveil.service.tasks import TASKS
 from medveil.service.uploads import decode_into, decoded_size, layout, open_png, read_archive
 from medveil.service.store import BUSY, MISSING, Store
+from medveil.service.worker import Worker
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
 # What anyone may read: the API's own description, no data.
 OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-PURGE_EVERY_SECONDS = 3600  # with a retention period, how often old records are looked for
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles: public, like the pages
 
 
 class JobRequest(BaseModel):
     """A training job: the dataset, the epochs, and the model (the task's default if none)."""
+
     dataset_id: str
     epochs: int = Field(30, ge=1, le=500)
     model: Optional[str] = Field(None, pattern="^[a-z0-9][a-z0-9_-]{0,39}$",
@@ -52,6 +52,7 @@ class JobRequest(BaseModel):
 
 class Problem(BaseModel):
     """An error's body: one line saying what was wrong."""
+
     detail: str
 
 
@@ -66,63 +67,8 @@ def _responses(*codes: int) -> dict:
     return {code: {"model": Problem, "description": _STATUS_TEXT[code]} for code in codes}
 
 
-class Worker:
-    """One background thread that runs training jobs in order and, with ``retain_days``, deletes what is older
-    (at start and every hour)."""
-
-    def __init__(self, store: Store, retain_days: float | None = None):
-        self.store, self.retain_days = store, retain_days
-        self.queue: queue.Queue[str | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, name="medveil-trainer", daemon=True)
-
-    def start(self) -> None:
-        """Queue the jobs a stopped server left unfinished, then start the training thread."""
-        for job in self.store.unfinished_jobs():
-            if job["status"] == "running":
-                self.store.update_job(job["id"], status="queued", message="resumed after a server restart")
-            self.queue.put(job["id"])
-        self.thread.start()
-
-    def stop(self) -> None:
-        """Ask the training thread to stop after the current job."""
-        self.queue.put(None)
-
-    def _loop(self) -> None:
-        while True:
-            if self.retain_days is not None:
-                self.store.purge(self.retain_days)
-            try:
-                job_id = self.queue.get(timeout=None if self.retain_days is None else PURGE_EVERY_SECONDS)
-            except queue.Empty:
-                continue
-            if job_id is None:
-                return
-            self.run(job_id)
-
-    def run(self, job_id: str) -> None:
-        """Train job ``job_id``, from its checkpoint if it has one, and store the model or the failure."""
-        from medveil.training.loop import TrainConfig
-
-        job = self.store.job_by_id(job_id)
-        dataset = self.store.dataset(job["tenant"], job["dataset_id"]) if job else None
-        if job is None or dataset is None:  # deleted while it waited (a job's dataset cannot be: 409)
-            return
-        self.store.update_job(job_id, status="running")
-        checkpoint = self.store.checkpoint_path(job_id)
-        try:
-            images, labels = self.store.load_dataset(dataset["id"])
-            config = TrainConfig(epochs=job["epochs"], checkpoint=checkpoint, progress=False,
-                                 on_epoch=lambda record: self.store.update_job(job_id, epoch=record["epoch"] + 1))
-            model, result = TASKS[dataset["task"]].train(images, labels, dataset, job, config)
-            model_id = self.store.add_model(job, dataset, result.best_score, model.state_dict())
-            self.store.update_job(job_id, status="done", model_id=model_id, epoch=job["epochs"])
-            checkpoint.unlink(missing_ok=True)
-        except Exception as exc:  # the job fails, the server goes on
-            self.store.update_job(job_id, status="failed", message=f"{exc.__class__.__name__}: {exc}")
-
-
 def _public_scheme(text: str) -> dict | None:
-    """The key's public part as uploaded (JSON ``{"scheme": name, "params": {...}}``, or empty), checked."""
+    """Return the key's public part as uploaded (JSON ``{"scheme": name, "params": {...}}``, or empty), checked."""
     if not text:
         return None
     try:
@@ -157,8 +103,10 @@ def _model_view(m: dict) -> dict:
 
 
 def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = None) -> FastAPI:
-    """The service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`); ``retain_days`` deletes
-    datasets, models and finished jobs older than that many days."""
+    """Return the service over ``data_dir`` (SQLite + files; see :mod:`medveil.service.store`).
+
+    ``retain_days`` deletes datasets, models and finished jobs older than that many days.
+    """
     store = Store(data_dir)
     worker = Worker(store, retain_days)
     memory = MemoryBudget(limits)
@@ -208,8 +156,11 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
         return record
 
     def admitter(held: ExitStack, who: str, also_held: int = 0) -> Callable[[int], None]:
-        """What :func:`read_archive` calls once the headers are counted (nothing decoded yet): reserve the
-        decoded bytes in the tenant's quota (413 past it) and hold them, plus ``also_held``, in memory."""
+        """Return the admission :func:`read_archive` calls once the headers are counted (nothing decoded yet).
+
+        It reserves the decoded bytes in the tenant's quota (413 past it) and holds them, plus ``also_held``, in
+        memory.
+        """
         def admit(decoded: int) -> None:
             if not held.enter_context(store.reserve(who, decoded, limits.max_tenant_bytes)):
                 raise http_error(413, f"the images ({decoded} bytes decoded) would exceed this tenant's storage "
@@ -239,8 +190,11 @@ def create_app(data_dir, limits: Limits = Limits(), retain_days: float | None = 
     @app.post("/datasets/{dataset_id}/images", tags=["datasets"], responses=_responses(400, 401, 404, 411, 413, 415, 422))
     def append_images(who: Tenant, dataset_id: str, archive: Annotated[UploadFile, File()],
                       fingerprint: Annotated[str, Form()]) -> dict:
-        """Add an archive's images to a dataset, laid out as its task says; an image whose member name the
-        dataset already holds is skipped, so sending the same archive again adds nothing."""
+        """Add an archive's images to a dataset, laid out as its task says.
+
+        An image whose member name the dataset already holds is skipped, so sending the same archive again adds
+        nothing.
+        """
         dataset = owned(store.dataset(who, dataset_id), "dataset")
         if archive.content_type not in ZIP_TYPES:
             raise http_error(415, f"archive must be application/zip, got {archive.content_type}")

@@ -60,12 +60,12 @@ DELETED, MISSING, BUSY = "deleted", "missing", "busy"
 
 
 def hash_token(token: str) -> str:
-    """What the store keeps of a token: its SHA-256 (hex)."""
+    """Return what the store keeps of a token: its SHA-256 (hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_id() -> str:
-    """A new record id: 32 hex digits from ``secrets``."""
+    """Return a new record id: 32 hex digits from ``secrets``."""
     return secrets.token_hex(16)
 
 
@@ -100,7 +100,7 @@ class Store:
 
     # tokens
     def create_token(self, tenant: str) -> str:
-        """A new token for ``tenant``; only its hash is kept, so show it to the user now."""
+        """Return a new token for ``tenant``; only its hash is kept, so show it to the user now."""
         if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
             raise ValueError("tenant names use letters, digits, '-' and '_'")
         token = secrets.token_urlsafe(32)
@@ -108,8 +108,11 @@ class Store:
         return token
 
     def tokens(self) -> list[dict]:
-        """Every token as ``{"id", "tenant", "created"}``; its id is the first 12 hex digits of its hash, which names
-        it for :meth:`revoke_token` and is of no use to present."""
+        """Every token as ``{"id", "tenant", "created"}``.
+
+        Its id is the first 12 hex digits of its hash, which names it for :meth:`revoke_token` and is of no use
+        to present.
+        """
         return [{"id": r["hash"][:TOKEN_ID_DIGITS], "tenant": r["tenant"], "created": r["created"]}
                 for r in self._query("SELECT hash, tenant, created FROM tokens ORDER BY created")]
 
@@ -122,7 +125,7 @@ class Store:
                                     (TOKEN_ID_DIGITS, token_id)).rowcount > 0
 
     def tenant_of(self, token: str) -> str | None:
-        """The tenant ``token`` belongs to, or None."""
+        """Return the tenant ``token`` belongs to, or None."""
         row = self._one("SELECT tenant FROM tokens WHERE hash = ?", (hash_token(token),))
         return row["tenant"] if row else None
 
@@ -146,9 +149,12 @@ class Store:
 
     def append(self, dataset: dict, images: np.ndarray, labels: np.ndarray, names: list[str],
                classes: list[str]) -> tuple[dict, int]:
-        """Add to ``dataset`` the images whose member names it does not hold yet, with their ``labels``
-        already in the merged ``classes``; ``(its record now, how many were added)``. Appends to one
-        data folder happen one at a time, so two of them cannot lose each other's images."""
+        """Add to ``dataset`` the images whose member names it does not hold yet.
+
+        Their ``labels`` are already in the merged ``classes``; returns ``(its record now, how many were
+        added)``. Appends to one data folder happen one at a time, so two of them cannot lose each other's
+        images.
+        """
         with self._append_lock:
             with np.load(self.dataset_path(dataset["id"])) as data:
                 held_images, held_labels = data["images"], data["labels"]
@@ -168,10 +174,12 @@ class Store:
 
     @contextmanager
     def reserve(self, tenant: str, size: int, quota: int) -> Iterator[bool]:
-        """Hold ``size`` bytes of ``tenant``'s ``quota`` while an upload is stored; yields False (holding
-        nothing) when what is stored and held already leaves too little. Checked and held under one lock,
-        so concurrent uploads cannot each see the same room; :meth:`add_dataset` inside the block makes
-        the bytes stored before they stop being held."""
+        """Hold ``size`` bytes of ``tenant``'s ``quota`` while an upload is stored.
+
+        Yields False (holding nothing) when what is stored and held already leaves too little. Checked and held
+        under one lock, so concurrent uploads cannot each see the same room; :meth:`add_dataset` inside the
+        block makes the bytes stored before they stop being held.
+        """
         with self._lock:
             stored = self._db.execute(_STORED_BYTES, (tenant,)).fetchone()[0]
             room = stored + self._reserved.get(tenant, 0) + size <= quota
@@ -197,7 +205,7 @@ class Store:
         return self._query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created", (tenant,))
 
     def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """A dataset's images and labels."""
+        """Return a dataset's images and labels."""
         with np.load(self.dataset_path(dataset_id)) as data:
             return data["images"], data["labels"]
 
@@ -263,8 +271,10 @@ class Store:
 
     # deletion and retention
     def delete(self, kind: str, tenant: str, record_id: str) -> str:
-        """Delete the tenant's ``kind`` (``dataset``, ``model`` or ``job``) ``record_id`` and its file:
-        :data:`DELETED`, :data:`MISSING` or :data:`BUSY`."""
+        """Delete the tenant's ``kind`` (``dataset``, ``model`` or ``job``) ``record_id`` and its file.
+
+        :data:`DELETED`, :data:`MISSING` or :data:`BUSY`.
+        """
         table, path = {"dataset": ("datasets", self.dataset_path), "model": ("models", self.model_path),
                        "job": ("jobs", self.checkpoint_path)}[kind]
         with self._append_lock, self._lock:  # not while an append rewrites the dataset's file
@@ -279,8 +289,10 @@ class Store:
         return DELETED
 
     def purge(self, older_than_days: float) -> int:
-        """Delete every tenant's datasets, models and finished jobs created more than ``older_than_days`` ago
-        (a dataset a job has not finished with stays); how many records went."""
+        """Delete every tenant's datasets, models and finished jobs older than ``older_than_days``.
+
+        A dataset a job has not finished with stays; returns how many records went.
+        """
         cutoff = time.time() - older_than_days * 86400
         gone = 0
         for kind, table in (("job", "jobs"), ("model", "models"), ("dataset", "datasets")):

@@ -1,5 +1,6 @@
-"""What the service learns: a registry of tasks, each saying how its archives are laid out, how its
-models train, load and answer.
+"""What the service learns.
+
+A registry of tasks, each saying how its archives are laid out, how its models train, load and answer.
 
 - ``classification``: ``CLASS/NAME.png`` in two class folders (or one, to be appended to); a class
   per image; the server models of :mod:`medveil.nn` (``cnn`` by default); the validation accuracy.
@@ -36,7 +37,7 @@ class Task:
     grayscale_only: bool = False
 
     def models(self) -> tuple[str, list[str]]:
-        """The default model and every model a job may train."""
+        """Return the default model and every model a job may train."""
         raise NotImplementedError
 
     def check_model(self, model: str, dataset: dict) -> None:
@@ -50,8 +51,10 @@ class Task:
         raise NotImplementedError
 
     def merge(self, held: list[str], labels: np.ndarray, classes: list[str]) -> tuple[np.ndarray, list[str]]:
-        """Labels and classes of images appended to a dataset whose classes are ``held``: the labels
-        renumbered into the merged class list (HTTP 400 if the dataset cannot hold them)."""
+        """Labels and classes of images appended to a dataset whose classes are ``held``.
+
+        The labels renumbered into the merged class list (HTTP 400 if the dataset cannot hold them).
+        """
         raise NotImplementedError
 
     def is_image(self, folder: str) -> bool:
@@ -63,8 +66,11 @@ class Task:
 
     def labels(self, folders: list[str], image_folders: list[str], names: list[str], shape: tuple,
                decode: Callable[[list[tuple[str, str]], tuple, np.dtype], np.ndarray]) -> tuple[np.ndarray, list[str]]:
-        """The images' labels (archive order) and the class names; ``decode(members, shape, dtype)`` decodes
-        archive members (``(folder, name)``) whose headers :meth:`check_labels` passed."""
+        """Return the images' labels (archive order) and the class names.
+
+        ``decode(members, shape, dtype)`` decodes archive members (``(folder, name)``) whose headers
+        :meth:`check_labels` passed.
+        """
         raise NotImplementedError
 
     def train(self, images: np.ndarray, labels: np.ndarray, dataset: dict, job: dict, config):
@@ -72,7 +78,7 @@ class Task:
         raise NotImplementedError
 
     def build(self, record: dict):
-        """An untrained network of a stored model's kind, to load its weights into."""
+        """Return an untrained network of a stored model's kind, to load its weights into."""
         raise NotImplementedError
 
     def predictions(self, record: dict, net, images: np.ndarray, names: list[str]) -> list[dict]:
@@ -82,6 +88,7 @@ class Task:
 
 class Classification(Task):
     """Two class folders, a class per image, the server models of :mod:`medveil.nn`."""
+
     name, score, entries_per_image = "classification", "val_accuracy", 1
 
     @override
@@ -144,6 +151,7 @@ class Classification(Task):
 
 class Segmentation(Task):
     """Images with masks of class indices, paper PN's U-Net, the validation Dice."""
+
     name, score, entries_per_image, grayscale_only = "segmentation", "val_dice", 2, True
 
     @override

@@ -31,7 +31,7 @@ PNG_MODES = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16}
 
 
 def open_png(fileobj: IO[bytes], name: str, max_side: int) -> Image.Image:
-    """A PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
+    """Return a PNG opened from its header only (nothing decoded yet); 400 or 413 for anything else."""
     try:
         image = Image.open(fileobj)
         if image.format != "PNG":
@@ -55,7 +55,7 @@ def layout(image: Image.Image) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def decode_png(image: Image.Image, name: str) -> np.ndarray:
-    """The pixels of a PNG from :func:`open_png`: uint8 ``(H, W)`` or ``(H, W, 3)``, or uint16 ``(H, W)``."""
+    """Return the pixels of a PNG from :func:`open_png`: uint8 ``(H, W)`` or ``(H, W, 3)``, or uint16 ``(H, W)``."""
     try:
         return np.asarray(image)
     except Exception as exc:
@@ -71,7 +71,7 @@ def _safe_member(name: str) -> tuple[str, str]:
 
 
 def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) -> bytes:
-    """A member's bytes, read no further than ``cap`` whatever its header claims; 400 if unreadable."""
+    """Return a member's bytes, read no further than ``cap`` whatever its header claims; 400 if unreadable."""
     try:
         with archive.open(member) as fh:
             data = fh.read(cap + 1)
@@ -83,8 +83,11 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) ->
 
 
 def _declared_members(fileobj: IO[bytes]) -> int:
-    """The member count a zip's end record declares, read before zipfile turns the whole central
-    directory into objects (a million records cost half a gigabyte before any limit was checked)."""
+    """Return the member count a zip's end record declares.
+
+    Read before zipfile turns the whole central directory into objects (a million records cost half a gigabyte
+    before any limit was checked).
+    """
     fileobj.seek(0, io.SEEK_END)
     size = fileobj.tell()
     fileobj.seek(max(0, size - 22 - 0xFFFF))
@@ -116,9 +119,11 @@ def decoded_size(shape_and_type: tuple[tuple[int, ...], np.dtype]) -> int:
 
 
 def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]) -> np.ndarray:
-    """Decode PNGs (:func:`open_png`) into the rows of ``out``, one at a time, so a request's images take
-    their decoded size once, not twice as a list and its stack; ``opened`` may be a generator that opens
-    each only when its turn comes."""
+    """Decode PNGs (:func:`open_png`) into the rows of ``out``, one at a time.
+
+    So a request's images take their decoded size once, not twice as a list and its stack; ``opened`` may be a
+    generator that opens each only when its turn comes.
+    """
     for row, (image, name) in enumerate(zip(opened, names)):
         out[row] = decode_png(image, name)
     return out
@@ -126,8 +131,9 @@ def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]
 
 def read_archive(fileobj: IO[bytes], limits: Limits, admit: Callable[[int], None],
                  task: "Task") -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Images, labels, class names and the images' file names (archive order) from a zip laid out as
-    ``task`` says (:mod:`medveil.service.tasks`).
+    """Read a zip laid out as ``task`` says (:mod:`medveil.service.tasks`).
+
+    Returns the images, labels, class names and the images' file names, in archive order.
 
     Memory stays bounded whatever the archive holds: the member count is read from the zip's end
     record before the central directory is parsed; members are read one at a time with a size cap

@@ -43,7 +43,7 @@ def predict_probabilities(model: torch.nn.Module, data: Dataset) -> tuple[np.nda
 
 
 def holdout(n: int, fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, val)`` holding out ``fraction`` of ``n`` items, shuffled with ``seed`` (data order only)."""
+    """Return indices ``(train, val)`` holding out ``fraction`` of ``n`` items, shuffled with ``seed`` (data order only)."""
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(n * fraction)))
     return np.sort(order[n_val:]), np.sort(order[:n_val])

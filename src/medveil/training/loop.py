@@ -42,6 +42,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`fit` did: the history per epoch and the best epoch and its score."""
+
     history: list[dict] = field(default_factory=list)  # one {"epoch", "train_loss", "val_loss", "val_score"} per epoch
     best_epoch: int = -1
     best_score: float = -float("inf")
@@ -102,14 +103,14 @@ def batches(data: Dataset, batch_size: int, device: torch.device,
 
 
 def _order(length: int, generator: torch.Generator | None) -> torch.Tensor:
-    """The items' order for one pass: shuffled by ``generator`` (as a DataLoader's sampler draws it), or as stored."""
+    """Return the items' order for one pass: shuffled by ``generator`` (as a DataLoader's sampler draws it), or as stored."""
     return torch.randperm(length, generator=generator) if generator is not None else torch.arange(length)
 
 
 def apply_batched(module: nn.Module, images: np.ndarray, batch_size: int = 256,
                   call: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
                   device: str | torch.device | None = None) -> np.ndarray:
-    """``module`` (or ``call(module, x)``) over uint8 images ``(n, C, H, W)``, without gradients.
+    """Run ``module`` (or ``call(module, x)``) over uint8 images ``(n, C, H, W)``, without gradients.
 
     Images go in ``batch_size`` at a time as float in [0, 1], on ``device`` (default: the process
     default; schemes pass ``"cpu"``). Returns the outputs concatenated, float32 ``(n, ...)`` on the

@@ -1,5 +1,6 @@
-"""Segmentation with the one training loop: what the service trains for a segmentation dataset, and
-what a hospital runs locally to check it.
+"""Segmentation with the one training loop.
+
+What the service trains for a segmentation dataset, and what a hospital runs locally to check it.
 
 Paper PN's segmenter: a U-Net (width 16, two levels) trained with the generalised Dice loss; the
 weights kept are those with the best validation Dice (paper PN's overall Dice: class Dice weighted
@@ -28,7 +29,7 @@ def build_segmenter(classes: int) -> UNet:
 
 
 def class_names(classes: int) -> tuple[str, ...]:
-    """The names of ``classes`` mask classes: "0", "1", and so on."""
+    """Return the names of ``classes`` mask classes: "0", "1", and so on."""
     return tuple(str(c) for c in range(classes))
 
 
