@@ -1,4 +1,5 @@
-"""The package's shape: no import circles between its modules, none of them over 400 lines."""
+"""The package's shape: no import circles between its modules, none of them over 400 lines, each named in
+docs/layout.md."""
 
 import ast
 from pathlib import Path
@@ -80,3 +81,10 @@ def test_no_module_is_over_400_lines():
     long = {str(path.relative_to(SRC)): n for path in (SRC / "medveil").rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_the_layout_doc_names_every_module():
+    layout = (SRC.parent / "docs" / "layout.md").read_text()
+    unnamed = [str(path.relative_to(SRC)) for path in (SRC / "medveil").rglob("*.py")
+               if path.name != "__init__.py" and path.name not in layout]
+    assert not unnamed, f"docs/layout.md does not name {unnamed}"
