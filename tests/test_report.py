@@ -2,7 +2,8 @@
 
 import math
 
-from medveil.report import html_table, markdown_table, mean_std, number, pm, slug
+from medveil._files import slug
+from medveil.evaluation.report import html_table, markdown_table, mean_std, number, pm
 from medveil.schemes import Setting
 
 

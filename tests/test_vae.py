@@ -10,7 +10,8 @@ import medveil
 from medveil.attacks import BlackBox
 from medveil.cli import app
 from medveil.nn import ConvVAE, VAELoss
-from medveil.schemes.vae import create_vae_key, train_vae
+from medveil.schemes.vae import create_vae_key
+from medveil.training.vae import train_vae
 from medveil.training.loop import TrainConfig
 
 

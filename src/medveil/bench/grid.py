@@ -27,14 +27,14 @@ import numpy as np
 from tqdm import tqdm
 
 from medveil import parallel
-from medveil._atomic import atomic_path, write_json
+from medveil._files import atomic_path, slug, write_json
 from medveil.data import ImageDataset, group_split
 from medveil.errors import InputError
 from medveil.evaluation.utility import run_one
 from medveil.keys import SECRET_BYTES, derive_secret
-from medveil.report import slug
 from medveil.schemes import Setting
 from medveil.training.loop import TrainConfig
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -23,7 +23,7 @@ from medveil.evaluation.privacy import linkage_text
 from medveil.bench.verdicts import (BROKEN, HOLDS_MARGIN, LINKAGE_FACTOR, NOT_YET_ATTACKED, THRESHOLDS_WHY,
                                     WEAK_GAIN, attacker_text, card_text, gain, recommendation, strongest_linkage,
                                     summarise, write_cards)
-from medveil.report import html_table, markdown_table, number, pm
+from medveil.evaluation.report import html_table, markdown_table, number, pm
 
 def _tables(rows: Sequence[dict]) -> dict[str, list[list[str]]]:
     main = [["setting", "best server model", "accuracy %", "F1 %", "SSIM obf. vs original", "PSNR dB"]

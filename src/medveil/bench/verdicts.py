@@ -17,7 +17,7 @@ from typing import Sequence
 from medveil.attacks import CAPABILITIES
 from medveil.errors import InputError, MedveilError
 from medveil.evaluation.cards import TARGET_POINTS
-from medveil.report import markdown_table, mean_std, write_csv
+from medveil.evaluation.report import markdown_table, mean_std, write_csv
 
 # Verdict thresholds. An attack counts for what it recovers beyond the guess of its threat model (the
 # strongest baseline: the attacker's mean image, per label where the service's labels are known);

@@ -69,7 +69,7 @@ def evaluate_utility(
     from medveil.data import load_dataset
     from medveil.evaluation.utility import evaluate_utility as run
     from medveil.evaluation.utility import settings_for, summarise
-    from medveil.report import pm
+    from medveil.evaluation.report import pm
     from medveil.schemes import Setting
 
     use_device(device)
@@ -248,7 +248,8 @@ def vae_train(
     """Train the VAE on your images (training and validation splits; the test split is left out) and make its key."""
     from medveil import metrics
     from medveil.data import group_split, load_dataset
-    from medveil.schemes.vae import VAEObfuscation, create_vae_key, train_vae
+    from medveil.schemes.vae import VAEObfuscation, create_vae_key
+    from medveil.training.vae import train_vae
     from medveil.training.loop import TrainConfig
 
     use_device(device)

@@ -22,14 +22,15 @@ import torch
 
 import medveil
 from medveil import metrics
+from medveil._files import slug
 from medveil.attacks import ATTACKER_DATA, Attack, AttackerView, BlackBox
 from medveil.data import ImageDataset, group_split
 from medveil.data.public import public_medical_images
 from medveil.errors import InputError
 from medveil.evaluation.figures import image_grid
-from medveil.keys import Key
 from medveil.evaluation.papers import NB_RECONSTRUCTION
-from medveil.report import markdown_table, number, slug, write_csv
+from medveil.evaluation.report import markdown_table, number, write_csv
+from medveil.keys import Key
 from medveil.schemes import Setting, from_key, scheme_class
 
 ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attacker_data", "queries", "ssim", "psnr",

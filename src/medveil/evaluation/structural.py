@@ -16,7 +16,7 @@ from tqdm import tqdm
 from medveil import metrics
 from medveil.data import ImageDataset, resize_images
 from medveil.evaluation.papers import SD_SDIM
-from medveil.report import markdown_table, number, write_csv
+from medveil.evaluation.report import markdown_table, number, write_csv
 from medveil.schemes import from_key, generate_key
 from medveil.schemes.structural import StructuralDeidentification
 

@@ -25,14 +25,14 @@ import torch
 
 import medveil
 from medveil import metrics
-from medveil._atomic import write_json
+from medveil._files import write_json
 from medveil.data import ImageDataset, group_split, resize_images, save_split, split_summary
 from medveil.data.pipeline import ImageTensors, RandomAffine
 from medveil.evaluation.figures import image_grid, plot_utility
 from medveil.nn import model_spec
 from medveil.training.classification import predict_probabilities, train_classifier
 from medveil.evaluation.papers import UTILITY as PAPER_UTILITY
-from medveil.report import markdown_table, mean_std, pm, write_csv
+from medveil.evaluation.report import markdown_table, mean_std, pm, write_csv
 from medveil.schemes import scheme_class
 from medveil.schemes.setting import Setting
 from medveil.training.loop import TrainConfig

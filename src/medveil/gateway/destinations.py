@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 from medveil.errors import InputError, MedveilError
 from medveil.plugins import Registry
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from medveil._atomic import TMP_PREFIX, atomic_path
+from medveil._files import TMP_PREFIX, atomic_path
 from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.gateway.destinations import Destination, ForwardError, Gated
 from medveil.gateway.journal import Journal

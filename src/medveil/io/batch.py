@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from medveil import parallel
-from medveil._atomic import TMP_PREFIX
+from medveil._files import TMP_PREFIX
 from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.files import obfuscate_in_worker, share_scheme
 from medveil.io.gate import ANOTHER_KEY, Gate

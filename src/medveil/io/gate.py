@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 from medveil.errors import InputError, MedveilError, RefusedError
 from medveil.io.burned_in import POLICIES, describe, find_text, mask_text
 from medveil.io.image import MedicalImage, first_line, format_named, read_image, suffix_of, write_image
@@ -284,7 +284,7 @@ class Gate:
               durable: bool = True) -> None:
         """Pass the file ``src`` through the gate into ``dst`` (written atomically); refuses to overwrite unless asked.
 
-        ``durable`` syncs ``dst`` to disk before returning (see :func:`medveil._atomic.atomic_path`).
+        ``durable`` syncs ``dst`` to disk before returning (see :func:`medveil._files.atomic_path`).
         Every failure is an :class:`InputError` of one line naming ``src``.
         """
         src, dst = Path(src), Path(dst)

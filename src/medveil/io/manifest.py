@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 from medveil.errors import InputError
 from medveil.io.image import first_line
 from medveil.keys import Key

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from medveil._atomic import TMP_PREFIX, temporary_name
+from medveil._files import TMP_PREFIX, temporary_name
 from medveil.errors import InputError
 from medveil.io.files import obfuscate_recorded, worker_scheme
 from medveil.io.gate import Gate

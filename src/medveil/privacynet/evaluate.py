@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from medveil import metrics
-from medveil._atomic import write_json
+from medveil._files import write_json
 from medveil.attacks import LearnedReconstruction, attacker_training
 from medveil.attacks.reidentify import discriminator_accuracy, msssim_reidentification, retrieval_map, train_discriminator
 from medveil.data.pipeline import SegmentationTensors
@@ -65,7 +65,7 @@ from medveil.privacynet.report import (EXAMPLES, LABELS_ROW, REID_COLUMNS, attac
                                        volume_sections, write_figures, write_report)
 from medveil.privacynet.train import (PrivacyNetConfig, check_trainable, pretrain, segment, segmentation_loss,
                                 train_privacynet, training_patch)
-from medveil.report import write_csv
+from medveil.evaluation.report import write_csv
 from medveil.schemes import from_key
 from medveil.schemes.adversarial import WEIGHTS_SUFFIX, create_adversarial_key
 from medveil.training.loop import TrainConfig, fit

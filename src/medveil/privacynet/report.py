@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 import medveil
+from medveil._files import slug
 from medveil.data.segmentation import SegmentationData, subject_pairs
 from medveil.evaluation.figures import image_grid, plot_pair_distributions
 from medveil.evaluation.papers import PN_DICE, PN_REIDENTIFICATION, PN_ROBUSTNESS, PN_TRANSFER
+from medveil.evaluation.report import markdown_table, mean_std, number, pm
 from medveil.privacynet.train import PrivacyNetConfig
-from medveil.report import markdown_table, mean_std, number, pm, slug
 
 REID_COLUMNS = ["reid_msssim_acc", "reid_dadv_acc", "reid_dnew_acc", "reid_map"]
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 from medveil.errors import KeyFileError, ParameterError, SchemeMismatchError
 from medveil.keys import Key
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from medveil._files import slug
 from medveil.keys import Key
-from medveil.report import slug
 from medveil.schemes.base import Scheme, from_key, scheme_class
 
 

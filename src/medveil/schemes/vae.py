@@ -4,7 +4,7 @@ Only paper VAE's abstract is available to us; it names the two stages and trains
 Our reading, where the abstract is silent:
 
 * The data owner trains a small convolutional VAE (:class:`medveil.nn.ConvVAE`) on its own
-  images, unsupervised, with the one training loop (:func:`train_vae`).
+  images, unsupervised, with the one training loop (:func:`medveil.training.vae.train_vae`).
 * Obfuscation reconstructs each image through the VAE with the *mean* latent code (no sampling,
   so the output is deterministic), rounds it to 8 bits, and maps it with the non-bijective
   intensity mapping of paper NB (``levels`` N). The mapping's secret is derived from the key.
@@ -103,26 +103,6 @@ class VAEObfuscation(Scheme):
             layout = f"(..., {side}, {side})" if channels == 1 else f"(..., {side}, {side}, 3)"
             raise InputError(f"this vae key takes images {layout}, got shape {images.shape}")
         return shape
-
-
-def train_vae(images: np.ndarray, config, latent: int = 64, beta: float = 1.0, val_fraction: float = 0.1):
-    """Train a :class:`~medveil.nn.ConvVAE` on the owner's uint8 images ``(n, S, S[, 3])``; returns ``(model, history)``.
-
-    The one training loop (:func:`medveil.training.loop.fit`) with the negative ELBO as loss; the model
-    kept is the one with the lowest validation loss.
-    """
-    from medveil.data.pipeline import ImagePairs
-    from medveil.nn import ConvVAE, VAELoss
-    from medveil.training.loop import fit
-
-    n_val = max(1, int(len(images) * val_fraction))
-    order = np.random.default_rng(config.seed).permutation(len(images))  # data order, not key material
-    channels = 3 if images.ndim == 4 else 1
-    model = ConvVAE(images.shape[1], channels, latent)
-    train, val = images[order[n_val:]], images[order[:n_val]]
-    result = fit(model, ImagePairs(train, train), ImagePairs(val, val), VAELoss(model, beta), config)
-    model.eval()
-    return model, result.history
 
 
 def _mapping_key(key: Key) -> Key:

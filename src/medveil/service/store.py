@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL);

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 from medveil.nn.device import on_device, resolve_device
 
 

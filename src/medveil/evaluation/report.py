@@ -1,4 +1,4 @@
-"""The one place reports are written from: tables, ± formatting, file-name slugs and atomic CSV files.
+"""The one place reports are written from: tables, ± formatting and atomic CSV files.
 
 Every report (utility, privacy, Privacy-Net, structural sweep, benchmark) builds its tables as
 lists of rows of strings, the first row the header, and renders them with :func:`markdown_table`
@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import html
 import math
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from medveil._atomic import atomic_path
+from medveil._files import atomic_path
 
 MISSING = "–"
 
@@ -52,12 +51,6 @@ def number(value, digits: int = 3) -> str:
         return MISSING
     value = float(value)
     return MISSING if math.isnan(value) else ("∞" if math.isinf(value) else f"{value:.{digits}f}")
-
-
-def slug(*parts: str) -> str:
-    """Return a file-name stem from ``parts`` (``"intensity", "levels=50;bits=8"`` -> ``"intensity-levels50-bits8"``)."""
-    text = "-".join(p for p in parts if p)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("=", "")).strip("-") or "-"
 
 
 def markdown_table(table: Sequence[Sequence[str]]) -> list[str]:

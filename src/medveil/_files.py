@@ -1,9 +1,13 @@
-"""Atomic file replacement: a file is either absent, its old version, or complete — never half written."""
+"""Writing files: atomic replacement, and the file-name stems outputs are named by.
+
+A file written through :func:`atomic_path` is either absent, its old version, or complete — never half written.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,3 +61,9 @@ def write_json(path: str | os.PathLike, value) -> None:
     """Write ``value`` as JSON to ``path`` atomically (a cached result is whole or absent, so a resume can trust it)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(value, indent=1))
+
+
+def slug(*parts: str) -> str:
+    """Return a file-name stem from ``parts`` (``"intensity", "levels=50;bits=8"`` -> ``"intensity-levels50-bits8"``)."""
+    text = "-".join(p for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("=", "")).strip("-") or "-"
