@@ -655,6 +655,23 @@ def test_a_dataset_grows_by_appending_and_the_same_images_twice_add_nothing(secu
     assert http.post("/jobs", headers=alice, json={"dataset_id": dataset_id, "epochs": 1}).status_code == 202
 
 
+def test_an_append_that_could_never_fit_the_budget_is_refused_at_once(tmp_path, rng):
+    # the stored dataset is held beside the new images while they are merged: past the whole budget,
+    # waiting for memory would end in 503 every time, so it is 413 at once
+    limits = Limits(max_decoded_bytes=3000, max_total_decoded_bytes=3000, budget_wait_seconds=60)
+    app = create_app(tmp_path / "srv", limits)
+    token = app.state.store.create_token("alice")
+    with TestClient(app) as http:
+        images = lambda k, n: {f"a/{k}-{i}.png": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(n)}
+        dataset_id = _upload(http, token, png_zip(images(0, 8))).json()["id"]  # 2048 bytes stored
+        grown = _append(http, token, dataset_id, png_zip(images(1, 3)))  # 2048 + 768 held: fits
+        assert grown.status_code == 200 and grown.json()["images"] == 11
+        started = time.monotonic()
+        refused = _append(http, token, dataset_id, png_zip(images(2, 1)))  # 2816 + 256 > 3000
+        assert refused.status_code == 413 and "whole decoding budget" in refused.json()["detail"]
+        assert time.monotonic() - started < 30
+
+
 def test_concurrent_appends_to_one_dataset_lose_nothing(tmp_path, rng):
     store = Store(tmp_path / "srv")
     token = store.create_token("alice")

@@ -3,7 +3,9 @@
 Decoded sizes are known from PNG headers before anything is decoded, so a request first holds its
 decoded bytes from the one budget every request of the server shares, and decodes only then; a
 request that would take the server past the budget waits for others to finish (up to
-``Limits.budget_wait_seconds``, then 503), so memory stays bounded however many arrive at once.
+``Limits.budget_wait_seconds``, then 503), so memory stays bounded however many arrive at once. A
+request that would need more than the whole budget (an append to a dataset grown that large) is refused
+at once with 413.
 """
 
 from __future__ import annotations
@@ -64,7 +66,13 @@ class MemoryBudget:
 
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
-        """Hold ``size`` bytes for the block: wait while others hold too much; 503 after the wait."""
+        """Hold ``size`` bytes for the block: wait while others hold too much; 503 after the wait.
+
+        More than the whole budget can never be held, so it is refused at once (413) instead of waiting.
+        """
+        if size > self.total:
+            raise http_error(413, f"this request would hold {size} bytes of decoded images, more than the server's "
+                                  f"whole decoding budget of {self.total} bytes")
         with self._free:
             if not self._free.wait_for(lambda: self.used + size <= self.total, timeout=self.wait):
                 raise http_error(503, "the server is decoding other requests' images; retry in a minute")
