@@ -1,8 +1,13 @@
-"""The package's shape: no import circles between its modules, none of them over 400 lines, each named in
-docs/layout.md."""
+"""The package's shape: each module imports alone, none imports itself through others, none is over 400 lines,
+and docs/layout.md names each."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -88,3 +93,32 @@ def test_the_layout_doc_names_every_module():
     unnamed = [str(path.relative_to(SRC)) for path in (SRC / "medveil").rglob("*.py")
                if path.name != "__init__.py" and path.name not in layout]
     assert not unnamed, f"docs/layout.md does not name {unnamed}"
+
+
+_IMPORT_EACH_ALONE = r"""
+import importlib, os, sys, traceback
+# third-party libraries first, so that each child below starts with them loaded and no medveil module
+import numpy, torch, scipy, skimage, pydicom, nibabel, PIL, fastapi, typer  # noqa: F401
+failed = []
+for name in sys.argv[1:]:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            print(name, traceback.format_exc().splitlines()[-1], flush=True)
+            os._exit(1)
+        os._exit(0)
+    if os.waitpid(pid, 0)[1] != 0:
+        failed.append(name)
+sys.exit(1 if failed else 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork to start each import from the same clean state")
+def test_each_module_imports_alone():
+    names = sorted(".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+                   for path in (SRC / "medveil").rglob("*.py") if path.name != "__main__.py")  # that one runs the CLI
+    done = subprocess.run([sys.executable, "-c", _IMPORT_EACH_ALONE, *names], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
