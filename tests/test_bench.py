@@ -113,3 +113,22 @@ def test_a_scheme_designed_here_is_not_yet_attacked_until_an_attack_of_its_own_h
     assert before["verdicts"] == {"ciphertext-only": NOT_YET_ATTACKED}  # generic attacks alone judge nothing
     after = summarise(generic + [record("smooth-unmix", "ciphertext-only", 0.24)], [setting])[0]
     assert after["verdicts"] == {"ciphertext-only": "holds"}
+
+
+def test_an_images_only_attack_that_used_leaked_pairs_counts_only_where_pairs_leak():
+    from medveil.bench.verdicts import summarise
+
+    setting = Setting("block-shuffle", (("block", 8),))
+
+    def record(attack, capability, ssim, linkage):
+        row = {"attack": attack, "attacker_data": "none", "queries": 0, "ssim": ssim, "psnr": 10.0, "ms_ssim": 0.3,
+               "linkage_top1": linkage, "linkage_chance": 0.01, "capability": capability}
+        return {"cell": Cell("attack", setting, attack=attack), "status": "done", "result": {"row": row}}
+
+    # known-pairs on block-shuffle is the jigsaw (an images-only attack) oriented by the pairs' plain images
+    records = [record("jigsaw", "ciphertext-only", 0.05, 0.40), record("jigsaw", "known-pairs", 0.06, 0.50),
+               record("prior-mean", "ciphertext-only", 0.23, 0.0)]
+    entry = summarise(records, [setting])[0]
+    assert entry["linked"]["ciphertext-only"]["linkage_top1"] == 0.40
+    assert entry["linked"]["known-pairs"]["linkage_top1"] == 0.50
+    assert entry["by_capability"]["oracle"]["ssim"] == 0.05  # the service's images alone: in every column

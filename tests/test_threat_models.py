@@ -182,6 +182,20 @@ def test_identity_undoes_a_monotone_remap_with_the_plain_histogram(rng):
     assert stretched.min() == 0 and stretched.max() == 255
 
 
+def test_the_image_as_it_is_is_an_attack_where_a_remap_would_move_right_grey_levels(rng):
+    from medveil.attacks import AsIs, Identity, applicable_attacks, attack_spec
+
+    plain = (smooth_images(rng, 50, 40) * 0.6 + 40).astype(np.uint8)  # a scan that never reaches black or white
+    kept = np.clip(plain.astype(int) + rng.integers(-3, 4, plain.shape), 0, 255).astype(np.uint8)  # levels kept
+    view = AttackerView("toy", {}, own=plain[:0], obfuscated_set=kept)
+    as_is = metrics.mean_pair_scores(plain[:5], AsIs().fit(view).reconstruct(kept[:5]), with_ms_ssim=False)["ssim"]
+    remapped = Identity().fit(view).reconstruct(kept[:5])
+    assert as_is > metrics.mean_pair_scores(plain[:5], remapped, with_ms_ssim=False)["ssim"]
+    spec = attack_spec("as-is")
+    assert spec.images_only and spec.capability == "ciphertext-only"
+    assert "as-is" in {s.name for s in applicable_attacks("structural", {"size": 50})}
+
+
 def test_linkage_finds_each_probe_in_the_gallery_from_good_reconstructions(rng):
     people = smooth_images(rng, 6, 40)
     probes = np.clip(people.astype(int) + rng.integers(-5, 6, people.shape), 0, 255).astype(np.uint8)  # re-saved copies

@@ -3,7 +3,7 @@
 Importing this package registers every built-in attack:
 
 - the guesses every attack is measured against (baselines): prior-mean, label-mean;
-- ciphertext-only: identity, code-cooccurrence, slot-correlation, position-correlation,
+- ciphertext-only: as-is, identity, code-cooccurrence, slot-correlation, position-correlation,
   kerckhoffs-unet, leading-bit, minimum-difference, jigsaw, smooth-unmix;
 - known-pairs: known-pairs;
 - oracle: chosen-plaintext (and its U-Net refinement), learned-reconstruction;
@@ -33,7 +33,7 @@ from medveil.attacks.chosen_plaintext import (
     chosen_plaintext_attack,
 )
 from medveil.attacks.cooccurrence import CodeCooccurrence
-from medveil.attacks.identity import Identity
+from medveil.attacks.identity import AsIs, Identity
 from medveil.attacks.jigsaw import Jigsaw
 from medveil.attacks.kerckhoffs import Kerckhoffs
 from medveil.attacks.known_pairs import (
@@ -58,6 +58,7 @@ __all__ = [
     "BlackBox",
     "ChosenPlaintext",
     "CodeCooccurrence",
+    "AsIs",
     "Identity",
     "Jigsaw",
     "Kerckhoffs",

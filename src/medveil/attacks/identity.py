@@ -1,9 +1,11 @@
-"""The identity baseline every scheme meets (ciphertext-only): what the obfuscated image itself shows.
+"""The identity baselines every scheme meets (ciphertext-only): what the obfuscated image itself shows.
 
-:class:`Identity` is the obfuscated image after the best global, monotone remap of its values the
-attacker can estimate from the service's set, matched by quantiles to its plain histogram
-(``prior``/``public``), or stretched over 0-255 (``none``). A scheme that keeps shapes where they
-are (structural) shows them here.
+:class:`AsIs` is the obfuscated image exactly as the service holds it. :class:`Identity` is the
+obfuscated image after the best global, monotone remap of its values the attacker can estimate from
+the service's set, matched by quantiles to its plain histogram (``prior``/``public``), or stretched
+over 0-255 (``none``). A scheme that keeps shapes where they are (structural) shows them in both;
+one that also keeps their grey levels (structural again) shows them best as it is, since any remap
+estimated without the originals moves levels that were right.
 """
 
 from __future__ import annotations
@@ -11,9 +13,23 @@ from __future__ import annotations
 import numpy as np
 from typing_extensions import override
 
-from medveil.attacks.base import AttackerView, AttackSpec, ValueTableAttack, register_attack
+from medveil.attacks.base import Attack, AttackerView, AttackSpec, ValueTableAttack, register_attack
 
 DOMAIN = 256
+
+
+class AsIs(Attack):
+    """The obfuscated image as it is (see the module docstring)."""
+
+    name = "as-is"
+
+    @override
+    def fit(self, view: AttackerView) -> "AsIs":
+        return self
+
+    @override
+    def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:
+        return obfuscated
 
 
 class Identity(ValueTableAttack):
@@ -37,5 +53,8 @@ class Identity(ValueTableAttack):
 
 register_attack(AttackSpec(
     "identity", "ciphertext-only", ("none", "prior"), None, lambda scheme, params, epochs, progress: Identity(),
-    "the obfuscated image itself after the best global remap of its values (what anyone holding it sees)",
+    "the obfuscated image after the best global remap of its values the service's set lets the attacker estimate",
     images_only=True))
+register_attack(AttackSpec(
+    "as-is", "ciphertext-only", ("none",), None, lambda scheme, params, epochs, progress: AsIs(),
+    "the obfuscated image exactly as it is (what anyone holding it sees, with no remap at all)", images_only=True))

@@ -94,8 +94,10 @@ def summarise(records: Sequence[dict], settings) -> list[dict]:
         entry = {"setting": setting, "runs": len(utility), "attacks": attacks, "model": best_model, "by_model": by_model,
                  "failures": [f"{r['cell'].attack or 'utility'}: {r['error']}" for r in mine if r["status"] == "failed"]}
         entry.update({metric: mean_std(u[metric] for u in utility) for metric in ("accuracy", "f1", "ssim", "psnr")})
-        # an attack that needs only the intercepted images counts in every threat model's column
-        within = {cap: [a for a in attacks if a.get("capability") == cap or a["attack"] in anyone] for cap in CAPABILITIES}
+        # an attack that needs only the intercepted images counts in every threat model's column, when it ran on
+        # them alone: the jigsaw that orients its pieces with leaked pairs' plain images is a known-pairs attack
+        within = {cap: [a for a in attacks if a.get("capability") == cap
+                        or (a["attack"] in anyone and a.get("capability") == "ciphertext-only")] for cap in CAPABILITIES}
         strongest = lambda rows: max(rows, key=lambda a: float(a["ssim"]), default=None)
         entry["guess"] = {cap: strongest([a for a in within[cap] if a["attack"] in guesses]) for cap in CAPABILITIES}
         entry["by_capability"] = {cap: strongest([a for a in within[cap] if a["attack"] not in guesses])

@@ -105,9 +105,10 @@ def verdict_lines(scheme: str, params: Mapping[str, Any]) -> list[str]:
 
 def _rank(cards: Mapping[str, Card]) -> tuple:
     service = cards.get(SERVICE)
+    any_card = next(iter(cards.values()))
     return (LEVELS.index(service.verdict) if service else len(LEVELS),
             max(LEVELS.index(c.verdict) for c in cards.values()),
-            service.ssim if service else 1.0)
+            not _useful(any_card), -(any_card.accuracy or 0.0))
 
 
 def _useful(card: Card) -> bool:
@@ -118,8 +119,10 @@ def _useful(card: Card) -> bool:
 def best_setting() -> tuple[str, dict[str, Any]]:
     """Return the setting the cards rate best, as ``(scheme, params)`` for ``generate_key``.
 
-    Among the settings within :data:`TARGET_POINTS` of plain images' accuracy (all, where none is): by its verdict
-    under ciphertext-only, then its worst verdict under any threat model, then the ciphertext-only attack's SSIM.
+    Privacy first: by its verdict under ciphertext-only (the service's view), then its worst verdict under any
+    threat model; among equals, one within :data:`TARGET_POINTS` of plain images' accuracy, then the most
+    accurate. A setting within the accuracy target whose images the service recovers is not the default when
+    one exists whose images it does not.
     """
     from medveil.schemes import Setting
 
@@ -128,8 +131,7 @@ def best_setting() -> tuple[str, dict[str, Any]]:
         settings.setdefault((c.scheme, c.params), {})[c.capability] = c
     if not settings:
         raise InputError("the package's cards.csv is empty: reinstall medveil")
-    useful = [s for s, cards in settings.items() if _useful(next(iter(cards.values())))] or list(settings)
-    scheme, params = min(useful, key=lambda s: _rank(settings[s]))
+    scheme, params = min(settings, key=lambda s: _rank(settings[s]))
     return scheme, dict(Setting.from_row({"scheme": scheme, "params": params}).params)
 
 
