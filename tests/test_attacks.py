@@ -130,15 +130,27 @@ def test_smooth_unmix_finds_each_skk_smooth_blocks_direction_from_the_set(rng):
     from medveil.attacks.unmix import block_signs, block_values
 
     fields = gaussian_filter(rng.normal(size=(300, 64, 64)), sigma=(0, 8, 8))  # smooth, like anatomy across a set
-    images = ((fields - fields.min()) / np.ptp(fields) * 255).astype(np.uint8)
-    scheme = medveil.from_key(medveil.generate_key("skk-smooth", block=4))
+    scheme = medveil.from_key(medveil.generate_key("skk-smooth", block=4))  # a fresh key each run
     negate, _ = scheme.pixel_keys((64, 64))
     filters = scheme.block_filters((64, 64))
     negated = negate[..., 0].reshape(16, 4, 16, 4).sum(axis=(1, 3))
     # blocks whose statistic rises or falls with the grey level: mean and median, with a clear majority
     truth = np.where(negated < 8, 1.0, -1.0)
     clear = (filters <= 1) & (np.abs(negated - 8) >= 3)
-    reference = images.reshape(300, 16, 4, 16, 4).mean(axis=(2, 4)).mean(axis=0)
-    signs, sure = block_signs(block_values(scheme(images), 4), reference)
-    assert clear.sum() > 15 and (signs[clear] == truth[clear]).mean() > 0.9
-    assert sure[clear].mean() > 0.9  # their neighbours agree with the direction found
+    assert clear.sum() > 15
+
+    def found(plain):
+        images = ((plain - plain.min()) / np.ptp(plain) * 255).astype(np.uint8)
+        reference = images.reshape(300, 16, 4, 16, 4).mean(axis=(2, 4)).mean(axis=0)
+        signs, sure = block_signs(block_values(scheme(images), 4), reference)
+        return (signs[clear] == truth[clear]).mean(), sure[clear].mean()
+
+    # the set fixes every block's direction up to one sign for all (40 keys: none wrong)
+    agree, sure = found(fields)
+    assert max(agree, 1 - agree) > 0.9 and sure > 0.9  # and their neighbours agree with the directions found
+    # that sign comes from the attacker's mean image, so it needs one with structure, as scans have (a bright
+    # middle here; 40 keys: none flipped). Over fields alike on average it is a coin toss, which once made
+    # this test fail one run in seven.
+    yy, xx = np.mgrid[:64, :64]
+    middle = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 16**2))
+    assert found(fields / fields.std() + 3 * middle)[0] > 0.5

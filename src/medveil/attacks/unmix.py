@@ -60,7 +60,8 @@ def block_signs(values: np.ndarray, reference: np.ndarray | None = None) -> tupl
 
     The direction is +1 or -1; the sureness, in [0, 1], is how far its neighbours' correlations
     agree with it (near 0 for a block that moves with none of them). ``reference``
-    ``(bh, bw)`` (the attacker's mean plain image at block resolution) picks the free global sign;
+    ``(bh, bw)`` (the attacker's mean plain image at block resolution) picks the free global sign, which
+    needs a mean image with structure, as scans have (over images alike on average it is a coin toss);
     without it the majority of blocks is taken to rise.
     """
     n, bh, bw = values.shape
