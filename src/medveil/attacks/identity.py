@@ -13,19 +13,15 @@ from __future__ import annotations
 import numpy as np
 from typing_extensions import override
 
-from medveil.attacks.base import Attack, AttackerView, AttackSpec, ValueTableAttack, register_attack
+from medveil.attacks.base import AttackerView, AttackSpec, SingleImageAttack, ValueTableAttack, register_attack
 
 DOMAIN = 256
 
 
-class AsIs(Attack):
+class AsIs(SingleImageAttack):
     """The obfuscated image as it is (see the module docstring)."""
 
     name = "as-is"
-
-    @override
-    def fit(self, view: AttackerView) -> "AsIs":
-        return self
 
     @override
     def reconstruct(self, obfuscated: np.ndarray) -> np.ndarray:

@@ -160,7 +160,7 @@ class Folder:
     def check_target(self, output: "Folder", out_rel: str) -> None:
         """Refuse an output ``out_rel`` whose folder resolves outside the output tree through a link.
 
-        Into this source folder, say. Only folders count: an output is renamed into place, which replaces a link
+        A link into this source folder, say. Only folders count: an output is renamed into place, which replaces a link
         standing at its own name instead of writing through it.
         """
         folder = output.folder_resolved(PurePosixPath(out_rel).parent.as_posix())

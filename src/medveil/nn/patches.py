@@ -125,7 +125,7 @@ class RandomPatches(Dataset):
 def whole_volume(unet: torch.nn.Module, x: torch.Tensor, patch: int | None) -> torch.Tensor:
     """Run a :class:`~medveil.nn.UNet` over a whole batch.
 
-    Directly, or with ``patch`` by sliding windows of that side, started on its pooling grid.
+    Directly, or, with ``patch``, by sliding windows of that side, started on its pooling grid.
     """
     if patch is None:
         return unet(x)

@@ -85,7 +85,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) ->
 def _declared_members(fileobj: IO[bytes]) -> int:
     """Return the member count a zip's end record declares.
 
-    Read before zipfile turns the whole central directory into objects (a million records cost half a gigabyte
+    It is read before zipfile turns the whole central directory into objects (a million records cost half a gigabyte
     before any limit was checked).
     """
     fileobj.seek(0, io.SEEK_END)
@@ -121,7 +121,7 @@ def decoded_size(shape_and_type: tuple[tuple[int, ...], np.dtype]) -> int:
 def decode_into(out: np.ndarray, opened: Iterable[Image.Image], names: list[str]) -> np.ndarray:
     """Decode PNGs (:func:`open_png`) into the rows of ``out``, one at a time.
 
-    So a request's images take their decoded size once, not twice as a list and its stack; ``opened`` may be a
+    That way a request's images take their decoded size once, not twice as a list and its stack; ``opened`` may be a
     generator that opens each only when its turn comes.
     """
     for row, (image, name) in enumerate(zip(opened, names)):
