@@ -132,3 +132,22 @@ def test_an_images_only_attack_that_used_leaked_pairs_counts_only_where_pairs_le
     assert entry["linked"]["ciphertext-only"]["linkage_top1"] == 0.40
     assert entry["linked"]["known-pairs"]["linkage_top1"] == 0.50
     assert entry["by_capability"]["oracle"]["ssim"] == 0.05  # the service's images alone: in every column
+
+
+def test_side_by_side_the_cells_that_train_start_first_one_to_a_task(tmp_path, rng, monkeypatch):
+    """A minutes-long cell handed out last keeps one worker busy while the others wait (the grid's
+    order put the quick profile's U-Nets after its minute of cheap cells, two to a task)."""
+    from medveil.bench import grid
+
+    handed = {}
+
+    def runner(work, context, jobs, workers, scheduler, per_task=None):
+        handed.update(cells=[cell for cell, in jobs], per_task=per_task)
+        return iter(())
+
+    monkeypatch.setattr(grid.parallel, "run", runner)
+    run_grid(tiny_dataset(tmp_path / "d", rng), grid.PROFILES["quick"], tmp_path / "out", progress=False,
+             scheduler="local")
+    training = [grid.trains(cell) for cell in handed["cells"]]
+    assert sorted(training, reverse=True) == training and 0 < sum(training) < len(training)
+    assert len(handed["cells"]) == len(cells_of(grid.PROFILES["quick"])) and handed["per_task"] == 1

@@ -200,8 +200,9 @@ def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
 
 
 def test_local_workers_keep_image_sized_arrays_off_mmap():
-    from medveil.parallel.cluster import WORKER_MALLOC, dask_client
+    from medveil.parallel.memory import MALLOC_THRESHOLDS
+    from medveil.parallel.cluster import dask_client
 
     with dask_client("local", 1) as client:
-        environs = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC})
-    assert list(environs.values()) == [{name: str(value) for name, value in WORKER_MALLOC.items()}]
+        environs = client.run(lambda: {name: os.environ.get(name) for name in MALLOC_THRESHOLDS})
+    assert list(environs.values()) == [{name: str(value) for name, value in MALLOC_THRESHOLDS.items()}]

@@ -52,3 +52,20 @@ def test_structural_traces_on_every_core_with_the_same_images(monkeypatch, rng):
     serial = scheme(images)
     monkeypatch.setattr(parallel, "_cores", 2)
     assert np.array_equal(scheme(images), serial) and used == [2]
+
+
+def test_a_command_keeps_image_sized_arrays_on_the_heap(monkeypatch):
+    """glibc maps and unmaps each buffer over its threshold anew: a bench cell spent a third of its time
+    in the kernel zeroing pages. Every medveil command sets the thresholds once."""
+    import platform
+
+    from typer.testing import CliRunner
+
+    from medveil.cli import app
+    from medveil.parallel import memory
+
+    if platform.libc_ver()[0] == "glibc":
+        assert memory.keep_arrays_on_heap()
+    calls = []
+    monkeypatch.setattr(memory, "keep_arrays_on_heap", lambda: calls.append(1) or True)
+    assert CliRunner().invoke(app, ["attack", "list"]).exit_code == 0 and calls == [1]

@@ -250,6 +250,9 @@ class AttackSpec:
         The schemes whose own structure it was written against (the jigsaw for block-shuffle), as
         opposed to the generic attacks that apply to many. A scheme designed here
         (:attr:`~medveil.schemes.Scheme.designed_here`) needs one of its own before its cards judge it.
+    trains : bool
+        It trains a network for the ``epochs`` it is made with: minutes where the others take
+        seconds, so a grid whose cells run side by side starts these first.
     """
 
     name: str
@@ -262,6 +265,7 @@ class AttackSpec:
     images_only: bool = False
     baseline: bool = False
     written_for: tuple[str, ...] = ()
+    trains: bool = False
 
     def applies_to(self, scheme: str, params: Mapping[str, Any] | None = None) -> bool:
         """Whether this attack runs against ``scheme`` (never against the plain baseline)."""

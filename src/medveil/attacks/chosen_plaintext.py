@@ -228,4 +228,4 @@ register_attack(AttackSpec(
 register_attack(AttackSpec(
     "chosen-plaintext+unet", "oracle", ("prior",), ("intensity",),
     lambda scheme, params, epochs, progress: chosen_plaintext_attack(scheme, params, True, attacker_training(epochs, progress)),
-    "the intensity table from one query, then a U-Net over each pixel's pre-image set"))
+    "the intensity table from one query, then a U-Net over each pixel's pre-image set", trains=True))

@@ -393,6 +393,6 @@ register_attack(AttackSpec(
     lambda scheme, params, epochs, progress, edges=0.3, weighted=True: Jigsaw.for_key_params(
         params, TrainConfig(epochs=epochs, batch_size=512, progress=progress), edges=edges, weighted=weighted),
     "puts each image's shuffled, turned blocks back where a position prior learned from plain images and their "
-    "edges say they go (edges alone without plain data)", images_only=True, written_for=("block-shuffle",),
+    "edges say they go (edges alone without plain data)", images_only=True, written_for=("block-shuffle",), trains=True,
     parameters=(Parameter("edges", float, 0.3, "weight of edge fit against the learned position prior"),
                 Parameter("weighted", bool, True, "probability-weighted pieces per position (else one assigned piece)"))))

@@ -97,4 +97,4 @@ register_attack(AttackSpec(
     lambda scheme, params, epochs, progress, keys=FRESH_KEYS: Kerckhoffs(scheme, params, attacker_training(epochs, progress),
                                                                          keys=keys),
     "U-Net trained on the attacker's images under many fresh keys of the public scheme, fed the set's statistics",
-    parameters=(Parameter("keys", int, FRESH_KEYS, "fresh keys the attacker's images are split over"),)))
+    parameters=(Parameter("keys", int, FRESH_KEYS, "fresh keys the attacker's images are split over"),), trains=True))

@@ -95,4 +95,4 @@ class LearnedReconstruction(Attack):
 register_attack(AttackSpec(
     "learned-reconstruction", "oracle", ("public", "prior"), None,
     lambda scheme, params, epochs, progress: LearnedReconstruction(attacker_training(epochs, progress)),
-    "paper NB's U-Net, trained on the attacker's images obfuscated through the black box"))
+    "paper NB's U-Net, trained on the attacker's images obfuscated through the black box", trains=True))

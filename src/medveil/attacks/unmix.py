@@ -179,4 +179,4 @@ register_attack(AttackSpec(
     "finds each skk-smooth block's keyed direction from how neighbouring blocks move together across the service's "
     "set, flips and rescales them, then a U-Net trained under the attacker's own keys",
     parameters=(Parameter("keys", int, FRESH_KEYS, "fresh keys the attacker's images are split over"),),
-    written_for=("skk-smooth", "warp-smooth")))
+    written_for=("skk-smooth", "warp-smooth"), trains=True))

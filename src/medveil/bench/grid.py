@@ -129,6 +129,13 @@ def cells_of(profile: Profile) -> list[Cell]:
     return cells
 
 
+def trains(cell: Cell) -> bool:
+    """Whether ``cell`` trains a network (a utility cell, or an attack that trains): minutes, where most take seconds."""
+    from medveil.attacks import attack_spec
+
+    return cell.kind == "utility" or attack_spec(cell.attack).trains
+
+
 def _left_out(profile: Profile, setting: Setting, attack: str, data: str) -> bool:
     return any(where in ("*", setting.scheme, setting.label) and name in ("*", attack) and given in ("*", data)
                for where, name, given in profile.leave_out)
@@ -179,7 +186,7 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
     Returns one record per cell, in :func:`cells_of` order: ``{"cell", "status" ("cached", "done"
     or "failed"), "result" or "error", "seconds"}``. ``compute`` is the function that runs a cell
     (replaceable in tests). ``scheduler`` runs the missing cells as Dask tasks through the one runner
-    (:func:`medveil.parallel.run`: a cell per task, a few per task in a grid of hundreds;
+    (:func:`medveil.parallel.run`: a cell per task, those that train first;
     ``"local"``: a LocalCluster of ``workers`` processes; or a scheduler's address, whose workers
     write figures into ``out_dir`` too); this process alone writes the cached cells. ``threads``
     fixes torch's threads per cell (default: all cores serially, the cores shared out on a
@@ -220,9 +227,12 @@ def run_grid(dataset: ImageDataset, profile: Profile, out_dir: Path, progress: b
 
         if threads is None and scheduler == "local":
             threads = local_threads(workers)
+        # Cells that train first, one cell per task: a minutes-long cell started last keeps one worker
+        # busy while the others wait. The order changes no cell's numbers (each has its own key and seed).
+        todo.sort(key=lambda index: not trains(cells[index]))
         # the dataset and the secret travel to each worker once, not per cell
         for job, outcome, error in parallel.run(_computed_cell, (compute, shared, secret, threads, device),
-                                                [(cells[index],) for index in todo], workers, scheduler):
+                                                [(cells[index],) for index in todo], workers, scheduler, per_task=1):
             finish(todo[job], outcome if error is None else _failed(error))
     bar.close()
     return [record for record in records if record is not None]

@@ -28,6 +28,8 @@ def main(ctx: typer.Context, version: bool = typer.Option(False, "--version", ca
     Exit status: 0 done; 1 some files failed (the others were written); 2 usage or input error.
     """
     from medveil import parallel
+    from medveil.parallel.memory import keep_arrays_on_heap
 
+    keep_arrays_on_heap()  # for this process's life: a command's process ends with it
     previous = parallel.set_cores(parallel.available_cores())  # per-image work (structural's tracing) on every core
     ctx.call_on_close(lambda: parallel.set_cores(previous))  # while the command runs, not after it (in a caller's process)

@@ -318,7 +318,7 @@ def _attack_options(assignments: list[str]) -> tuple:
 def bench(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for report.html, report.md, figures and cached cells."),
     dataset: DatasetName = "br35h",
-    profile: str = typer.Option("quick", help="'quick' (about 6 min on 2 cores) or 'full' (about 2 h 40 min on 2 cores)."),
+    profile: str = typer.Option("quick", help="'quick' (about 3.5 min on 2 cores) or 'full' (about 1 h 40 min on 2 cores)."),
     progress: bool = typer.Option(True),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object (the summary) instead of text."),
     param: list[str] = typer.Option([], "-p", "--param", help="An attack's own option for every cell it runs, "

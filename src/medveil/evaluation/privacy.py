@@ -32,6 +32,7 @@ from medveil.evaluation.papers import NB_RECONSTRUCTION
 from medveil.evaluation.report import markdown_table, number, write_csv
 from medveil.keys import Key
 from medveil.schemes import Setting, from_key, scheme_class
+from medveil.training.loop import seed_everything
 
 ATTACK_COLUMNS = ["dataset", "scheme", "params", "attack", "capability", "attacker_data", "queries", "ssim", "psnr",
                   "ms_ssim", "linkage_top1", "linkage_top5", "linkage_chance"]
@@ -104,6 +105,9 @@ def attack_images(attack: Attack, capability: str, key: Key, target: np.ndarray,
     obfuscated = scheme(target)  # what the hospital sends; intercepted, not queried
     view = AttackerView(key.scheme, dict(key.params), own, own_labels=own_labels)
     queries = 0
+    # An attack that trains draws its network's first weights from the global generators, which torch
+    # seeds at random in every process: seeded here, a cell gives the same row in any process.
+    seed_everything(0)
     if capability == "ciphertext-only":
         images, labels = service_set if service_set is not None else (target, None)
         view.obfuscated_set, view.labels = (lambda: scheme(images)), labels  # obfuscated if an attack asks

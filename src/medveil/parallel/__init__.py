@@ -27,25 +27,28 @@ Outcome = tuple[int, Any, "BaseException | None"]
 
 
 def run(work: Callable[..., Any], context: tuple, jobs: Sequence[tuple], workers: int = 1,
-        scheduler: str | None = None) -> Iterator[Outcome]:
+        scheduler: str | None = None, per_task: int | None = None) -> Iterator[Outcome]:
     """``(index, result, error)`` for each ``work(*context, *job)`` of ``jobs`` as it finishes.
 
     In this process (``workers`` 1, or a single job), a pool of ``workers`` processes
     (:func:`pool_context` says how they start), or Dask (``scheduler``: ``"local"`` for a
-    LocalCluster of ``workers`` processes, or a scheduler's address).
+    LocalCluster of ``workers`` processes, or a scheduler's address). Jobs start in the order
+    given; ``per_task`` jobs go to a worker at a time (default: as many as keep the scheduling
+    cheap, see :func:`_batches`; 1 for jobs of minutes, so the last ones spread over the workers).
     """
     if scheduler is not None:
         from medveil.parallel.cluster import dask_client
 
         with dask_client(scheduler, workers) as client:
-            yield from _run_on_dask(client, work, context, jobs)
+            yield from _run_on_dask(client, work, context, jobs, per_task)
     elif workers <= 1 or len(jobs) <= 1:
         for index, job in enumerate(jobs):
             yield from _work_batch(work, context, [(index, *job)])
     else:
         with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_work_batch, work, context, batch): batch for batch in _batches(jobs, workers)}
+            futures = {pool.submit(_work_batch, work, context, batch): batch
+                       for batch in _batches(jobs, workers, per_task)}
             for future in as_completed(futures):
                 yield from _outcomes(future, futures[future])
 
@@ -122,7 +125,8 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
-def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequence[tuple]) -> Iterator[Outcome]:
+def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequence[tuple],
+                 per_task: int | None = None) -> Iterator[Outcome]:
     """``(index, result, error)`` for each of ``jobs`` as Dask workers finish them, in any order.
 
     ``context`` travels to the workers once (:func:`~medveil.parallel.cluster.scatter_secret`); task names
@@ -140,19 +144,19 @@ def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequenc
     name = uuid.uuid4().hex[:8]
     workers = len(client.scheduler_info()["workers"])
     futures = {client.submit(_work_batch, work, shared, batch, pure=False, key=f"medveil-run-{name}-{i}"): batch
-               for i, batch in enumerate(_batches(jobs, workers))}
+               for i, batch in enumerate(_batches(jobs, workers, per_task))}
     for future in finished(futures):
         yield from _outcomes(future, futures.pop(future))  # released: a worker lost later redoes no finished job
 
 
-def _batches(jobs: Sequence[tuple], workers: int) -> list[list[tuple]]:
-    """``(index, *job)`` for ``jobs``, cut into tasks of several jobs each.
+def _batches(jobs: Sequence[tuple], workers: int, per_task: int | None = None) -> list[list[tuple]]:
+    """``(index, *job)`` for ``jobs``, cut into tasks of ``per_task`` jobs each, in order.
 
-    A task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so each
-    carries up to :data:`BATCH_JOBS`, while every worker still gets :data:`BATCHES_PER_WORKER`
+    By default a task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so
+    each carries up to :data:`BATCH_JOBS`, while every worker still gets :data:`BATCHES_PER_WORKER`
     tasks or more to balance the load.
     """
-    size = max(1, min(BATCH_JOBS, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
+    size = per_task or max(1, min(BATCH_JOBS, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
     numbered = [(index, *job) for index, job in enumerate(jobs)]
     return [numbered[start:start + size] for start in range(0, len(numbered), size)]
 

@@ -16,13 +16,7 @@ from typing import Any, Iterator
 
 from medveil.errors import InputError
 from medveil.io.image import first_line
-
-
-# Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers (to give memory back sooner). Setting any
-# such knob turns off glibc's adaptive mmap threshold, so every array over 128 KB is mapped and unmapped
-# anew: 800 DICOM slices took 7.0 s on a 2-worker LocalCluster with it and 5.4 s without, the
-# difference all system time. These keep image-sized arrays on the heap and still trim it past 64 MiB free.
-WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 1 << 25, "MALLOC_TRIM_THRESHOLD_": 1 << 26}
+from medveil.parallel.memory import MALLOC_THRESHOLDS
 
 
 @contextmanager
@@ -39,7 +33,7 @@ def dask_client(scheduler: str, workers: int) -> Iterator:
         raise InputError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
     if scheduler == "local":
         # Oracle attacks keep the key in a child process (BlackBox): a daemonic worker may not start one.
-        malloc = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
+        malloc = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in MALLOC_THRESHOLDS.items()}
         with dask.config.set({"distributed.worker.daemon": False, **malloc}), \
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
