@@ -107,8 +107,8 @@ def measure(kind: str, variant: str, epochs: int, device: str) -> dict:
     from medveil.attacks.reconstruction import _SigmoidMSE
     from medveil.data import load_br35h
     from medveil.data.pipeline import ImagePairs, ImageTensors, RandomAffine
-    from medveil.nn import UNet
-    from medveil.training.classification import train_classifier
+    from medveil.nn import UNet, model_spec
+    from medveil.training.classification import model_tensors, train_classifier
     from medveil.training.loop import TrainConfig, fit
 
     if variant == "now":
@@ -120,15 +120,12 @@ def measure(kind: str, variant: str, epochs: int, device: str) -> dict:
     data = load_br35h(64)
     train, val = data.images[:2100], data.images[2100:2550]
     labels, val_labels = data.labels[:2100], data.labels[2100:2550]
-    config = TrainConfig(epochs=epochs, progress=False, device=device)
-    scheme_name, params = FAMILIES.get(kind, ("skk-smooth", {"block": 4}))
-    scheme = medveil.from_key(medveil.generate_key(scheme_name, **params))
     if kind == "structural":
+        structural = medveil.from_key(medveil.generate_key("structural", size=50))
         parallel.set_cores(parallel.available_cores())
-        every_core = timed(lambda: medveil.from_key(medveil.generate_key("structural", size=50))(train))
+        every_core = timed(lambda: structural(train))
         parallel.set_cores(1)
-        one = timed(lambda: medveil.from_key(medveil.generate_key("structural", size=50))(train))
-        return {"seconds": every_core, "one process": one}
+        return {"seconds": every_core, "one process": timed(lambda: structural(train))}
     if kind == "kerckhoffs":
         from dataclasses import replace
         from pathlib import Path
@@ -143,6 +140,8 @@ def measure(kind: str, variant: str, epochs: int, device: str) -> dict:
         split = group_split(data.labels, data.groups)
         with TemporaryDirectory() as figures:
             return {"seconds": timed(lambda: run_cell(cell, data, split, profile, Path(figures), b"bench" * 8))}
+    scheme_name, params = FAMILIES.get(kind, ("skk-smooth", {"block": 4}))
+    scheme = medveil.from_key(medveil.generate_key(scheme_name, **params))
     codes, val_codes = scheme(train), scheme(val)
     if kind == "unet":
         pairs = PerItem(codes, targets=train) if per_item else ImagePairs(codes, train)
@@ -150,11 +149,12 @@ def measure(kind: str, variant: str, epochs: int, device: str) -> dict:
                                              TrainConfig(epochs=epochs, batch_size=128, progress=False, device=device)))}
     model = "cnn" if kind == "cnn" else "matched"
     augment = kind == "cnn"  # codes scale: the matched cells train without
-    scale = "codes" if model == "matched" else "minmax"
+    scale = model_spec(model).input
     augmentation = RandomAffine(generator=torch.Generator().manual_seed(0)) if augment else None
     tensors = (PerItem(codes, labels, augment=augment, scale=scale) if per_item
                else ImageTensors(codes, labels, augment=augmentation, scale=scale))
-    return {"seconds": timed(lambda: train_classifier(tensors, ImageTensors(val_codes, val_labels, scale=scale), model,
+    config = TrainConfig(epochs=epochs, progress=False, device=device)
+    return {"seconds": timed(lambda: train_classifier(tensors, model_tensors(model, val_codes, val_labels), model,
                                                       64, 1, config, scheme_name, {**params, "channels": 1}))}
 
 

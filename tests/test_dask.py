@@ -200,8 +200,8 @@ def test_a_local_folder_into_a_remote_one_goes_through_staging(tmp_path, rng):
 
 
 def test_local_workers_keep_image_sized_arrays_off_mmap():
-    from medveil.parallel.memory import MALLOC_THRESHOLDS
     from medveil.parallel.cluster import dask_client
+    from medveil.parallel.memory import MALLOC_THRESHOLDS
 
     with dask_client("local", 1) as client:
         environs = client.run(lambda: {name: os.environ.get(name) for name in MALLOC_THRESHOLDS})

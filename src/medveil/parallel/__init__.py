@@ -150,10 +150,10 @@ def _run_on_dask(client, work: Callable[..., Any], context: tuple, jobs: Sequenc
 
 
 def _batches(jobs: Sequence[tuple], workers: int, per_task: int | None = None) -> list[list[tuple]]:
-    """``(index, *job)`` for ``jobs``, cut into tasks of ``per_task`` jobs each, in order.
+    """``(index, *job)`` for ``jobs``, cut in order into tasks of ``per_task`` jobs each.
 
-    By default a task costs a few milliseconds of scheduling, as much as a small DICOM file's work, so
-    each carries up to :data:`BATCH_JOBS`, while every worker still gets :data:`BATCHES_PER_WORKER`
+    By default each carries up to :data:`BATCH_JOBS` (a task costs a few milliseconds of scheduling,
+    as much as a small DICOM file's work), while every worker still gets :data:`BATCHES_PER_WORKER`
     tasks or more to balance the load.
     """
     size = per_task or max(1, min(BATCH_JOBS, len(jobs) // (BATCHES_PER_WORKER * max(1, workers))))
